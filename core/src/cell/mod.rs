@@ -1,0 +1,140 @@
+//! Recurrent cells: batched, fused forward and backward steps, and the
+//! sequence level (BPTT) built from them.
+//!
+//! CONTRACT (shared with the engine and the trainer; keep these signatures):
+//! - [`sequence_forward`] / [`sequence_backward`]: T steps, input projection
+//!   hoisted before the time loop, weight gradients formed after it.
+//! - [`step_forward`]: one step for streaming inference, weights `f32` or `f16`.
+//! - Sizes: [`cache_len`], [`workspace_len`], [`step_workspace_len`].
+
+use crate::error::Error;
+use crate::gemm::Gemm;
+use crate::layout::{CellDims, CellGrads, CellParams};
+use crate::weight::Weight;
+
+/// The input of a sequence or of a step.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// Dense vectors: (T, B, I) for a sequence, (B, I) for a step.
+    Dense(&'a [f32]),
+    /// Token ids, each `< I`: (T, B) for a sequence, (B) for a step. The
+    /// input product is then a gather of column `id` of `weight_ih`, which is
+    /// exactly the product with a one-hot vector, without building it.
+    Tokens(&'a [u32]),
+}
+
+/// Dimensions of a T-step, B-row sequence through one cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqDims {
+    /// The cell's parameter shape.
+    pub cell: CellDims,
+    /// Time steps `T` (≥ 1).
+    pub steps: usize,
+    /// Batch rows `B` (≥ 1).
+    pub batch: usize,
+}
+
+/// Length of the cache that [`sequence_forward`] fills and
+/// [`sequence_backward`] reads.
+pub fn cache_len(dims: &SeqDims) -> usize {
+    let _ = dims;
+    unimplemented!("cells helper")
+}
+
+/// Length of the scratch workspace both [`sequence_forward`] and
+/// [`sequence_backward`] need (its contents are not kept between calls).
+pub fn workspace_len(dims: &SeqDims) -> usize {
+    let _ = dims;
+    unimplemented!("cells helper")
+}
+
+/// Length of the scratch workspace [`step_forward`] needs for `batch` rows.
+pub fn step_workspace_len(cell: &CellDims, batch: usize) -> usize {
+    let _ = (cell, batch);
+    unimplemented!("cells helper")
+}
+
+/// Forward through `T` steps.
+///
+/// - `hs`: out, (T, B, H): the hidden state after every step.
+/// - `c_last`: out, (B, H) the final cell state for the LSTM; empty otherwise.
+/// - `input`: (T, B, I) dense or (T, B) token ids.
+/// - `h0`, `c0`: (B, H) initial states (`c0` empty unless LSTM). The caller
+///   carries or resets them between batches; nothing here keeps state.
+/// - `cache`: out, [`cache_len`] elements, saved for the backward pass.
+/// - `workspace`: scratch, [`workspace_len`] elements.
+#[allow(clippy::too_many_arguments)]
+pub fn sequence_forward(
+    hs: &mut [f32],
+    c_last: &mut [f32],
+    input: Input<'_>,
+    h0: &[f32],
+    c0: &[f32],
+    params: CellParams<'_, f32>,
+    cache: &mut [f32],
+    workspace: &mut [f32],
+    dims: &SeqDims,
+    gemm: &impl Gemm,
+) -> Result<(), Error> {
+    let _ = (
+        hs, c_last, input, h0, c0, params, cache, workspace, dims, gemm,
+    );
+    unimplemented!("cells helper")
+}
+
+/// Backward through the `T` steps of the matching [`sequence_forward`]
+/// call. Every gradient is **accumulated** (`+=`).
+///
+/// - `grads`: the cell's parameter gradients.
+/// - `dinput`: (T, B, I) gradient of a dense input, or `None` (token input).
+/// - `dh0`, `dc0`: (B, H) gradients of the initial states (`dc0` empty unless LSTM).
+/// - `dhs`: (T, B, H) upstream gradient on every `h_t` (from the output layer);
+///   the final state is not used beyond it.
+/// - `input`, `h0`, `c0`, `params`, `hs`: as given to / produced by the forward call.
+/// - `cache`: as the forward call left it; `workspace`: scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn sequence_backward(
+    grads: &mut CellGrads<'_>,
+    dinput: Option<&mut [f32]>,
+    dh0: &mut [f32],
+    dc0: &mut [f32],
+    dhs: &[f32],
+    input: Input<'_>,
+    h0: &[f32],
+    c0: &[f32],
+    params: CellParams<'_, f32>,
+    hs: &[f32],
+    cache: &[f32],
+    workspace: &mut [f32],
+    dims: &SeqDims,
+    gemm: &impl Gemm,
+) -> Result<(), Error> {
+    let _ = (
+        grads, dinput, dh0, dc0, dhs, input, h0, c0, params, hs, cache, workspace, dims, gemm,
+    );
+    unimplemented!("cells helper")
+}
+
+/// One step for streaming inference, weights stored as `W` (`f32` or `f16`),
+/// computed in f32.
+///
+/// - `h`, `c`: out, (B, H) new states (`c` empty unless LSTM); they may not
+///   alias `h_prev`, `c_prev` (double-buffer them).
+/// - `input`: (B, I) dense or (B) token ids.
+/// - `h_prev`, `c_prev`: (B, H).
+/// - `workspace`: scratch, [`step_workspace_len`] elements.
+#[allow(clippy::too_many_arguments)]
+pub fn step_forward<W: Weight>(
+    h: &mut [f32],
+    c: &mut [f32],
+    input: Input<'_>,
+    h_prev: &[f32],
+    c_prev: &[f32],
+    params: CellParams<'_, W>,
+    workspace: &mut [f32],
+    cell: &CellDims,
+    batch: usize,
+) -> Result<(), Error> {
+    let _ = (h, c, input, h_prev, c_prev, params, workspace, cell, batch);
+    unimplemented!("cells helper")
+}

@@ -1,0 +1,1 @@
+//! recur-data: corpus, vocabulary and samplers (in progress).

@@ -1,0 +1,1 @@
+//! recur-engine: the GPU engine (in progress).
