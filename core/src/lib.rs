@@ -18,9 +18,16 @@
 #![deny(missing_docs)]
 
 pub mod cell;
+pub mod clip;
 pub mod error;
+mod fmath;
 pub mod gemm;
 pub mod layout;
+pub mod optim;
+pub mod output;
+pub mod sample;
+#[cfg(test)]
+mod testutil;
 pub mod weight;
 
 pub use cell::{Input, SeqDims};
