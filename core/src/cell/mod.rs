@@ -7,10 +7,20 @@
 //! - [`step_forward`]: one step for streaming inference, weights `f32` or `f16`.
 //! - Sizes: [`cache_len`], [`workspace_len`], [`step_workspace_len`].
 
-use crate::error::Error;
+mod act;
+mod gru;
+mod input;
+mod lstm;
+mod plan;
+mod rnn;
+mod sequence;
+mod step;
+
+use crate::error::{check_len, check_tokens, Error};
 use crate::gemm::Gemm;
-use crate::layout::{CellDims, CellGrads, CellParams};
+use crate::layout::{CellDims, CellGrads, CellKind, CellParams};
 use crate::weight::Weight;
+use plan::Plan;
 
 /// The input of a sequence or of a step.
 #[derive(Debug, Clone, Copy)]
@@ -37,21 +47,18 @@ pub struct SeqDims {
 /// Length of the cache that [`sequence_forward`] fills and
 /// [`sequence_backward`] reads.
 pub fn cache_len(dims: &SeqDims) -> usize {
-    let _ = dims;
-    unimplemented!("cells helper")
+    plan::cache_len(dims)
 }
 
 /// Length of the scratch workspace both [`sequence_forward`] and
 /// [`sequence_backward`] need (its contents are not kept between calls).
 pub fn workspace_len(dims: &SeqDims) -> usize {
-    let _ = dims;
-    unimplemented!("cells helper")
+    plan::workspace_len(dims)
 }
 
 /// Length of the scratch workspace [`step_forward`] needs for `batch` rows.
 pub fn step_workspace_len(cell: &CellDims, batch: usize) -> usize {
-    let _ = (cell, batch);
-    unimplemented!("cells helper")
+    plan::step_workspace_len(cell, batch)
 }
 
 /// Forward through `T` steps.
@@ -76,10 +83,18 @@ pub fn sequence_forward(
     dims: &SeqDims,
     gemm: &impl Gemm,
 ) -> Result<(), Error> {
-    let _ = (
-        hs, c_last, input, h0, c0, params, cache, workspace, dims, gemm,
-    );
-    unimplemented!("cells helper")
+    let p = Plan::new(dims)?;
+    params.check(&dims.cell)?;
+    check_input(input, p.tb, p.i)?;
+    check_len("hs", hs, p.tbh())?;
+    check_state("c_last", c_last, p.kind, p.bh)?;
+    check_len("h0", h0, p.bh)?;
+    check_state("c0", c0, p.kind, p.bh)?;
+    check_len("cache", cache, p.cache_len)?;
+    check_len("workspace", workspace, p.workspace_len)?;
+    sequence::forward(
+        hs, c_last, input, h0, c0, params, cache, workspace, &p, gemm,
+    )
 }
 
 /// Backward through the `T` steps of the matching [`sequence_forward`]
@@ -109,10 +124,28 @@ pub fn sequence_backward(
     dims: &SeqDims,
     gemm: &impl Gemm,
 ) -> Result<(), Error> {
-    let _ = (
-        grads, dinput, dh0, dc0, dhs, input, h0, c0, params, hs, cache, workspace, dims, gemm,
-    );
-    unimplemented!("cells helper")
+    let p = Plan::new(dims)?;
+    grads.check(&dims.cell)?;
+    params.check(&dims.cell)?;
+    check_input(input, p.tb, p.i)?;
+    if let Some(dx) = dinput.as_deref() {
+        match input {
+            Input::Dense(_) => check_len("dinput", dx, p.tb * p.i)?,
+            // A token id has no gradient.
+            Input::Tokens(_) => return Err(Error::Value { what: "dinput" }),
+        }
+    }
+    check_len("dh0", dh0, p.bh)?;
+    check_state("dc0", dc0, p.kind, p.bh)?;
+    check_len("dhs", dhs, p.tbh())?;
+    check_len("h0", h0, p.bh)?;
+    check_state("c0", c0, p.kind, p.bh)?;
+    check_len("hs", hs, p.tbh())?;
+    check_len("cache", cache, p.cache_len)?;
+    check_len("workspace", workspace, p.workspace_len)?;
+    sequence::backward(
+        grads, dinput, dh0, dc0, dhs, input, h0, c0, params, hs, cache, workspace, &p, gemm,
+    )
 }
 
 /// One step for streaming inference, weights stored as `W` (`f32` or `f16`),
@@ -135,6 +168,56 @@ pub fn step_forward<W: Weight>(
     cell: &CellDims,
     batch: usize,
 ) -> Result<(), Error> {
-    let _ = (h, c, input, h_prev, c_prev, params, workspace, cell, batch);
-    unimplemented!("cells helper")
+    params.check(cell)?;
+    if batch == 0 {
+        return Err(Error::Dim {
+            what: "batch",
+            value: 0,
+        });
+    }
+    let (bgh, ws_len) = plan::step_sizes(cell, batch).ok_or(Error::Dim {
+        what: "batch",
+        value: batch,
+    })?;
+    let bh = batch * cell.hidden;
+    check_input(input, batch, cell.input)?;
+    check_len("h", h, bh)?;
+    check_state("c", c, cell.cell, bh)?;
+    check_len("h_prev", h_prev, bh)?;
+    check_state("c_prev", c_prev, cell.cell, bh)?;
+    check_len("workspace", workspace, ws_len)?;
+    step::forward(
+        h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
+    );
+    Ok(())
+}
+
+/// Checks an input of `rows` rows: (rows, I) dense or (rows) ids `< I`.
+fn check_input(input: Input<'_>, rows: usize, in_dim: usize) -> Result<(), Error> {
+    match input {
+        Input::Dense(x) => check_len(
+            "input",
+            x,
+            rows.checked_mul(in_dim).ok_or(Error::Dim {
+                what: "input",
+                value: in_dim,
+            })?,
+        ),
+        Input::Tokens(ids) => {
+            check_len("input", ids, rows)?;
+            check_tokens("input", ids, in_dim)
+        }
+    }
+}
+
+/// Checks a cell-state slice: (B, H) for the LSTM, empty for the others
+/// (a non-empty one is [`Error::Cell`]).
+fn check_state(what: &'static str, s: &[f32], kind: CellKind, bh: usize) -> Result<(), Error> {
+    if kind.has_cell_state() {
+        check_len(what, s, bh)
+    } else if s.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Cell { what })
+    }
 }
