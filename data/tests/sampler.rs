@@ -140,9 +140,9 @@ fn batch_into_fills_caller_buffers() {
     assert_eq!(inputs, batch.inputs);
     assert_eq!(targets, batch.targets);
     assert!(!inputs.contains(&u32::MAX));
-    for b in 0..2 {
+    for (b, &first) in inputs[..2].iter().enumerate() {
         let start = sampler.sequence_start(1, b).expect("in range") as u32;
-        assert_eq!(inputs[b], start);
+        assert_eq!(first, start);
     }
     assert_eq!(sampler.sequence_start(2, 0), None);
     assert_eq!(sampler.sequence_start(0, 2), None);
