@@ -6,3 +6,5 @@
 pub use recur_core as core;
 pub use recur_data as data;
 pub use recur_engine as engine;
+
+pub mod train;

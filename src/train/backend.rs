@@ -1,0 +1,173 @@
+//! The device-independent interface the training loop drives. The CPU
+//! implementation ([`super::cpu::CpuBackend`]) sits on recur-core; the GPU
+//! engine plugs in by implementing the same trait over resident buffers.
+//!
+//! A backend owns the parameters, their gradients, the optimizer's state and
+//! the carried hidden state; the loop only moves token ids in and scalars
+//! out, plus the flat [`ModelLayout`] buffers for checkpoints.
+
+use recur_core::ModelLayout;
+
+use super::config::OptimizerKind;
+use super::error::TrainError;
+use super::rng::TrainRng;
+
+/// What a backend is built for: the model, the mini-batch shape and the
+/// update rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackendSpec {
+    /// The model's parameter layout.
+    pub layout: ModelLayout,
+    /// Batch rows B of a training mini-batch.
+    pub batch: usize,
+    /// Time steps T of a training mini-batch.
+    pub steps: usize,
+    /// The update rule.
+    pub optimizer: OptimizerKind,
+    /// Its learning rate (f64 like PyTorch's Python float; SGD applies it
+    /// as f32).
+    pub lr: f64,
+    /// Keep `rnn.bias_hh_l0` at its value (zero): the from-scratch models
+    /// have one bias per gate (see [`super::config::InitScheme::Scratch`]).
+    pub freeze_bias_hh: bool,
+}
+
+/// The optimizer's state, for checkpoints.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OptimizerState {
+    /// Updates taken so far (Adam's `t`; counted for SGD too).
+    pub step: u64,
+    /// Adam's first moments, [`ModelLayout::len`] elements; empty for SGD.
+    pub exp_avg: Vec<f32>,
+    /// Adam's second moments, [`ModelLayout::len`] elements; empty for SGD.
+    pub exp_avg_sq: Vec<f32>,
+}
+
+/// The carried hidden state, for checkpoints: (B, H) each; `c` is empty
+/// unless the cell is an LSTM.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HiddenState {
+    /// Hidden state h, (B, H).
+    pub h: Vec<f32>,
+    /// Cell state c, (B, H), LSTM only.
+    pub c: Vec<f32>,
+}
+
+/// How the next token is picked during generation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decode {
+    /// The most likely token (d2l's `predict`: argmax).
+    Greedy,
+    /// A draw from `softmax(logits / temperature)` over the `top_k` most
+    /// likely tokens (`top_k == 0`: all of them).
+    Sample {
+        /// Softmax temperature (> 0).
+        temperature: f32,
+        /// Candidates kept; 0 keeps all.
+        top_k: usize,
+    },
+}
+
+/// One training device.
+///
+/// The call sequence of a mini-batch is [`forward_loss`](Backend::forward_loss),
+/// [`backward`](Backend::backward), [`clip`](Backend::clip),
+/// [`step`](Backend::step). Token ids are laid out time-major, (T, B):
+/// element `t·B + b` is step `t` of row `b`, as d2l's loss sees them after
+/// its transpose.
+pub trait Backend {
+    /// What the backend was built for.
+    fn spec(&self) -> &BackendSpec;
+
+    /// Replaces the parameters with `params` ([`ModelLayout::len`] elements,
+    /// PyTorch layout).
+    fn upload_params(&mut self, params: &[f32]) -> Result<(), TrainError>;
+
+    /// Copies the parameters into `params` ([`ModelLayout::len`] elements).
+    fn download_params(&self, params: &mut [f32]) -> Result<(), TrainError>;
+
+    /// Replaces the optimizer's state (resume).
+    fn upload_optimizer(&mut self, state: &OptimizerState) -> Result<(), TrainError>;
+
+    /// The optimizer's state (checkpoint).
+    fn download_optimizer(&self) -> Result<OptimizerState, TrainError>;
+
+    /// Sets the carried hidden state to zeros.
+    fn reset_state(&mut self) -> Result<(), TrainError>;
+
+    /// Cuts the graph at the carried state: the next mini-batch's gradients
+    /// stop there (d2l's `detach`). Backends whose backward never reaches
+    /// past a batch's initial state implement it as a no-op.
+    fn detach_state(&mut self) -> Result<(), TrainError>;
+
+    /// Replaces the carried hidden state (resume).
+    fn upload_state(&mut self, state: &HiddenState) -> Result<(), TrainError>;
+
+    /// The carried hidden state (checkpoint).
+    fn download_state(&self) -> Result<HiddenState, TrainError>;
+
+    /// Runs a mini-batch forward from the carried state, which it advances
+    /// to the batch's final state, and returns the mean softmax
+    /// cross-entropy. `inputs`, `targets`: (T, B) token ids.
+    fn forward_loss(&mut self, inputs: &[u32], targets: &[u32]) -> Result<f32, TrainError>;
+
+    /// Sets the gradients to those of the last [`forward_loss`](Backend::forward_loss).
+    fn backward(&mut self) -> Result<(), TrainError>;
+
+    /// The gradients' global L2 norm; with `Some(theta)` the gradients are
+    /// then scaled to norm θ if it is larger (d2l's `grad_clipping`).
+    /// Returns the norm before clipping.
+    fn clip(&mut self, theta: Option<f32>) -> Result<f32, TrainError>;
+
+    /// Applies the update rule to the parameters.
+    fn step(&mut self) -> Result<(), TrainError>;
+
+    /// d2l's `predict`: from a zero state, feeds `prefix`, then appends
+    /// `len` tokens each chosen by `decode` from the output after the
+    /// previous one. Returns prefix + generated ids. Leaves the carried
+    /// training state untouched.
+    fn generate(
+        &mut self,
+        prefix: &[u32],
+        len: usize,
+        decode: Decode,
+        rng: &mut TrainRng,
+    ) -> Result<Vec<u32>, TrainError>;
+}
+
+/// The device a run asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// recur-core on the CPU.
+    Cpu,
+    /// recur-engine on an NVIDIA GPU.
+    Cuda,
+}
+
+/// Checks that `device` can train; the CUDA engine does not train yet.
+pub fn check_device(device: Device) -> Result<(), TrainError> {
+    match device {
+        Device::Cpu => Ok(()),
+        Device::Cuda => Err(TrainError::Device(
+            "--device cuda: training on the GPU is not yet available in this build \
+             (recur-engine does not implement the training Backend yet); use --device cpu"
+                .to_string(),
+        )),
+    }
+}
+
+/// Checks a flat buffer's length against the layout.
+pub(crate) fn check_flat(
+    what: &str,
+    buf_len: usize,
+    layout: &ModelLayout,
+) -> Result<(), TrainError> {
+    if buf_len == layout.len() {
+        Ok(())
+    } else {
+        Err(TrainError::Config(format!(
+            "{what} has {buf_len} elements, the model has {}",
+            layout.len()
+        )))
+    }
+}

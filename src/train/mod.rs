@@ -1,0 +1,37 @@
+//! The training loop of recur: d2l's character language model trainer,
+//! device-independent over the [`Backend`] trait, with the CPU backend on
+//! recur-core, presets reproducing the chapter's experiments, safetensors
+//! checkpoints, JSON-lines metrics and perplexity plots.
+//!
+//! `examples/train.rs` and `examples/generate.rs` are thin wrappers over
+//! [`cli::run_train`] and [`generate::run_generate`].
+
+pub mod backend;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod cpu;
+pub mod error;
+pub mod generate;
+pub mod init;
+pub mod metrics;
+pub mod plot;
+pub mod rng;
+pub mod trainer;
+
+pub use backend::{Backend, BackendSpec, Decode, Device, HiddenState, OptimizerState};
+pub use checkpoint::Checkpoint;
+pub use config::{InitScheme, OptimizerKind, Sampling, StatePolicy, TrainConfig, PRESETS};
+pub use cpu::CpuBackend;
+pub use error::TrainError;
+pub use metrics::EpochRecord;
+pub use trainer::Trainer;
+
+/// The matrix product the CPU trainer uses with `threads` threads.
+pub fn cpu_gemm(threads: usize) -> Result<impl recur_core::Gemm, TrainError> {
+    if threads == 0 {
+        return Err(TrainError::Config("--threads must be at least 1".into()));
+    }
+    // Until the threaded product lands, one thread.
+    Ok(recur_core::Portable)
+}
