@@ -94,7 +94,23 @@ impl Gemm for Portable {
         c: &mut [f32],
     ) -> Result<(), Error> {
         check_gemm(m, n, k, a, b, c)?;
-        run(Isa::detect(), ta, tb, m, n, k, alpha, a, b, beta, c);
+        let (lda, ldb) = stored_cols(ta, tb, m, n, k);
+        run(
+            Isa::detect(),
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            alpha,
+            a,
+            lda,
+            b,
+            ldb,
+            beta,
+            c,
+            n,
+        );
         Ok(())
     }
 }
@@ -120,8 +136,110 @@ pub fn gemm_with_isa(
         return Err(Error::Value { what: "isa" });
     }
     check_gemm(m, n, k, a, b, c)?;
-    run(isa, ta, tb, m, n, k, alpha, a, b, beta, c);
+    let (lda, ldb) = stored_cols(ta, tb, m, n, k);
+    run(isa, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, n);
     Ok(())
+}
+
+/// [`Portable`]'s product on sub-matrices: each operand is row-major with
+/// its rows `ld*` elements apart (`ld* ≥` its stored column count), so a
+/// block of a larger matrix can be passed without copying (the threaded
+/// product in the `recur` crate splits its work this way).
+///
+/// - `a`: op(A) is m×k, stored (m, k) for [`Trans::N`], (k, m) for
+///   [`Trans::T`], rows `lda` apart; at least `(rows−1)·lda + cols` elements.
+/// - `b`: op(B) is k×n, stored (k, n) or (n, k), rows `ldb` apart.
+/// - `c`: (m, n), rows `ldc` apart; elements between rows are not touched.
+///   With `beta == 0` C is not read.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_strided(
+    ta: Trans,
+    tb: Trans,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) -> Result<(), Error> {
+    let (a_rows, a_cols) = match ta {
+        Trans::N => (m, k),
+        Trans::T => (k, m),
+    };
+    let (b_rows, b_cols) = match tb {
+        Trans::N => (k, n),
+        Trans::T => (n, k),
+    };
+    check_strided("gemm a", "gemm lda", a.len(), a_rows, a_cols, lda)?;
+    check_strided("gemm b", "gemm ldb", b.len(), b_rows, b_cols, ldb)?;
+    check_strided("gemm c", "gemm ldc", c.len(), m, n, ldc)?;
+    run(
+        Isa::detect(),
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        lda,
+        b,
+        ldb,
+        beta,
+        c,
+        ldc,
+    );
+    Ok(())
+}
+
+/// Checks one strided operand: `ld ≥ cols` and `len ≥ (rows−1)·ld + cols`.
+fn check_strided(
+    what: &'static str,
+    what_ld: &'static str,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+) -> Result<(), Error> {
+    if ld < cols {
+        return Err(Error::Dim {
+            what: what_ld,
+            value: ld,
+        });
+    }
+    let needed = if rows == 0 || cols == 0 {
+        0
+    } else {
+        mul(what, rows - 1, ld)?
+            .checked_add(cols)
+            .ok_or(Error::Dim { what, value: rows })?
+    };
+    if len < needed {
+        return Err(Error::Length {
+            what,
+            expected: needed,
+            actual: len,
+        });
+    }
+    Ok(())
+}
+
+/// Leading dimensions of tightly packed A and B.
+fn stored_cols(ta: Trans, tb: Trans, m: usize, n: usize, k: usize) -> (usize, usize) {
+    let lda = match ta {
+        Trans::N => k,
+        Trans::T => m,
+    };
+    let ldb = match tb {
+        Trans::N => n,
+        Trans::T => k,
+    };
+    (lda, ldb)
 }
 
 /// Dispatch after the checks; `isa` is supported.
@@ -135,25 +253,31 @@ fn run(
     k: usize,
     alpha: f32,
     a: &[f32],
+    lda: usize,
     b: &[f32],
+    ldb: usize,
     beta: f32,
     c: &mut [f32],
+    ldc: usize,
 ) {
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 || alpha == 0.0 {
-        if beta == 0.0 {
-            c.fill(0.0);
-        } else if beta != 1.0 {
-            c.iter_mut().for_each(|x| *x *= beta);
+        for i in 0..m {
+            let row = &mut c[i * ldc..i * ldc + n];
+            if beta == 0.0 {
+                row.fill(0.0);
+            } else if beta != 1.0 {
+                row.iter_mut().for_each(|x| *x *= beta);
+            }
         }
         return;
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` is supported (checked by every caller).
-        Isa::Avx2Fma => unsafe { avx2::gemm(ta, tb, m, n, k, alpha, a, b, beta, c) },
+        Isa::Avx2Fma => unsafe { avx2::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) },
         _ => driver::packed(
             driver::generic_kernel,
             ta,
@@ -163,9 +287,12 @@ fn run(
             k,
             alpha,
             a,
+            lda,
             b,
+            ldb,
             beta,
             c,
+            ldc,
         ),
     }
 }
@@ -428,6 +555,94 @@ mod tests {
                 &mut []
             ),
             Err(Error::Dim { .. })
+        ));
+    }
+
+    #[test]
+    fn strided_blocks_match_the_whole_product() {
+        // Compute a 40×50 product as a 2×2 grid of blocks of the same
+        // matrices through gemm_strided; C's untouched gaps keep their NaN.
+        let (m, n, k) = (40, 50, 30);
+        let mut rng = SplitMix(21);
+        for (ta, tb) in TRANS {
+            let a = rng.vec(m * k, 1.0);
+            let b = rng.vec(k * n, 1.0);
+            let mut whole = std::vec![f32::NAN; m * n];
+            Portable
+                .gemm(ta, tb, m, n, k, 1.0, &a, &b, 0.0, &mut whole)
+                .unwrap();
+            let (lda, ldb) = stored_cols(ta, tb, m, n, k);
+            let mut blocks = std::vec![f32::NAN; m * n];
+            for (i0, i1) in [(0, 17), (17, 40)] {
+                for (j0, j1) in [(0, 23), (23, 50)] {
+                    let a_off = match ta {
+                        Trans::N => i0 * lda,
+                        Trans::T => i0,
+                    };
+                    let b_off = match tb {
+                        Trans::N => j0,
+                        Trans::T => j0 * ldb,
+                    };
+                    gemm_strided(
+                        ta,
+                        tb,
+                        i1 - i0,
+                        j1 - j0,
+                        k,
+                        1.0,
+                        &a[a_off..],
+                        lda,
+                        &b[b_off..],
+                        ldb,
+                        0.0,
+                        &mut blocks[i0 * n + j0..],
+                        n,
+                    )
+                    .unwrap();
+                }
+            }
+            assert_eq!(whole, blocks, "{ta:?}{tb:?}");
+        }
+        // Leading dimension too small, slice too short.
+        let mut c = [0.0f32; 4];
+        assert_eq!(
+            gemm_strided(
+                Trans::N,
+                Trans::N,
+                2,
+                2,
+                3,
+                1.0,
+                &[0.0; 6],
+                2,
+                &[0.0; 6],
+                2,
+                0.0,
+                &mut c,
+                2
+            ),
+            Err(Error::Dim {
+                what: "gemm lda",
+                value: 2
+            })
+        );
+        assert!(matches!(
+            gemm_strided(
+                Trans::N,
+                Trans::N,
+                2,
+                2,
+                3,
+                1.0,
+                &[0.0; 6],
+                3,
+                &[0.0; 6],
+                2,
+                0.0,
+                &mut c[..3],
+                2
+            ),
+            Err(Error::Length { what: "gemm c", .. })
         ));
     }
 

@@ -17,7 +17,8 @@ use super::pack::{MR, NR};
 const NV: usize = NR / 8;
 use crate::gemm::Trans;
 
-/// `C = alpha · op(A)·op(B) + beta · C`; lengths checked, `m, n, k ≥ 1`.
+/// `C = alpha · op(A)·op(B) + beta · C` with leading dimensions; lengths
+/// checked, `m, n, k ≥ 1`.
 ///
 /// # Safety
 /// The processor must support AVX2 and FMA.
@@ -31,12 +32,15 @@ pub(super) unsafe fn gemm(
     k: usize,
     alpha: f32,
     a: &[f32],
+    lda: usize,
     b: &[f32],
+    ldb: usize,
     beta: f32,
     c: &mut [f32],
+    ldc: usize,
 ) {
     if ta == Trans::N && tb == Trans::T {
-        gemm_nt(m, n, k, alpha, a, b, beta, c);
+        gemm_nt(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     } else {
         packed(
             // SAFETY: this function's own precondition (AVX2 and FMA).
@@ -50,9 +54,12 @@ pub(super) unsafe fn gemm(
             k,
             alpha,
             a,
+            lda,
             b,
+            ldb,
             beta,
             c,
+            ldc,
         );
     }
 }
@@ -143,9 +150,12 @@ unsafe fn gemm_nt(
     k: usize,
     alpha: f32,
     a: &[f32],
+    lda: usize,
     b: &[f32],
+    ldb: usize,
     beta: f32,
     c: &mut [f32],
+    ldc: usize,
 ) {
     let mut p0 = 0;
     while p0 < k {
@@ -160,24 +170,48 @@ unsafe fn gemm_nt(
                 let mut i = i0;
                 while i < i_end {
                     let rows = 3.min(i_end - i);
-                    let at = &a[i * k + p0..];
-                    let bt = &b[j * k + p0..];
-                    let ct = &mut c[i * n + j..];
+                    let at = &a[i * lda + p0..];
+                    let bt = &b[j * ldb + p0..];
+                    let ct = &mut c[i * ldc + j..];
                     // SAFETY: AVX2 and FMA (this function's precondition).
                     unsafe {
                         match (rows, cols) {
-                            (3, 4) => dot_tile::<3, 4>(kc, at, k, bt, k, ct, n, alpha, beta_block),
-                            (3, 3) => dot_tile::<3, 3>(kc, at, k, bt, k, ct, n, alpha, beta_block),
-                            (3, 2) => dot_tile::<3, 2>(kc, at, k, bt, k, ct, n, alpha, beta_block),
-                            (3, _) => dot_tile::<3, 1>(kc, at, k, bt, k, ct, n, alpha, beta_block),
-                            (2, 4) => dot_tile::<2, 4>(kc, at, k, bt, k, ct, n, alpha, beta_block),
-                            (2, 3) => dot_tile::<2, 3>(kc, at, k, bt, k, ct, n, alpha, beta_block),
-                            (2, 2) => dot_tile::<2, 2>(kc, at, k, bt, k, ct, n, alpha, beta_block),
-                            (2, _) => dot_tile::<2, 1>(kc, at, k, bt, k, ct, n, alpha, beta_block),
-                            (_, 4) => dot_tile::<1, 4>(kc, at, k, bt, k, ct, n, alpha, beta_block),
-                            (_, 3) => dot_tile::<1, 3>(kc, at, k, bt, k, ct, n, alpha, beta_block),
-                            (_, 2) => dot_tile::<1, 2>(kc, at, k, bt, k, ct, n, alpha, beta_block),
-                            (_, _) => dot_tile::<1, 1>(kc, at, k, bt, k, ct, n, alpha, beta_block),
+                            (3, 4) => {
+                                dot_tile::<3, 4>(kc, at, lda, bt, ldb, ct, ldc, alpha, beta_block)
+                            }
+                            (3, 3) => {
+                                dot_tile::<3, 3>(kc, at, lda, bt, ldb, ct, ldc, alpha, beta_block)
+                            }
+                            (3, 2) => {
+                                dot_tile::<3, 2>(kc, at, lda, bt, ldb, ct, ldc, alpha, beta_block)
+                            }
+                            (3, _) => {
+                                dot_tile::<3, 1>(kc, at, lda, bt, ldb, ct, ldc, alpha, beta_block)
+                            }
+                            (2, 4) => {
+                                dot_tile::<2, 4>(kc, at, lda, bt, ldb, ct, ldc, alpha, beta_block)
+                            }
+                            (2, 3) => {
+                                dot_tile::<2, 3>(kc, at, lda, bt, ldb, ct, ldc, alpha, beta_block)
+                            }
+                            (2, 2) => {
+                                dot_tile::<2, 2>(kc, at, lda, bt, ldb, ct, ldc, alpha, beta_block)
+                            }
+                            (2, _) => {
+                                dot_tile::<2, 1>(kc, at, lda, bt, ldb, ct, ldc, alpha, beta_block)
+                            }
+                            (_, 4) => {
+                                dot_tile::<1, 4>(kc, at, lda, bt, ldb, ct, ldc, alpha, beta_block)
+                            }
+                            (_, 3) => {
+                                dot_tile::<1, 3>(kc, at, lda, bt, ldb, ct, ldc, alpha, beta_block)
+                            }
+                            (_, 2) => {
+                                dot_tile::<1, 2>(kc, at, lda, bt, ldb, ct, ldc, alpha, beta_block)
+                            }
+                            (_, _) => {
+                                dot_tile::<1, 1>(kc, at, lda, bt, ldb, ct, ldc, alpha, beta_block)
+                            }
                         }
                     }
                     i += 3;

@@ -5,8 +5,9 @@
 use super::pack::{pack_a, pack_b, Block, KC, MC, MR, NR};
 use crate::gemm::Trans;
 
-/// `C = alpha · op(A)·op(B) + beta · C` through packed blocks; lengths are
-/// checked by the caller, `m, n, k ≥ 1`.
+/// `C = alpha · op(A)·op(B) + beta · C` through packed blocks, operands
+/// with leading dimensions `lda`, `ldb`, `ldc` (see [`crate::gemm::gemm_strided`]);
+/// lengths are checked by the caller, `m, n, k ≥ 1`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn packed(
@@ -18,9 +19,12 @@ pub(super) fn packed(
     k: usize,
     alpha: f32,
     a: &[f32],
+    lda: usize,
     b: &[f32],
+    ldb: usize,
     beta: f32,
     c: &mut [f32],
+    ldc: usize,
 ) {
     let mut a_block = Block::<{ MC * KC }>::new();
     let mut b_block = Block::<{ KC * NR }>::new();
@@ -32,16 +36,16 @@ pub(super) fn packed(
         let mut i0 = 0;
         while i0 < m {
             let mc = MC.min(m - i0);
-            let a_pack = pack_a(&mut a_block, ta, a, m, k, i0, mc, p0, kc);
+            let a_pack = pack_a(&mut a_block, ta, a, lda, i0, mc, p0, kc);
             let mut j0 = 0;
             while j0 < n {
                 let nr = NR.min(n - j0);
-                let b_pack = pack_b(&mut b_block, tb, b, n, k, j0, nr, p0, kc);
+                let b_pack = pack_b(&mut b_block, tb, b, ldb, j0, nr, p0, kc);
                 for (s, a_sliver) in a_pack.chunks_exact(MR * kc).enumerate() {
                     let row = i0 + s * MR;
                     let mr = MR.min(m - row);
-                    let tile = &mut c[row * n + j0..];
-                    kernel(kc, a_sliver, b_pack, tile, n, mr, nr, alpha, beta_block);
+                    let tile = &mut c[row * ldc + j0..];
+                    kernel(kc, a_sliver, b_pack, tile, ldc, mr, nr, alpha, beta_block);
                 }
                 j0 += NR;
             }

@@ -73,15 +73,15 @@ fn write_padded<const W: usize>(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
 /// `sliver_s[p·MR + r] = op(A)[i0 + s·MR + r][p0 + p]`, zero past row `mc`.
 /// Returns the packed prefix.
 ///
-/// `a` is (m, k) for [`Trans::N`], (k, m) for [`Trans::T`].
+/// `a` holds (m, k) for [`Trans::N`], (k, m) for [`Trans::T`], rows `lda`
+/// apart.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn pack_a<'b>(
     block: &'b mut Block<{ MC * KC }>,
     ta: Trans,
     a: &[f32],
-    m: usize,
-    k: usize,
+    lda: usize,
     i0: usize,
     mc: usize,
     p0: usize,
@@ -96,7 +96,7 @@ pub(super) fn pack_a<'b>(
                 // Each row is contiguous along k; padding rows read zeros.
                 let src: [&[f32]; MR] = core::array::from_fn(|r| {
                     if r < rows {
-                        &a[(first + r) * k + p0..][..kc]
+                        &a[(first + r) * lda + p0..][..kc]
                     } else {
                         &ZEROS[..kc]
                     }
@@ -110,7 +110,7 @@ pub(super) fn pack_a<'b>(
             Trans::T => {
                 // Each depth p holds the sliver's rows contiguously.
                 for (p, d) in sliver.chunks_exact_mut(MR).enumerate() {
-                    write_padded::<MR>(d, &a[(p0 + p) * m + first..][..rows]);
+                    write_padded::<MR>(d, &a[(p0 + p) * lda + first..][..rows]);
                 }
             }
         }
@@ -126,15 +126,15 @@ pub(super) fn pack_a<'b>(
 /// `sliver[p·NR + c] = op(B)[p0 + p][j0 + c]`, zero past column `cols`.
 /// Returns the packed sliver.
 ///
-/// `b` is (k, n) for [`Trans::N`], (n, k) for [`Trans::T`].
+/// `b` holds (k, n) for [`Trans::N`], (n, k) for [`Trans::T`], rows `ldb`
+/// apart.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn pack_b<'b>(
     block: &'b mut Block<{ KC * NR }>,
     tb: Trans,
     b: &[f32],
-    n: usize,
-    k: usize,
+    ldb: usize,
     j0: usize,
     cols: usize,
     p0: usize,
@@ -144,13 +144,13 @@ pub(super) fn pack_b<'b>(
     match tb {
         Trans::N => {
             for (p, d) in slots.chunks_exact_mut(NR).enumerate() {
-                write_padded::<NR>(d, &b[(p0 + p) * n + j0..][..cols]);
+                write_padded::<NR>(d, &b[(p0 + p) * ldb + j0..][..cols]);
             }
         }
         Trans::T => {
             let src: [&[f32]; NR] = core::array::from_fn(|c| {
                 if c < cols {
-                    &b[(j0 + c) * k + p0..][..kc]
+                    &b[(j0 + c) * ldb + p0..][..kc]
                 } else {
                     &ZEROS[..kc]
                 }
