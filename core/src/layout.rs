@@ -201,6 +201,13 @@ pub struct ModelLayout {
     pub hidden: usize,
 }
 
+/// A flat parameter buffer split by [`ModelLayout::split`]: the cell's
+/// parameters, `dense.weight` (V, H) and `dense.bias` (V).
+pub type SplitParams<'a, W> = (CellParams<'a, W>, &'a [W], &'a [W]);
+
+/// A flat gradient buffer split by [`ModelLayout::split_mut`], same order.
+pub type SplitGrads<'a> = (CellGrads<'a>, &'a mut [f32], &'a mut [f32]);
+
 /// Where one named tensor sits in the flat parameter buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TensorSpan {
@@ -316,10 +323,7 @@ impl ModelLayout {
 
     /// Splits a flat buffer into the cell's parameters and the dense layer's
     /// `(weight (V,H), bias (V))`.
-    pub fn split<'a, W>(
-        &self,
-        flat: &'a [W],
-    ) -> Result<(CellParams<'a, W>, &'a [W], &'a [W]), Error> {
+    pub fn split<'a, W>(&self, flat: &'a [W]) -> Result<SplitParams<'a, W>, Error> {
         self.validate()?;
         crate::error::check_len("parameters", flat, self.len())?;
         let t = self.tensors();
@@ -336,10 +340,7 @@ impl ModelLayout {
     }
 
     /// Splits a flat gradient buffer like [`ModelLayout::split`].
-    pub fn split_mut<'a>(
-        &self,
-        flat: &'a mut [f32],
-    ) -> Result<(CellGrads<'a>, &'a mut [f32], &'a mut [f32]), Error> {
+    pub fn split_mut<'a>(&self, flat: &'a mut [f32]) -> Result<SplitGrads<'a>, Error> {
         self.validate()?;
         crate::error::check_len("gradients", flat, self.len())?;
         let t = self.tensors();
