@@ -20,7 +20,7 @@ use super::act::{sigmoid, tanh};
 /// - `hp`: (3H) `W_hh h` (no bias).
 /// - `b_hn`: (H) the n-block of `bias_hh`.
 /// - `h_prev`: (H).
-#[inline]
+#[inline(always)]
 pub(crate) fn after_forward_row(
     h: &mut [f32],
     gates: &mut [f32],
@@ -52,37 +52,43 @@ pub(crate) fn after_forward_row(
 }
 
 /// Reset-after backward. The n block has different pre-activation gradients
-/// on the input side (`dn`) and on the recurrent side (`r ⊙ dn`).
+/// on the input side (`dn`) and on the recurrent side (`r ⊙ dn`), so both
+/// sides get a full row (the r and z blocks are the same in both).
 ///
-/// - `drz`: out, (2H) pre-activation gradients of `r, z` (both sides).
-/// - `dn_ih`: out, (H) n-block gradient, input side.
-/// - `dn_hh`: out, (H) n-block gradient, recurrent side.
+/// - `dih`: out, (3H) pre-activation gradients, input side.
+/// - `dhh`: out, (3H) pre-activation gradients, recurrent side.
 /// - `dh`: in/out, (H): in the gradient on `h'`, out its direct share of
 ///   the gradient on `h_prev` (`dh' ⊙ z`); the product share is the caller's.
 /// - `gates`, `hn`: (3H), (H) from the forward row.
 /// - `h_prev`: (H).
-#[inline]
+#[inline(always)]
 pub(crate) fn after_backward_row(
-    drz: &mut [f32],
-    dn_ih: &mut [f32],
-    dn_hh: &mut [f32],
+    dih: &mut [f32],
+    dhh: &mut [f32],
     dh: &mut [f32],
     gates: &[f32],
     hn: &[f32],
     h_prev: &[f32],
 ) {
     let n = dh.len();
-    let (dn_ih, dn_hh, hn, h_prev) = (&mut dn_ih[..n], &mut dn_hh[..n], &hn[..n], &h_prev[..n]);
-    let (dr, dz) = drz[..2 * n].split_at_mut(n);
+    let (hn, h_prev) = (&hn[..n], &h_prev[..n]);
+    let (ir, rest) = dih[..3 * n].split_at_mut(n);
+    let (iz, i_n) = rest.split_at_mut(n);
+    let (hr, rest) = dhh[..3 * n].split_at_mut(n);
+    let (hz, h_n) = rest.split_at_mut(n);
     let (gr, rest) = gates[..3 * n].split_at(n);
     let (gz, gn) = rest.split_at(n);
     for j in 0..n {
         let (r, z, nj, d) = (gr[j], gz[j], gn[j], dh[j]);
         let dnp = d * (1.0 - z) * (1.0 - nj * nj);
-        dz[j] = d * (h_prev[j] - nj) * z * (1.0 - z);
-        dr[j] = dnp * hn[j] * r * (1.0 - r);
-        dn_ih[j] = dnp;
-        dn_hh[j] = dnp * r;
+        let dz = d * (h_prev[j] - nj) * z * (1.0 - z);
+        let dr = dnp * hn[j] * r * (1.0 - r);
+        ir[j] = dr;
+        iz[j] = dz;
+        i_n[j] = dnp;
+        hr[j] = dr;
+        hz[j] = dz;
+        h_n[j] = dnp * r;
         dh[j] = d * z;
     }
 }
@@ -94,7 +100,7 @@ pub(crate) fn after_backward_row(
 /// - `xp`: (2H) r,z blocks of the input projection with both biases.
 /// - `hp`: (2H) `W_hr h, W_hz h`.
 /// - `h_prev`: (H).
-#[inline]
+#[inline(always)]
 pub(crate) fn before_forward_rz_row(
     grz: &mut [f32],
     rh: &mut [f32],
@@ -123,7 +129,7 @@ pub(crate) fn before_forward_rz_row(
 /// - `hp`: (H) `W_hn (r ⊙ h)`.
 /// - `gz`: (H) `z` from phase 1.
 /// - `h_prev`: (H).
-#[inline]
+#[inline(always)]
 pub(crate) fn before_forward_n_row(
     h: &mut [f32],
     gn: &mut [f32],
@@ -149,7 +155,7 @@ pub(crate) fn before_forward_n_row(
 /// - `dh`: (H) gradient on `h'`.
 /// - `gates`: (3H) `r, z, n` from the forward rows.
 /// - `h_prev`: (H).
-#[inline]
+#[inline(always)]
 pub(crate) fn before_backward_zn_row(
     dz: &mut [f32],
     dn: &mut [f32],
@@ -176,7 +182,7 @@ pub(crate) fn before_backward_zn_row(
 /// - `drh`: (H).
 /// - `gates`: (3H).
 /// - `h_prev`: (H).
-#[inline]
+#[inline(always)]
 pub(crate) fn before_backward_r_row(
     dr: &mut [f32],
     dh: &mut [f32],

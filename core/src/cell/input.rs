@@ -52,6 +52,11 @@ pub(crate) fn project(
     }
 }
 
+/// Weight rows handled together by the gather and the scatter: 16 rows of
+/// a vocabulary-wide matrix stay in L2 while all `T·B` ids are served, and
+/// 16 f32 are one cache line of the (rows, G·H) side.
+const ROW_BLOCK: usize = 16;
+
 /// `out[r] = bias + column ids[r] of w`, for every row `r`, converting `W`.
 ///
 /// - `out`: out, (rows, R) with R = `bias.len()`.
@@ -65,10 +70,26 @@ pub(crate) fn gather_add<W: Weight>(
     in_dim: usize,
 ) {
     let r = bias.len();
-    for (row, &id) in out.chunks_exact_mut(r).zip(ids) {
-        let col = w.get(id as usize..).unwrap_or(&[]);
-        for ((o, &b), wv) in row.iter_mut().zip(bias).zip(col.iter().step_by(in_dim)) {
-            *o = b + wv.to_f32();
+    let full = r - r % ROW_BLOCK;
+    for j0 in (0..full).step_by(ROW_BLOCK) {
+        let w_block = &w[j0 * in_dim..(j0 + ROW_BLOCK) * in_dim];
+        let b_block: &[f32; ROW_BLOCK] = bias[j0..j0 + ROW_BLOCK]
+            .try_into()
+            .unwrap_or(&[0.0; ROW_BLOCK]);
+        for (row, &id) in out.chunks_exact_mut(r).zip(ids) {
+            let id = id as usize;
+            if let Ok(o) = <&mut [f32; ROW_BLOCK]>::try_from(&mut row[j0..j0 + ROW_BLOCK]) {
+                for jj in 0..ROW_BLOCK {
+                    o[jj] = b_block[jj] + w_block[jj * in_dim + id].to_f32();
+                }
+            }
+        }
+    }
+    // The last rows, fewer than a block.
+    for j in full..r {
+        let w_row = &w[j * in_dim..(j + 1) * in_dim];
+        for (row, &id) in out.chunks_exact_mut(r).zip(ids) {
+            row[j] = bias[j] + w_row[id as usize].to_f32();
         }
     }
 }
@@ -76,27 +97,26 @@ pub(crate) fn gather_add<W: Weight>(
 /// Gradients through the input projection of one block of gate rows
 /// `[off, off + w)`, accumulated (`+=`).
 ///
+/// (The bias gradient is the column sum of `dg`, see [`add_column_sums`].)
+///
 /// - `dweight_ih`: (G·H, I) the whole gradient; rows `[off, off + w)` change.
-/// - `dbias`: (w) the block's part of `grad bias_ih`.
 /// - `dinput`: (rows, I) gradient of a dense input, or `None`.
 /// - `dg`: (rows, w) pre-activation gradients of the block.
 /// - `input`, `weight_ih`: as in [`project`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_block(
     dweight_ih: &mut [f32],
-    dbias: &mut [f32],
     dinput: Option<&mut [f32]>,
     dg: &[f32],
     input: Input<'_>,
     weight_ih: &[f32],
     off: usize,
+    w: usize,
     rows: usize,
     in_dim: usize,
     gemm: &impl Gemm,
 ) -> Result<(), Error> {
-    let w = dbias.len();
     let block = off * in_dim..(off + w) * in_dim;
-    add_column_sums(dbias, dg);
     match input {
         Input::Dense(x) => {
             gemm.gemm(
@@ -129,10 +149,22 @@ pub(crate) fn backward_block(
         }
         Input::Tokens(ids) => {
             let dw = &mut dweight_ih[block];
-            for (row, &id) in dg.chunks_exact(w).zip(ids) {
-                let col = dw.get_mut(id as usize..).unwrap_or(&mut []);
-                for (d, g) in col.iter_mut().step_by(in_dim).zip(row) {
-                    *d += g;
+            let full = w - w % ROW_BLOCK;
+            for j0 in (0..full).step_by(ROW_BLOCK) {
+                let dw_block = &mut dw[j0 * in_dim..(j0 + ROW_BLOCK) * in_dim];
+                for (row, &id) in dg.chunks_exact(w).zip(ids) {
+                    let id = id as usize;
+                    if let Ok(g) = <&[f32; ROW_BLOCK]>::try_from(&row[j0..j0 + ROW_BLOCK]) {
+                        for jj in 0..ROW_BLOCK {
+                            dw_block[jj * in_dim + id] += g[jj];
+                        }
+                    }
+                }
+            }
+            for j in full..w {
+                let dw_row = &mut dw[j * in_dim..(j + 1) * in_dim];
+                for (row, &id) in dg.chunks_exact(w).zip(ids) {
+                    dw_row[id as usize] += row[j];
                 }
             }
             Ok(())
@@ -141,11 +173,27 @@ pub(crate) fn backward_block(
 }
 
 /// `db[j] += Σ_r m[r, j]` for `m` (rows, `db.len()`).
+#[inline(always)]
 pub(crate) fn add_column_sums(db: &mut [f32], m: &[f32]) {
     let w = db.len();
     for row in m.chunks_exact(w) {
         for (d, &v) in db.iter_mut().zip(row) {
             *d += v;
+        }
+    }
+}
+
+/// [`add_column_sums`] into two bias gradients at once (both biases of a
+/// block whose input-side and recurrent-side gradients coincide).
+#[inline(always)]
+pub(crate) fn add_column_sums2(db1: &mut [f32], db2: &mut [f32], m: &[f32]) {
+    let w = db1.len();
+    let db2 = &mut db2[..w];
+    for row in m.chunks_exact(w) {
+        let row = &row[..w];
+        for j in 0..w {
+            db1[j] += row[j];
+            db2[j] += row[j];
         }
     }
 }

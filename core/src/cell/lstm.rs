@@ -13,7 +13,7 @@ use super::act::{sigmoid, tanh};
 /// - `tanh_c`: out, (H) `tanh(c')`.
 /// - `pre`: (4H) pre-activations (both products and both biases summed).
 /// - `c_prev`: (H).
-#[inline]
+#[inline(always)]
 pub(crate) fn forward_row(
     h: &mut [f32],
     c: &mut [f32],
@@ -55,7 +55,7 @@ pub(crate) fn forward_row(
 /// - `dh`: (H) gradient on `h'`.
 /// - `gates`, `tanh_c`: (4H), (H) from the forward row.
 /// - `c_prev`: (H).
-#[inline]
+#[inline(always)]
 pub(crate) fn backward_row(
     dpre: &mut [f32],
     dc: &mut [f32],

@@ -7,8 +7,8 @@
 //!
 //! Workspace (scratch), forward: the input projection `xp` (T, B, G·H), the
 //! recurrent product `hp` (B, G·H), the summed bias row (G·H). Backward: the
-//! pre-activation gradients `dg` (T·B rows, see [`Plan::dg_len`]), then the
-//! carried `dh`, `dc` and a scratch `tmp`, each (B, H).
+//! pre-activation gradients `dg` (see `sequence::backward` for their blocks),
+//! then the carried `dh`, `dc` and a scratch `tmp`, each (B, H).
 
 use super::SeqDims;
 use crate::error::Error;
@@ -99,9 +99,10 @@ fn sizes(dims: &SeqDims) -> Option<Plan> {
     let xp_len = tb.checked_mul(gh)?;
     // Forward: xp, hp, bias row.
     let forward = xp_len.checked_add(bgh)?.checked_add(gh)?;
-    // Backward: dg (reset-after keeps a second n block: 4H per row), dh, dc, tmp.
+    // Backward: dg (reset-after keeps an input-side and a recurrent-side
+    // copy), dh, dc, tmp.
     let dg_len = match kind {
-        CellKind::GruResetAfter => tbh.checked_mul(4)?,
+        CellKind::GruResetAfter => xp_len.checked_mul(2)?,
         _ => xp_len,
     };
     let backward = bh.checked_mul(3)?.checked_add(dg_len)?;

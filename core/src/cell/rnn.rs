@@ -10,7 +10,7 @@ use super::act::{relu, tanh};
 ///
 /// - `h`: out, (H).
 /// - `pre`: (H) pre-activation.
-#[inline]
+#[inline(always)]
 pub(crate) fn forward_row(h: &mut [f32], pre: &[f32], use_relu: bool) {
     let n = h.len();
     let pre = &pre[..n];
@@ -31,7 +31,7 @@ pub(crate) fn forward_row(h: &mut [f32], pre: &[f32], use_relu: bool) {
 /// - `dpre`: out, (H) pre-activation gradient (overwritten).
 /// - `dh`: (H) gradient on `h`.
 /// - `h`: (H) the forward output.
-#[inline]
+#[inline(always)]
 pub(crate) fn backward_row(dpre: &mut [f32], dh: &[f32], h: &[f32], use_relu: bool) {
     let n = dpre.len();
     let (dh, h) = (&dh[..n], &h[..n]);

@@ -2,10 +2,12 @@
 //! before the time loop, and back-propagation through time with the weight
 //! gradients formed after it. Arguments are already checked by `mod.rs`.
 
-use super::input::{add_column_sums, backward_block, project};
+use super::input::{add_column_sums, add_column_sums2, backward_block, project};
 use super::plan::Plan;
 use super::{gru, lstm, rnn, Input};
 use crate::error::Error;
+#[cfg(target_arch = "x86_64")]
+use crate::gemm::Isa;
 use crate::gemm::{Gemm, Trans};
 use crate::layout::{CellGrads, CellKind, CellParams};
 
@@ -51,9 +53,56 @@ fn mul_w(
     gemm.gemm(Trans::N, Trans::N, b, h, k, 1.0, dg, w, beta, c)
 }
 
-/// See [`super::sequence_forward`].
+/// See [`super::sequence_forward`]. Runs the AVX2 + FMA build of
+/// [`forward_body`] where the processor has them (same results: Rust does
+/// not contract `a * b + c` into FMAs, so only the vector width differs).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
+    hs: &mut [f32],
+    c_last: &mut [f32],
+    input: Input<'_>,
+    h0: &[f32],
+    c0: &[f32],
+    params: CellParams<'_, f32>,
+    cache: &mut [f32],
+    workspace: &mut [f32],
+    p: &Plan,
+    gemm: &impl Gemm,
+) -> Result<(), Error> {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() == Isa::Avx2Fma {
+        // SAFETY: the processor supports AVX2 and FMA (detected just above).
+        return unsafe {
+            forward_avx2(hs, c_last, input, h0, c0, params, cache, workspace, p, gemm)
+        };
+    }
+    forward_body(hs, c_last, input, h0, c0, params, cache, workspace, p, gemm)
+}
+
+/// [`forward_body`] compiled for AVX2 + FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_avx2(
+    hs: &mut [f32],
+    c_last: &mut [f32],
+    input: Input<'_>,
+    h0: &[f32],
+    c0: &[f32],
+    params: CellParams<'_, f32>,
+    cache: &mut [f32],
+    workspace: &mut [f32],
+    p: &Plan,
+    gemm: &impl Gemm,
+) -> Result<(), Error> {
+    forward_body(hs, c_last, input, h0, c0, params, cache, workspace, p, gemm)
+}
+
+/// The forward pass, for the build target's instruction set (inlined into
+/// [`forward_avx2`] for AVX2).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_body(
     hs: &mut [f32],
     c_last: &mut [f32],
     input: Input<'_>,
@@ -175,14 +224,6 @@ pub(crate) fn forward(
     Ok(())
 }
 
-/// One block of pre-activation gradients: gate rows `[off, off + w)` of all
-/// `T·B` rows, stored packed (T·B, w) so that every product over it is one
-/// gemm.
-struct Block<'a> {
-    off: usize,
-    dg: &'a [f32],
-}
-
 /// Which matrix of previous states a recurrent block multiplies.
 #[derive(Clone, Copy)]
 enum HiddenIn<'a> {
@@ -192,9 +233,68 @@ enum HiddenIn<'a> {
     Cached(&'a [f32]),
 }
 
-/// See [`super::sequence_backward`].
+/// See [`super::sequence_backward`]; dispatches like [`forward`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
+    grads: &mut CellGrads<'_>,
+    dinput: Option<&mut [f32]>,
+    dh0: &mut [f32],
+    dc0: &mut [f32],
+    dhs: &[f32],
+    input: Input<'_>,
+    h0: &[f32],
+    c0: &[f32],
+    params: CellParams<'_, f32>,
+    hs: &[f32],
+    cache: &[f32],
+    workspace: &mut [f32],
+    p: &Plan,
+    gemm: &impl Gemm,
+) -> Result<(), Error> {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() == Isa::Avx2Fma {
+        // SAFETY: the processor supports AVX2 and FMA (detected just above).
+        return unsafe {
+            backward_avx2(
+                grads, dinput, dh0, dc0, dhs, input, h0, c0, params, hs, cache, workspace, p, gemm,
+            )
+        };
+    }
+    backward_body(
+        grads, dinput, dh0, dc0, dhs, input, h0, c0, params, hs, cache, workspace, p, gemm,
+    )
+}
+
+/// [`backward_body`] compiled for AVX2 + FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_avx2(
+    grads: &mut CellGrads<'_>,
+    dinput: Option<&mut [f32]>,
+    dh0: &mut [f32],
+    dc0: &mut [f32],
+    dhs: &[f32],
+    input: Input<'_>,
+    h0: &[f32],
+    c0: &[f32],
+    params: CellParams<'_, f32>,
+    hs: &[f32],
+    cache: &[f32],
+    workspace: &mut [f32],
+    p: &Plan,
+    gemm: &impl Gemm,
+) -> Result<(), Error> {
+    backward_body(
+        grads, dinput, dh0, dc0, dhs, input, h0, c0, params, hs, cache, workspace, p, gemm,
+    )
+}
+
+/// The backward pass, for the build target's instruction set (inlined into
+/// [`backward_avx2`] for AVX2).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_body(
     grads: &mut CellGrads<'_>,
     mut dinput: Option<&mut [f32]>,
     dh0: &mut [f32],
@@ -271,35 +371,25 @@ pub(crate) fn backward(
                 carry(dh, dh0, first, false, &[(&*dg, w_hh, gh)], p, gemm)?;
             }
             CellKind::GruResetAfter => {
-                let gates = &gates_all[t * p.bgh..(t + 1) * p.bgh];
+                let bgh = p.bgh;
+                let gates = &gates_all[t * bgh..(t + 1) * bgh];
                 let hn = &extra[t * bh..(t + 1) * bh];
-                let (drz_all, rest) = dg_all.split_at_mut(2 * p.tbh());
-                let (dn_ih_all, dn_hh_all) = rest.split_at_mut(p.tbh());
-                let drz = &mut drz_all[2 * t * bh..2 * (t + 1) * bh];
-                let dn_ih = &mut dn_ih_all[t * bh..(t + 1) * bh];
-                let dn_hh = &mut dn_hh_all[t * bh..(t + 1) * bh];
+                let (dih_all, dhh_all) = dg_all.split_at_mut(p.xp_len);
+                let dih = &mut dih_all[t * bgh..(t + 1) * bgh];
+                let dhh = &mut dhh_all[t * bgh..(t + 1) * bgh];
                 for k in 0..p.b {
                     let r = k * h..(k + 1) * h;
+                    let g = k * gh..(k + 1) * gh;
                     gru::after_backward_row(
-                        &mut drz[2 * k * h..2 * (k + 1) * h],
-                        &mut dn_ih[r.clone()],
-                        &mut dn_hh[r.clone()],
+                        &mut dih[g.clone()],
+                        &mut dhh[g.clone()],
                         &mut dh[r.clone()],
-                        &gates[k * gh..(k + 1) * gh],
+                        &gates[g],
                         &hn[r.clone()],
                         &h_prev[r],
                     );
                 }
-                let (w_rz, w_n) = w_hh.split_at(2 * h * h);
-                carry(
-                    dh,
-                    dh0,
-                    first,
-                    true,
-                    &[(&*drz, w_rz, 2 * h), (&*dn_hh, w_n, h)],
-                    p,
-                    gemm,
-                )?;
+                carry(dh, dh0, first, true, &[(&*dhh, w_hh, gh)], p, gemm)?;
             }
             CellKind::GruResetBefore => {
                 let gates = &gates_all[t * p.bgh..(t + 1) * p.bgh];
@@ -334,80 +424,66 @@ pub(crate) fn backward(
         }
     }
 
-    // Weight and bias gradients over all T·B rows at once.
+    // Weight and bias gradients over all T·B rows at once, block by block:
+    // `(gate row offset, input-side dg, recurrent-side dg, recurrent input)`.
     let tbh = p.tbh();
-    let (ih, hh): ([Block<'_>; 2], [(Block<'_>, HiddenIn<'_>); 2]) = match p.kind {
+    let blocks: [(usize, &[f32], &[f32], HiddenIn<'_>); 2] = match p.kind {
         CellKind::RnnTanh | CellKind::RnnRelu | CellKind::Lstm => {
-            let all = &dg_all[..tb * gh];
-            (
-                [Block { off: 0, dg: all }, Block { off: gh, dg: &[] }],
-                [
-                    (Block { off: 0, dg: all }, HiddenIn::Prev),
-                    (Block { off: gh, dg: &[] }, HiddenIn::Prev),
-                ],
-            )
+            let all = &dg_all[..p.xp_len];
+            [
+                (0, all, all, HiddenIn::Prev),
+                (gh, &[], &[], HiddenIn::Prev),
+            ]
         }
         CellKind::GruResetAfter => {
-            let (drz, rest) = dg_all.split_at(2 * tbh);
-            let (dn_ih, dn_hh) = rest.split_at(tbh);
-            (
-                [
-                    Block { off: 0, dg: drz },
-                    Block {
-                        off: 2 * h,
-                        dg: dn_ih,
-                    },
-                ],
-                [
-                    (Block { off: 0, dg: drz }, HiddenIn::Prev),
-                    (
-                        Block {
-                            off: 2 * h,
-                            dg: dn_hh,
-                        },
-                        HiddenIn::Prev,
-                    ),
-                ],
-            )
+            let (dih, dhh) = dg_all.split_at(p.xp_len);
+            [
+                (0, dih, dhh, HiddenIn::Prev),
+                (gh, &[], &[], HiddenIn::Prev),
+            ]
         }
         CellKind::GruResetBefore => {
             let (drz, dn) = dg_all[..3 * tbh].split_at(2 * tbh);
             let rh = &extra[..tbh];
-            (
-                [Block { off: 0, dg: drz }, Block { off: 2 * h, dg: dn }],
-                [
-                    (Block { off: 0, dg: drz }, HiddenIn::Prev),
-                    (Block { off: 2 * h, dg: dn }, HiddenIn::Cached(rh)),
-                ],
-            )
+            [
+                (0, drz, drz, HiddenIn::Prev),
+                (2 * h, dn, dn, HiddenIn::Cached(rh)),
+            ]
         }
     };
-    for blk in ih.iter().filter(|b| !b.dg.is_empty()) {
-        let w = blk.dg.len() / tb;
+    for &(off, dih, dhh, hin) in blocks.iter().filter(|b| !b.1.is_empty()) {
+        let w = dih.len() / tb;
+        let cols = off..off + w;
+        if core::ptr::eq(dih, dhh) {
+            add_column_sums2(
+                &mut grads.bias_ih[cols.clone()],
+                &mut grads.bias_hh[cols],
+                dih,
+            );
+        } else {
+            add_column_sums(&mut grads.bias_ih[cols.clone()], dih);
+            add_column_sums(&mut grads.bias_hh[cols], dhh);
+        }
         backward_block(
             grads.weight_ih,
-            &mut grads.bias_ih[blk.off..blk.off + w],
             dinput.as_deref_mut(),
-            blk.dg,
+            dih,
             input,
             params.weight_ih,
-            blk.off,
+            off,
+            w,
             tb,
             p.i,
             gemm,
         )?;
-    }
-    for (blk, hin) in hh.iter().filter(|(b, _)| !b.dg.is_empty()) {
-        let w = blk.dg.len() / tb;
-        add_column_sums(&mut grads.bias_hh[blk.off..blk.off + w], blk.dg);
-        let dw = &mut grads.weight_hh[blk.off * h..(blk.off + w) * h];
-        match *hin {
+        let dw = &mut grads.weight_hh[off * h..(off + w) * h];
+        match hin {
             HiddenIn::Cached(m) => {
-                gemm.gemm(Trans::T, Trans::N, w, h, tb, 1.0, blk.dg, m, 1.0, dw)?;
+                gemm.gemm(Trans::T, Trans::N, w, h, tb, 1.0, dhh, m, 1.0, dw)?;
             }
             HiddenIn::Prev => {
                 let b = p.b;
-                let (dg0, dg_rest) = blk.dg.split_at(b * w);
+                let (dg0, dg_rest) = dhh.split_at(b * w);
                 gemm.gemm(Trans::T, Trans::N, w, h, b, 1.0, dg0, h0, 1.0, dw)?;
                 if p.t > 1 {
                     let k = tb - b;
