@@ -26,6 +26,7 @@ pub mod layout;
 pub mod optim;
 pub mod output;
 pub mod sample;
+pub mod stream;
 #[cfg(test)]
 mod testutil;
 pub mod weight;
