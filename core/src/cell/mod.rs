@@ -15,6 +15,8 @@ mod plan;
 mod rnn;
 mod sequence;
 mod step;
+#[cfg(test)]
+mod tests;
 
 use crate::error::{check_len, check_tokens, Error};
 use crate::gemm::Gemm;
