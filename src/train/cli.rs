@@ -115,7 +115,7 @@ pub enum OptimizerArg {
 /// (`epoch 40, perplexity 151.275457, time 0.39 sec` and greedy samples
 /// after each prefix) every --sample-every epochs.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "train", version, about, long_about = None)]
+#[command(name = "train", version, about, long_about = None, args_override_self = true)]
 pub struct TrainArgs {
     /// The experiment to start from [default: d2l-gru; with --resume: the
     /// checkpoint's own settings].
@@ -186,7 +186,7 @@ pub struct TrainArgs {
     pub optimizer: Option<OptimizerArg>,
 
     /// Learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
 
     /// Clip the gradients' global norm to --clip-theta (the concise presets
@@ -199,7 +199,7 @@ pub struct TrainArgs {
     pub no_clip: bool,
 
     /// Clipping threshold θ [preset: 0.01]; implies --clip.
-    #[arg(long, conflicts_with = "no_clip")]
+    #[arg(long, conflicts_with = "no_clip", allow_negative_numbers = true)]
     pub clip_theta: Option<f32>,
 
     /// Hidden size H.
@@ -536,7 +536,7 @@ pub fn run_train_with<G: Gemm>(args: &TrainArgs, gemm: G) -> Result<RunSummary, 
         if let Some(w) = &mut metrics {
             w.write(&record)?;
         }
-        if record.epoch % config.sample_every == 0 {
+        if record.epoch.is_multiple_of(config.sample_every) {
             samples = trainer.samples()?;
             if !args.quiet {
                 let print = || {

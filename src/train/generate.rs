@@ -14,7 +14,7 @@ use super::rng::TrainRng;
 /// Generate lyrics from a trained checkpoint: feed the prefix, then pick
 /// each next character greedily (default) or by sampling.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "generate", version, about, long_about = None)]
+#[command(name = "generate", version, about, long_about = None, args_override_self = true)]
 pub struct GenerateArgs {
     /// A checkpoint written by `train --checkpoint`.
     #[arg(long)]
@@ -31,7 +31,7 @@ pub struct GenerateArgs {
 
     /// Sample from softmax(logits / T) instead of taking the argmax;
     /// 0 means greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
 
     /// With --temperature: draw only among the K most likely characters
