@@ -7,4 +7,5 @@ pub use recur_core as core;
 pub use recur_data as data;
 pub use recur_engine as engine;
 
+pub mod gemm_threaded;
 pub mod train;
