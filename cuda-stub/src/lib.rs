@@ -76,7 +76,12 @@ pub fn find_driver() -> Option<PathBuf> {
     let env_hit = from_env
         .split(':')
         .filter(|d| !d.is_empty())
-        .flat_map(|d| [Path::new(d).join("libcuda.so.1"), Path::new(d).join("libcuda.so")])
+        .flat_map(|d| {
+            [
+                Path::new(d).join("libcuda.so.1"),
+                Path::new(d).join("libcuda.so"),
+            ]
+        })
         .find(|p| p.exists());
     env_hit
         .or_else(|| ldconfig_output().and_then(|out| driver_from_ldconfig(&out, target_arch_tag())))

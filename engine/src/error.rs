@@ -1,9 +1,12 @@
 //! The engine's error type: every failure names what was being done, which
 //! kernel (if any) and the shapes involved, around the driver's own error.
 
+use std::ffi::CStr;
 use std::fmt;
+use std::os::raw::c_char;
 
 use cust::error::CudaError;
+use cust::sys;
 
 /// What went wrong in the engine.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,8 +22,10 @@ pub enum Error {
         kernel: Option<&'static str>,
         /// The shapes involved, e.g. `"T=35 B=32 H=256 V=1027"`.
         shape: String,
-        /// The driver's error.
-        source: CudaError,
+        /// The driver's error code (`CUresult`).
+        code: u32,
+        /// The driver's name and text for it.
+        message: String,
     },
     /// The caller's arguments are wrong (lengths, token ids, dimensions);
     /// recur-core's check names what.
@@ -47,22 +52,22 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps a driver error; [`CudaError::NoDevice`] becomes [`Error::NoDevice`].
-    pub(crate) fn cuda(
-        source: CudaError,
+    /// Wraps a driver error code; `CUDA_ERROR_NO_DEVICE` becomes [`Error::NoDevice`].
+    pub(crate) fn driver(
+        code: u32,
         doing: &'static str,
         kernel: Option<&'static str>,
         shape: impl FnOnce() -> String,
     ) -> Error {
-        if source == CudaError::NoDevice {
-            Error::NoDevice
-        } else {
-            Error::Cuda {
-                doing,
-                kernel,
-                shape: shape(),
-                source,
-            }
+        if code == CudaError::NoDevice as u32 {
+            return Error::NoDevice;
+        }
+        Error::Cuda {
+            doing,
+            kernel,
+            shape: shape(),
+            code,
+            message: driver_text(code),
         }
     }
 
@@ -80,7 +85,8 @@ impl fmt::Display for Error {
                 doing,
                 kernel,
                 shape,
-                source,
+                code,
+                message,
             } => {
                 write!(f, "CUDA error while {doing}")?;
                 if let Some(k) = kernel {
@@ -92,7 +98,7 @@ impl fmt::Display for Error {
                 } else if !shape.is_empty() {
                     write!(f, " ({shape})")?;
                 }
-                write!(f, ": {source}")
+                write!(f, ": error {code}, {message}")
             }
             Error::Input(e) => write!(f, "invalid input: {e}"),
             Error::Limit { what, value, limit } => write!(
@@ -108,12 +114,49 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Cuda { source, .. } => Some(source),
-            _ => None,
+impl std::error::Error for Error {}
+
+/// `"NAME: text"` for a driver error code, from the driver itself.
+fn driver_text(code: u32) -> String {
+    if code >= 1000 {
+        // cust's own codes (e.g. 100100, invalid allocation), not the driver's.
+        return match code {
+            100_100 => "invalid memory allocation (cust)".to_owned(),
+            _ => "cust error".to_owned(),
+        };
+    }
+    let ask = |f: unsafe extern "C" fn(sys::CUresult, *mut *const c_char) -> sys::CUresult| {
+        let mut ptr: *const c_char = std::ptr::null();
+        // SAFETY: the driver writes a pointer to a static, NUL-terminated
+        // string or fails; the code is passed as the enum's u32 value, and
+        // codes the enum does not name are never produced by the driver.
+        unsafe {
+            let raw: sys::CUresult = std::mem::transmute::<u32, sys::CUresult>(code);
+            if f(raw, &mut ptr) == sys::CUresult::CUDA_SUCCESS && !ptr.is_null() {
+                Some(CStr::from_ptr(ptr).to_string_lossy().into_owned())
+            } else {
+                None
+            }
         }
+    };
+    match (ask(sys::cuGetErrorName), ask(sys::cuGetErrorString)) {
+        (Some(name), Some(text)) => format!("{name}: {text}"),
+        (Some(name), None) => name,
+        _ => "unrecognised CUDA error".to_owned(),
+    }
+}
+
+/// Turns a raw driver result into a `Result`.
+pub(crate) fn check(
+    result: sys::CUresult,
+    doing: &'static str,
+    kernel: Option<&'static str>,
+    shape: impl FnOnce() -> String,
+) -> Result<(), Error> {
+    if result == sys::CUresult::CUDA_SUCCESS {
+        Ok(())
+    } else {
+        Err(Error::driver(result as u32, doing, kernel, shape))
     }
 }
 
@@ -131,6 +174,6 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for Result<T, CudaError> {
     fn doing(self, doing: &'static str) -> Result<T, Error> {
-        self.map_err(|e| Error::cuda(e, doing, None, String::new))
+        self.map_err(|e| Error::driver(e as u32, doing, None, String::new))
     }
 }

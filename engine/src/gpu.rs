@@ -1,16 +1,42 @@
-//! The device, its context and stream, set up once per [`Gpu`].
+//! The device, its context, stream and kernel modules, set up once per [`Gpu`].
 
+use std::collections::HashMap;
+use std::ffi::c_void;
 use std::sync::Arc;
 
 use cust::context::{Context, CurrentContext};
 use cust::device::Device;
+use cust::module::Module;
 use cust::stream::{Stream, StreamFlags};
+use cust::sys;
 use cust::CudaFlags;
 
-use crate::error::{Context as _, Error};
+use crate::error::{check, Context as _, Error};
+use crate::ptx;
 
-/// A GPU ready for work: context, stream and kernels. Cheap to clone (shared);
-/// device memory made through it keeps it alive.
+/// Every kernel runs blocks of this many threads (ptx/src/common.cuh).
+pub(crate) const BLOCK: u32 = 256;
+
+/// What the planner needs to know about the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Streaming multiprocessors.
+    pub sm_count: usize,
+    /// Largest dynamic shared memory one block may opt into, bytes.
+    pub max_smem_per_block: usize,
+    /// Whether cooperative launches (grid-wide barriers) are supported.
+    pub cooperative: bool,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel {
+    pub(crate) func: sys::CUfunction,
+    /// Static shared memory of the kernel, bytes.
+    pub(crate) static_smem: usize,
+}
+
+/// A GPU ready for work: context, stream and every kernel loaded. Cheap to
+/// clone (shared); device memory made through it keeps it alive.
 #[derive(Clone)]
 pub struct Gpu {
     pub(crate) inner: Arc<GpuInner>,
@@ -18,25 +44,100 @@ pub struct Gpu {
 
 pub(crate) struct GpuInner {
     pub(crate) stream: Stream,
+    pub(crate) kernels: HashMap<&'static str, Kernel>,
+    pub(crate) limits: DeviceLimits,
     pub(crate) name: String,
-    // Last: dropped after everything above that lives in the context.
+    _modules: Vec<Module>,
+    // Last: dropped after everything above, which lives in the context.
     pub(crate) context: Context,
 }
 
+// SAFETY: the driver API is thread-safe; the raw handles (context, stream,
+// modules, functions) may be used from any thread once the context is
+// current there, which every engine call ensures first (`Gpu::bind`).
+unsafe impl Send for GpuInner {}
+unsafe impl Sync for GpuInner {}
+
 impl Gpu {
-    /// Initialises the driver and sets up device 0. [`Error::NoDevice`]
-    /// where there is no driver (the stub) or no device.
+    /// Initialises the driver, opens device 0 and loads every kernel module
+    /// (once). [`Error::NoDevice`] where there is no driver (recur's stub) or
+    /// no device.
     pub fn new() -> Result<Gpu, Error> {
         cust::init(CudaFlags::empty()).doing("initialising the CUDA driver")?;
         let device = Device::get_device(0).doing("opening device 0")?;
         let name = device.name().doing("reading the device name")?;
         let context = Context::new(device).doing("creating the context")?;
-        let stream =
-            Stream::new(StreamFlags::NON_BLOCKING, None).doing("creating the stream")?;
+        // A blocking stream: the driver's synchronous copies (on the legacy
+        // default stream) are ordered with the work queued here.
+        let stream = Stream::new(StreamFlags::DEFAULT, None).doing("creating the stream")?;
+        let attr = |a: sys::CUdevice_attribute, what: &'static str| -> Result<usize, Error> {
+            let mut v = 0i32;
+            // SAFETY: plain query into a local.
+            let r = unsafe { sys::cuDeviceGetAttribute(&mut v, a, device.as_raw()) };
+            check(r, what, None, String::new)?;
+            Ok(v.max(0) as usize)
+        };
+        use sys::CUdevice_attribute as A;
+        let limits = DeviceLimits {
+            sm_count: attr(
+                A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+                "reading the SM count",
+            )?,
+            max_smem_per_block: attr(
+                A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                "reading the shared memory limit",
+            )?,
+            cooperative: attr(
+                A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH,
+                "reading cooperative launch support",
+            )? != 0,
+        };
+        let mut modules = Vec::new();
+        let mut kernels = HashMap::new();
+        for (module_name, text) in ptx::MODULES {
+            let module = Module::from_ptx(text, &[]).map_err(|e| {
+                Error::driver(
+                    e as u32,
+                    "loading a PTX module",
+                    Some(module_name),
+                    String::new,
+                )
+            })?;
+            for entry in ptx::entry_names(text) {
+                let func = module
+                    .get_function(entry)
+                    .map_err(|e| {
+                        Error::driver(e as u32, "finding a kernel", None, || entry.to_owned())
+                    })?
+                    .to_raw();
+                let static_smem = func_attr(
+                    func,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+                )?;
+                // Let every kernel use all the shared memory a block can have.
+                let dynamic = limits.max_smem_per_block.saturating_sub(static_smem);
+                // SAFETY: setting an attribute of a function of a loaded module.
+                let r = unsafe {
+                    sys::cuFuncSetAttribute(
+                        func,
+                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        dynamic as i32,
+                    )
+                };
+                check(r, "raising the shared memory limit", None, || {
+                    entry.to_owned()
+                })?;
+                kernels.insert(entry, Kernel { func, static_smem });
+            }
+            modules.push(module);
+        }
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 stream,
+                kernels,
+                limits,
                 name,
+                _modules: modules,
                 context,
             }),
         })
@@ -45,6 +146,11 @@ impl Gpu {
     /// The device's name, e.g. `"NVIDIA H100 80GB HBM3"`.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The device's limits as the planner sees them.
+    pub fn limits(&self) -> DeviceLimits {
+        self.inner.limits
     }
 
     /// Makes this GPU's context current on the calling thread (every engine
@@ -56,6 +162,95 @@ impl Gpu {
     /// Waits until all work queued on the stream is done.
     pub fn synchronize(&self) -> Result<(), Error> {
         self.bind()?;
-        self.inner.stream.synchronize().doing("waiting for the stream")
+        self.inner.stream.synchronize().doing("waiting for the GPU")
     }
+
+    pub(crate) fn kernel(&self, name: &'static str) -> Result<Kernel, Error> {
+        self.inner
+            .kernels
+            .get(name)
+            .copied()
+            .ok_or(Error::Mismatch {
+                what: "kernel in the embedded PTX",
+                expected: name.to_owned(),
+                actual: "absent".to_owned(),
+            })
+    }
+
+    /// How many blocks of `kernel` fit on one SM with `smem` bytes of
+    /// dynamic shared memory.
+    pub(crate) fn blocks_per_sm(&self, name: &'static str, smem: usize) -> Result<usize, Error> {
+        let k = self.kernel(name)?;
+        if smem + k.static_smem > self.inner.limits.max_smem_per_block {
+            return Ok(0);
+        }
+        let mut n = 0i32;
+        // SAFETY: occupancy query into a local.
+        let r = unsafe {
+            sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(&mut n, k.func, BLOCK as i32, smem)
+        };
+        check(r, "querying occupancy", Some(name), || {
+            format!("smem={smem}")
+        })?;
+        Ok(n.max(0) as usize)
+    }
+
+    /// Queues `name` on the stream: `grid` blocks of [`BLOCK`] threads,
+    /// `smem` bytes of dynamic shared memory, `params` the addresses of the
+    /// kernel's arguments in order. Cooperative launches guarantee that all
+    /// blocks are resident at once (grid-wide barriers).
+    ///
+    /// # Safety
+    /// `params` must match the kernel's parameter list in number, order and
+    /// types, and every device pointer among them must be valid for the
+    /// accesses the kernel makes with the other arguments.
+    pub(crate) unsafe fn launch(
+        &self,
+        name: &'static str,
+        grid: (u32, u32),
+        smem: usize,
+        cooperative: bool,
+        params: &mut [*mut c_void],
+        shape: impl FnOnce() -> String,
+    ) -> Result<(), Error> {
+        let k = self.kernel(name)?;
+        let stream = self.inner.stream.as_inner();
+        let r = if cooperative {
+            sys::cuLaunchCooperativeKernel(
+                k.func,
+                grid.0,
+                grid.1,
+                1,
+                BLOCK,
+                1,
+                1,
+                smem as u32,
+                stream,
+                params.as_mut_ptr(),
+            )
+        } else {
+            sys::cuLaunchKernel(
+                k.func,
+                grid.0,
+                grid.1,
+                1,
+                BLOCK,
+                1,
+                1,
+                smem as u32,
+                stream,
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        check(r, "launching", Some(name), shape)
+    }
+}
+
+fn func_attr(func: sys::CUfunction, a: sys::CUfunction_attribute) -> Result<usize, Error> {
+    let mut v = 0i32;
+    // SAFETY: attribute query of a loaded function into a local.
+    let r = unsafe { sys::cuFuncGetAttribute(&mut v, a, func) };
+    check(r, "reading a kernel attribute", None, String::new)?;
+    Ok(v.max(0) as usize)
 }

@@ -2,15 +2,40 @@
 //!
 //! The GPU engine of recur, on the CUDA driver API through `cust`.
 //!
-//! - [`Gpu`]: the context, the stream and the kernel modules (the PTX in
-//!   `ptx/`, embedded at build time), set up once.
-//! - Every failure is an [`Error`] naming what was being done, which kernel
-//!   and which shapes; [`Error::NoDevice`] where there is no GPU (the build
-//!   links recur's no-device driver stub on machines without a driver).
+//! - [`Gpu`]: context, stream and the kernel modules (the PTX in `ptx/`,
+//!   embedded at build time and loaded once).
+//! - [`DeviceModel`]: the weights, resident on the GPU for the model's whole
+//!   life in recur-core's flat [`recur_core::ModelLayout`] (f32, plus f16
+//!   copies in f16 mode).
+//! - [`SeqBuffers`] + [`DeviceModel::forward`] / [`DeviceModel::output_loss`]:
+//!   the recurrent layer over a sequence (fused kernels: the token gather of
+//!   the input weights, the recurrent product and the gates; the whole
+//!   sequence in one persistent launch where the weights fit on chip), the
+//!   output layer and the softmax cross-entropy.
+//! - [`GenBuffers`] + [`DeviceModel::generate`]: prefix → N tokens, greedy
+//!   or with a temperature, the loop on the device.
+//!
+//! Every failure is an [`Error`] naming what was being done, which kernel and
+//! which shapes; [`Error::NoDevice`] where there is no GPU (the build links
+//! recur's no-device driver stub on machines without a driver).
 
 pub mod error;
+mod generate;
 pub mod gpu;
+pub mod half;
+mod mem;
+mod model;
+mod params;
+pub mod plan;
+mod ptx;
+pub mod rng;
+mod sequence;
 
 pub use cust;
 pub use error::Error;
-pub use gpu::Gpu;
+pub use generate::{sampler_seed, GenBuffers, GenPath, Sampling};
+pub use gpu::{DeviceLimits, Gpu};
+pub use mem::Activations;
+pub use model::DeviceModel;
+pub use plan::{Path, Plan, PlanOptions, Precision};
+pub use sequence::{InputKind, SeqBuffers};

@@ -1,0 +1,78 @@
+//! Kernel parameter blocks, laid out exactly as the C structs in ptx/src
+//! (`RecParams` in rec_params.cuh, `GenParams` in generate.cu).
+
+/// `RecParams`: every recurrent-layer kernel takes one by value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RecParams {
+    pub tokens: u64,
+    pub pregates: u64,
+    pub table: u64,
+    pub w_hh: u64,
+    pub b_ih: u64,
+    pub b_hh: u64,
+    pub h0: u64,
+    pub c0: u64,
+    pub hs: u64,
+    pub h_last: u64,
+    pub c_last: u64,
+    pub rh: u64,
+    pub zb: u64,
+    pub barrier: u64,
+    pub t: i32,
+    pub b: i32,
+    pub h: i32,
+    pub units: i32,
+    pub ldb: i32,
+    pub t0: i32,
+    pub phase: i32,
+    pub aux: i32,
+    pub tok_fixed: i32,
+    pub pad: i32,
+}
+
+/// `GenParams` of the persistent generation kernels.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GenParams {
+    pub prefix: u64,
+    pub table: u64,
+    pub w_hh: u64,
+    pub b_ih: u64,
+    pub b_hh: u64,
+    pub w_d: u64,
+    pub b_d: u64,
+    pub h0: u64,
+    pub c0: u64,
+    pub out: u64,
+    pub logits: u64,
+    pub hx: u64,
+    pub h_last: u64,
+    pub c_last: u64,
+    pub rh: u64,
+    pub zb: u64,
+    pub barrier: u64,
+    pub seed: u64,
+    pub inv_temp: f32,
+    pub p: i32,
+    pub n: i32,
+    pub b: i32,
+    pub h: i32,
+    pub v: i32,
+    pub units: i32,
+    pub vrows: i32,
+    pub ldb: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_match_the_c_structs() {
+        // 14 pointers + 10 ints; 18 eight-byte fields + float + 8 ints, padded to 8.
+        assert_eq!(std::mem::size_of::<RecParams>(), 14 * 8 + 10 * 4);
+        assert_eq!(std::mem::size_of::<GenParams>(), 184);
+        assert_eq!(std::mem::offset_of!(GenParams, inv_temp), 144);
+    }
+}

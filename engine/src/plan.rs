@@ -1,0 +1,540 @@
+//! How a recurrent layer runs on a given device: which kernel, how many
+//! hidden units per block, how much shared memory.
+//!
+//! # Size limits of the persistent (whole-sequence, one launch) kernels
+//! All blocks of a persistent kernel must be resident at once (cooperative
+//! launch), each holding the W_hh rows of its hidden units in shared memory:
+//!
+//! - CUDA cores (f32, and f16 GRU reset-before): block b owns `U` units,
+//!   `G·U ≤ 16` gate rows; shared memory per block is
+//!   `G·U·H·w + 4·ldb·(H + 144)` bytes (`w` = 4 for f32, 2 for f16; `ldb`
+//!   = batch columns per chunk, a power of two in 4..=64). It runs where
+//!   `ceil(H/U)` blocks of that size fit on the device at once. On an H100
+//!   (132 SMs, 227 KiB per block) f32 holds up to about H = 1,100 for the
+//!   GRU and 900 for the LSTM at B ≤ 64.
+//! - Tensor cores (f16: RNN, GRU reset-after, LSTM): `U` ∈ {4, 8, 16, 32}
+//!   units per block, `MT = ceil(G·U/16)` ≤ 8 row tiles; shared memory
+//!   `MT·ceil(H/16)·512 + ceil(B/8)·8·(16·ceil(H/16) + 8)·2 + 32 KiB +
+//!   MT·16·NTC·8·4` bytes (NTC = n-tiles per chunk, `MT·NTC ≤ 8`).
+//!
+//! Larger layers run the per-step kernels (one launch per step, W_hh read
+//! from global memory / L2), which have no size limit beyond `G·H·H < 2³¹`.
+//!
+//! Generation keeps W_hh rows and output-layer rows (`VR ≤ 16` per block) in
+//! shared memory the same way; where they do not fit it falls back to
+//! per-step launches queued back to back (the host still waits once).
+
+use recur_core::CellKind;
+
+use crate::gpu::DeviceLimits;
+
+/// Storage precision of weights and hidden states on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// Everything f32.
+    F32,
+    /// Weights and hidden states `h` stored as f16; products accumulated,
+    /// gate pre-activations, the LSTM cell state, logits and the loss in f32.
+    F16,
+}
+
+impl Precision {
+    /// Bytes of one stored weight or activation.
+    pub const fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+}
+
+/// Which kernels run a sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// One cooperative launch for all steps, CUDA cores.
+    PersistentSimt,
+    /// One cooperative launch for all steps, tensor cores (f16).
+    PersistentMma,
+    /// One launch per step (two for GRU reset-before).
+    PerStep,
+}
+
+/// A chosen launch configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// The kernels.
+    pub path: Path,
+    /// Hidden units per block.
+    pub units: usize,
+    /// Blocks.
+    pub blocks: usize,
+    /// Batch columns per chunk (CUDA-core kernels).
+    pub ldb: usize,
+    /// n-tiles per chunk (tensor-core kernel).
+    pub ntc: usize,
+    /// Dynamic shared memory per block, bytes.
+    pub smem: usize,
+}
+
+/// The caller's say in the plan (tests and benches; `Default` = automatic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Force a path (it must be possible for the shapes).
+    pub path: Option<Path>,
+    /// Force the hidden units per block.
+    pub units: Option<usize>,
+}
+
+/// Most gate rows per block of the CUDA-core kernels (RMAX in ptx/src).
+pub const RMAX: usize = 16;
+const NWARPS: usize = 8;
+const MMA_TILES: usize = 8;
+
+/// The occupancy oracle: blocks of `kernel` per SM with `smem` bytes.
+pub(crate) trait Occupancy {
+    fn blocks_per_sm(&self, kernel: &'static str, smem: usize) -> usize;
+}
+
+fn round16(bytes: usize) -> usize {
+    bytes.div_ceil(16) * 16
+}
+
+/// Batch columns per chunk: a power of two covering B, in 4..=64.
+pub(crate) fn batch_columns(batch: usize) -> usize {
+    batch.next_power_of_two().clamp(4, 64)
+}
+
+/// Shared memory of `simt_step` (hT, red, pre), bytes.
+pub(crate) fn simt_step_smem(hidden: usize, ldb: usize) -> usize {
+    4 * ldb * (hidden + NWARPS * RMAX + RMAX)
+}
+
+/// Shared memory of the persistent CUDA-core kernel, bytes.
+pub(crate) fn simt_persistent_smem(
+    cell: CellKind,
+    hidden: usize,
+    units: usize,
+    ldb: usize,
+    p: Precision,
+) -> usize {
+    round16(cell.gates() * units * hidden * p.bytes()) + simt_step_smem(hidden, ldb)
+}
+
+/// `(MT, NTC, bytes)` of the tensor-core kernel.
+pub(crate) fn mma_smem(
+    cell: CellKind,
+    hidden: usize,
+    batch: usize,
+    units: usize,
+) -> (usize, usize, usize) {
+    let mt = (cell.gates() * units).div_ceil(16);
+    let kt = hidden.div_ceil(16);
+    let nt = batch.div_ceil(8);
+    let ntc = nt.min(MMA_TILES / mt.max(1)).max(1);
+    let ldh = kt * 16 + 8;
+    let bytes =
+        mt * kt * 512 + nt * 8 * ldh * 2 + NWARPS * MMA_TILES * 32 * 4 * 4 + mt * 16 * ntc * 8 * 4;
+    (mt, ntc, bytes)
+}
+
+/// Shared memory of the persistent generation kernel, bytes.
+pub(crate) fn generate_smem(
+    cell: CellKind,
+    hidden: usize,
+    units: usize,
+    vrows: usize,
+    batch: usize,
+    ldb: usize,
+    p: Precision,
+) -> usize {
+    round16(cell.gates() * units * hidden * p.bytes())
+        + round16(vrows * hidden * p.bytes())
+        + simt_step_smem(hidden, ldb)
+        + 4 * batch
+}
+
+/// Kernel names by cell.
+pub(crate) fn cell_tag(cell: CellKind) -> usize {
+    match cell {
+        CellKind::RnnTanh => 0,
+        CellKind::RnnRelu => 1,
+        CellKind::GruResetBefore => 2,
+        CellKind::GruResetAfter => 3,
+        CellKind::Lstm => 4,
+    }
+}
+
+macro_rules! names {
+    ($prefix:literal) => {
+        [
+            concat!($prefix, "rnn_tanh"),
+            concat!($prefix, "rnn_relu"),
+            concat!($prefix, "gru_before"),
+            concat!($prefix, "gru_after"),
+            concat!($prefix, "lstm"),
+        ]
+    };
+}
+
+const PERSIST_F32: [&str; 5] = names!("rec_persist_f32_");
+const PERSIST_F16: [&str; 5] = names!("rec_persist_f16_");
+const STEP_F32: [&str; 5] = names!("rec_step_f32_");
+const STEP_F16: [&str; 5] = names!("rec_step_f16_");
+const MMA_F16: [&str; 5] = [
+    "rec_mma_f16_rnn_tanh",
+    "rec_mma_f16_rnn_relu",
+    "",
+    "rec_mma_f16_gru_after",
+    "rec_mma_f16_lstm",
+];
+const GEN_F32: [&str; 5] = names!("gen_persist_f32_");
+const GEN_F16: [&str; 5] = names!("gen_persist_f16_");
+
+/// The kernel of `path` for `cell` at precision `p`.
+pub(crate) fn kernel_name(path: Path, cell: CellKind, p: Precision) -> &'static str {
+    let i = cell_tag(cell);
+    match (path, p) {
+        (Path::PersistentSimt, Precision::F32) => PERSIST_F32[i],
+        (Path::PersistentSimt, Precision::F16) => PERSIST_F16[i],
+        (Path::PerStep, Precision::F32) => STEP_F32[i],
+        (Path::PerStep, Precision::F16) => STEP_F16[i],
+        (Path::PersistentMma, _) => MMA_F16[i],
+    }
+}
+
+/// The persistent generation kernel.
+pub(crate) fn generate_kernel(cell: CellKind, p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => GEN_F32[cell_tag(cell)],
+        Precision::F16 => GEN_F16[cell_tag(cell)],
+    }
+}
+
+/// Picks the fastest feasible way to run a (B, H) layer of `cell`.
+pub(crate) fn plan_sequence(
+    limits: &DeviceLimits,
+    occ: &impl Occupancy,
+    cell: CellKind,
+    hidden: usize,
+    batch: usize,
+    p: Precision,
+    opts: PlanOptions,
+) -> Option<Plan> {
+    let mma_ok = p == Precision::F16 && cell != CellKind::GruResetBefore;
+    let forced;
+    let order: &[Path] = match opts.path {
+        Some(path) => {
+            forced = [path];
+            &forced
+        }
+        None if mma_ok => &[Path::PersistentMma, Path::PersistentSimt, Path::PerStep],
+        None => &[Path::PersistentSimt, Path::PerStep],
+    };
+    order
+        .iter()
+        .find_map(|&path| plan_path(limits, occ, cell, hidden, batch, p, path, opts.units))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_path(
+    limits: &DeviceLimits,
+    occ: &impl Occupancy,
+    cell: CellKind,
+    hidden: usize,
+    batch: usize,
+    p: Precision,
+    path: Path,
+    units: Option<usize>,
+) -> Option<Plan> {
+    let g = cell.gates();
+    let kernel = kernel_name(path, cell, p);
+    if kernel.is_empty() || (path != Path::PerStep && !limits.cooperative) {
+        return None;
+    }
+    let candidates: Vec<usize> = match (units, path) {
+        (Some(u), _) => vec![u],
+        (None, Path::PersistentMma) => vec![4, 8, 16, 32],
+        (None, _) => (1..=RMAX / g).collect(),
+    };
+    let mut fallback = None;
+    for u in candidates {
+        let blocks = hidden.div_ceil(u);
+        let plan = match path {
+            Path::PersistentMma => {
+                let (mt, ntc, smem) = mma_smem(cell, hidden, batch, u);
+                if mt > MMA_TILES {
+                    continue;
+                }
+                Plan {
+                    path,
+                    units: u,
+                    blocks,
+                    ldb: 0,
+                    ntc,
+                    smem,
+                }
+            }
+            Path::PersistentSimt | Path::PerStep => {
+                if g * u > RMAX {
+                    continue;
+                }
+                // Largest chunk that fits.
+                let mut ldb = batch_columns(batch);
+                let smem_of = |ldb| match path {
+                    Path::PerStep => simt_step_smem(hidden, ldb),
+                    _ => simt_persistent_smem(cell, hidden, u, ldb, p),
+                };
+                while ldb > 4 && smem_of(ldb) > limits.max_smem_per_block {
+                    ldb /= 2;
+                }
+                Plan {
+                    path,
+                    units: u,
+                    blocks,
+                    ldb,
+                    ntc: 0,
+                    smem: smem_of(ldb),
+                }
+            }
+        };
+        if plan.smem > limits.max_smem_per_block {
+            continue;
+        }
+        if path == Path::PerStep {
+            // No residency needed: about one block per SM, more for small H.
+            if blocks <= limits.sm_count || units.is_some() {
+                return Some(plan);
+            }
+            fallback = Some(plan);
+            continue;
+        }
+        let capacity = occ.blocks_per_sm(kernel, plan.smem) * limits.sm_count;
+        if blocks > capacity {
+            continue;
+        }
+        if blocks <= limits.sm_count || units.is_some() {
+            return Some(plan);
+        }
+        fallback = fallback.or(Some(plan));
+    }
+    fallback
+}
+
+/// A persistent generation configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenPlan {
+    /// Blocks.
+    pub blocks: usize,
+    /// Hidden units per block.
+    pub units: usize,
+    /// Output-layer rows per block.
+    pub vrows: usize,
+    /// Batch columns per chunk.
+    pub ldb: usize,
+    /// Dynamic shared memory per block, bytes.
+    pub smem: usize,
+}
+
+/// The persistent generation configuration, or `None` (per-step fallback).
+pub(crate) fn plan_generate(
+    limits: &DeviceLimits,
+    occ: &impl Occupancy,
+    cell: CellKind,
+    hidden: usize,
+    vocab: usize,
+    batch: usize,
+    p: Precision,
+) -> Option<GenPlan> {
+    if !limits.cooperative {
+        return None;
+    }
+    let g = cell.gates();
+    let min_blocks = hidden.div_ceil(RMAX / g).max(vocab.div_ceil(RMAX)).max(1);
+    let ldb = batch_columns(batch);
+    let kernel = generate_kernel(cell, p);
+    let plan_for = |blocks: usize| {
+        let units = hidden.div_ceil(blocks);
+        let vrows = vocab.div_ceil(blocks);
+        let smem = generate_smem(cell, hidden, units, vrows, batch, ldb, p);
+        GenPlan {
+            blocks,
+            units,
+            vrows,
+            ldb,
+            smem,
+        }
+    };
+    let mut blocks = limits.sm_count.max(min_blocks);
+    while blocks >= min_blocks {
+        let plan = plan_for(blocks);
+        if g * plan.units <= RMAX && plan.vrows <= RMAX && plan.smem <= limits.max_smem_per_block {
+            let capacity = occ.blocks_per_sm(kernel, plan.smem) * limits.sm_count;
+            if blocks <= capacity {
+                return Some(plan);
+            }
+        }
+        blocks -= 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device like an H100: 132 SMs, 227 KiB per block, 228 KiB per SM,
+    /// at most `regs_blocks` blocks per SM by registers.
+    struct FakeSm {
+        regs_blocks: usize,
+    }
+    impl Occupancy for FakeSm {
+        fn blocks_per_sm(&self, _: &'static str, smem: usize) -> usize {
+            (228 * 1024 / (smem + 1024)).min(self.regs_blocks)
+        }
+    }
+    const H100: DeviceLimits = DeviceLimits {
+        sm_count: 132,
+        max_smem_per_block: 227 * 1024,
+        cooperative: true,
+    };
+
+    #[test]
+    fn d2l_shape_runs_persistent_one_block_per_sm() {
+        let occ = FakeSm { regs_blocks: 1 };
+        let plan = plan_sequence(
+            &H100,
+            &occ,
+            CellKind::GruResetAfter,
+            256,
+            32,
+            Precision::F32,
+            PlanOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(plan.path, Path::PersistentSimt);
+        assert_eq!((plan.units, plan.blocks, plan.ldb), (2, 128, 32));
+        assert_eq!(plan.smem, 3 * 2 * 256 * 4 + 4 * 32 * (256 + 144));
+        let f16 = plan_sequence(
+            &H100,
+            &occ,
+            CellKind::GruResetAfter,
+            256,
+            32,
+            Precision::F16,
+            PlanOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(f16.path, Path::PersistentMma);
+        assert_eq!((f16.units, f16.blocks), (4, 64));
+        let before = plan_sequence(
+            &H100,
+            &occ,
+            CellKind::GruResetBefore,
+            256,
+            32,
+            Precision::F16,
+            PlanOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(before.path, Path::PersistentSimt);
+    }
+
+    #[test]
+    fn large_lstm_f16_uses_tensor_cores_and_large_f32_falls_back() {
+        let occ = FakeSm { regs_blocks: 2 };
+        let plan = plan_sequence(
+            &H100,
+            &occ,
+            CellKind::Lstm,
+            768,
+            16,
+            Precision::F16,
+            PlanOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(plan.path, Path::PersistentMma);
+        assert_eq!((plan.units, plan.blocks), (8, 96));
+        assert!(plan.smem <= H100.max_smem_per_block);
+        // 4·4096 rows of 4096 f32 do not fit in 132 SMs' shared memory.
+        let big = plan_sequence(
+            &H100,
+            &occ,
+            CellKind::Lstm,
+            4096,
+            16,
+            Precision::F32,
+            PlanOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(big.path, Path::PerStep);
+        // No cooperative launch: only the per-step path.
+        let no_coop = DeviceLimits {
+            cooperative: false,
+            ..H100
+        };
+        let plan = plan_sequence(
+            &no_coop,
+            &occ,
+            CellKind::RnnTanh,
+            64,
+            4,
+            Precision::F32,
+            PlanOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(plan.path, Path::PerStep);
+    }
+
+    #[test]
+    fn every_plan_respects_the_kernel_limits() {
+        let occ = FakeSm { regs_blocks: 2 };
+        for cell in CellKind::ALL {
+            for p in [Precision::F32, Precision::F16] {
+                for &(h, b) in &[(1, 1), (31, 3), (300, 64), (1000, 64), (5000, 7)] {
+                    let plan =
+                        plan_sequence(&H100, &occ, cell, h, b, p, PlanOptions::default()).unwrap();
+                    assert!(
+                        plan.smem <= H100.max_smem_per_block,
+                        "{cell:?} {h} {b} {plan:?}"
+                    );
+                    assert_eq!(plan.blocks, h.div_ceil(plan.units));
+                    match plan.path {
+                        Path::PersistentMma => {
+                            assert!(p == Precision::F16 && cell != CellKind::GruResetBefore);
+                            assert!(
+                                plan.ntc >= 1
+                                    && (cell.gates() * plan.units).div_ceil(16) * plan.ntc <= 8
+                            );
+                        }
+                        _ => {
+                            assert!(cell.gates() * plan.units <= RMAX);
+                            assert!(plan.ldb.is_power_of_two() && (4..=64).contains(&plan.ldb));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn generation_fits_the_d2l_model() {
+        let occ = FakeSm { regs_blocks: 1 };
+        let plan = plan_generate(
+            &H100,
+            &occ,
+            CellKind::GruResetAfter,
+            256,
+            1027,
+            1,
+            Precision::F32,
+        )
+        .unwrap();
+        assert_eq!(plan.blocks, 132);
+        assert_eq!((plan.units, plan.vrows, plan.ldb), (2, 8, 4));
+        // An output layer too large for the device's shared memory.
+        assert_eq!(
+            plan_generate(&H100, &occ, CellKind::Lstm, 4096, 50_000, 1, Precision::F32),
+            None
+        );
+    }
+}

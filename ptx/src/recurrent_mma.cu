@@ -1,0 +1,172 @@
+// Persistent recurrent layers on tensor cores, f16 mode (weights and h stored
+// as f16, products accumulated in f32 by mma.sync m16n8k16, c and gate
+// pre-activations in f32): RNN (tanh, relu), GRU reset-after and LSTM.
+// (GRU reset-before multiplies W_hn by r ⊙ h, which f16 mode keeps in f32,
+// so it runs on rec_persist_f16_gru_before.)
+//
+// Block b owns hidden units [b·U, b·U+U) and their G·U gate rows of W_hh, held
+// in shared memory for the whole sequence, already in the order of the mma
+// A fragments (one 16-byte load per fragment, no bank conflicts). Every step
+// stages h_{t-1} (B, H) as f16 in shared memory, the 8 warps split the k
+// tiles, their partial sums meet in shared memory, and the gate math runs
+// as in the CUDA-core kernels. One grid-wide barrier per step.
+#include "rec_params.cuh"
+
+__device__ __forceinline__ void mma16816(float* d, const uint4& a, unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned pack_half2(__half lo, __half hi) {
+    return (unsigned)__half_as_ushort(lo) | ((unsigned)__half_as_ushort(hi) << 16);
+}
+
+// Most (m-tile, n-tile) pairs a warp accumulates at once (32 registers).
+#define MMA_TILES 8
+
+// Shared memory layout (bytes), shared with engine/src/plan.rs:
+//   A fragments  MT·KT·32 uint4
+//   h            NT·8 rows × LDH halves, LDH = KT·16 + 8
+//   red          NWARPS·MMA_TILES·32·4 floats
+//   pre          MT·16 × NTC·8 floats
+template <int C>
+__device__ void rec_mma(const RecParams& p) {
+    extern __shared__ float4 smem4[];
+    constexpr int G = Cell<C>::G;
+    const int H = p.H, B = p.B, U = p.units;
+    const int u0 = blockIdx.x * U;
+    const int un = min(U, H - u0);
+    const int MT = (G * U + 15) / 16, KT = (H + 15) / 16, NT = (B + 7) / 8, NTC = p.aux;
+    const int LDH = KT * 16 + 8;
+    const int PLD = NTC * 8;
+    uint4* afrag = reinterpret_cast<uint4*>(smem4);
+    __half* hsm = reinterpret_cast<__half*>(afrag + MT * KT * 32);
+    float* red = reinterpret_cast<float*>(hsm + NT * 8 * LDH);
+    float* pre = red + NWARPS * MMA_TILES * 32 * 4;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int gq = lane >> 2, tg = lane & 3;
+
+    // A fragments of this block's rows (local row g·un + u; zero padding).
+    const __half* w_hh = static_cast<const __half*>(p.w_hh);
+    for (int i = threadIdx.x; i < MT * KT * 32; i += NTHREADS) {
+        const int ln = i & 31, q = i >> 5;
+        const int mt = q / KT, kt = q - mt * KT;
+        const int r0 = mt * 16 + (ln >> 2), c0 = kt * 16 + 2 * (ln & 3);
+        __half v[4][2];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int r = r0 + (e & 1) * 8, c = c0 + (e >> 1) * 8;
+#pragma unroll
+            for (int d = 0; d < 2; ++d) {
+                __half x = __float2half_rn(0.0f);
+                if (r < G * un && c + d < H) {
+                    const int g = r / un, u = r - g * un;
+                    x = w_hh[((size_t)g * H + u0 + u) * H + c + d];
+                }
+                v[e][d] = x;
+            }
+        }
+        afrag[i] = make_uint4(pack_half2(v[0][0], v[0][1]), pack_half2(v[1][0], v[1][1]),
+                              pack_half2(v[2][0], v[2][1]), pack_half2(v[3][0], v[3][1]));
+    }
+    // k padding of the staged h must be zero (the A padding is zero, but 0·NaN is not).
+    for (int i = threadIdx.x; i < NT * 8 * (LDH - H); i += NTHREADS) {
+        const int n = i / (LDH - H), k = H + (i - n * (LDH - H));
+        hsm[n * LDH + k] = __float2half_rn(0.0f);
+    }
+    const __half* table = static_cast<const __half*>(p.table);
+    const __half* b_ih = static_cast<const __half*>(p.b_ih);
+    const __half* b_hh = static_cast<const __half*>(p.b_hh);
+    const int GH = G * H;
+    unsigned gen = barrier_start(p.barrier);
+
+    for (int t = 0; t < p.T; ++t) {
+        const StepIO io = rec_io<C, __half>(p, t);
+        __syncthreads();
+        // Stage h_{t-1} (B, H) as f16.
+        if (io.h0) {
+            for (int i = threadIdx.x; i < B * H; i += NTHREADS) {
+                const int b = i / H, k = i - b * H;
+                hsm[b * LDH + k] = __float2half_rn(io.h0[i]);
+            }
+        } else {
+            const unsigned short* src = static_cast<const unsigned short*>(io.h_prev);
+            for (int i = threadIdx.x; i < B * H; i += NTHREADS) {
+                const int b = i / H, k = i - b * H;
+                hsm[b * LDH + k] = __ushort_as_half(__ldcg(src + i));
+            }
+        }
+        __syncthreads();
+        for (int nc = 0; nc < NT; nc += NTC) {
+            const int ntc = min(NTC, NT - nc);
+            const int nq = MT * ntc;
+            float acc[MMA_TILES][4];
+#pragma unroll
+            for (int q = 0; q < MMA_TILES; ++q) acc[q][0] = acc[q][1] = acc[q][2] = acc[q][3] = 0.0f;
+            for (int kt = warp; kt < KT; kt += NWARPS) {
+#pragma unroll
+                for (int q = 0; q < MMA_TILES; ++q) {
+                    if (q < nq) {
+                        const int mt = q / ntc, nt = q - mt * ntc;
+                        const uint4 a = afrag[(mt * KT + kt) * 32 + lane];
+                        const __half* hrow = hsm + ((nc + nt) * 8 + gq) * LDH + kt * 16 + 2 * tg;
+                        const unsigned b0 = *reinterpret_cast<const unsigned*>(hrow);
+                        const unsigned b1 = *reinterpret_cast<const unsigned*>(hrow + 8);
+                        mma16816(acc[q], a, b0, b1);
+                    }
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < MMA_TILES; ++q)
+                if (q < nq)
+                    *reinterpret_cast<float4*>(red + ((warp * MMA_TILES + q) * 32 + lane) * 4) =
+                        make_float4(acc[q][0], acc[q][1], acc[q][2], acc[q][3]);
+            __syncthreads();
+            const int ncols = min(ntc * 8, B - nc * 8);
+            for (int o = threadIdx.x; o < G * un * ncols; o += NTHREADS) {
+                const int r = o / ncols, n = o - r * ncols;
+                const int mt = r >> 4, rr = r & 15, nt = n >> 3, nn = n & 7;
+                const int q = mt * ntc + nt;
+                const int ln = (rr & 7) * 4 + (nn >> 1), e = (rr >> 3) * 2 + (nn & 1);
+                float v = 0.0f;
+#pragma unroll
+                for (int w = 0; w < NWARPS; ++w) v += red[((w * MMA_TILES + q) * 32 + ln) * 4 + e];
+                pre[r * PLD + n] = v;
+            }
+            __syncthreads();
+            for (int o = threadIdx.x; o < un * ncols; o += NTHREADS) {
+                const int u = o / ncols, n = o - u * ncols, b = nc * 8 + n, j = u0 + u;
+                const size_t bj = (size_t)b * H + j;
+                float x[4] = {0.f, 0.f, 0.f, 0.f}, hg[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    const float xin = io.tok ? __half2float(table[(size_t)io.tok[b] * GH + g * H + j])
+                                             : io.x_proj[(size_t)b * GH + g * H + j];
+                    x[g] = xin + __half2float(b_ih[g * H + j]);
+                    hg[g] = pre[(g * un + u) * PLD + n] + __half2float(b_hh[g * H + j]);
+                }
+                const float hp = __half2float(hsm[b * LDH + j]);
+                const float cp = C == LSTM ? io.c_prev[bj] : 0.0f;
+                float c = 0.0f;
+                const float h = cell_h<C>(x, hg, hp, cp, 0.0f, &c);
+                static_cast<__half*>(io.h_out)[bj] = __float2half_rn(h);
+                if (io.h_last) io.h_last[bj] = stored<__half>(h);
+                if (C == LSTM) io.c_out[bj] = c;
+            }
+        }
+        if (t + 1 < p.T) grid_sync(p.barrier, gen);
+    }
+}
+
+#define MMA_KERNEL(NAME, C)                                                                      \
+    extern "C" __global__ void __launch_bounds__(NTHREADS) rec_mma_f16_##NAME(RecParams p) {     \
+        rec_mma<C>(p);                                                                           \
+    }
+
+MMA_KERNEL(rnn_tanh, RNN_TANH)
+MMA_KERNEL(rnn_relu, RNN_RELU)
+MMA_KERNEL(gru_after, GRU_AFTER)
+MMA_KERNEL(lstm, LSTM)

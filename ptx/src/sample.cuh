@@ -1,0 +1,126 @@
+// Greedy and temperature sampling of one token from a row of logits by a
+// whole block, as recur_core::sample::{argmax, sample} (top_k = 0).
+#pragma once
+#include "common.cuh"
+
+// Block-wide first maximum of x[0..V) (ties: lowest index; *nan = true when
+// a logit is NaN or the maximum is infinite, which recur-core rejects). Every thread gets the result. `x` is read through L2.
+__device__ void block_argmax(const float* x, int V, float* best_val, int* best_idx, bool* nan) {
+    __shared__ float s_val[NWARPS];
+    __shared__ int s_idx[NWARPS];
+    __shared__ int s_nan[NWARPS];
+    float bv = -INF_F;
+    int bi = 0x7fffffff;
+    int has_nan = 0;
+    for (int i = threadIdx.x; i < V; i += NTHREADS) {
+        const float v = ld_cg(x + i);
+        if (v != v) has_nan = 1;
+        if (v > bv || (v == bv && i < bi)) {
+            bv = v;
+            bi = i;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
+        }
+        has_nan |= __shfl_xor_sync(0xffffffffu, has_nan, o);
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    __syncthreads();  // earlier users of the scratch are done
+    if (lane == 0) {
+        s_val[warp] = bv;
+        s_idx[warp] = bi;
+        s_nan[warp] = has_nan;
+    }
+    __syncthreads();
+    bv = s_val[0];
+    bi = s_idx[0];
+    has_nan = s_nan[0];
+    for (int w = 1; w < NWARPS; ++w) {
+        if (s_val[w] > bv || (s_val[w] == bv && s_idx[w] < bi)) {
+            bv = s_val[w];
+            bi = s_idx[w];
+        }
+        has_nan |= s_nan[w];
+    }
+    *best_val = bv;
+    *best_idx = bi;
+    *nan = has_nan != 0 || bi >= V || isinf(bv);  // all -inf, or +inf: unusable (as recur-core)
+}
+
+// The token drawn from logits x[0..V): V when the row has a NaN (or only
+// -inf); argmax when inv_temp == 0; else the inverse-CDF draw of recur-core's
+// sampler with weights e^((x_i - max)·inv_temp) summed in f64 and
+// u = (bits >> 11)·2^-53·total. Every thread gets the token.
+__device__ int block_sample(const float* x, int V, float inv_temp, unsigned long long bits) {
+    __shared__ double s_sum[NWARPS];
+    __shared__ int s_found;
+    float m;
+    int best;
+    bool bad;
+    block_argmax(x, V, &m, &best, &bad);
+    if (bad) return V;
+    if (inv_temp == 0.0f) return best;
+    // Thread t takes the contiguous chunk [t·chunk, (t+1)·chunk).
+    const int chunk = (V + NTHREADS - 1) / NTHREADS;
+    const int lo = min(V, threadIdx.x * chunk), hi = min(V, lo + chunk);
+    double mine = 0.0;
+    for (int i = lo; i < hi; ++i) mine += (double)expf((ld_cg(x + i) - m) * inv_temp);
+    // Block-wide exclusive prefix of the chunk sums.
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    double incl = mine;
+    for (int o = 1; o < 32; o <<= 1) {
+        const double up = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += up;
+    }
+    __syncthreads();
+    if (lane == 31) s_sum[warp] = incl;
+    if (threadIdx.x == 0) s_found = 0x7fffffff;
+    __syncthreads();
+    double before = incl - mine, total = 0.0;
+    for (int w = 0; w < NWARPS; ++w) {
+        if (w < warp) before += s_sum[w];
+        total += s_sum[w];
+    }
+    const double u = (double)(bits >> 11) * (1.0 / 9007199254740992.0) * total;
+    if (u >= before && u < before + mine) {
+        double acc = before;
+        for (int i = lo; i < hi; ++i) {
+            const float w = expf((ld_cg(x + i) - m) * inv_temp);
+            if (w > 0.0f) {
+                acc += (double)w;
+                if (u < acc) {
+                    atomicMin(&s_found, i);
+                    break;
+                }
+            }
+        }
+    }
+    __syncthreads();
+    int tok = s_found;
+    if (tok == 0x7fffffff) {  // block-uniform: read after the barrier
+        // u reached the total through rounding: the last token with weight,
+        // as recur-core. Found by a max-reduction over indices.
+        int last = -1;
+        for (int i = threadIdx.x; i < V; i += NTHREADS)
+            if (expf((ld_cg(x + i) - m) * inv_temp) > 0.0f) last = i;
+        for (int o = 16; o > 0; o >>= 1) last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
+        __shared__ int s_last[NWARPS];
+        if (lane == 0) s_last[warp] = last;
+        __syncthreads();
+        tok = s_last[0];
+        for (int w = 1; w < NWARPS; ++w) tok = max(tok, s_last[w]);
+        if (tok < 0) tok = best;
+    }
+    __syncthreads();  // s_found / s_sum free for the next call
+    return tok;
+}
+
+// Seed of batch row b's stream of random numbers (engine: sampler_rng).
+__device__ __forceinline__ unsigned long long row_seed(unsigned long long seed, int b) {
+    return seed ^ ((unsigned long long)b * 0xD1B54A32D192ED03ULL);
+}
