@@ -134,7 +134,7 @@ fn resume_continues_bit_identically() {
 fn same_seed_and_threads_give_the_same_run_and_seeds_differ() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path());
-    let run = |seed: &str| {
+    let run_on = |seed: &str, threads: &str| {
         run_train(&args(
             &corpus,
             &[
@@ -144,6 +144,8 @@ fn same_seed_and_threads_give_the_same_run_and_seeds_differ() {
                 "2",
                 "--seed",
                 seed,
+                "--threads",
+                threads,
             ],
         ))
         .unwrap()
@@ -152,8 +154,11 @@ fn same_seed_and_threads_give_the_same_run_and_seeds_differ() {
         .map(|r| r.loss)
         .collect::<Vec<_>>()
     };
+    let run = |seed: &str| run_on(seed, "2");
     assert_eq!(run("3"), run("3"));
     assert_ne!(run("3"), run("4"));
+    // The threaded product is bit-identical to one thread.
+    assert_eq!(run("3"), run_on("3", "1"));
 }
 
 #[test]

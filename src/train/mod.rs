@@ -27,11 +27,11 @@ pub use error::TrainError;
 pub use metrics::EpochRecord;
 pub use trainer::Trainer;
 
-/// The matrix product the CPU trainer uses with `threads` threads.
-pub fn cpu_gemm(threads: usize) -> Result<impl recur_core::Gemm, TrainError> {
-    if threads == 0 {
-        return Err(TrainError::Config("--threads must be at least 1".into()));
-    }
-    // Until the threaded product lands, one thread.
-    Ok(recur_core::Portable)
+/// The matrix product the CPU trainer uses: [`Threaded`](crate::gemm_threaded::Threaded)
+/// on `threads` threads (bit-identical to one thread, so a run's result
+/// depends on its seed only).
+pub fn cpu_gemm(threads: usize) -> Result<crate::gemm_threaded::Threaded, TrainError> {
+    let threads = std::num::NonZeroUsize::new(threads)
+        .ok_or_else(|| TrainError::Config("--threads must be at least 1".into()))?;
+    Ok(crate::gemm_threaded::Threaded::new(threads))
 }
