@@ -1,55 +1,180 @@
 //! One step for streaming inference with weights stored as `f32` or `f16`.
 //!
 //! [`Gemm`](crate::Gemm) is f32-only, so the products here are an
-//! allocation-free matrix-vector loop over the weight rows, converting each
-//! weight once and accumulating in f32. Each weight row is read once for all
-//! batch rows (inference batches are small, so they stay in L1).
+//! allocation-free matrix-vector loop over the weight rows, accumulating in
+//! f32. f16 weights are widened by an exact, branch-free bit routine that
+//! vectorises (`half`'s own, without `std`, is a scalar routine with
+//! branches, ~4× slower here); for more than one batch row a chunk of each
+//! f16 row is widened once into a stack buffer and reused for every batch
+//! row. Like the sequence loops, the step runs an AVX2 build where the
+//! processor has it.
+
+use core::any::Any;
+
+use half::f16;
 
 use super::input::gather_add;
 use super::{gru, lstm, rnn, Input};
+#[cfg(target_arch = "x86_64")]
+use crate::gemm::Isa;
 use crate::layout::{CellDims, CellKind, CellParams};
 use crate::weight::Weight;
 
-/// Number of independent partial sums in [`dot`] (lets it vectorise).
-const LANES: usize = 8;
+/// Elements per group of the dot product and the conversion: two 8-lane
+/// vectors of partial sums, so that the additions do not wait on each other.
+const GROUP: usize = 16;
 
-/// `Σ w[k] · x[k]` in f32, `w` converted on the fly.
+/// f16 weights widened at a time per row (1 KiB of stack).
+const CHUNK: usize = 256;
+
+/// IEEE binary16 bits to f32, exactly and without branches: the 15 low bits
+/// shifted into an f32's place are the value times 2^-112 (normal numbers
+/// and subnormals alike), so one multiplication rescales them; values that
+/// land at 2^16 or above were infinities or NaNs and get the all-ones
+/// exponent back.
+#[inline(always)]
+pub(crate) fn f16_bits_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    let scaled = f32::from_bits((h & 0x7fff) << 13) * f32::from_bits((127 + 112) << 23);
+    let bits = if scaled >= 65_536.0 {
+        scaled.to_bits() | (0xff << 23)
+    } else {
+        scaled.to_bits()
+    };
+    f32::from_bits(bits | ((h & 0x8000) << 16))
+}
+
+/// A group of weights as f32: the f16 bit routine for f16 (the type test is
+/// a constant after inlining), `to_f32` otherwise.
+#[inline(always)]
+fn widen<W: Weight>(group: &[W; GROUP]) -> [f32; GROUP] {
+    match (group as &dyn Any).downcast_ref::<[f16; GROUP]>() {
+        Some(halves) => core::array::from_fn(|l| f16_bits_to_f32(halves[l].to_bits())),
+        None => core::array::from_fn(|l| group[l].to_f32()),
+    }
+}
+
+/// `Σ w[k] · x[k]` in f32 over the shorter slice, `w` widened on the fly.
 #[inline(always)]
 fn dot<W: Weight>(w: &[W], x: &[f32]) -> f32 {
     let n = w.len().min(x.len());
     let (w, x) = (&w[..n], &x[..n]);
-    let mut acc = [0.0f32; LANES];
-    let mut wc = w.chunks_exact(LANES);
-    let mut xc = x.chunks_exact(LANES);
-    for (wl, xl) in (&mut wc).zip(&mut xc) {
-        for l in 0..LANES {
-            acc[l] += wl[l].to_f32() * xl[l];
+    let mut acc = [0.0f32; GROUP];
+    let mut wc = w.chunks_exact(GROUP);
+    let mut xc = x.chunks_exact(GROUP);
+    for (wg, xg) in (&mut wc).zip(&mut xc) {
+        if let (Ok(wg), Ok(xg)) = (<&[W; GROUP]>::try_from(wg), <&[f32; GROUP]>::try_from(xg)) {
+            let wf = widen(wg);
+            for l in 0..GROUP {
+                acc[l] += wf[l] * xg[l];
+            }
         }
     }
-    let mut tail = 0.0f32;
+    let mut s = 0.0f32;
     for (&wv, &xv) in wc.remainder().iter().zip(xc.remainder()) {
-        tail += wv.to_f32() * xv;
+        s += wv.to_f32() * xv;
     }
-    let mut s = tail;
     for a in acc {
         s += a;
     }
     s
 }
 
+/// `dst = src` as f32 (equal lengths).
+#[inline(always)]
+fn widen_into<W: Weight>(dst: &mut [f32], src: &[W]) {
+    let mut d = dst.chunks_exact_mut(GROUP);
+    let mut s = src.chunks_exact(GROUP);
+    for (dg, sg) in (&mut d).zip(&mut s) {
+        if let Ok(sg) = <&[W; GROUP]>::try_from(sg) {
+            dg.copy_from_slice(&widen(sg));
+        }
+    }
+    for (o, v) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *o = v.to_f32();
+    }
+}
+
 /// `out (B, R) += x (B, K) · Wᵀ` with `w` (R, K); `R = out.len() / batch`.
+#[inline(always)]
 pub(crate) fn matvec_add<W: Weight>(out: &mut [f32], x: &[f32], w: &[W], batch: usize, k: usize) {
     let r = out.len() / batch;
-    for (j, row) in w.chunks_exact(k).take(r).enumerate() {
-        for (b, xb) in x.chunks_exact(k).take(batch).enumerate() {
-            out[b * r + j] += dot(row, xb);
+    let is_f16 = w.first().is_some_and(|v| (v as &dyn Any).is::<f16>());
+    if batch > 1 && is_f16 {
+        // Widen each chunk of a row once, for all batch rows.
+        let mut buf = [0.0f32; CHUNK];
+        for (j, row) in w.chunks_exact(k).take(r).enumerate() {
+            for (c, part) in row.chunks(CHUNK).enumerate() {
+                let wf = &mut buf[..part.len()];
+                widen_into(wf, part);
+                for (b, xb) in x.chunks_exact(k).take(batch).enumerate() {
+                    out[b * r + j] += dot(wf, &xb[c * CHUNK..]);
+                }
+            }
+        }
+    } else {
+        for (j, row) in w.chunks_exact(k).take(r).enumerate() {
+            for (b, xb) in x.chunks_exact(k).take(batch).enumerate() {
+                out[b * r + j] += dot(row, xb);
+            }
         }
     }
 }
 
-/// See [`super::step_forward`]; lengths are checked there.
+/// See [`super::step_forward`]; lengths are checked there. Dispatches to
+/// the AVX2 build like the sequence loops.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<W: Weight>(
+    h: &mut [f32],
+    c: &mut [f32],
+    input: Input<'_>,
+    h_prev: &[f32],
+    c_prev: &[f32],
+    params: CellParams<'_, W>,
+    workspace: &mut [f32],
+    cell: &CellDims,
+    batch: usize,
+    bgh: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() == Isa::Avx2Fma {
+        // SAFETY: the processor supports AVX2 and FMA (detected just above).
+        return unsafe {
+            forward_avx2(
+                h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
+            )
+        };
+    }
+    forward_body(
+        h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
+    )
+}
+
+/// [`forward_body`] compiled for AVX2 + FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn forward_avx2<W: Weight>(
+    h: &mut [f32],
+    c: &mut [f32],
+    input: Input<'_>,
+    h_prev: &[f32],
+    c_prev: &[f32],
+    params: CellParams<'_, W>,
+    workspace: &mut [f32],
+    cell: &CellDims,
+    batch: usize,
+    bgh: usize,
+) {
+    forward_body(
+        h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
+    )
+}
+
+/// The step, for the build target's instruction set.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_body<W: Weight>(
     h: &mut [f32],
     c: &mut [f32],
     input: Input<'_>,
@@ -169,5 +294,37 @@ pub(crate) fn forward<W: Weight>(
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_bits_convert_like_half_for_every_pattern() {
+        for bits in 0..=u16::MAX {
+            let want = f16::from_bits(bits).to_f32();
+            let got = f16_bits_to_f32(bits);
+            if want.is_nan() {
+                assert!(got.is_nan(), "{bits:#06x}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{bits:#06x}");
+            }
+        }
+    }
+
+    #[test]
+    fn widening_and_dot_take_the_f16_path_and_the_tail() {
+        let src: [f16; 37] = core::array::from_fn(|k| f16::from_f32(k as f32 * 0.37 - 5.0));
+        let mut dst = [f32::NAN; 37];
+        widen_into(&mut dst, &src);
+        for (d, s) in dst.iter().zip(&src) {
+            assert_eq!(*d, s.to_f32());
+        }
+        let x: [f32; 37] = core::array::from_fn(|k| 1.0 / (k as f32 + 1.0));
+        let want: f64 = dst.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+        assert!((dot(&src, &x) as f64 - want).abs() < 1e-5);
+        assert!((dot(&dst, &x) as f64 - want).abs() < 1e-5);
     }
 }
