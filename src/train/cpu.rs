@@ -239,7 +239,7 @@ impl<G: Gemm> Backend for CpuBackend<G> {
             &dense,
             &self.gemm,
         )?;
-        let loss = output::softmax_xent_forward_in_place(&mut self.logits, &self.targets, &dense)?;
+        let loss = softmax_xent_in_halves(&mut self.logits, &self.targets, &dense)?;
         // Carry the final state to the next batch.
         let bh = self.state_h.len();
         self.state_h.copy_from_slice(&self.hs[self.hs.len() - bh..]);
@@ -334,6 +334,43 @@ impl<G: Gemm> Backend for CpuBackend<G> {
     ) -> Result<Vec<u32>, TrainError> {
         generate_cpu(&self.params, &self.layout(), prefix, len, decode, rng)
     }
+}
+
+/// recur-core's softmax cross-entropy forward over the (N, V) logits, in
+/// place, on two threads: the rows are cut into two fixed halves (the same
+/// cut whatever `--threads` says, so results do not depend on it), each
+/// half's mean loss comes from recur-core, and the halves are combined by
+/// row count. The exponentials of 1,120 × 1,027 logits per mini-batch are
+/// the largest serial part of a training step otherwise.
+fn softmax_xent_in_halves(
+    logits: &mut [f32],
+    targets: &[u32],
+    dims: &DenseDims,
+) -> Result<f32, TrainError> {
+    const MIN_PARALLEL: usize = 1 << 16;
+    let rows_a = dims.rows / 2;
+    if rows_a == 0 || logits.len() < MIN_PARALLEL {
+        return Ok(output::softmax_xent_forward_in_place(
+            logits, targets, dims,
+        )?);
+    }
+    recur_core::error::check_len("logits", logits, dims.logits_len())?;
+    recur_core::error::check_len("targets", targets, dims.rows)?;
+    let rows_b = dims.rows - rows_a;
+    let (logits_a, logits_b) = logits.split_at_mut(rows_a * dims.vocab);
+    let (targets_a, targets_b) = targets.split_at(rows_a);
+    let half = |rows| DenseDims { rows, ..*dims };
+    let (loss_a, loss_b) = std::thread::scope(|scope| {
+        let worker = scope
+            .spawn(|| output::softmax_xent_forward_in_place(logits_b, targets_b, &half(rows_b)));
+        let a = output::softmax_xent_forward_in_place(logits_a, targets_a, &half(rows_a));
+        let b = worker.join().unwrap_or(Err(recur_core::Error::Value {
+            what: "softmax worker",
+        }));
+        (a, b)
+    });
+    let total = loss_a? as f64 * rows_a as f64 + loss_b? as f64 * rows_b as f64;
+    Ok((total / dims.rows as f64) as f32)
 }
 
 fn check_flat_tokens(what: &'static str, ids: &[u32], expected: usize) -> Result<(), TrainError> {

@@ -92,6 +92,7 @@ where
         .map(|r| (r.epoch as f64, r.perplexity))
         .collect();
     let last_epoch = history.iter().map(|r| r.epoch).max().unwrap_or(1).max(1) as f64;
+    // Whole decades, so that the log axis has labelled ticks at 1-2-5 steps.
     let (lo, hi) = points
         .iter()
         .fold((f64::INFINITY, 0.0f64), |(lo, hi), &(_, p)| {
@@ -100,7 +101,8 @@ where
     let (lo, hi) = if points.is_empty() {
         (1.0, 10.0)
     } else {
-        ((lo * 0.9).max(f64::MIN_POSITIVE), (hi * 1.1).max(lo * 1.5))
+        let lo = 10f64.powf(lo.log10().floor());
+        (lo, 10f64.powf(hi.log10().ceil()).max(lo * 10.0))
     };
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
@@ -112,6 +114,9 @@ where
         .configure_mesh()
         .x_desc("epoch")
         .y_desc("perplexity")
+        .y_labels(20)
+        .y_label_formatter(&|v| format!("{v}"))
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 14))
         .draw()?;
     chart.draw_series(LineSeries::new(points, BLUE.stroke_width(2)))?;
