@@ -8,4 +8,5 @@ pub use recur_data as data;
 pub use recur_engine as engine;
 
 pub mod gemm_threaded;
+pub mod interop;
 pub mod train;
