@@ -668,3 +668,116 @@ fn wrong_arguments_are_errors_naming_them() {
         })
     );
 }
+
+/// Random dimensions and slices of random (mostly wrong) lengths, token ids
+/// possibly out of range: every call returns `Ok` or an error, none panics.
+#[test]
+fn random_arguments_never_panic() {
+    let rng = core::cell::RefCell::new(Rng(77));
+    let pick = |n: usize| (rng.borrow_mut().next() % n as u64) as usize;
+    let mut completed = 0;
+    for round in 0..3000 {
+        let kind = CellKind::ALL[pick(5)];
+        let (t, b, i, h) = (pick(4), pick(4), pick(5), pick(5));
+        let dims = SeqDims {
+            cell: CellDims {
+                cell: kind,
+                input: i,
+                hidden: h,
+            },
+            steps: t,
+            batch: b,
+        };
+        let cd = dims.cell;
+        // Right length most of the time, off by one otherwise.
+        let len = |n: usize| match pick(64) {
+            0 => n + 1,
+            1 => n.saturating_sub(1),
+            _ => n,
+        };
+        let (bh, tb) = (b * h, t * b);
+        let state = if kind.has_cell_state() { bh } else { 0 };
+        let w = [
+            vec![0.1f32; len(cd.weight_ih_len())],
+            vec![0.1f32; len(cd.weight_hh_len())],
+            vec![0.1f32; len(cd.bias_len())],
+            vec![0.1f32; len(cd.bias_len())],
+        ];
+        let params = CellParams {
+            weight_ih: &w[0],
+            weight_hh: &w[1],
+            bias_ih: &w[2],
+            bias_hh: &w[3],
+        };
+        let x = vec![0.5f32; len(tb * i)];
+        let ids: Vec<u32> = (0..len(tb)).map(|_| pick(i + 2) as u32).collect();
+        let input = if round % 2 == 0 {
+            Input::Dense(&x)
+        } else {
+            Input::Tokens(&ids)
+        };
+        let h0 = vec![0.2f32; len(bh)];
+        let c0 = vec![0.2f32; len(state)];
+        let mut hs = vec![f32::NAN; len(tb * h)];
+        let mut c_last = vec![f32::NAN; len(state)];
+        let mut cache = vec![f32::NAN; len(cache_len(&dims))];
+        let mut ws = vec![f32::NAN; len(workspace_len(&dims))];
+        let fwd = sequence_forward(
+            &mut hs,
+            &mut c_last,
+            input,
+            &h0,
+            &c0,
+            params,
+            &mut cache,
+            &mut ws,
+            &dims,
+            &Portable,
+        );
+        if fwd.is_ok() {
+            assert!(hs.iter().all(|v| v.is_finite()));
+        }
+        let mut gw = [
+            vec![0.0f32; len(cd.weight_ih_len())],
+            vec![0.0f32; len(cd.weight_hh_len())],
+            vec![0.0f32; len(cd.bias_len())],
+            vec![0.0f32; len(cd.bias_len())],
+        ];
+        let [wih, whh, bih, bhh] = &mut gw;
+        let mut grads = CellGrads {
+            weight_ih: wih,
+            weight_hh: whh,
+            bias_ih: bih,
+            bias_hh: bhh,
+        };
+        let mut dx = vec![0.0f32; len(tb * i)];
+        let dinput = if pick(2) == 0 {
+            Some(&mut dx[..])
+        } else {
+            None
+        };
+        let mut dh0 = vec![0.0f32; len(bh)];
+        let mut dc0 = vec![0.0f32; len(state)];
+        let dhs = vec![1.0f32; len(tb * h)];
+        let bwd = sequence_backward(
+            &mut grads, dinput, &mut dh0, &mut dc0, &dhs, input, &h0, &c0, params, &hs, &cache,
+            &mut ws, &dims, &Portable,
+        );
+        if fwd.is_ok() && bwd.is_ok() {
+            assert!(dh0.iter().all(|v| v.is_finite()));
+            completed += 1;
+        }
+        let step_input = match input {
+            Input::Dense(x) => Input::Dense(&x[..x.len().min(len(b * i))]),
+            Input::Tokens(ids) => Input::Tokens(&ids[..ids.len().min(len(b))]),
+        };
+        let mut sws = vec![f32::NAN; len(step_workspace_len(&cd, b))];
+        let mut hn = vec![f32::NAN; len(bh)];
+        let mut cn = vec![f32::NAN; len(state)];
+        let _ = step_forward(
+            &mut hn, &mut cn, step_input, &h0, &c0, params, &mut sws, &cd, b,
+        );
+    }
+    // Enough valid calls among the invalid ones to mean something.
+    assert!(completed > 300, "only {completed} valid rounds");
+}
