@@ -458,8 +458,21 @@ fn sigmoid(v: f64) -> f64 {
     1.0 / (1.0 + (-v).exp())
 }
 
+/// Where d2l's candidate state applies the reset gate.
+#[derive(Clone, Copy, PartialEq)]
+enum Reset {
+    /// PyTorch chapter (seed 003): `tanh(X W_xh + (R ⊙ H) W_hh + b_h)`.
+    Before,
+    /// MXNet chapter (seed 000): `tanh(X W_xh + R ⊙ (H W_hh) + b_h)`.
+    AfterNoBias,
+}
+
 /// d2l's loop; returns all hidden states (T, B, H).
 fn naive_forward(m: &Naive, t: usize, b: usize, i: usize, h: usize) -> Vec<f64> {
+    naive_forward_as(m, t, b, i, h, Reset::Before)
+}
+
+fn naive_forward_as(m: &Naive, t: usize, b: usize, i: usize, h: usize, reset: Reset) -> Vec<f64> {
     // (X W_x*)[row, j] for gate block g: Σ_k x[row, k] · weight_ih[g·H + j, k].
     let xw = |g: usize, x: &[f64], j: usize| -> f64 {
         (0..i).map(|k| x[k] * m.wih[(g * h + j) * i + k]).sum()
@@ -483,7 +496,11 @@ fn naive_forward(m: &Naive, t: usize, b: usize, i: usize, h: usize) -> Vec<f64> 
                 .collect();
             let rh: Vec<f64> = (0..h).map(|j| rg[j] * hv[j]).collect();
             for j in 0..h {
-                let cand = (xw(2, x, j) + hw(2, &rh, j) + bias(2, j)).tanh();
+                let recurrent = match reset {
+                    Reset::Before => hw(2, &rh, j),
+                    Reset::AfterNoBias => rg[j] * hw(2, hv, j),
+                };
+                let cand = (xw(2, x, j) + recurrent + bias(2, j)).tanh();
                 next[r * h + j] = z[j] * hv[j] + (1.0 - z[j]) * cand;
             }
         }
@@ -575,5 +592,59 @@ fn gru_reset_before_matches_naive_d2l_formula() {
         case.params(),
     );
     report.compare32("gru_reset_before step_forward", &steps, &hs);
+    report.finish();
+}
+
+/// The MXNet chapter's scratch GRU (seed 000) applies the reset gate after
+/// the recurrent product, with no bias inside: recur's reset-after GRU
+/// (PyTorch's) with the n block of `bias_hh` zero and `b_h` in `bias_ih`.
+#[test]
+fn gru_reset_after_without_b_hn_is_the_mxnet_d2l_formula() {
+    let golden = load();
+    let (t, b, i, h) = golden.dims;
+    let case = golden.cases.iter().find(|c| c.name == "gru").unwrap();
+    let mut bias_ih = case.t("bias_ih").to_vec();
+    let mut bias_hh = case.t("bias_hh").to_vec();
+    for j in 2 * h..3 * h {
+        bias_ih[j] += bias_hh[j];
+        bias_hh[j] = 0.0;
+    }
+    let params = CellParams {
+        bias_ih: &bias_ih,
+        bias_hh: &bias_hh,
+        ..case.params()
+    };
+    let dims = SeqDims {
+        cell: CellDims {
+            cell: CellKind::GruResetAfter,
+            input: i,
+            hidden: h,
+        },
+        steps: t,
+        batch: b,
+    };
+    let (hs, _, _) = run_core(
+        &dims,
+        Input::Dense(case.t("input")),
+        case.t("h0"),
+        &[],
+        params,
+        case.t("proj"),
+    );
+    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let m = Naive {
+        wih: f64s(case.t("weight_ih")),
+        whh: f64s(case.t("weight_hh")),
+        bih: f64s(&bias_ih),
+        bhh: f64s(&bias_hh),
+        x: f64s(case.t("input")),
+        h0: f64s(case.t("h0")),
+    };
+    let want = naive_forward_as(&m, t, b, i, h, Reset::AfterNoBias);
+    let mut report = Report::default();
+    report.compare("gru_reset_after (d2l MXNet) output", &hs, &want);
+    // And the reset-before formula is a different function on these inputs.
+    let before = naive_forward(&m, t, b, i, h);
+    assert!(want.iter().zip(&before).any(|(a, b)| (a - b).abs() > 1e-3));
     report.finish();
 }
