@@ -6,6 +6,21 @@
 //!   hoisted before the time loop, weight gradients formed after it.
 //! - [`step_forward`]: one step for streaming inference, weights `f32` or `f16`.
 //! - Sizes: [`cache_len`], [`workspace_len`], [`step_workspace_len`].
+//!
+//! Errors: a slice of the wrong length is [`Error::Length`] naming it; a zero
+//! or overflowing dimension [`Error::Dim`]; a token id `≥ I`
+//! [`Error::Token`]; a non-empty cell-state slice for a cell without one
+//! (anything but the LSTM) [`Error::Cell`]; a `dinput` for token input
+//! [`Error::Value`]. Nothing panics on caller input and nothing allocates.
+//!
+//! Layout of the work (see `plan.rs` for the buffers): the input projection
+//! of all `T·B` rows is one gemm (dense) or a gather of `weight_ih` columns
+//! (tokens); each step is the recurrent gemm plus one fused pass of gate
+//! nonlinearities, which saves the post-activation gates in the cache. BPTT
+//! writes the pre-activation gate gradients of all steps to the workspace
+//! and, after the loop, forms `dW_ih` (one gemm, or a scatter-add for
+//! tokens), `dW_hh` (gemms over all `T·B` rows) and the bias sums. The gate
+//! loops run an AVX2 build where the processor has it (same results).
 
 mod act;
 mod gru;
@@ -103,7 +118,8 @@ pub fn sequence_forward(
 /// call. Every gradient is **accumulated** (`+=`).
 ///
 /// - `grads`: the cell's parameter gradients.
-/// - `dinput`: (T, B, I) gradient of a dense input, or `None` (token input).
+/// - `dinput`: (T, B, I) gradient of a dense input, or `None` (not wanted;
+///   always `None` for token input).
 /// - `dh0`, `dc0`: (B, H) gradients of the initial states (`dc0` empty unless LSTM).
 /// - `dhs`: (T, B, H) upstream gradient on every `h_t` (from the output layer);
 ///   the final state is not used beyond it.
