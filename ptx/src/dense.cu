@@ -94,15 +94,18 @@ extern "C" __global__ void __launch_bounds__(NTHREADS)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wm = warp >> 2, wn = warp & 3;
     const int gq = lane >> 2, tg = lane & 3;
-    const bool vec = (K & 7) == 0;
+    // 16-byte loads need K % 8 == 0 and 16-byte aligned operands (the
+    // output layer's weights sit at any offset of the f16 mirror).
+    const bool vec_a = (K & 7) == 0 && (reinterpret_cast<size_t>(a) & 15) == 0;
+    const bool vec_b = (K & 7) == 0 && (reinterpret_cast<size_t>(b) & 15) == 0;
     float acc[4][4][4];
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
     for (int k0 = 0; k0 < K; k0 += 32) {
-        load_tile_f16(As, a, m0, M, k0, K, vec);
-        load_tile_f16(Bs, b, n0, N, k0, K, vec);
+        load_tile_f16(As, a, m0, M, k0, K, vec_a);
+        load_tile_f16(Bs, b, n0, N, k0, K, vec_b);
         __syncthreads();
 #pragma unroll
         for (int ks = 0; ks < 32; ks += 16) {

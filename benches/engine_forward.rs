@@ -1,0 +1,209 @@
+//! Forward throughput of the GPU engine (criterion; prints `skipped: no CUDA
+//! device` and exits without a GPU):
+//!
+//! - d2l's shape: B 32, H 256, vocabulary 1,027, T 35, token input, every
+//!   cell, f32 and f16 — the recurrent layer alone (as PyTorch's nn.GRU /
+//!   nn.LSTM forward in benches/torch_forward.py) and the whole model
+//!   forward (layer + output layer + loss). Target ≤ 1.5 µs per step.
+//! - An LSTM at H 768, input 768, B 16, T 1,024, f16, dense input (cuDNN's
+//!   persistent RNN: 2.0 µs per step).
+//!
+//! Each iteration queues the work and waits for it (wall time, launch and
+//! synchronisation included). After criterion, a plain timing loop prints
+//! µs per step for each configuration, and a sweep of units per block for
+//! the d2l GRU (to tune the planner's default).
+
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use recur::core::{CellDims, CellKind, ModelLayout};
+use recur::engine::{DeviceModel, Gpu, InputKind, Path, PlanOptions, Precision, SeqBuffers};
+
+fn random(n: usize, k: f32, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-k..k)).collect()
+}
+
+fn d2l_setup(gpu: &Gpu, cell: CellKind, precision: Precision) -> (DeviceModel, SeqBuffers) {
+    let (b, h, v, t) = (32, 256, 1027, 35);
+    let layout = ModelLayout {
+        cell,
+        vocab: v,
+        hidden: h,
+    };
+    let params = random(layout.len(), 1.0 / (h as f32).sqrt(), 1);
+    let model = DeviceModel::upload(gpu, layout, &params, precision).unwrap();
+    let mut bufs = SeqBuffers::new(&model, t, b, InputKind::Tokens).unwrap();
+    let mut rng = StdRng::seed_from_u64(2);
+    let tokens: Vec<u32> = (0..t * b).map(|_| rng.random_range(0..v as u32)).collect();
+    bufs.set_tokens(&tokens).unwrap();
+    bufs.set_targets(&tokens).unwrap();
+    (model, bufs)
+}
+
+fn lstm_setup(gpu: &Gpu) -> (DeviceModel, SeqBuffers) {
+    let (b, h, i, t) = (16, 768, 768, 1024);
+    let dims = CellDims {
+        cell: CellKind::Lstm,
+        input: i,
+        hidden: h,
+    };
+    let n = dims.weight_ih_len() + dims.weight_hh_len() + 2 * dims.bias_len();
+    let model = DeviceModel::upload_cell(
+        gpu,
+        dims,
+        &random(n, 1.0 / (h as f32).sqrt(), 3),
+        Precision::F16,
+    )
+    .unwrap();
+    let mut bufs = SeqBuffers::new(&model, t, b, InputKind::Dense).unwrap();
+    bufs.set_inputs(&random(t * b * i, 1.0, 4)).unwrap();
+    (model, bufs)
+}
+
+/// Mean wall time of `f` (queued and waited for) over `runs`, after warm-up.
+fn time_it(gpu: &Gpu, runs: usize, mut f: impl FnMut()) -> Duration {
+    for _ in 0..5 {
+        f();
+    }
+    gpu.synchronize().unwrap();
+    let start = Instant::now();
+    for _ in 0..runs {
+        f();
+        gpu.synchronize().unwrap();
+    }
+    start.elapsed() / runs as u32
+}
+
+fn prec_name(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "f32",
+        Precision::F16 => "f16",
+    }
+}
+
+fn main() {
+    let gpu = match Gpu::new() {
+        Ok(g) => g,
+        Err(e) if e.is_no_device() => {
+            println!("skipped: no CUDA device");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    println!("device: {}  {:?}", gpu.name(), gpu.limits());
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+
+    let mut summary = Vec::new();
+    for precision in [Precision::F32, Precision::F16] {
+        for cell in CellKind::ALL {
+            let (model, mut bufs) = d2l_setup(&gpu, cell, precision);
+            let plan = model.plan(32, PlanOptions::default()).unwrap();
+            let name = format!("d2l_layer/{}/{}", cell.name(), prec_name(precision));
+            c.bench_function(&name, |bch| {
+                bch.iter(|| {
+                    model.forward(&mut bufs, PlanOptions::default()).unwrap();
+                    gpu.synchronize().unwrap();
+                })
+            });
+            let layer = time_it(&gpu, 200, || {
+                model.forward(&mut bufs, PlanOptions::default()).unwrap();
+            });
+            let full = time_it(&gpu, 200, || {
+                model.forward(&mut bufs, PlanOptions::default()).unwrap();
+                model.output_loss(&mut bufs).unwrap();
+            });
+            let per_step = |d: Duration| d.as_secs_f64() * 1e6 / 35.0;
+            summary.push(format!(
+                "d2l B=32 H=256 V=1027 T=35 {:<16} {}: layer {:.3} us/step, layer+output+loss {:.3} us/step  ({:?} units={} blocks={})",
+                cell.name(),
+                prec_name(precision),
+                per_step(layer),
+                per_step(full),
+                plan.path,
+                plan.units,
+                plan.blocks
+            ));
+        }
+    }
+
+    let (model, mut bufs) = lstm_setup(&gpu);
+    let plan = model.plan(16, PlanOptions::default()).unwrap();
+    c.bench_function("lstm_h768_b16_t1024/f16", |bch| {
+        bch.iter(|| {
+            model.forward(&mut bufs, PlanOptions::default()).unwrap();
+            gpu.synchronize().unwrap();
+        })
+    });
+    let d = time_it(&gpu, 20, || {
+        model.forward(&mut bufs, PlanOptions::default()).unwrap();
+    });
+    summary.push(format!(
+        "lstm H=768 I=768 B=16 T=1024 f16 dense input: {:.3} us/step ({:?} units={} blocks={})",
+        d.as_secs_f64() * 1e6 / 1024.0,
+        plan.path,
+        plan.units,
+        plan.blocks
+    ));
+    for units in [8, 16, 32] {
+        let opts = PlanOptions {
+            path: Some(Path::PersistentMma),
+            units: Some(units),
+        };
+        if model.plan(16, opts).is_ok() {
+            let d = time_it(&gpu, 10, || {
+                model.forward(&mut bufs, opts).unwrap();
+            });
+            summary.push(format!(
+                "  lstm f16 mma units={units}: {:.3} us/step",
+                d.as_secs_f64() * 1e6 / 1024.0
+            ));
+        }
+    }
+
+    // Units-per-block sweep for the d2l GRU (planner tuning).
+    for precision in [Precision::F32, Precision::F16] {
+        let (model, mut bufs) = d2l_setup(&gpu, CellKind::GruResetAfter, precision);
+        let paths: &[(Path, &[usize])] = match precision {
+            Precision::F32 => &[
+                (Path::PersistentSimt, &[1, 2, 3, 4, 5]),
+                (Path::PerStep, &[2, 5]),
+            ],
+            Precision::F16 => &[
+                (Path::PersistentMma, &[4, 8, 16, 32]),
+                (Path::PersistentSimt, &[2, 4]),
+                (Path::PerStep, &[2, 5]),
+            ],
+        };
+        for &(path, units) in paths {
+            for &u in units {
+                let opts = PlanOptions {
+                    path: Some(path),
+                    units: Some(u),
+                };
+                if model.plan(32, opts).is_err() {
+                    continue;
+                }
+                let d = time_it(&gpu, 100, || {
+                    model.forward(&mut bufs, opts).unwrap();
+                });
+                summary.push(format!(
+                    "  sweep d2l gru-reset-after {} {path:?} units={u}: {:.3} us/step",
+                    prec_name(precision),
+                    d.as_secs_f64() * 1e6 / 35.0
+                ));
+            }
+        }
+    }
+    c.final_summary();
+    println!("\n== summary (plain timing loop, wall time incl. launch + sync)");
+    for line in summary {
+        println!("{line}");
+    }
+}

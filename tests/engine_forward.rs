@@ -1,0 +1,376 @@
+//! The engine's recurrent layer against recur-core: arbitrary small shapes
+//! (B 1–64, H 1–300 including non-multiples of 32, vocabulary up to 1,100,
+//! T 1–40), random weights, every cell, f32 and f16, each path. Outputs are
+//! NaN-poisoned before every launch. Without a GPU the device tests print
+//! `skipped: no CUDA device`; the tolerance check runs everywhere.
+
+mod engine_support;
+
+use engine_support::{
+    compare, random_params, random_tokens, random_vec, recurrent_tol, reference, w_hh, RefInput,
+};
+use proptest::prelude::*;
+use recur::core::{CellDims, CellKind, ModelLayout};
+use recur::engine::half::round_f16;
+use recur::engine::{DeviceModel, Gpu, InputKind, Path, PlanOptions, Precision, SeqBuffers};
+
+fn cell_strategy() -> impl Strategy<Value = CellKind> {
+    prop::sample::select(CellKind::ALL.to_vec())
+}
+
+/// Runs the engine and the reference on one random case; Err describes a mismatch.
+#[allow(clippy::too_many_arguments)]
+fn check_tokens_case(
+    gpu: &Gpu,
+    cell: CellKind,
+    batch: usize,
+    hidden: usize,
+    vocab: usize,
+    steps: usize,
+    precision: Precision,
+    opts: PlanOptions,
+    seed: u64,
+) -> Result<String, String> {
+    let layout = ModelLayout {
+        cell,
+        vocab,
+        hidden,
+    };
+    let params = random_params(&layout, seed);
+    let model = DeviceModel::upload(gpu, layout, &params, precision).map_err(|e| e.to_string())?;
+    let tokens = random_tokens(steps * batch, vocab, seed + 1);
+    let h0 = random_vec(batch * hidden, 0.5, seed + 2);
+    let c0 = random_vec(batch * hidden, 0.5, seed + 3);
+    let mut bufs =
+        SeqBuffers::new(&model, steps, batch, InputKind::Tokens).map_err(|e| e.to_string())?;
+    bufs.set_tokens(&tokens).map_err(|e| e.to_string())?;
+    bufs.set_state(&h0, &c0).map_err(|e| e.to_string())?;
+    bufs.poison().map_err(|e| e.to_string())?;
+    let plan = model.forward(&mut bufs, opts).map_err(|e| e.to_string())?;
+    let dims = layout.cell_dims();
+    let want = reference(
+        dims,
+        &params,
+        RefInput::Tokens(&tokens),
+        &h0,
+        &c0,
+        steps,
+        batch,
+        precision,
+    );
+    compare_outputs(&bufs, &want, &dims, &params, steps, precision)
+        .map(|w| format!("{plan:?} worst {w:.3}"))
+}
+
+fn compare_outputs(
+    bufs: &SeqBuffers,
+    want: &engine_support::Reference,
+    dims: &CellDims,
+    params: &[f32],
+    steps: usize,
+    precision: Precision,
+) -> Result<f32, String> {
+    let tol = recurrent_tol(precision, steps, &w_hh(dims, params), dims.hidden);
+    let hs = bufs.hs().map_err(|e| e.to_string())?;
+    let mut worst = compare("hs", &hs, &want.hs, tol)?;
+    let h_last = bufs.h_last().map_err(|e| e.to_string())?;
+    worst = worst.max(compare("h_last", &h_last, &want.h_last, tol)?);
+    if dims.cell == CellKind::Lstm {
+        let c_last = bufs.c_last().map_err(|e| e.to_string())?;
+        worst = worst.max(compare("c_last", &c_last, &want.c_last, tol)?);
+    }
+    Ok(worst)
+}
+
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        max_shrink_iters: 20,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config(24))]
+
+    #[test]
+    fn f32_matches_core(
+        cell in cell_strategy(),
+        batch in 1usize..=64,
+        hidden in 1usize..=300,
+        vocab in 2usize..=1100,
+        steps in 1usize..=40,
+        seed in any::<u64>(),
+    ) {
+        let gpu = match engine_support::gpu() { Some(g) => g, None => { println!("skipped: no CUDA device"); return Ok(()); } };
+        let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, Precision::F32, PlanOptions::default(), seed);
+        prop_assert!(r.is_ok(), "{cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
+    }
+
+    #[test]
+    fn f16_matches_core(
+        cell in cell_strategy(),
+        batch in 1usize..=64,
+        hidden in 1usize..=300,
+        vocab in 2usize..=1100,
+        steps in 1usize..=40,
+        seed in any::<u64>(),
+    ) {
+        let gpu = match engine_support::gpu() { Some(g) => g, None => { println!("skipped: no CUDA device"); return Ok(()); } };
+        let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, Precision::F16, PlanOptions::default(), seed);
+        prop_assert!(r.is_ok(), "{cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
+    }
+}
+
+proptest! {
+    #![proptest_config(config(12))]
+
+    /// The per-step fallback and the CUDA-core persistent kernel in f16 (which
+    /// the planner only picks for GRU reset-before), forced.
+    #[test]
+    fn forced_paths_match_core(
+        cell in cell_strategy(),
+        batch in 1usize..=64,
+        hidden in 1usize..=300,
+        vocab in 2usize..=600,
+        steps in 1usize..=20,
+        f16 in any::<bool>(),
+        per_step in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let gpu = match engine_support::gpu() { Some(g) => g, None => { println!("skipped: no CUDA device"); return Ok(()); } };
+        let precision = if f16 { Precision::F16 } else { Precision::F32 };
+        let path = if per_step { Path::PerStep } else { Path::PersistentSimt };
+        let opts = PlanOptions { path: Some(path), units: None };
+        let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, precision, opts, seed);
+        prop_assert!(r.is_ok(), "{path:?} {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
+    }
+}
+
+/// Dense inputs (the input product for all steps as one matrix product)
+/// through a bare cell, including a large LSTM like the benchmark's.
+#[test]
+fn dense_inputs_match_core() {
+    let gpu = gpu_or_skip!();
+    let cases = [
+        (CellKind::Lstm, 16, 768, 768, 6),
+        (CellKind::GruResetAfter, 5, 37, 19, 9),
+        (CellKind::RnnTanh, 64, 100, 300, 3),
+        (CellKind::GruResetBefore, 3, 65, 7, 12),
+    ];
+    for (i, &(cell, batch, hidden, input, steps)) in cases.iter().enumerate() {
+        for precision in [Precision::F32, Precision::F16] {
+            let dims = CellDims {
+                cell,
+                input,
+                hidden,
+            };
+            let layout = ModelLayout {
+                cell,
+                vocab: input,
+                hidden,
+            };
+            let all = random_params(&layout, 100 + i as u64);
+            let params = &all[..layout.tensors()[4].offset];
+            let model = DeviceModel::upload_cell(&gpu, dims, params, precision).unwrap();
+            let x = random_vec(steps * batch * input, 1.0, 7 + i as u64);
+            let h0 = random_vec(batch * hidden, 0.5, 8);
+            let c0 = random_vec(batch * hidden, 0.5, 9);
+            let mut bufs = SeqBuffers::new(&model, steps, batch, InputKind::Dense).unwrap();
+            bufs.set_inputs(&x).unwrap();
+            bufs.set_state(&h0, &c0).unwrap();
+            bufs.poison().unwrap();
+            let plan = model.forward(&mut bufs, PlanOptions::default()).unwrap();
+            let want = reference(
+                dims,
+                params,
+                RefInput::Dense(&x),
+                &h0,
+                &c0,
+                steps,
+                batch,
+                precision,
+            );
+            // The input product adds I terms per pre-activation: the f32 part of
+            // the tolerance covers I + H terms as it covers H.
+            let w = compare_outputs(&bufs, &want, &dims, params, steps, precision)
+                .unwrap_or_else(|e| panic!("{cell:?} {precision:?} {plan:?}: {e}"));
+            println!("{cell:?} {precision:?} B={batch} H={hidden} I={input} T={steps} {plan:?}: worst {w:.3}");
+        }
+    }
+}
+
+/// Bad input is an error naming it, never a launch.
+#[test]
+fn bad_input_is_rejected() {
+    let gpu = gpu_or_skip!();
+    let layout = ModelLayout {
+        cell: CellKind::GruResetAfter,
+        vocab: 10,
+        hidden: 8,
+    };
+    let params = random_params(&layout, 1);
+    assert!(DeviceModel::upload(&gpu, layout, &params[1..], Precision::F32).is_err());
+    let model = DeviceModel::upload(&gpu, layout, &params, Precision::F32).unwrap();
+    let mut bufs = SeqBuffers::new(&model, 3, 2, InputKind::Tokens).unwrap();
+    let e = bufs.set_tokens(&[0, 1, 2, 3, 4, 10]).unwrap_err();
+    assert!(e.to_string().contains("token id 10"), "{e}");
+    assert!(bufs.set_tokens(&[0; 5]).is_err());
+    assert!(bufs.set_inputs(&[0.0; 60]).is_err()); // token buffers
+}
+
+// ---- the tolerance itself, without a GPU -----------------------------------
+
+/// One step in f64 with the sums in reverse order, h rounded to the
+/// storage precision: an independent implementation whose differences from
+/// recur-core are of the kind the engine's are (order, precision).
+fn f64_step(
+    dims: &CellDims,
+    p: &[f32],
+    tokens: &[u32],
+    h_prev: &[f32],
+    c_prev: &[f32],
+    batch: usize,
+    store: &dyn Fn(f64) -> f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let (h, v) = (dims.hidden, dims.input);
+    let g = dims.cell.gates();
+    let (wih, rest) = p.split_at(dims.weight_ih_len());
+    let (whh, rest) = rest.split_at(dims.weight_hh_len());
+    let (bih, bhh) = rest.split_at(g * h);
+    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let dot = |row: usize, x: &[f64]| {
+        (0..h)
+            .rev()
+            .map(|k| whh[row * h + k] as f64 * x[k])
+            .sum::<f64>()
+    };
+    let mut hn = vec![0.0f32; batch * h];
+    let mut cn = vec![
+        0.0f32;
+        if dims.cell == CellKind::Lstm {
+            batch * h
+        } else {
+            0
+        }
+    ];
+    for b in 0..batch {
+        let hp: Vec<f64> = h_prev[b * h..(b + 1) * h]
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        let x = |gate: usize, j: usize| {
+            wih[(gate * h + j) * v + tokens[b] as usize] as f64 + bih[gate * h + j] as f64
+        };
+        let hh =
+            |gate: usize, j: usize, vec: &[f64]| dot(gate * h + j, vec) + bhh[gate * h + j] as f64;
+        let rh: Vec<f64> = (0..h)
+            .map(|j| sig(x(0, j) + hh(0, j, &hp)) * hp[j])
+            .collect();
+        for j in 0..h {
+            let out = match dims.cell {
+                CellKind::RnnTanh => (x(0, j) + hh(0, j, &hp)).tanh(),
+                CellKind::RnnRelu => (x(0, j) + hh(0, j, &hp)).max(0.0),
+                CellKind::GruResetAfter => {
+                    let (r, z) = (sig(x(0, j) + hh(0, j, &hp)), sig(x(1, j) + hh(1, j, &hp)));
+                    let n = (x(2, j) + r * hh(2, j, &hp)).tanh();
+                    n + z * (hp[j] - n)
+                }
+                CellKind::GruResetBefore => {
+                    let z = sig(x(1, j) + hh(1, j, &hp));
+                    let n = (x(2, j) + hh(2, j, &rh)).tanh();
+                    n + z * (hp[j] - n)
+                }
+                CellKind::Lstm => {
+                    let i = sig(x(0, j) + hh(0, j, &hp));
+                    let f = sig(x(1, j) + hh(1, j, &hp));
+                    let gg = (x(2, j) + hh(2, j, &hp)).tanh();
+                    let o = sig(x(3, j) + hh(3, j, &hp));
+                    let c = f * c_prev[b * h + j] as f64 + i * gg;
+                    cn[b * h + j] = c as f32;
+                    o * c.tanh()
+                }
+            };
+            hn[b * h + j] = store(out);
+        }
+    }
+    (hn, cn)
+}
+
+/// recurrent_tol holds between recur-core and the reordered f64 version on
+/// random shapes like the device tests' (so a device failure means a real
+/// difference, and the tolerance is not looser than rounding needs).
+#[test]
+fn tolerance_covers_reordered_accumulation() {
+    let mut worst = [0.0f32; 2];
+    for case in 0..60u64 {
+        let cell = CellKind::ALL[case as usize % 5];
+        let (batch, hidden, vocab, steps) = (
+            1 + (case * 7 % 9) as usize,
+            1 + (case * 37 % 160) as usize,
+            3 + (case * 13 % 200) as usize,
+            1 + (case * 11 % 40) as usize,
+        );
+        for (pi, precision) in [Precision::F32, Precision::F16].into_iter().enumerate() {
+            let layout = ModelLayout {
+                cell,
+                vocab,
+                hidden,
+            };
+            let dims = layout.cell_dims();
+            let mut params = random_params(&layout, case);
+            if precision == Precision::F16 {
+                for w in &mut params {
+                    *w = round_f16(*w);
+                }
+            }
+            let tokens = random_tokens(steps * batch, vocab, case + 1);
+            let store = |v: f64| match precision {
+                Precision::F32 => v as f32,
+                Precision::F16 => round_f16(v as f32),
+            };
+            let h0: Vec<f32> = random_vec(batch * hidden, 0.5, case + 2)
+                .into_iter()
+                .map(|v| store(v as f64))
+                .collect();
+            let c0 = random_vec(batch * hidden, 0.5, case + 3);
+            let want = reference(
+                dims,
+                &params,
+                RefInput::Tokens(&tokens),
+                &h0,
+                &c0,
+                steps,
+                batch,
+                precision,
+            );
+            let (mut hp, mut cp) = (h0.clone(), c0.clone());
+            let mut hs = Vec::new();
+            for t in 0..steps {
+                let (hn, cn) = f64_step(
+                    &dims,
+                    &params,
+                    &tokens[t * batch..(t + 1) * batch],
+                    &hp,
+                    &cp,
+                    batch,
+                    &store,
+                );
+                hs.extend_from_slice(&hn);
+                hp = hn;
+                if cell == CellKind::Lstm {
+                    cp = cn;
+                }
+            }
+            let tol = recurrent_tol(precision, steps, &w_hh(&dims, &params), hidden);
+            let w = compare("hs", &hs, &want.hs, tol).unwrap_or_else(|e| {
+                panic!("{cell:?} {precision:?} B={batch} H={hidden} T={steps}: {e}")
+            });
+            worst[pi] = worst[pi].max(w);
+        }
+    }
+    println!(
+        "worst |diff| / tolerance: f32 {:.3}, f16 {:.3}",
+        worst[0], worst[1]
+    );
+}

@@ -1,0 +1,280 @@
+//! Generation on the device against recur-core. The device's tokens are fed
+//! through recur-core's model (teacher forcing) to get the reference logits
+//! at every generated position; each device token must be what recur-core's
+//! `argmax` / `sample` picks from those logits with the same random numbers,
+//! up to the logits' rounding tolerance (a near tie, or a draw that falls
+//! within that tolerance of a CDF boundary).
+
+mod engine_support;
+
+use engine_support::{random_params, random_tokens, recurrent_tol, reference, w_hh, RefInput};
+use recur::core::output::{dense_forward, DenseDims};
+use recur::core::sample::{argmax, sample, sample_scratch_len};
+use recur::core::{CellKind, ModelLayout, Portable};
+use recur::engine::half::round_f16;
+use recur::engine::rng::{nth, row_seed, SplitMix64};
+use recur::engine::{DeviceModel, GenBuffers, GenPath, Gpu, Precision, Sampling};
+
+struct Case {
+    cell: CellKind,
+    batch: usize,
+    hidden: usize,
+    vocab: usize,
+    prefix: usize,
+    count: usize,
+}
+
+/// Generates on the device, checks every token; returns the path taken.
+fn check(
+    gpu: &Gpu,
+    c: &Case,
+    precision: Precision,
+    sampling: Sampling,
+    per_step: bool,
+    seed: u64,
+) -> GenPath {
+    let layout = ModelLayout {
+        cell: c.cell,
+        vocab: c.vocab,
+        hidden: c.hidden,
+    };
+    let mut params = random_params(&layout, seed);
+    // Wider logits than at initialisation, so that most steps have a clear winner.
+    let t = layout.tensors();
+    for w in &mut params[t[4].range()] {
+        *w *= 8.0;
+    }
+    let model = DeviceModel::upload(gpu, layout, &params, precision).unwrap();
+    let prefix = random_tokens(c.prefix * c.batch, c.vocab, seed + 1);
+    let mut bufs = GenBuffers::new(&model, c.batch, c.prefix, c.count).unwrap();
+    bufs.set_prefix(&prefix).unwrap();
+    bufs.poison().unwrap();
+    let path = model.generate(&mut bufs, sampling, per_step).unwrap();
+    let got = bufs.tokens().unwrap();
+
+    // Teacher forcing: the inputs are the prefix, then the generated tokens.
+    let steps = c.prefix + c.count - 1;
+    let mut inputs = prefix.clone();
+    inputs.extend_from_slice(&got[..(c.count - 1) * c.batch]);
+    let dims = layout.cell_dims();
+    let cell_params = &params[..t[4].offset];
+    let zeros = vec![0.0f32; c.batch * c.hidden];
+    let r = reference(
+        dims,
+        cell_params,
+        RefInput::Tokens(&inputs),
+        &zeros,
+        &zeros,
+        steps,
+        c.batch,
+        precision,
+    );
+    let store = |v: f32| {
+        if precision == Precision::F16 {
+            round_f16(v)
+        } else {
+            v
+        }
+    };
+    let wd: Vec<f32> = params[t[4].range()].iter().map(|&v| store(v)).collect();
+    let bd: Vec<f32> = params[t[5].range()].iter().map(|&v| store(v)).collect();
+    let rows = c.count * c.batch;
+    let hs = &r.hs[(c.prefix - 1) * c.batch * c.hidden..];
+    let mut logits = vec![f32::NAN; rows * c.vocab];
+    dense_forward(
+        &mut logits,
+        hs,
+        &wd,
+        &bd,
+        &DenseDims {
+            rows,
+            hidden: c.hidden,
+            vocab: c.vocab,
+        },
+        &Portable,
+    )
+    .unwrap();
+
+    // How far the device's logits may be from these: the recurrent tolerance
+    // carried through the output layer, plus its own rounding.
+    let tol = recurrent_tol(precision, steps, &w_hh(&dims, cell_params), c.hidden);
+    let delta = |row: usize, v: usize| -> f32 {
+        let w = &wd[v * c.hidden..(v + 1) * c.hidden];
+        let h = &hs[row * c.hidden..(row + 1) * c.hidden];
+        w.iter()
+            .zip(h)
+            .map(|(w, h)| {
+                w.abs()
+                    * (tol.abs + tol.rel * h.abs() + 4.0 * (c.hidden as f32 + 2.0) * 6e-8 * h.abs())
+            })
+            .sum()
+    };
+    let mut exact = 0;
+    for i in 0..c.count {
+        for b in 0..c.batch {
+            let row = i * c.batch + b;
+            let l = &logits[row * c.vocab..(row + 1) * c.vocab];
+            let dev = got[row] as usize;
+            let want = match sampling {
+                Sampling::Greedy => argmax(l).unwrap(),
+                Sampling::Temperature { temperature, seed } => {
+                    let mut rng = SplitMix64::new(row_seed(seed, b));
+                    for _ in 0..i {
+                        rand_core::RngCore::next_u64(&mut rng);
+                    }
+                    let mut scratch = vec![0.0; sample_scratch_len(c.vocab)];
+                    let s = sample(l, temperature, 0, &mut rng, &mut scratch).unwrap();
+                    // The same draw, for the boundary check below.
+                    let bits = nth(row_seed(seed, b), i as u64);
+                    if dev != s {
+                        let slack = l
+                            .iter()
+                            .enumerate()
+                            .map(|(v, _)| delta(row, v))
+                            .fold(0.0f32, f32::max);
+                        assert!(
+                            near_boundary(l, temperature, bits, dev, slack),
+                            "step {i} row {b}: device drew {dev}, recur-core {s}, not within the logits' tolerance {slack:e}"
+                        );
+                    }
+                    s
+                }
+            };
+            if dev == want {
+                exact += 1;
+            } else if let Sampling::Greedy = sampling {
+                let d = delta(row, dev).max(delta(row, want));
+                assert!(
+                    l[dev] >= l[want] - 2.0 * d,
+                    "step {i} row {b}: device picked {dev} ({}), recur-core {want} ({}), tolerance {d:e}",
+                    l[dev],
+                    l[want]
+                );
+            }
+        }
+    }
+    println!(
+        "{:?} {precision:?} {sampling:?} {path:?}: {exact}/{} tokens identical to recur-core's choice",
+        c.cell,
+        c.count * c.batch
+    );
+    path
+}
+
+/// Whether the draw `bits` lands in token `dev`'s slice of the CDF once the
+/// logits may move by `slack` each (weights by a factor e^(±slack/T)).
+fn near_boundary(l: &[f32], temperature: f32, bits: u64, dev: usize, slack: f32) -> bool {
+    let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let w: Vec<f64> = l
+        .iter()
+        .map(|&x| (((x - m) / temperature) as f64).exp())
+        .collect();
+    let total: f64 = w.iter().sum();
+    let u = (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+    let lo: f64 = w[..dev].iter().sum::<f64>() / total;
+    let hi = lo + w[dev] / total;
+    let f = ((2.0 * slack / temperature) as f64).exp();
+    u >= lo / f - 1e-12 && u <= hi * f + 1e-12
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            cell: CellKind::GruResetAfter,
+            batch: 1,
+            hidden: 256,
+            vocab: 1027,
+            prefix: 5,
+            count: 40,
+        },
+        Case {
+            cell: CellKind::GruResetBefore,
+            batch: 2,
+            hidden: 64,
+            vocab: 300,
+            prefix: 3,
+            count: 25,
+        },
+        Case {
+            cell: CellKind::Lstm,
+            batch: 3,
+            hidden: 100,
+            vocab: 90,
+            prefix: 1,
+            count: 30,
+        },
+        Case {
+            cell: CellKind::RnnTanh,
+            batch: 1,
+            hidden: 33,
+            vocab: 1100,
+            prefix: 7,
+            count: 20,
+        },
+        Case {
+            cell: CellKind::RnnRelu,
+            batch: 4,
+            hidden: 17,
+            vocab: 29,
+            prefix: 2,
+            count: 30,
+        },
+    ]
+}
+
+#[test]
+fn greedy_matches_core() {
+    let gpu = gpu_or_skip!();
+    for (i, c) in cases().iter().enumerate() {
+        for precision in [Precision::F32, Precision::F16] {
+            for per_step in [false, true] {
+                let path = check(
+                    &gpu,
+                    c,
+                    precision,
+                    Sampling::Greedy,
+                    per_step,
+                    10 + i as u64,
+                );
+                assert_eq!(path == GenPath::PerStep, per_step);
+            }
+        }
+    }
+}
+
+#[test]
+fn temperature_sampling_matches_core() {
+    let gpu = gpu_or_skip!();
+    for (i, c) in cases().iter().enumerate() {
+        for precision in [Precision::F32, Precision::F16] {
+            for per_step in [false, true] {
+                let sampling = Sampling::Temperature {
+                    temperature: 0.8,
+                    seed: 99 + i as u64,
+                };
+                check(&gpu, c, precision, sampling, per_step, 20 + i as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_generation_input_is_rejected() {
+    let gpu = gpu_or_skip!();
+    let layout = ModelLayout {
+        cell: CellKind::Lstm,
+        vocab: 11,
+        hidden: 4,
+    };
+    let model =
+        DeviceModel::upload(&gpu, layout, &random_params(&layout, 5), Precision::F32).unwrap();
+    assert!(GenBuffers::new(&model, 1, 0, 5).is_err());
+    let mut bufs = GenBuffers::new(&model, 1, 2, 5).unwrap();
+    assert!(bufs.set_prefix(&[1, 11]).is_err());
+    bufs.set_prefix(&[1, 2]).unwrap();
+    let bad = Sampling::Temperature {
+        temperature: f32::NAN,
+        seed: 1,
+    };
+    assert!(model.generate(&mut bufs, bad, false).is_err());
+}
