@@ -122,7 +122,8 @@ mod x86 {
     }
 
     /// Sum of the 8 lanes.
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -190,15 +191,21 @@ mod x86 {
         };
     }
 
+    // The helpers carry the kernels' target features: without them the
+    // intrinsics inside could not be inlined (LLVM does not inline a callee
+    // with more features than its caller), and each load became a call.
+
     /// 8 f32 from a chunk of exactly 8.
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load_f32(c: &[f32]) -> __m256 {
         debug_assert_eq!(c.len(), 8);
         _mm256_loadu_ps(c.as_ptr())
     }
 
     /// 8 f16 (16 bytes) converted by F16C, from a chunk of exactly 8.
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load_f16(c: &[half::f16]) -> __m256 {
         debug_assert_eq!(c.len(), 8);
         _mm256_cvtph_ps(_mm_loadu_si128(c.as_ptr().cast::<__m128i>()))
