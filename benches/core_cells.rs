@@ -40,23 +40,65 @@ fn filled(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// Times `f` a few times outside criterion and prints µs and GFLOP/s, so the
-/// figure is in the log next to criterion's own.
+/// The bench-name filter given on the command line, if any (criterion's
+/// own filter does not reach [`report`]).
+fn filter() -> Option<String> {
+    std::env::args().skip(1).find(|a| !a.starts_with('-'))
+}
+
+/// CPU time of the calling thread, in seconds: unlike wall time it does not
+/// count the time other processes hold the core, so single-threaded figures
+/// stay meaningful on a busy machine.
+#[cfg(target_os = "linux")]
+fn thread_cpu_seconds() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.sec as f64 + ts.nsec as f64 * 1e-9
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_seconds() -> f64 {
+    f64::NAN
+}
+
+/// Times `f` outside criterion and prints µs and GFLOP/s by wall time and by
+/// the thread's CPU time (the latter is meaningless for multithreaded
+/// work), so the figures are in the log next to criterion's own.
 fn report(name: &str, flops: u64, mut f: impl FnMut()) {
+    if let Some(pattern) = filter() {
+        if !name.contains(&pattern) {
+            return;
+        }
+    }
     f();
     let reps = ((2e8 / flops as f64) as usize).clamp(3, 2000);
-    let mut best = f64::MAX;
+    let (mut wall, mut cpu) = (f64::MAX, f64::MAX);
     for _ in 0..5 {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), thread_cpu_seconds());
         for _ in 0..reps {
             f();
         }
-        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+        wall = wall.min(t.elapsed().as_secs_f64() / reps as f64);
+        cpu = cpu.min((thread_cpu_seconds() - c) / reps as f64);
     }
+    let gflops = |s: f64| flops as f64 / s / 1e9;
     println!(
-        "REPORT {name}: {:.1} us, {:.2} GFLOP/s (best of 5 means of {reps})",
-        best * 1e6,
-        flops as f64 / best / 1e9
+        "REPORT {name}: wall {:.1} us = {:.2} GFLOP/s | thread-cpu {:.1} us = {:.2} GFLOP/s \
+         (best of 5 means of {reps})",
+        wall * 1e6,
+        gflops(wall),
+        cpu * 1e6,
+        gflops(cpu)
     );
 }
 
@@ -100,7 +142,8 @@ fn cells(c: &mut Criterion) {
         let (mut dh0, mut dc0) = (vec![0.0f32; bh], vec![0.0f32; state]);
         let input = Input::Tokens(&tokens);
 
-        let mut group = c.benchmark_group(format!("seq T35 B32 H256 V1027 {}", kind.name()));
+        let group_name = format!("seq T35 B32 H256 V1027 {}", kind.name());
+        let mut group = c.benchmark_group(&group_name);
         let fwd_flops = seq_forward_flops(kind);
         {
             let mut forward = || {
@@ -120,7 +163,7 @@ fn cells(c: &mut Criterion) {
             };
             group.throughput(Throughput::Elements(fwd_flops));
             report(
-                &format!("{} forward T=35 (per step: /35)", kind.name()),
+                &format!("{group_name}/forward (whole sequence; per step /35)"),
                 fwd_flops,
                 &mut forward,
             );
@@ -140,7 +183,7 @@ fn cells(c: &mut Criterion) {
         };
         group.throughput(Throughput::Elements(bwd_flops));
         report(
-            &format!("{} backward T=35 (per step: /35)", kind.name()),
+            &format!("{group_name}/backward (whole sequence; per step /35)"),
             bwd_flops,
             &mut backward,
         );
@@ -170,7 +213,11 @@ fn output_layer(c: &mut Criterion) {
     let mut group = c.benchmark_group("output N1120 H256 V1027");
     let mut fwd = || dense_forward(&mut logits, &h, &w, &bias, &d, &Portable).expect("dense");
     group.throughput(Throughput::Elements(d.forward_flops()));
-    report("dense forward", d.forward_flops(), &mut fwd);
+    report(
+        "output N1120 H256 V1027/dense forward",
+        d.forward_flops(),
+        &mut fwd,
+    );
     group.bench_function("dense forward", |b| b.iter(&mut fwd));
     fwd();
     group.throughput(Throughput::Elements(d.logits_len() as u64));
@@ -179,7 +226,7 @@ fn output_layer(c: &mut Criterion) {
         softmax_xent_backward(&mut dlogits, &probs, &targets, &d).expect("xent");
     };
     report(
-        "softmax xent forward+backward (flops = logits)",
+        "output N1120 H256 V1027/softmax xent forward+backward (elements, not flops)",
         d.logits_len() as u64,
         &mut xent,
     );
@@ -191,7 +238,11 @@ fn output_layer(c: &mut Criterion) {
         dense_backward(&mut dw, &mut db, &mut dh, &dlogits, &h, &w, &d, &Portable).expect("dense")
     };
     group.throughput(Throughput::Elements(d.backward_flops()));
-    report("dense backward", d.backward_flops(), &mut bwd);
+    report(
+        "output N1120 H256 V1027/dense backward",
+        d.backward_flops(),
+        &mut bwd,
+    );
     group.bench_function("dense backward", |b| b.iter(&mut bwd));
     group.finish();
 }
@@ -231,7 +282,11 @@ fn inference_step(c: &mut Criterion) {
                 )
                 .expect("step")
             };
-            report(&format!("step {} f32", kind.name()), flops, &mut f);
+            report(
+                &format!("step B1 H256 V1027/{}/f32", kind.name()),
+                flops,
+                &mut f,
+            );
             group.bench_function(BenchmarkId::new(kind.name(), "f32"), |b| b.iter(&mut f));
         }
         {
@@ -250,7 +305,11 @@ fn inference_step(c: &mut Criterion) {
                 )
                 .expect("step")
             };
-            report(&format!("step {} f16", kind.name()), flops, &mut f);
+            report(
+                &format!("step B1 H256 V1027/{}/f16", kind.name()),
+                flops,
+                &mut f,
+            );
             group.bench_function(BenchmarkId::new(kind.name(), "f16"), |b| b.iter(&mut f));
         }
     }
@@ -307,7 +366,7 @@ fn products(c: &mut Criterion) {
                 .gemm(ta, tb, m, n, k, 1.0, &a, &b, 0.0, &mut out)
                 .expect("gemm")
         };
-        report(&format!("gemm portable {name}"), flops, &mut single);
+        report(&format!("gemm/portable/{name}"), flops, &mut single);
         group.bench_function(BenchmarkId::new("portable", name), |bch| {
             bch.iter(&mut single)
         });
@@ -316,7 +375,7 @@ fn products(c: &mut Criterion) {
                 .gemm(ta, tb, m, n, k, 1.0, &a, &b, 0.0, &mut out)
                 .expect("gemm")
         };
-        report(&format!("gemm threaded {name}"), flops, &mut multi);
+        report(&format!("gemm/threaded/{name}"), flops, &mut multi);
         group.bench_function(BenchmarkId::new("threaded", name), |bch| {
             bch.iter(&mut multi)
         });

@@ -22,22 +22,23 @@ fn pow2_normal(k: i32) -> f32 {
     f32::from_bits(((k + 127) as u32) << 23)
 }
 
-/// e^x in f32.
-#[inline]
+/// e^x in f32 over the whole range: `+inf` above ln(f32::MAX), 0 far below
+/// the smallest subnormal, NaN for NaN.
+///
+/// Branch-free (comparisons become selects), so loops over slices of it
+/// vectorise: the softmax over a 1,027-token vocabulary spends its time here.
+#[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
-    if x.is_nan() {
-        return x;
-    }
-    // ln(f32::MAX) ≈ 88.7228; below ln(2^-150) the result rounds to 0.
-    if x > 88.722_84 {
-        return f32::INFINITY;
-    }
-    if x < -104.0 {
-        return 0.0;
-    }
-    let t = x * LOG2_E;
-    let k = (if t < 0.0 { t - 0.5 } else { t + 0.5 }) as i32;
-    let kf = k as f32;
+    // Clamping keeps the integer exponent in range; the bounds are far
+    // enough out that the results there are exactly +inf and 0. A NaN fails
+    // both comparisons and flows through to the result.
+    let x = if x > 89.0 { 89.0 } else { x };
+    let x = if x < -110.0 { -110.0 } else { x };
+    // Round x·log2(e) to the nearest integer with the 1.5·2^23 trick: the
+    // sum lies in [2^23, 2^24), where the low mantissa bits hold k + 2^22.
+    const ROUND: f32 = 12_582_912.0;
+    let shifted = x * LOG2_E + ROUND;
+    let kf = shifted - ROUND;
     let r = x - kf * LN2_HI - kf * LN2_LO;
     let r2 = r * r;
     let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
@@ -48,9 +49,11 @@ pub(crate) fn exp(x: f32) -> f32 {
         * r2
         + r
         + 1.0;
-    // k lies in [-150, 128]; splitting it keeps both factors normal, so the
-    // subnormal and near-overflow ends scale correctly.
-    let k1 = k / 2;
+    // k lies in [-159, 129]; splitting it keeps both factors normal, so the
+    // subnormal and overflow ends scale correctly.
+    // Integer k from the bits (an `as` cast would not vectorise).
+    let k = (shifted.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000;
+    let k1 = k >> 1;
     p * pow2_normal(k1) * pow2_normal(k - k1)
 }
 
