@@ -111,8 +111,11 @@ fn pytorch_models_load_and_give_pytorchs_logits() {
     }
 }
 
-/// The golden GRU's tensors, by name, as (dtype, shape, bytes).
-fn golden_tensors() -> (Vec<(String, Vec<usize>, Vec<u8>)>, HashMap<String, String>) {
+/// A tensor as (name, shape, little-endian bytes).
+type RawTensor = (String, Vec<usize>, Vec<u8>);
+
+/// The golden GRU's tensors (F32), sorted by name, and its metadata.
+fn golden_tensors() -> (Vec<RawTensor>, HashMap<String, String>) {
     let bytes = std::fs::read(golden("interop_gru.safetensors")).unwrap();
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().clone().unwrap_or_default();
@@ -126,7 +129,7 @@ fn golden_tensors() -> (Vec<(String, Vec<usize>, Vec<u8>)>, HashMap<String, Stri
     (out, meta)
 }
 
-fn rebuild(tensors: &[(String, Vec<usize>, Vec<u8>)], meta: HashMap<String, String>) -> Vec<u8> {
+fn rebuild(tensors: &[RawTensor], meta: HashMap<String, String>) -> Vec<u8> {
     let views: Vec<_> = tensors
         .iter()
         .map(|(n, s, b)| {

@@ -7,6 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 unset RECUR_EDGE_MODEL # CI checks the deterministic default model
+# The example is its own workspace: the root's fmt and clippy do not see it.
+cargo fmt --manifest-path edge/Cargo.toml -- --check
+for features in "" "--features f16"; do
+  # shellcheck disable=SC2086
+  CARGO_TARGET_DIR=edge/target/clippy cargo clippy --quiet --release \
+    --manifest-path edge/Cargo.toml $features -- -D warnings
+done
 for variant in f32 f16; do
   demo=$(bash edge/host/build.sh "$variant")
   text=$("$demo" "the " 40)
