@@ -22,6 +22,6 @@ for variant in f32 f16; do
     "the "?*) ;;
     *) echo "edge $variant: unexpected output" >&2; exit 1 ;;
   esac
-  "$demo" -i | sed "s/^/edge $variant: /"
+  { "$demo" -i; "$demo" -s "the " 40; } | sed "s/^/edge $variant: /"
   size "$demo"
 done

@@ -2,15 +2,18 @@
  * Freestanding x86-64 Linux host for the recur-edge static library: no C
  * library, no allocator, no startup files. `_start` reads argv, calls
  * recur_edge_generate with a static output buffer, writes the text with the
- * write system call and exits with exit_group. It also supplies the four
- * memory routines that Rust's `core` expects from the platform (a firmware
+ * write system call and exits with exit_group. It also supplies the memory
+ * routines (memcpy, memmove, memset, memcmp, bcmp) that Rust's `core` expects
+ * from the platform (a firmware
  * gets them from its runtime or from compiler_builtins' "mem" feature).
  *
- * Build (what .ci/steps/30-edge.sh does):
+ * Build (what edge/host/build.sh does, for .ci/steps/30-edge.sh and tests/edge_host.rs):
  *   cc -O2 -ffreestanding -fno-builtin -fno-stack-protector -nostdlib -static \
  *      -fno-tree-loop-distribute-patterns host/start.c \
  *      target/release/librecur_edge.a -o target/edge_demo
  * Run: edge_demo PREFIX COUNT [TEMPERATURE_MILLI [TOP_K [SEED]]]
+ *      edge_demo -i                 (model, RAM and weight bytes)
+ *      edge_demo -s PREFIX COUNT    (stack bytes of a greedy generation)
  *   prints the prefix and COUNT generated characters, then a newline.
  */
 typedef unsigned long size_t;
@@ -90,8 +93,14 @@ void __attribute__((noreturn, used)) start_c(long *sp) {
         put_str("\n");
         quit(0);
     }
+    /* -s PREFIX COUNT: the stack a greedy generation needs (painted). */
+    int measure_stack = argc == 4 && argv[1][0] == '-' && argv[1][1] == 's';
+    if (measure_stack) {
+        argv++;
+        argc--;
+    }
     if (argc < 3 || argc > 6) {
-        put_str("usage: edge_demo PREFIX COUNT [TEMPERATURE_MILLI [TOP_K [SEED]]] | -i\n");
+        put_str("usage: edge_demo PREFIX COUNT [TEMPERATURE_MILLI [TOP_K [SEED]]] | -i | -s PREFIX COUNT\n");
         quit(2);
     }
     long count = parse(argv[2]);
@@ -103,6 +112,12 @@ void __attribute__((noreturn, used)) start_c(long *sp) {
         quit(2);
     }
     const char *prefix = argv[1];
+    /* Paint 256 KiB below this frame (the kernel maps the stack on demand),
+     * leaving 256 bytes for this frame's own locals. */
+    volatile unsigned char *top = (unsigned char *)__builtin_frame_address(0) - 256;
+    volatile unsigned char *bottom = top - 256 * 1024;
+    if (measure_stack)
+        for (volatile unsigned char *p = bottom; p < top; p++) *p = 0xa5;
     ssize_t n = recur_edge_generate(text, sizeof text, (const unsigned char *)prefix,
                                     cstrlen(prefix), (size_t)count, (float)milli / 1000.0f,
                                     (size_t)top_k, (unsigned long long)seed);
@@ -111,6 +126,14 @@ void __attribute__((noreturn, used)) start_c(long *sp) {
         put_num((unsigned long)-n);
         put_str("\n");
         quit(1);
+    }
+    if (measure_stack) {
+        volatile unsigned char *p = bottom;
+        while (p < top && *p == 0xa5) p++;
+        put_str("stack_bytes ");
+        put_num((unsigned long)(top - p) + 256);
+        put_str(" (at most, with the shim's frame)\n");
+        quit(0);
     }
     put(text, (size_t)n);
     put_str("\n");
