@@ -44,8 +44,17 @@ pub(super) unsafe fn gemm(
     } else {
         packed(
             // SAFETY: this function's own precondition (AVX2 and FMA).
+            // Edge slivers with fewer rows run a shorter kernel instead of
+            // multiplying padding (32 rows = 5 full slivers + one of 2).
             |kc, ap, bp, ct, ldc, mr, nr, al, be| unsafe {
-                kernel_mr_nr(kc, ap, bp, ct, ldc, mr, nr, al, be)
+                match mr {
+                    6 => kernel_mr_nr::<6>(kc, ap, bp, ct, ldc, nr, al, be),
+                    5 => kernel_mr_nr::<5>(kc, ap, bp, ct, ldc, nr, al, be),
+                    4 => kernel_mr_nr::<4>(kc, ap, bp, ct, ldc, nr, al, be),
+                    3 => kernel_mr_nr::<3>(kc, ap, bp, ct, ldc, nr, al, be),
+                    2 => kernel_mr_nr::<2>(kc, ap, bp, ct, ldc, nr, al, be),
+                    _ => kernel_mr_nr::<1>(kc, ap, bp, ct, ldc, nr, al, be),
+                }
             },
             ta,
             tb,
@@ -64,31 +73,31 @@ pub(super) unsafe fn gemm(
     }
 }
 
-/// The MR × NR micro-kernel over packed slivers (see [`super::driver`]).
+/// The R × NR micro-kernel (R ≤ MR rows of the sliver) over packed slivers
+/// (see [`super::driver`]).
 ///
 /// # Safety
 /// AVX2 and FMA must be available.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn kernel_mr_nr(
+unsafe fn kernel_mr_nr<const R: usize>(
     kc: usize,
     a: &[f32],
     b: &[f32],
     c: &mut [f32],
     ldc: usize,
-    mr: usize,
     nr: usize,
     alpha: f32,
     beta: f32,
 ) {
     // Checked once per tile: the loads and stores below rely on them.
     assert!(a.len() >= kc * MR && b.len() >= kc * NR);
-    assert!((1..=MR).contains(&mr) && (1..=NR).contains(&nr));
-    assert!(c.len() >= (mr - 1) * ldc + nr);
+    assert!((1..=MR).contains(&R) && (1..=NR).contains(&nr));
+    assert!(c.len() >= (R - 1) * ldc + nr);
     let ap = a.as_ptr();
     let bp = b.as_ptr();
-    let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+    let mut acc = [[_mm256_setzero_ps(); NV]; R];
     for p in 0..kc {
         // SAFETY: p < kc, so p·NR + NR ≤ kc·NR ≤ b.len() and
         // p·MR + r < kc·MR ≤ a.len().
@@ -105,12 +114,12 @@ unsafe fn kernel_mr_nr(
             }
         }
     }
-    if mr == MR && nr == NR {
+    if nr == NR {
         let va = _mm256_set1_ps(alpha);
         let vb = _mm256_set1_ps(beta);
         for (r, acc_row) in acc.iter().enumerate() {
             for (v, &x) in acc_row.iter().enumerate() {
-                // SAFETY: row r < MR = mr starts at r·ldc and has NR = nr
+                // SAFETY: row r < R starts at r·ldc and has NR = nr
                 // elements inside c (asserted above).
                 unsafe {
                     let cp = c.as_mut_ptr().add(r * ldc + 8 * v);
@@ -131,7 +140,7 @@ unsafe fn kernel_mr_nr(
                 unsafe { _mm256_storeu_ps(t.as_mut_ptr().add(8 * v), x) };
             }
         }
-        store_tile(&tile, c, ldc, mr, nr, alpha, beta);
+        store_tile(&tile, c, ldc, R, nr, alpha, beta);
     }
 }
 
