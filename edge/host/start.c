@@ -4,8 +4,8 @@
  * recur_edge_generate with a static output buffer, writes the text with the
  * write system call and exits with exit_group. It also supplies the memory
  * routines (memcpy, memmove, memset, memcmp, bcmp) that Rust's `core` expects
- * from the platform (a firmware
- * gets them from its runtime or from compiler_builtins' "mem" feature).
+ * from the platform (a firmware gets them from its C library or from
+ * compiler_builtins' "mem" feature).
  *
  * Build (what edge/host/build.sh does, for .ci/steps/30-edge.sh and tests/edge_host.rs):
  *   cc -O2 -ffreestanding -fno-builtin -fno-stack-protector -nostdlib -static \
