@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use recur_core::{CellKind, Gemm};
 use recur_data::{Corpus, CorpusOptions, Sampler, Vocab};
 
-use super::backend::{check_device, BackendSpec, Device};
+use super::backend::{check_device, Backend, BackendSpec, Device};
 use super::checkpoint::Checkpoint;
 use super::config::{
     InitScheme, OptimizerKind, Sampling, StatePolicy, TrainConfig, DEFAULT_PRESET, PRESETS,
@@ -420,11 +420,22 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary, TrainError> {
         DeviceArg::Cuda => Device::Cuda,
     })?;
     let threads = args.thread_count()?;
-    run_train_with(args, super::cpu_gemm(threads)?)
+    let gemm = super::cpu_gemm(threads)?;
+    run_train_on(args, |spec| CpuBackend::new(spec, gemm))
 }
 
-/// [`run_train`] with a given matrix product.
+/// [`run_train`] on the CPU with a given matrix product.
 pub fn run_train_with<G: Gemm>(args: &TrainArgs, gemm: G) -> Result<RunSummary, TrainError> {
+    run_train_on(args, |spec| CpuBackend::new(spec, gemm))
+}
+
+/// [`run_train`] on any [`Backend`]: `make_backend` builds it for the
+/// model, mini-batch shape and optimizer the settings call for (the GPU
+/// engine plugs in here).
+pub fn run_train_on<B: Backend>(
+    args: &TrainArgs,
+    make_backend: impl FnOnce(BackendSpec) -> Result<B, TrainError>,
+) -> Result<RunSummary, TrainError> {
     if let Some(path) = &args.plot {
         PlotFormat::of(path)?;
     }
@@ -474,7 +485,7 @@ pub fn run_train_with<G: Gemm>(args: &TrainArgs, gemm: G) -> Result<RunSummary, 
         lr: config.lr,
         freeze_bias_hh: config.init.freezes_bias_hh(),
     };
-    let backend = CpuBackend::new(spec, gemm)?;
+    let backend = make_backend(spec)?;
     let mut trainer = match &resume {
         Some(ckpt) => Trainer::resume(config.clone(), vocab, sampler, backend, ckpt)?,
         None => Trainer::fresh(config.clone(), vocab, sampler, backend)?,
@@ -590,10 +601,9 @@ fn progress_bar(total: usize) -> Option<ProgressBar> {
         return None;
     }
     let bar = ProgressBar::new(total as u64);
-    let style =
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} batches, {per_sec}, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+    let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} batches, eta {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
     bar.set_style(style);
     Some(bar)
 }
