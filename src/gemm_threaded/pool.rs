@@ -7,9 +7,17 @@
 //! the caller's stack.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle worker polls for the next job before it sleeps on the
+/// condition variable. Products come in bursts (35 recurrent steps, then
+/// the backward pass) a few tens of microseconds apart, and waking a
+/// sleeping thread can take longer than a whole product, so workers stay
+/// awake briefly between jobs.
+const SPIN: Duration = Duration::from_micros(200);
 
 /// The task body, with its borrow's lifetime erased (see [`Pool::run`]).
 type TaskFn = dyn Fn(usize) + Sync;
@@ -58,6 +66,8 @@ impl Job {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// `State::generation`, readable without the lock for the spin phase.
+    published: AtomicU64,
 }
 
 struct State {
@@ -85,6 +95,7 @@ impl Pool {
                 stop: false,
             }),
             wake: Condvar::new(),
+            published: AtomicU64::new(0),
         });
         let workers = (0..workers)
             .map(|i| {
@@ -144,6 +155,9 @@ impl Pool {
             let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             state.job = Some(Arc::clone(&job));
             state.generation += 1;
+            self.shared
+                .published
+                .store(state.generation, Ordering::Release);
             self.shared.wake.notify_all();
         }
         job.work();
@@ -171,6 +185,10 @@ impl Pool {
 fn worker(shared: &Shared) {
     let mut seen = 0u64;
     loop {
+        let idle_since = Instant::now();
+        while shared.published.load(Ordering::Acquire) == seen && idle_since.elapsed() < SPIN {
+            std::hint::spin_loop();
+        }
         let job = {
             let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             loop {
@@ -196,6 +214,10 @@ impl Drop for Pool {
             let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             state.stop = true;
             state.job = None;
+            state.generation += 1;
+            self.shared
+                .published
+                .store(state.generation, Ordering::Release);
         }
         self.shared.wake.notify_all();
         for w in self.workers.drain(..) {
