@@ -7,6 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 unset RECUR_EDGE_MODEL # CI checks the deterministic default model
+# The host link needs a C compiler and binutils (nm, size); install them
+# where the machine lacks them (CI runs as root).
+if ! command -v cc >/dev/null || ! command -v nm >/dev/null || ! command -v size >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq gcc binutils >/dev/null
+fi
 # The example is its own workspace: the root's fmt and clippy do not see it.
 cargo fmt --manifest-path edge/Cargo.toml -- --check
 for features in "" "--features f16"; do
