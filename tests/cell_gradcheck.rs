@@ -293,8 +293,9 @@ impl Problem {
                             pre += p.weight_ih[j * i + ids[s * b + r] as usize] as f64
                         }
                     }
-                    for k in 0..h {
-                        pre += p.weight_hh[j * h + k] as f64 * hp[k] as f64;
+                    let row = &p.weight_hh[j * h..(j + 1) * h];
+                    for (&w, &hk) in row.iter().zip(hp) {
+                        pre += w as f64 * hk as f64;
                     }
                     min = min.min(pre.abs());
                 }
