@@ -115,7 +115,7 @@ pub enum OptimizerArg {
 /// (`epoch 40, perplexity 151.275457, time 0.39 sec` and greedy samples
 /// after each prefix) every --sample-every epochs.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "train", version, about, long_about = None, args_override_self = true)]
+#[command(name = "train", version, args_override_self = true)]
 pub struct TrainArgs {
     /// The experiment to start from [default: d2l-gru; with --resume: the
     /// checkpoint's own settings].

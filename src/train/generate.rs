@@ -14,7 +14,7 @@ use super::rng::TrainRng;
 /// Generate lyrics from a trained checkpoint: feed the prefix, then pick
 /// each next character greedily (default) or by sampling.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "generate", version, about, long_about = None, args_override_self = true)]
+#[command(name = "generate", version, args_override_self = true)]
 pub struct GenerateArgs {
     /// A checkpoint written by `train --checkpoint`.
     #[arg(long)]
