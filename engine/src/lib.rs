@@ -30,6 +30,7 @@ pub mod plan;
 mod ptx;
 pub mod rng;
 mod sequence;
+mod train;
 
 pub use cust;
 pub use error::Error;
@@ -39,3 +40,4 @@ pub use mem::Activations;
 pub use model::DeviceModel;
 pub use plan::{Path, Plan, PlanOptions, Precision};
 pub use sequence::{InputKind, SeqBuffers};
+pub use train::{DeviceTrainer, TrainOptimizer};

@@ -2,11 +2,12 @@
 //! embedded here; [`crate::Gpu`] loads each module once.
 
 /// `(module name, PTX text)` for every module.
-pub(crate) const MODULES: [(&str, &str); 4] = [
+pub(crate) const MODULES: [(&str, &str); 5] = [
     ("recurrent", include_str!("../../ptx/recurrent.ptx")),
     ("recurrent_mma", include_str!("../../ptx/recurrent_mma.ptx")),
     ("dense", include_str!("../../ptx/dense.ptx")),
     ("generate", include_str!("../../ptx/generate.ptx")),
+    ("train", include_str!("../../ptx/train.ptx")),
 ];
 
 /// The names of the kernels (`.entry` functions) a PTX module defines.

@@ -29,7 +29,7 @@ pub const DEFAULT_CORPUS: &str = "../shared/data/jaychou_lyrics.txt.zip";
 pub enum DeviceArg {
     /// recur-core on the CPU (threaded matrix products).
     Cpu,
-    /// recur-engine on an NVIDIA GPU (training not available yet).
+    /// recur-engine on an NVIDIA GPU (f32).
     Cuda,
 }
 
@@ -413,8 +413,12 @@ pub fn check_resume(
     }
 }
 
-/// Runs `examples/train.rs` with the threaded CPU backend.
+/// Runs `examples/train.rs` with the threaded CPU backend, or with
+/// recur-engine's with `--device cuda`.
 pub fn run_train(args: &TrainArgs) -> Result<RunSummary, TrainError> {
+    if args.device == DeviceArg::Cuda {
+        return run_train_on(args, super::cuda::CudaBackend::new);
+    }
     check_device(match args.device {
         DeviceArg::Cpu => Device::Cpu,
         DeviceArg::Cuda => Device::Cuda,

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod cpu;
+pub mod cuda;
 pub mod error;
 pub mod generate;
 pub mod init;
@@ -23,6 +24,7 @@ pub use backend::{Backend, BackendSpec, Decode, Device, HiddenState, OptimizerSt
 pub use checkpoint::Checkpoint;
 pub use config::{InitScheme, OptimizerKind, Sampling, StatePolicy, TrainConfig, PRESETS};
 pub use cpu::CpuBackend;
+pub use cuda::CudaBackend;
 pub use error::TrainError;
 pub use metrics::EpochRecord;
 pub use trainer::Trainer;
