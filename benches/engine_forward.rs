@@ -94,6 +94,10 @@ fn main() {
         Err(e) => panic!("{e}"),
     };
     println!("device: {}  {:?}", gpu.name(), gpu.limits());
+    for blocks in [8, 32, 64, 96, 128, 132] {
+        let us = gpu.time_grid_barrier(blocks, 2000).unwrap();
+        println!("grid barrier, {blocks} blocks: {us:.3} us");
+    }
     let mut c = Criterion::default()
         .configure_from_args()
         .sample_size(20)
@@ -150,6 +154,14 @@ fn main() {
         plan.path,
         plan.units,
         plan.blocks
+    ));
+    let proj = time_it(&gpu, 20, || {
+        model.input_projection(&mut bufs).unwrap();
+    });
+    summary.push(format!(
+        "  of which the input product (16384x3072x768 f16 GEMM): {:.3} us/step, {:.0} TFLOP/s",
+        proj.as_secs_f64() * 1e6 / 1024.0,
+        2.0 * 16384.0 * 3072.0 * 768.0 / proj.as_secs_f64() / 1e12
     ));
     for units in [8, 16, 32] {
         let opts = PlanOptions {

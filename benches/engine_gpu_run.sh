@@ -25,7 +25,7 @@ run() { # name, limit (s), command...
   printf '%-24s rc=%-3s %4ss\n' "$name" "$rc" "$((SECONDS - start))" | tee -a "$OUT/summary.txt"
 }
 for t in engine_device engine_forward engine_output engine_generate; do
-  run "test_$t" 150 "$BIN/$t" --test-threads=8
+  run "test_$t" 150 "$BIN/$t" --test-threads=8 --nocapture
 done
 run bench_engine_forward 200 "$BIN/bench_engine_forward" --bench
 run bench_engine_generate 200 "$BIN/bench_engine_generate" --bench

@@ -104,6 +104,7 @@ proptest! {
     ) {
         let gpu = match engine_support::gpu() { Some(g) => g, None => { println!("skipped: no CUDA device"); return Ok(()); } };
         let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, Precision::F32, PlanOptions::default(), seed);
+        if let Ok(m) = &r { println!("ok f32 {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {m}"); }
         prop_assert!(r.is_ok(), "{cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
     }
 
@@ -118,6 +119,7 @@ proptest! {
     ) {
         let gpu = match engine_support::gpu() { Some(g) => g, None => { println!("skipped: no CUDA device"); return Ok(()); } };
         let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, Precision::F16, PlanOptions::default(), seed);
+        if let Ok(m) = &r { println!("ok f16 {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {m}"); }
         prop_assert!(r.is_ok(), "{cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
     }
 }
@@ -143,6 +145,7 @@ proptest! {
         let path = if per_step { Path::PerStep } else { Path::PersistentSimt };
         let opts = PlanOptions { path: Some(path), units: None };
         let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, precision, opts, seed);
+        if let Ok(m) = &r { println!("ok forced {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {m}"); }
         prop_assert!(r.is_ok(), "{path:?} {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
     }
 }

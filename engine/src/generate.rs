@@ -12,7 +12,7 @@ use recur_core::CellKind;
 
 use crate::error::Error;
 use crate::gpu::Gpu;
-use crate::mem::{addr, alloc, download, fill32, upload, Activations, NAN32};
+use crate::mem::{addr, alloc, download, fill32, upload, Activations, BARRIER_WORDS, NAN32};
 use crate::model::DeviceModel;
 use crate::params::{GenParams, RecParams};
 use crate::plan::{
@@ -118,7 +118,7 @@ impl GenBuffers {
             c_last: alloc(bh, "c_last")?,
             rh: alloc(bh, "r⊙h")?,
             zb: alloc(bh, "z")?,
-            barrier: alloc(2, "barrier")?,
+            barrier: alloc(BARRIER_WORDS, "barrier")?,
             gpu,
         };
         fill32(&bufs.gpu, &mut bufs.barrier, 0)?;

@@ -247,6 +247,46 @@ impl Gpu {
     }
 }
 
+impl Gpu {
+    /// Microseconds one grid-wide barrier of the persistent kernels takes
+    /// with `blocks` blocks (a diagnostic for the benchmarks): the time of
+    /// `iters` barriers in one cooperative launch minus that of none, over
+    /// `iters`.
+    #[doc(hidden)]
+    pub fn time_grid_barrier(&self, blocks: usize, iters: usize) -> Result<f64, Error> {
+        self.bind()?;
+        let mut bar = crate::mem::alloc::<u32>(crate::mem::BARRIER_WORDS, "barrier")?;
+        crate::mem::fill32(self, &mut bar, 0)?;
+        let run = |n: usize| -> Result<f64, Error> {
+            let mut ptr = crate::mem::addr(&bar);
+            let mut n_arg = n as i32;
+            let mut args: [*mut c_void; 2] = [
+                &mut ptr as *mut _ as *mut c_void,
+                &mut n_arg as *mut _ as *mut c_void,
+            ];
+            self.synchronize()?;
+            let start = std::time::Instant::now();
+            // SAFETY: barrier_bench(unsigned* bar (64 words), int iters).
+            unsafe {
+                self.launch(
+                    "barrier_bench",
+                    (blocks as u32, 1),
+                    0,
+                    true,
+                    &mut args,
+                    || format!("blocks={blocks}"),
+                )?
+            };
+            self.synchronize()?;
+            Ok(start.elapsed().as_secs_f64() * 1e6)
+        };
+        run(iters)?; // warm-up
+        let with = run(iters)?;
+        let without = run(0)?;
+        Ok((with - without) / iters.max(1) as f64)
+    }
+}
+
 fn func_attr(func: sys::CUfunction, a: sys::CUfunction_attribute) -> Result<usize, Error> {
     let mut v = 0i32;
     // SAFETY: attribute query of a loaded function into a local.

@@ -90,6 +90,10 @@ pub(crate) fn fill16(gpu: &Gpu, buf: &mut DeviceSlice<F16>, bits: u16) -> Result
     check(r, "filling device memory", None, String::new)
 }
 
+/// Words of a grid barrier's state (ptx/src/common.cuh: count and
+/// generation 128 bytes apart).
+pub(crate) const BARRIER_WORDS: usize = 64;
+
 /// The bit pattern of an f32 quiet NaN, for poisoning outputs.
 pub(crate) const NAN32: u32 = 0x7FC0_0000;
 

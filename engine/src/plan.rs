@@ -7,7 +7,7 @@
 //!
 //! - CUDA cores (f32, and f16 GRU reset-before): block b owns `U` units,
 //!   `G·U ≤ 16` gate rows; shared memory per block is
-//!   `G·U·H·w + 4·ldb·(H + 144)` bytes (`w` = 4 for f32, 2 for f16; `ldb`
+//!   `G·U·H·w + 4·(H·(ldb+1) + 144·ldb)` bytes (`w` = 4 for f32, 2 for f16; `ldb`
 //!   = batch columns per chunk, a power of two in 4..=64). It runs where
 //!   `ceil(H/U)` blocks of that size fit on the device at once. On an H100
 //!   (132 SMs, 227 KiB per block) f32 holds up to about H = 1,100 for the
@@ -104,9 +104,10 @@ pub(crate) fn batch_columns(batch: usize) -> usize {
     batch.next_power_of_two().clamp(4, 64)
 }
 
-/// Shared memory of `simt_step` (hT, red, pre), bytes.
+/// Shared memory of `simt_step` (hT with rows of ldb + 1, red, pre), bytes.
 pub(crate) fn simt_step_smem(hidden: usize, ldb: usize) -> usize {
-    4 * ldb * (hidden + NWARPS * RMAX + RMAX)
+    let ht = (hidden * (ldb + 1)).div_ceil(4) * 4;
+    4 * (ht + ldb * (NWARPS * RMAX + RMAX))
 }
 
 /// Shared memory of the persistent CUDA-core kernel, bytes.
@@ -413,7 +414,7 @@ mod tests {
         .unwrap();
         assert_eq!(plan.path, Path::PersistentSimt);
         assert_eq!((plan.units, plan.blocks, plan.ldb), (2, 128, 32));
-        assert_eq!(plan.smem, 3 * 2 * 256 * 4 + 4 * 32 * (256 + 144));
+        assert_eq!(plan.smem, 3 * 2 * 256 * 4 + 4 * (256 * 33 + 32 * 144));
         let f16 = plan_sequence(
             &H100,
             &occ,

@@ -13,7 +13,7 @@ use recur_core::CellKind;
 
 use crate::error::Error;
 use crate::gpu::Gpu;
-use crate::mem::{addr, alloc, download, fill32, upload, Activations, NAN32};
+use crate::mem::{addr, alloc, download, fill32, upload, Activations, BARRIER_WORDS, NAN32};
 use crate::model::DeviceModel;
 use crate::params::RecParams;
 use crate::plan::{kernel_name, plan_sequence, Occupancy, Path, Plan, PlanOptions, Precision};
@@ -107,7 +107,7 @@ impl SeqBuffers {
             c_last: alloc(batch * h, "c_last")?,
             rh: alloc(batch * h, "r⊙h")?,
             zb: alloc(batch * h, "z")?,
-            barrier: alloc(2, "barrier")?,
+            barrier: alloc(BARRIER_WORDS, "barrier")?,
             targets: if lm {
                 Some(alloc(tb, "targets")?)
             } else {
@@ -396,6 +396,31 @@ impl DeviceModel {
             }
         }
         Ok(plan)
+    }
+
+    /// Queues the input product of a dense-input sequence for all steps at
+    /// once, `W_ih·x` (T·B, G·H), no bias: the first part of
+    /// [`DeviceModel::forward`], public for timing it alone.
+    pub fn input_projection(&self, bufs: &mut SeqBuffers) -> Result<(), Error> {
+        self.check_buffers(bufs)?;
+        bufs.expect_kind(InputKind::Dense)?;
+        self.gpu().bind()?;
+        let l = self.layout();
+        let w = self.weights();
+        let inputs = bufs.inputs.as_ref().map(Activations::addr).unwrap_or(0);
+        let pregates = bufs.pregates.as_ref().map(|p| addr(p)).unwrap_or(0);
+        let rows = bufs.steps * bufs.batch;
+        let gh = l.cell_dims().gate_rows();
+        self.gemm(
+            pregates,
+            inputs,
+            w.w_ih,
+            0,
+            rows,
+            gh,
+            l.vocab,
+            "input projection",
+        )
     }
 
     /// Queues the output layer and the loss on the `hs` of the last

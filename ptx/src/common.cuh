@@ -78,9 +78,12 @@ __device__ __forceinline__ float cell_h(const float* x, const float* hg, float h
 
 // ---- grid-wide barrier -----------------------------------------------------
 // Only valid in a cooperative launch (all blocks co-resident). `bar` points
-// at two zero-initialised words owned by this launch's buffers: an arrival
-// count (reset by the last arriver) and a generation number. `gen` is
-// thread 0's copy of the generation, read once at kernel start.
+// at 64 zero-initialised words owned by this launch's buffers: bar[0] is an
+// arrival count (reset by the last arriver), bar[32] a generation number,
+// 128 bytes apart so that the polls of the one and the atomics on the
+// other do not meet in one L2 line. `gen` is thread 0's copy of the
+// generation, read once at kernel start.
+#define BAR_GEN 32
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
     unsigned v;
@@ -88,25 +91,54 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
     return v;
 }
 
-__device__ __forceinline__ unsigned barrier_start(unsigned* bar) {
-    return threadIdx.x == 0 ? ld_acquire(bar + 1) : 0u;
+__device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
 }
 
+__device__ __forceinline__ unsigned atom_add_acq_rel(unsigned* p, unsigned v) {
+    unsigned old;
+    asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+    return old;
+}
+
+__device__ __forceinline__ void st_relaxed(unsigned* p, unsigned v) {
+    asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ void st_release(unsigned* p, unsigned v) {
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ void fence_acq_rel() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+
+__device__ __forceinline__ unsigned barrier_start(unsigned* bar) {
+    return threadIdx.x == 0 ? ld_acquire(bar + BAR_GEN) : 0u;
+}
+
+// Memory ordering (PTX memory model): the block's writes come before
+// thread 0's arrival through bar.sync; the arrival is an acq_rel RMW, so the
+// last arriver synchronises with every earlier arrival (one release
+// sequence on the counter) and its release of the next generation carries
+// all of them (cumulativity) to the waiters, which acquire it. The waiters
+// poll with relaxed loads (no fence per poll) and a short back-off, which
+// keeps the polls from crowding the counter's L2 slice; one acquire fence
+// follows the change.
 __device__ __forceinline__ void grid_sync(unsigned* bar, unsigned& gen) {
     __syncthreads();
     if (threadIdx.x == 0) {
-        __threadfence();  // this block's writes (ordered by the bar.sync) before the arrival
-        const unsigned arrived = atomicAdd(bar, 1u);
+        const unsigned arrived = atom_add_acq_rel(bar, 1u);
         if (arrived == gridDim.x - 1) {
-            atomicExch(bar, 0u);
-            __threadfence();
-            atomicAdd(bar + 1, 1u);  // release the waiters
+            st_relaxed(bar, 0u);
+            st_release(bar + BAR_GEN, gen + 1u);
         } else {
-            while (ld_acquire(bar + 1) == gen) {
+            while (ld_relaxed(bar + BAR_GEN) == gen) {
+                __nanosleep(32);
             }
+            fence_acq_rel();
         }
         gen += 1;
-        __threadfence();
     }
     __syncthreads();
 }

@@ -239,3 +239,11 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) gen_sample(int* out, int*
         feed[b] = tok == V ? 0 : tok;
     }
 }
+
+// ---- diagnostics -----------------------------------------------------------
+// `iters` grid-wide barriers in a row (cooperative launch): the cost of one
+// is the time difference to iters = 0, divided by iters.
+extern "C" __global__ void __launch_bounds__(NTHREADS) barrier_bench(unsigned* bar, int iters) {
+    unsigned gen = barrier_start(bar);
+    for (int i = 0; i < iters; ++i) grid_sync(bar, gen);
+}

@@ -29,7 +29,7 @@ struct GenParams {
     float* c_last;          // out (B, H) LSTM; also the running cell state
     float* rh;              // scratch (B, H), GRU reset-before
     float* zb;              // scratch (B, H), GRU reset-before
-    unsigned* barrier;      // 2 zeroed words
+    unsigned* barrier;      // 64 zeroed words (see grid_sync)
     unsigned long long seed;
     float inv_temp;         // 0: greedy
     int P, N, B, H, V;
@@ -51,7 +51,7 @@ __device__ void generate(const GenParams& p) {
     W* dsm = reinterpret_cast<W*>(smem + w_floats);
     const int d_floats = (int)(((size_t)p.vrows * H * sizeof(W) + 15) / 16 * 4);
     float* hT = smem + w_floats + d_floats;
-    float* red = hT + H * p.ldb;
+    float* red = hT + ht_floats(H, p.ldb);
     float* pre = red + NWARPS * RMAX * p.ldb;
     int* tok = reinterpret_cast<int*>(pre + RMAX * p.ldb);  // (B) ids fed to the next step
 
@@ -71,6 +71,8 @@ __device__ void generate(const GenParams& p) {
     w.b_ih = static_cast<const W*>(p.b_ih);
     w.b_hh = static_cast<const W*>(p.b_hh);
     unsigned gen = barrier_start(p.barrier);
+    Carry carry;
+    bool carry_ready = false;
     const size_t bh = (size_t)B * H;
     const int steps = p.P + p.N - 1;
     for (int s = 0; s < steps; ++s) {
@@ -85,12 +87,18 @@ __device__ void generate(const GenParams& p) {
         io.h_last = s == steps - 1 ? p.h_last : nullptr;
         io.rh = p.rh;
         io.zb = p.zb;
-        if (C == GRU_BEFORE) {
-            simt_step<C, W, A>(io, w, 1, B, H, u0, un, p.ldb, hT, red, pre);
-            grid_sync(p.barrier, gen);
-            simt_step<C, W, A>(io, w, 2, B, H, u0, un, p.ldb, hT, red, pre);
+        if (!carry_ready) {
+            carry_init<C, W>(&carry, io, w, B, H, u0, un, p.ldb);
+            carry_ready = true;
         } else {
-            simt_step<C, W, A>(io, w, 0, B, H, u0, un, p.ldb, hT, red, pre);
+            carry_input<C, W>(&carry, io, w, B, H, u0);  // the token is known only now
+        }
+        if (C == GRU_BEFORE) {
+            simt_step<C, W, A>(io, w, 1, B, H, u0, un, p.ldb, hT, red, pre, &carry);
+            grid_sync(p.barrier, gen);
+            simt_step<C, W, A>(io, w, 2, B, H, u0, un, p.ldb, hT, red, pre, &carry);
+        } else {
+            simt_step<C, W, A>(io, w, 0, B, H, u0, un, p.ldb, hT, red, pre, &carry);
         }
         grid_sync(p.barrier, gen);  // h_s complete
         if (s < p.P - 1) continue;  // still reading the prefix
@@ -122,10 +130,10 @@ __device__ void generate(const GenParams& p) {
 }
 
 #define GEN_KERNELS(NAME, C)                                                                    \
-    extern "C" __global__ void __launch_bounds__(NTHREADS) gen_persist_f32_##NAME(GenParams p) { \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 1) gen_persist_f32_##NAME(GenParams p) { \
         generate<C, float, float>(p);                                                           \
     }                                                                                           \
-    extern "C" __global__ void __launch_bounds__(NTHREADS) gen_persist_f16_##NAME(GenParams p) { \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 1) gen_persist_f16_##NAME(GenParams p) { \
         generate<C, __half, __half>(p);                                                         \
     }
 

@@ -17,7 +17,7 @@ struct RecParams {
     float* c_last;          // out (B, H), LSTM; also the running cell state
     float* rh;              // scratch (B, H), GRU reset-before
     float* zb;              // scratch (B, H), GRU reset-before
-    unsigned* barrier;      // 2 zeroed words per buffer set
+    unsigned* barrier;      // 64 zeroed words per buffer set (see grid_sync)
     int T, B, H;
     int units;              // hidden units per block
     int ldb;                // batch columns per chunk

@@ -20,7 +20,7 @@ __device__ void rec_persistent(const RecParams& p) {
     W* wsm = reinterpret_cast<W*>(smem);
     const int w_floats = (int)(((size_t)G * p.units * H * sizeof(W) + 15) / 16 * 4);
     float* hT = smem + w_floats;
-    float* red = hT + H * p.ldb;
+    float* red = hT + ht_floats(H, p.ldb);
     float* pre = red + NWARPS * RMAX * p.ldb;
     const W* w_hh = static_cast<const W*>(p.w_hh);
     for (int i = threadIdx.x; i < G * un * H; i += NTHREADS) {
@@ -35,16 +35,23 @@ __device__ void rec_persistent(const RecParams& p) {
     w.b_ih = static_cast<const W*>(p.b_ih);
     w.b_hh = static_cast<const W*>(p.b_hh);
     unsigned gen = barrier_start(p.barrier);
+    Carry carry;
+    carry_init<C, W>(&carry, rec_io<C, A>(p, 0), w, p.B, H, u0, un, p.ldb);
     for (int t = 0; t < p.T; ++t) {
         const StepIO io = rec_io<C, A>(p, t);
         if (C == GRU_BEFORE) {
-            simt_step<C, W, A>(io, w, 1, p.B, H, u0, un, p.ldb, hT, red, pre);
+            simt_step<C, W, A>(io, w, 1, p.B, H, u0, un, p.ldb, hT, red, pre, &carry);
             grid_sync(p.barrier, gen);
-            simt_step<C, W, A>(io, w, 2, p.B, H, u0, un, p.ldb, hT, red, pre);
+            simt_step<C, W, A>(io, w, 2, p.B, H, u0, un, p.ldb, hT, red, pre, &carry);
         } else {
-            simt_step<C, W, A>(io, w, 0, p.B, H, u0, un, p.ldb, hT, red, pre);
+            simt_step<C, W, A>(io, w, 0, p.B, H, u0, un, p.ldb, hT, red, pre, &carry);
         }
-        if (t + 1 < p.T) grid_sync(p.barrier, gen);
+        if (t + 1 < p.T) {
+            // The next step's input part does not depend on h: load it now,
+            // its latency hides behind the barrier.
+            carry_input<C, W>(&carry, rec_io<C, A>(p, t + 1), w, p.B, H, u0);
+            grid_sync(p.barrier, gen);
+        }
     }
 }
 
@@ -56,7 +63,7 @@ __device__ void rec_step(const RecParams& p) {
     const int u0 = blockIdx.x * p.units;
     const int un = min(p.units, H - u0);
     float* hT = smem;
-    float* red = hT + H * p.ldb;
+    float* red = hT + ht_floats(H, p.ldb);
     float* pre = red + NWARPS * RMAX * p.ldb;
     CellW<W> w;
     w.table = static_cast<const W*>(p.table);
@@ -65,20 +72,20 @@ __device__ void rec_step(const RecParams& p) {
     w.b_ih = static_cast<const W*>(p.b_ih);
     w.b_hh = static_cast<const W*>(p.b_hh);
     const StepIO io = rec_io<C, A>(p, p.t0);
-    simt_step<C, W, A>(io, w, p.phase, p.B, H, u0, un, p.ldb, hT, red, pre);
+    simt_step<C, W, A>(io, w, p.phase, p.B, H, u0, un, p.ldb, hT, red, pre, nullptr);
 }
 
 #define REC_KERNELS(NAME, C)                                                                          \
-    extern "C" __global__ void __launch_bounds__(NTHREADS) rec_persist_f32_##NAME(RecParams p) {      \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 1) rec_persist_f32_##NAME(RecParams p) {      \
         rec_persistent<C, float, float>(p);                                                           \
     }                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(NTHREADS) rec_persist_f16_##NAME(RecParams p) {      \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 1) rec_persist_f16_##NAME(RecParams p) {      \
         rec_persistent<C, __half, __half>(p);                                                         \
     }                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(NTHREADS) rec_step_f32_##NAME(RecParams p) {         \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 1) rec_step_f32_##NAME(RecParams p) {         \
         rec_step<C, float, float>(p);                                                                 \
     }                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(NTHREADS) rec_step_f16_##NAME(RecParams p) {         \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 1) rec_step_f16_##NAME(RecParams p) {         \
         rec_step<C, __half, __half>(p);                                                               \
     }
 

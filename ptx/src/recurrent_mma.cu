@@ -24,6 +24,20 @@ __device__ __forceinline__ unsigned pack_half2(__half lo, __half hi) {
     return (unsigned)__half_as_ushort(lo) | ((unsigned)__half_as_ushort(hi) << 16);
 }
 
+// x[g] = input part of gate g (W_ih·x + b_ih) for item o = u·ncols + n of
+// n-chunk nc.
+template <int G>
+__device__ __forceinline__ void input_x(float* x, const StepIO& io, const __half* table, const __half* b_ih, int o,
+                                        int ncols, int nc, int u0, int H) {
+    const int u = o / ncols, b = nc * 8 + (o - u * ncols), j = u0 + u;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        const float xin = io.tok ? __half2float(table[(size_t)io.tok[b] * (G * H) + g * H + j])
+                                 : io.x_proj[(size_t)b * (G * H) + g * H + j];
+        x[g] = xin + __half2float(b_ih[g * H + j]);
+    }
+}
+
 // Most (m-tile, n-tile) pairs a warp accumulates at once (32 registers).
 #define MMA_TILES 8
 
@@ -80,29 +94,88 @@ __device__ void rec_mma(const RecParams& p) {
     const __half* table = static_cast<const __half*>(p.table);
     const __half* b_ih = static_cast<const __half*>(p.b_ih);
     const __half* b_hh = static_cast<const __half*>(p.b_hh);
-    const int GH = G * H;
     unsigned gen = barrier_start(p.barrier);
+    // Per-thread state across steps for its (unit, row) item when the batch
+    // is one n-chunk (see Carry in simt_step.cuh).
+    Carry carry;
+    carry.valid = NT <= NTC && (int)threadIdx.x < un * B;
+    if (carry.valid) {
+        const int u = threadIdx.x / B, b = threadIdx.x - u * B, j = u0 + u;
+        const StepIO io0 = rec_io<C, __half>(p, 0);
+#pragma unroll
+        for (int g = 0; g < 4; ++g) carry.bhh[g] = g < G ? __half2float(b_hh[g * H + j]) : 0.0f;
+        carry.c = C == LSTM ? io0.c_prev[(size_t)b * H + j] : 0.0f;
+        input_x<G>(carry.x, io0, table, b_ih, threadIdx.x, B, 0, u0, H);
+    }
 
     for (int t = 0; t < p.T; ++t) {
         const StepIO io = rec_io<C, __half>(p, t);
         __syncthreads();
-        // Stage h_{t-1} (B, H) as f16.
+        // Stage h_{t-1} (B, H) as f16, STAGE_UNROLL loads in flight per
+        // thread; pairs of halves as one 32-bit word where H is even.
         if (io.h0) {
-            for (int i = threadIdx.x; i < B * H; i += NTHREADS) {
-                const int b = i / H, k = i - b * H;
-                hsm[b * LDH + k] = __float2half_rn(io.h0[i]);
+            for (int base = 0; base < B * H; base += NTHREADS * STAGE_UNROLL) {
+                float v[STAGE_UNROLL];
+#pragma unroll
+                for (int j = 0; j < STAGE_UNROLL; ++j) {
+                    const int i = base + j * NTHREADS + threadIdx.x;
+                    v[j] = i < B * H ? io.h0[i] : 0.0f;
+                }
+#pragma unroll
+                for (int j = 0; j < STAGE_UNROLL; ++j) {
+                    const int i = base + j * NTHREADS + threadIdx.x;
+                    if (i < B * H) hsm[(i / H) * LDH + i % H] = __float2half_rn(v[j]);
+                }
+            }
+        } else if ((H & 1) == 0) {
+            const unsigned* src = static_cast<const unsigned*>(io.h_prev);
+            const int words = B * H / 2, hw = H / 2;
+            for (int base = 0; base < words; base += NTHREADS * STAGE_UNROLL) {
+                unsigned v[STAGE_UNROLL];
+#pragma unroll
+                for (int j = 0; j < STAGE_UNROLL; ++j) {
+                    const int i = base + j * NTHREADS + threadIdx.x;
+                    v[j] = i < words ? __ldcg(src + i) : 0u;
+                }
+#pragma unroll
+                for (int j = 0; j < STAGE_UNROLL; ++j) {
+                    const int i = base + j * NTHREADS + threadIdx.x;
+                    if (i < words) {
+                        const int b = i / hw, k2 = i - b * hw;
+                        *reinterpret_cast<unsigned*>(hsm + b * LDH + 2 * k2) = v[j];
+                    }
+                }
             }
         } else {
             const unsigned short* src = static_cast<const unsigned short*>(io.h_prev);
-            for (int i = threadIdx.x; i < B * H; i += NTHREADS) {
-                const int b = i / H, k = i - b * H;
-                hsm[b * LDH + k] = __ushort_as_half(__ldcg(src + i));
+            for (int base = 0; base < B * H; base += NTHREADS * STAGE_UNROLL) {
+                unsigned short v[STAGE_UNROLL];
+#pragma unroll
+                for (int j = 0; j < STAGE_UNROLL; ++j) {
+                    const int i = base + j * NTHREADS + threadIdx.x;
+                    v[j] = i < B * H ? __ldcg(src + i) : (unsigned short)0;
+                }
+#pragma unroll
+                for (int j = 0; j < STAGE_UNROLL; ++j) {
+                    const int i = base + j * NTHREADS + threadIdx.x;
+                    if (i < B * H) hsm[(i / H) * LDH + i % H] = __ushort_as_half(v[j]);
+                }
             }
         }
         __syncthreads();
         for (int nc = 0; nc < NT; nc += NTC) {
             const int ntc = min(NTC, NT - nc);
             const int nq = MT * ntc;
+            const int ncols = min(ntc * 8, B - nc * 8);
+            // Input part of each thread's first (unit, row) item, loaded
+            // before the product so its latency hides behind it.
+            float x0[4] = {0.f, 0.f, 0.f, 0.f};
+            if (carry.valid) {
+#pragma unroll
+                for (int g = 0; g < 4; ++g) x0[g] = carry.x[g];
+            } else if (threadIdx.x < un * ncols) {
+                input_x<G>(x0, io, table, b_ih, threadIdx.x, ncols, nc, u0, H);
+            }
             float acc[MMA_TILES][4];
 #pragma unroll
             for (int q = 0; q < MMA_TILES; ++q) acc[q][0] = acc[q][1] = acc[q][2] = acc[q][3] = 0.0f;
@@ -125,7 +198,6 @@ __device__ void rec_mma(const RecParams& p) {
                     *reinterpret_cast<float4*>(red + ((warp * MMA_TILES + q) * 32 + lane) * 4) =
                         make_float4(acc[q][0], acc[q][1], acc[q][2], acc[q][3]);
             __syncthreads();
-            const int ncols = min(ntc * 8, B - nc * 8);
             for (int o = threadIdx.x; o < G * un * ncols; o += NTHREADS) {
                 const int r = o / ncols, n = o - r * ncols;
                 const int mt = r >> 4, rr = r & 15, nt = n >> 3, nn = n & 7;
@@ -140,29 +212,35 @@ __device__ void rec_mma(const RecParams& p) {
             for (int o = threadIdx.x; o < un * ncols; o += NTHREADS) {
                 const int u = o / ncols, n = o - u * ncols, b = nc * 8 + n, j = u0 + u;
                 const size_t bj = (size_t)b * H + j;
-                float x[4] = {0.f, 0.f, 0.f, 0.f}, hg[4] = {0.f, 0.f, 0.f, 0.f};
+                float x[4] = {x0[0], x0[1], x0[2], x0[3]}, hg[4] = {0.f, 0.f, 0.f, 0.f};
+                if (o != threadIdx.x) input_x<G>(x, io, table, b_ih, o, ncols, nc, u0, H);
+                const bool mine = carry.valid && o == threadIdx.x;
 #pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    const float xin = io.tok ? __half2float(table[(size_t)io.tok[b] * GH + g * H + j])
-                                             : io.x_proj[(size_t)b * GH + g * H + j];
-                    x[g] = xin + __half2float(b_ih[g * H + j]);
-                    hg[g] = pre[(g * un + u) * PLD + n] + __half2float(b_hh[g * H + j]);
-                }
+                for (int g = 0; g < G; ++g)
+                    hg[g] = pre[(g * un + u) * PLD + n] + (mine ? carry.bhh[g] : __half2float(b_hh[g * H + j]));
                 const float hp = __half2float(hsm[b * LDH + j]);
-                const float cp = C == LSTM ? io.c_prev[bj] : 0.0f;
+                const float cp = C == LSTM ? (mine ? carry.c : io.c_prev[bj]) : 0.0f;
                 float c = 0.0f;
                 const float h = cell_h<C>(x, hg, hp, cp, 0.0f, &c);
                 static_cast<__half*>(io.h_out)[bj] = __float2half_rn(h);
                 if (io.h_last) io.h_last[bj] = stored<__half>(h);
-                if (C == LSTM) io.c_out[bj] = c;
+                if (C == LSTM) {
+                    if (mine) carry.c = c;
+                    if (!mine || io.h_last) io.c_out[bj] = c;  // a carried c is stored at the last step only
+                }
             }
         }
-        if (t + 1 < p.T) grid_sync(p.barrier, gen);
+        if (t + 1 < p.T) {
+            // The next step's input part does not depend on h: load it now,
+            // its latency hides behind the barrier.
+            if (carry.valid) input_x<G>(carry.x, rec_io<C, __half>(p, t + 1), table, b_ih, threadIdx.x, B, 0, u0, H);
+            grid_sync(p.barrier, gen);
+        }
     }
 }
 
 #define MMA_KERNEL(NAME, C)                                                                      \
-    extern "C" __global__ void __launch_bounds__(NTHREADS) rec_mma_f16_##NAME(RecParams p) {     \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 1) rec_mma_f16_##NAME(RecParams p) {     \
         rec_mma<C>(p);                                                                           \
     }
 

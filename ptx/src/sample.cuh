@@ -3,9 +3,45 @@
 #pragma once
 #include "common.cuh"
 
-// Block-wide first maximum of x[0..V) (ties: lowest index; *nan = true when
-// a logit is NaN or the maximum is infinite, which recur-core rejects). Every thread gets the result. `x` is read through L2.
-__device__ void block_argmax(const float* x, int V, float* best_val, int* best_idx, bool* nan) {
+// Rows of up to this many logits are staged in shared memory once and read
+// from there by every pass; longer rows are read through L2 each pass.
+#define SAMPLE_STAGE 4096
+
+struct Row {
+    const float* global;  // the row in global memory (other blocks wrote it)
+    const float* staged;  // its copy in shared memory, or null
+    __device__ __forceinline__ float operator[](int i) const { return staged ? staged[i] : ld_cg(global + i); }
+};
+
+// Copies x[0..V) into shared memory (if it fits), STAGE_UNROLL loads in flight.
+__device__ Row stage_row(const float* x, int V) {
+    __shared__ float s_row[SAMPLE_STAGE];
+    Row row{x, nullptr};
+    __syncthreads();  // earlier readers of s_row are done
+    if (V <= SAMPLE_STAGE) {
+        for (int base = 0; base < V; base += NTHREADS * 8) {
+            float v[8];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const int i = base + j * NTHREADS + threadIdx.x;
+                v[j] = i < V ? ld_cg(x + i) : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const int i = base + j * NTHREADS + threadIdx.x;
+                if (i < V) s_row[i] = v[j];
+            }
+        }
+        row.staged = s_row;
+    }
+    __syncthreads();
+    return row;
+}
+
+// Block-wide first maximum of row[0..V) (ties: lowest index; *bad = true when
+// a logit is NaN or the maximum is infinite, which recur-core rejects).
+// Every thread gets the result.
+__device__ void block_argmax(const Row& row, int V, float* best_val, int* best_idx, bool* bad) {
     __shared__ float s_val[NWARPS];
     __shared__ int s_idx[NWARPS];
     __shared__ int s_nan[NWARPS];
@@ -13,7 +49,7 @@ __device__ void block_argmax(const float* x, int V, float* best_val, int* best_i
     int bi = 0x7fffffff;
     int has_nan = 0;
     for (int i = threadIdx.x; i < V; i += NTHREADS) {
-        const float v = ld_cg(x + i);
+        const float v = row[i];
         if (v != v) has_nan = 1;
         if (v > bv || (v == bv && i < bi)) {
             bv = v;
@@ -49,27 +85,29 @@ __device__ void block_argmax(const float* x, int V, float* best_val, int* best_i
     }
     *best_val = bv;
     *best_idx = bi;
-    *nan = has_nan != 0 || bi >= V || isinf(bv);  // all -inf, or +inf: unusable (as recur-core)
+    *bad = has_nan != 0 || bi >= V || isinf(bv);
 }
 
 // The token drawn from logits x[0..V): V when the row has a NaN (or only
-// -inf); argmax when inv_temp == 0; else the inverse-CDF draw of recur-core's
-// sampler with weights e^((x_i - max)·inv_temp) summed in f64 and
-// u = (bits >> 11)·2^-53·total. Every thread gets the token.
+// -inf, or +inf); argmax when inv_temp == 0; else the inverse-CDF draw of
+// recur-core's sampler with weights e^((x_i - max)·inv_temp) summed in f64
+// and u = (bits >> 11)·2^-53·total. Every thread gets the token.
 __device__ int block_sample(const float* x, int V, float inv_temp, unsigned long long bits) {
     __shared__ double s_sum[NWARPS];
     __shared__ int s_found;
+    __shared__ int s_last[NWARPS];
+    const Row row = stage_row(x, V);
     float m;
     int best;
     bool bad;
-    block_argmax(x, V, &m, &best, &bad);
+    block_argmax(row, V, &m, &best, &bad);
     if (bad) return V;
     if (inv_temp == 0.0f) return best;
     // Thread t takes the contiguous chunk [t·chunk, (t+1)·chunk).
     const int chunk = (V + NTHREADS - 1) / NTHREADS;
     const int lo = min(V, threadIdx.x * chunk), hi = min(V, lo + chunk);
     double mine = 0.0;
-    for (int i = lo; i < hi; ++i) mine += (double)expf((ld_cg(x + i) - m) * inv_temp);
+    for (int i = lo; i < hi; ++i) mine += (double)expf((row[i] - m) * inv_temp);
     // Block-wide exclusive prefix of the chunk sums.
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     double incl = mine;
@@ -90,7 +128,7 @@ __device__ int block_sample(const float* x, int V, float inv_temp, unsigned long
     if (u >= before && u < before + mine) {
         double acc = before;
         for (int i = lo; i < hi; ++i) {
-            const float w = expf((ld_cg(x + i) - m) * inv_temp);
+            const float w = expf((row[i] - m) * inv_temp);
             if (w > 0.0f) {
                 acc += (double)w;
                 if (u < acc) {
@@ -104,12 +142,11 @@ __device__ int block_sample(const float* x, int V, float inv_temp, unsigned long
     int tok = s_found;
     if (tok == 0x7fffffff) {  // block-uniform: read after the barrier
         // u reached the total through rounding: the last token with weight,
-        // as recur-core. Found by a max-reduction over indices.
+        // as recur-core.
         int last = -1;
         for (int i = threadIdx.x; i < V; i += NTHREADS)
-            if (expf((ld_cg(x + i) - m) * inv_temp) > 0.0f) last = i;
+            if (expf((row[i] - m) * inv_temp) > 0.0f) last = i;
         for (int o = 16; o > 0; o >>= 1) last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
-        __shared__ int s_last[NWARPS];
         if (lane == 0) s_last[warp] = last;
         __syncthreads();
         tok = s_last[0];
