@@ -1,0 +1,135 @@
+//! Checkpoints across devices: a run checkpointed on the CPU resumes on the
+//! GPU (and one checkpointed on the GPU resumes on the CPU) and continues as
+//! the CPU does, within f32 tolerance; a GPU checkpoint generates on the CPU
+//! with recur-core. Without a GPU the test prints `skipped: no CUDA device`.
+
+mod engine_support;
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use recur::train::checkpoint::Checkpoint;
+use recur::train::cli::{run_train, TrainArgs};
+use recur::train::cpu::generate_cpu;
+use recur::train::rng::TrainRng;
+use recur::train::Decode;
+
+const PHRASES: [&str; 6] = [
+    "分开 ",
+    "不分开 ",
+    "想要有直升机 ",
+    "想要和你飞到宇宙去 ",
+    "融化在宇宙里 ",
+    "我不要再想 ",
+];
+
+fn write_corpus(dir: &Path) -> PathBuf {
+    let mut text = String::new();
+    let mut x: u32 = 5;
+    while text.chars().count() < 1500 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        text.push_str(PHRASES[(x >> 16) as usize % PHRASES.len()]);
+    }
+    let path = dir.join("lyrics.txt");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn train(corpus: &Path, extra: &[&str]) {
+    let mut v: Vec<String> = [
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--hidden",
+        "24",
+        "--batch-size",
+        "4",
+        "--steps",
+        "6",
+        "--sample-len",
+        "10",
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    run_train(&TrainArgs::try_parse_from(v).unwrap()).unwrap();
+}
+
+fn close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 + 1e-3 * w.abs(),
+            "{what}[{i}]: {g} vs {w}"
+        );
+    }
+}
+
+#[test]
+fn checkpoints_move_between_cpu_and_gpu() {
+    if engine_support::gpu().is_none() {
+        println!("skipped: no CUDA device");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    for preset in ["d2l-concise-lstm", "d2l-gru"] {
+        let base = ["--preset", preset];
+        // 2 epochs on each device, then 2 more on the other and on the same.
+        for (first, second) in [("cpu", "cuda"), ("cuda", "cpu")] {
+            let start = p(&format!("{preset}-{first}.safetensors"));
+            train(
+                &corpus,
+                &[
+                    &base[..],
+                    &["--device", first, "--epochs", "2", "--checkpoint", &start],
+                ]
+                .concat(),
+            );
+            let mut ends = Vec::new();
+            for device in [first, second] {
+                let end = p(&format!("{preset}-{first}-then-{device}.safetensors"));
+                train(
+                    &corpus,
+                    &[
+                        "--resume",
+                        &start,
+                        "--device",
+                        device,
+                        "--epochs",
+                        "4",
+                        "--checkpoint",
+                        &end,
+                    ],
+                );
+                ends.push(Checkpoint::load(Path::new(&end)).unwrap());
+            }
+            assert_eq!(ends[0].epoch, 4);
+            assert_eq!(ends[1].epoch, 4);
+            close(
+                &format!("{preset} {first}→{second}: parameters"),
+                &ends[1].params,
+                &ends[0].params,
+            );
+            // The GPU-trained parameters generate on the CPU.
+            let ck = if second == "cuda" { &ends[1] } else { &ends[0] };
+            let text = generate_cpu(
+                &ck.params,
+                &ck.layout(),
+                &[0],
+                20,
+                Decode::Greedy,
+                &mut TrainRng::from_seed(1),
+            )
+            .unwrap();
+            assert_eq!(text.len(), 21);
+            println!(
+                "{preset} {first}→{second}: parameters agree; generated {} ids",
+                text.len()
+            );
+        }
+    }
+}
