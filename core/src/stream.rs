@@ -29,7 +29,7 @@
 //! # Ok::<(), recur_core::Error>(())
 //! ```
 
-mod matvec;
+pub(crate) mod matvec;
 
 use rand_core::RngCore;
 

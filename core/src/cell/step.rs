@@ -2,11 +2,15 @@
 //!
 //! [`Gemm`](crate::Gemm) is f32-only, so the products here are an
 //! allocation-free matrix-vector loop over the weight rows, accumulating in
-//! f32. f16 weights are widened by an exact, branch-free bit routine that
-//! vectorises (`half`'s own, without `std`, is a scalar routine with
-//! branches, ~4× slower here); for more than one batch row a chunk of each
-//! f16 row is widened once into a stack buffer and reused for every batch
-//! row. Like the sequence loops, the step runs an AVX2 build where the
+//! f32. Up to [`KERNEL_BATCH`] batch rows, on x86-64 with AVX2, FMA and
+//! F16C (detected at run time), the products run on the stream's output
+//! kernel (`stream::matvec`), which converts f16 in hardware: batch 1 is
+//! bound by reading the weights, and f16 then costs what f32 does for half
+//! the bytes. Elsewhere, f16 weights are widened by an exact, branch-free bit
+//! routine that vectorises (`half`'s own, without `std`, is a scalar routine
+//! with branches, ~4× slower here); for more than one batch row a chunk of
+//! each f16 row is widened once into a stack buffer and reused for every
+//! batch row. Like the sequence loops, the step runs an AVX2 build where the
 //! processor has it.
 
 use core::any::Any;
@@ -18,6 +22,7 @@ use super::{gru, lstm, rnn, Input};
 #[cfg(target_arch = "x86_64")]
 use crate::gemm::Isa;
 use crate::layout::{CellDims, CellKind, CellParams};
+use crate::stream::matvec::product_x86;
 use crate::weight::Weight;
 
 /// Elements per group of the dot product and the conversion: two 8-lane
@@ -26,6 +31,15 @@ const GROUP: usize = 16;
 
 /// f16 weights widened at a time per row (1 KiB of stack).
 const CHUNK: usize = 256;
+
+/// The most batch rows that take the x86 kernel, one matrix-vector product
+/// per batch row (each reads all the weights again, from the cache); more
+/// rows take the loop below that reads each weight row once for all of them.
+const KERNEL_BATCH: usize = 4;
+
+/// Output rows of one kernel call: its sums land in a stack buffer (1 KiB)
+/// before they are added to the caller's rows.
+const KERNEL_ROWS: usize = 256;
 
 /// IEEE binary16 bits to f32, exactly and without branches: the 15 low bits
 /// shifted into an f32's place are the value times 2^-112 (normal numbers
@@ -51,6 +65,16 @@ fn widen<W: Weight>(group: &[W; GROUP]) -> [f32; GROUP] {
     match (group as &dyn Any).downcast_ref::<[f16; GROUP]>() {
         Some(halves) => core::array::from_fn(|l| f16_bits_to_f32(halves[l].to_bits())),
         None => core::array::from_fn(|l| group[l].to_f32()),
+    }
+}
+
+/// One weight as f32, f16 by the bit routine (the biases: `half`'s scalar
+/// conversion took a few µs of a batch-1 step).
+#[inline(always)]
+fn weight_to_f32<W: Weight>(v: W) -> f32 {
+    match (&v as &dyn Any).downcast_ref::<f16>() {
+        Some(half) => f16_bits_to_f32(half.to_bits()),
+        None => v.to_f32(),
     }
 }
 
@@ -96,8 +120,20 @@ fn widen_into<W: Weight>(dst: &mut [f32], src: &[W]) {
 }
 
 /// `out (B, R) += x (B, K) · Wᵀ` with `w` (R, K); `R = out.len() / batch`.
+///
+/// f32 and f16 weights of the same values give the same bits on every path
+/// (the choice of path does not depend on `W`).
 #[inline(always)]
 pub(crate) fn matvec_add<W: Weight>(out: &mut [f32], x: &[f32], w: &[W], batch: usize, k: usize) {
+    if batch <= KERNEL_BATCH && matvec_add_kernel(out, x, w, batch, k) {
+        return;
+    }
+    matvec_add_portable(out, x, w, batch, k);
+}
+
+/// [`matvec_add`] in plain Rust (vectorised as the build target allows).
+#[inline(always)]
+fn matvec_add_portable<W: Weight>(out: &mut [f32], x: &[f32], w: &[W], batch: usize, k: usize) {
     let r = out.len() / batch;
     let is_f16 = w.first().is_some_and(|v| (v as &dyn Any).is::<f16>());
     if batch > 1 && is_f16 {
@@ -119,6 +155,38 @@ pub(crate) fn matvec_add<W: Weight>(out: &mut [f32], x: &[f32], w: &[W], batch: 
             }
         }
     }
+}
+
+/// [`matvec_add`] on the stream's x86 kernel, one batch row and
+/// [`KERNEL_ROWS`] output rows per call: `true`, or `false` with `out`
+/// untouched where the kernel cannot run (the portable loop's turn).
+#[inline(always)]
+fn matvec_add_kernel<W: Weight>(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[W],
+    batch: usize,
+    k: usize,
+) -> bool {
+    let r = out.len() / batch;
+    let mut sums = [0.0f32; KERNEL_ROWS];
+    for (b, (out_b, x_b)) in out.chunks_exact_mut(r).zip(x.chunks_exact(k)).enumerate() {
+        for (o, w_part) in out_b.chunks_mut(KERNEL_ROWS).zip(w.chunks(KERNEL_ROWS * k)) {
+            let s = &mut sums[..o.len()];
+            // Zeros for rows a short `w` would leave unwritten (the lengths
+            // are checked before, so this is only never-garbage).
+            s.fill(0.0);
+            if !product_x86(s, w_part, x_b) {
+                // Only the first call can say no: detection is fixed.
+                debug_assert!(b == 0);
+                return false;
+            }
+            for (ov, sv) in o.iter_mut().zip(s.iter()) {
+                *ov += *sv;
+            }
+        }
+    }
+    true
 }
 
 /// See [`super::step_forward`]; lengths are checked there. Dispatches to
@@ -199,11 +267,11 @@ fn forward_body<W: Weight>(
     // kept in the gates section until the gates overwrite it.
     let bias = &mut gates[..gh];
     for ((s, a), b) in bias.iter_mut().zip(params.bias_ih).zip(params.bias_hh) {
-        *s = a.to_f32() + b.to_f32();
+        *s = weight_to_f32(*a) + weight_to_f32(*b);
     }
     if cell.cell == CellKind::GruResetAfter {
         for (s, a) in bias[2 * hd..].iter_mut().zip(&params.bias_ih[2 * hd..]) {
-            *s = a.to_f32();
+            *s = weight_to_f32(*a);
         }
     }
     match input {
@@ -245,7 +313,7 @@ fn forward_body<W: Weight>(
             // b_hn as f32, in the second extra section's first row.
             let b_hn = &mut ex1[..hd];
             for (s, b) in b_hn.iter_mut().zip(&params.bias_hh[2 * hd..]) {
-                *s = b.to_f32();
+                *s = weight_to_f32(*b);
             }
             for k in 0..batch {
                 let r = k * hd..(k + 1) * hd;
@@ -299,7 +367,10 @@ fn forward_body<W: Weight>(
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use crate::testutil::SplitMix;
+    use std::vec::Vec;
 
     #[test]
     fn f16_bits_convert_like_half_for_every_pattern() {
@@ -326,5 +397,53 @@ mod tests {
         let want: f64 = dst.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
         assert!((dot(&src, &x) as f64 - want).abs() < 1e-5);
         assert!((dot(&dst, &x) as f64 - want).abs() < 1e-5);
+    }
+
+    /// `out + x Wᵀ` in f64 from the weights as stored.
+    fn reference<W: Weight>(out: &[f32], x: &[f32], w: &[W], batch: usize, k: usize) -> Vec<f64> {
+        let r = out.len() / batch;
+        (0..batch * r)
+            .map(|br| {
+                let (b, j) = (br / r, br % r);
+                out[br] as f64
+                    + (0..k)
+                        .map(|i| w[j * k + i].to_f32() as f64 * x[b * k + i] as f64)
+                        .sum::<f64>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matvec_add_kernel_and_loop_agree_and_f16_equals_f32_bitwise() {
+        // 301 rows: more than one kernel call, a partial 4-row block; 37
+        // columns: an 8-lane tail. Batches on both sides of KERNEL_BATCH.
+        let (r, k) = (KERNEL_ROWS + 45, 37);
+        let mut rng = SplitMix(7);
+        let w16: Vec<f16> = rng.vec(r * k, 1.0).into_iter().map(f16::from_f32).collect();
+        let w32: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+        for batch in [1, 2, KERNEL_BATCH, KERNEL_BATCH + 1] {
+            let x = rng.vec(batch * k, 1.0);
+            let start = rng.vec(batch * r, 1.0);
+            let want = reference(&start, &x, &w32, batch, k);
+            let run = |kernel: bool, f16w: bool| {
+                let mut out = start.clone();
+                match (kernel, f16w) {
+                    (false, false) => matvec_add_portable(&mut out, &x, &w32, batch, k),
+                    (false, true) => matvec_add_portable(&mut out, &x, &w16, batch, k),
+                    (true, false) => matvec_add(&mut out, &x, &w32, batch, k),
+                    (true, true) => matvec_add(&mut out, &x, &w16, batch, k),
+                }
+                out
+            };
+            for kernel in [false, true] {
+                let (o32, o16) = (run(kernel, false), run(kernel, true));
+                for (j, (&got, &want)) in o32.iter().zip(&want).enumerate() {
+                    // Sums of 37 products of magnitude ≤ 1 plus one term.
+                    assert!((got as f64 - want).abs() < 1e-4, "batch {batch} row {j}");
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&o16), bits(&o32), "batch {batch} kernel {kernel}");
+            }
+        }
     }
 }

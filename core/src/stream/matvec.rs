@@ -25,22 +25,36 @@ const LANES: usize = 8;
 /// `bias.len() == out.len()`; extra rows or elements are ignored, missing
 /// ones leave outputs unwritten (never out-of-bounds).
 pub(crate) fn affine<W: Weight>(out: &mut [f32], w: &[W], bias: &[W], x: &[f32]) {
+    if product_x86(out, w, x) {
+        add_bias(out, bias);
+        return;
+    }
+    affine_portable(out, w, bias, x);
+}
+
+/// `out[r] = Σ_k w[r·K + k] · x[k]` (`K = x.len()`, shapes as in
+/// [`affine`]) on the x86-64 kernel, when the processor has AVX2, FMA and
+/// F16C and `W` is `f32` or `f16`: `true`. Otherwise `false`, `out`
+/// untouched, for the caller's portable loop. f32 and f16 weights of the
+/// same values give the same bits here (exact conversion, one summation
+/// order), which the cells' step relies on.
+pub(crate) fn product_x86<W: Weight>(out: &mut [f32], w: &[W], x: &[f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
         if let Some(w32) = cast::<W, f32>(w) {
             // SAFETY: `available` checked AVX2, FMA and F16C.
             unsafe { x86::affine_f32(out, w32, x) };
-            add_bias(out, bias);
-            return;
+            return true;
         }
         if let Some(w16) = cast::<W, half::f16>(w) {
             // SAFETY: as above.
             unsafe { x86::affine_f16(out, w16, x) };
-            add_bias(out, bias);
-            return;
+            return true;
         }
     }
-    affine_portable(out, w, bias, x);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (out, w, x);
+    false
 }
 
 /// The portable path of [`affine`] (also the reference the tests hold the
