@@ -23,7 +23,7 @@ use super::{gru, lstm, rnn, Input};
 use crate::gemm::Isa;
 use crate::layout::{CellDims, CellKind, CellParams};
 use crate::stream::matvec::product_x86;
-use crate::weight::Weight;
+use crate::weight::{f16_bits_to_f32, Weight};
 
 /// Elements per group of the dot product and the conversion: two 8-lane
 /// vectors of partial sums, so that the additions do not wait on each other.
@@ -40,23 +40,6 @@ const KERNEL_BATCH: usize = 4;
 /// Output rows of one kernel call: its sums land in a stack buffer (1 KiB)
 /// before they are added to the caller's rows.
 const KERNEL_ROWS: usize = 256;
-
-/// IEEE binary16 bits to f32, exactly and without branches: the 15 low bits
-/// shifted into an f32's place are the value times 2^-112 (normal numbers
-/// and subnormals alike), so one multiplication rescales them; values that
-/// land at 2^16 or above were infinities or NaNs and get the all-ones
-/// exponent back.
-#[inline(always)]
-pub(crate) fn f16_bits_to_f32(h: u16) -> f32 {
-    let h = h as u32;
-    let scaled = f32::from_bits((h & 0x7fff) << 13) * f32::from_bits((127 + 112) << 23);
-    let bits = if scaled >= 65_536.0 {
-        scaled.to_bits() | (0xff << 23)
-    } else {
-        scaled.to_bits()
-    };
-    f32::from_bits(bits | ((h & 0x8000) << 16))
-}
 
 /// A group of weights as f32: the f16 bit routine for f16 (the type test is
 /// a constant after inlining), `to_f32` otherwise.
