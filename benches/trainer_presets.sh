@@ -9,7 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS="${CORPUS:-../shared/data/jaychou_lyrics.txt.zip}"
 THREADS="${THREADS:-2}"
-TRAIN="${TRAIN:-./target/release/examples/train}"
+# Through cargo: it puts the engine's driver library (a no-device stub where
+# CUDA is absent) on the loader's path.
+TRAIN="${TRAIN:-cargo run --release --quiet --example train --}"
 OUT=benches/results/trainer_presets.txt
 mkdir -p benches/results
 if [ ! -f "$CORPUS" ]; then
@@ -35,7 +37,7 @@ trap 'rm -rf "$TMP"' EXIT
 for preset in "${PRESETS[@]}"; do
   {
     echo "## $preset  ($(date -u +%Y-%m-%dT%H:%M:%SZ), threads $THREADS, load $(cut -d' ' -f1-3 /proc/loadavg))"
-    "$TRAIN" --preset "$preset" --corpus "$CORPUS" --threads "$THREADS" --metrics "$TMP/m.jsonl"
+    $TRAIN --preset "$preset" --corpus "$CORPUS" --threads "$THREADS" --metrics "$TMP/m.jsonl"
     python3 - "$TMP/m.jsonl" "${SEED[$preset]}" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
