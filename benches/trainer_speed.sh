@@ -13,6 +13,9 @@
 # per second. The machine is shared: each side's figure is its fastest
 # timed epoch ("best", robust to other processes' load), the mean over the
 # timed epochs is printed beside it; the ratio and the verdict use "best".
+# PyTorch runs with OMP_WAIT_POLICY=PASSIVE: on a loaded machine its OpenMP
+# threads otherwise spin at barriers and it runs up to ten times slower, so
+# this setting only ever helps the baseline.
 #
 # Usage: bash benches/trainer_speed.sh [EPOCHS]   (from the repository root)
 # Needs torch in .venv (python -m venv .venv && .venv/bin/pip install torch numpy)
@@ -60,12 +63,12 @@ PY
 {
   echo "# benches/trainer_speed.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "# torch $("$PYTHON" -c 'import torch; print(torch.__version__)'), threads $THREADS, $EPOCHS timed epochs after 1 warm-up"
+  echo "# torch $("$PYTHON" -c 'import torch; print(torch.__version__)') (OMP_WAIT_POLICY=PASSIVE), threads $THREADS, $EPOCHS timed epochs after 1 warm-up"
   printf "%-18s %9s %8s %9s  %-13s %9s %8s %9s %7s %7s %s\n" recur best-tok/s s/epoch mean-tok/s \
     pytorch best-tok/s s/epoch mean-tok/s ratio target ok
   for pair in d2l-gru:scratch-gru:5 d2l-lstm:scratch-lstm:5 d2l-concise-gru:concise-gru:2 d2l-concise-lstm:concise-lstm:2; do
     IFS=: read -r preset model target <<<"$pair"
-    read -r torch_tps torch_spe torch_mean < <("$PYTHON" benches/trainer_speed.py --corpus "$CORPUS" \
+    read -r torch_tps torch_spe torch_mean < <(OMP_WAIT_POLICY=PASSIVE "$PYTHON" benches/trainer_speed.py --corpus "$CORPUS" \
       --epochs "$EPOCHS" --threads "$THREADS" --models "$model" | awk '{print $2, $3, $4}')
     read -r recur_tps recur_spe recur_mean < <(recur_speed "$preset")
     ratio=$(python3 -c "print(f'{$recur_tps / $torch_tps:.2f}')")
