@@ -135,27 +135,6 @@ pub trait Backend {
     ) -> Result<Vec<u32>, TrainError>;
 }
 
-/// The device a run asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    /// recur-core on the CPU.
-    Cpu,
-    /// recur-engine on an NVIDIA GPU.
-    Cuda,
-}
-
-/// Checks that `device` can train; the CUDA engine does not train yet.
-pub fn check_device(device: Device) -> Result<(), TrainError> {
-    match device {
-        Device::Cpu => Ok(()),
-        Device::Cuda => Err(TrainError::Device(
-            "--device cuda: training on the GPU is not yet available in this build \
-             (recur-engine does not implement the training Backend yet); use --device cpu"
-                .to_string(),
-        )),
-    }
-}
-
 /// Checks a flat buffer's length against the layout.
 pub(crate) fn check_flat(
     what: &str,

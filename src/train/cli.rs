@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use recur_core::{CellKind, Gemm};
 use recur_data::{Corpus, CorpusOptions, Sampler, Vocab};
 
-use super::backend::{check_device, Backend, BackendSpec, Device};
+use super::backend::{Backend, BackendSpec};
 use super::checkpoint::Checkpoint;
 use super::config::{
     InitScheme, OptimizerKind, Sampling, StatePolicy, TrainConfig, DEFAULT_PRESET, PRESETS,
@@ -419,10 +419,6 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary, TrainError> {
     if args.device == DeviceArg::Cuda {
         return run_train_on(args, super::cuda::CudaBackend::new);
     }
-    check_device(match args.device {
-        DeviceArg::Cpu => Device::Cpu,
-        DeviceArg::Cuda => Device::Cuda,
-    })?;
     let threads = args.thread_count()?;
     let gemm = super::cpu_gemm(threads)?;
     run_train_on(args, |spec| CpuBackend::new(spec, gemm))
