@@ -12,6 +12,10 @@
 //! spaces) and the next 10,000 characters as held-out text, where a
 //! character outside the vocabulary resets the state and is not scored.
 
+// Skips go straight to stderr: the test harness captures println!, and a
+// skipped GPU test must say so in CI's log.
+use std::io::Write as _;
+
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
@@ -93,7 +97,11 @@ fn measure(label: &str, model: &TorchModel) -> (f64, f64) {
 fn f16_weights_cost_little_perplexity_on_a_trained_model() {
     let corpus = corpus_path();
     if !corpus.exists() {
-        println!("skipped: the corpus {} is absent", corpus.display());
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: the corpus {} is absent",
+            corpus.display()
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -129,11 +137,18 @@ fn f16_weights_cost_little_perplexity_on_a_trained_model() {
 #[test]
 fn f16_cost_on_a_given_model() {
     let Some(path) = std::env::var_os("RECUR_EDGE_PPL_MODEL") else {
-        println!("skipped: set RECUR_EDGE_PPL_MODEL to a model file to measure it");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: set RECUR_EDGE_PPL_MODEL to a model file to measure it"
+        );
         return;
     };
     if !corpus_path().exists() {
-        println!("skipped: the corpus {} is absent", corpus_path().display());
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: the corpus {} is absent",
+            corpus_path().display()
+        );
         return;
     }
     let path = PathBuf::from(path);

@@ -8,6 +8,10 @@
 //!   here load into PyTorch modules and give recur's logits (run when a
 //!   Python with torch and safetensors is found, else skipped with a reason).
 
+// Skips go straight to stderr: the test harness captures println!, and a
+// skipped GPU test must say so in CI's log.
+use std::io::Write as _;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -299,7 +303,7 @@ fn recur_models_load_into_pytorch() {
     let python = match torch_python() {
         Ok(p) => p,
         Err(reason) => {
-            println!("skipped: {reason}");
+            let _ = writeln!(std::io::stderr(), "skipped: {reason}");
             return;
         }
     };
@@ -403,7 +407,7 @@ fn pytorch_models_load_into_the_engine() {
     let gpu = match Gpu::new() {
         Ok(g) => g,
         Err(e) if e.is_no_device() => {
-            println!("skipped: no CUDA device");
+            let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
             return;
         }
         Err(e) => panic!("opening the GPU failed: {e}"),

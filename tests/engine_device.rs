@@ -2,6 +2,10 @@
 //! (recur's no-device driver stub, or a driver without devices) it answers
 //! `Error::NoDevice`, whose message says so.
 
+// Skips go straight to stderr: the test harness captures println!, and a
+// skipped GPU test must say so in CI's log.
+use std::io::Write as _;
+
 use recur::engine::{Error, Gpu};
 
 #[test]
@@ -15,7 +19,7 @@ fn gpu_opens_or_reports_no_device() {
         Err(e) => {
             assert_eq!(e, Error::NoDevice, "unexpected error: {e}");
             assert_eq!(e.to_string(), "no CUDA device");
-            println!("skipped: no CUDA device");
+            let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
         }
     }
 }

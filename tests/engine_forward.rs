@@ -4,6 +4,10 @@
 //! NaN-poisoned before every launch. Without a GPU the device tests print
 //! `skipped: no CUDA device`; the tolerance check runs everywhere.
 
+// Skips go straight to stderr: the test harness captures println!, and a
+// skipped GPU test must say so in CI's log.
+use std::io::Write as _;
+
 mod engine_support;
 
 use engine_support::{
@@ -102,7 +106,7 @@ proptest! {
         steps in 1usize..=40,
         seed in any::<u64>(),
     ) {
-        let gpu = match engine_support::gpu() { Some(g) => g, None => { println!("skipped: no CUDA device"); return Ok(()); } };
+        let gpu = match engine_support::gpu() { Some(g) => g, None => { let _ = writeln!(std::io::stderr(), "skipped: no CUDA device"); return Ok(()); } };
         let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, Precision::F32, PlanOptions::default(), seed);
         if let Ok(m) = &r { println!("ok f32 {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {m}"); }
         prop_assert!(r.is_ok(), "{cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
@@ -117,7 +121,7 @@ proptest! {
         steps in 1usize..=40,
         seed in any::<u64>(),
     ) {
-        let gpu = match engine_support::gpu() { Some(g) => g, None => { println!("skipped: no CUDA device"); return Ok(()); } };
+        let gpu = match engine_support::gpu() { Some(g) => g, None => { let _ = writeln!(std::io::stderr(), "skipped: no CUDA device"); return Ok(()); } };
         let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, Precision::F16, PlanOptions::default(), seed);
         if let Ok(m) = &r { println!("ok f16 {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {m}"); }
         prop_assert!(r.is_ok(), "{cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
@@ -140,7 +144,7 @@ proptest! {
         per_step in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        let gpu = match engine_support::gpu() { Some(g) => g, None => { println!("skipped: no CUDA device"); return Ok(()); } };
+        let gpu = match engine_support::gpu() { Some(g) => g, None => { let _ = writeln!(std::io::stderr(), "skipped: no CUDA device"); return Ok(()); } };
         let precision = if f16 { Precision::F16 } else { Precision::F32 };
         let path = if per_step { Path::PerStep } else { Path::PersistentSimt };
         let opts = PlanOptions { path: Some(path), units: None };

@@ -4,6 +4,10 @@
 //! own logits for the loss), with rounding-error bounds; the recurrent part
 //! is covered by engine_forward.rs. Outputs are NaN-poisoned first.
 
+// Skips go straight to stderr: the test harness captures println!, and a
+// skipped GPU test must say so in CI's log.
+use std::io::Write as _;
+
 mod engine_support;
 
 use engine_support::{random_params, random_tokens};
@@ -28,7 +32,7 @@ proptest! {
         f16 in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        let gpu = match engine_support::gpu() { Some(g) => g, None => { println!("skipped: no CUDA device"); return Ok(()); } };
+        let gpu = match engine_support::gpu() { Some(g) => g, None => { let _ = writeln!(std::io::stderr(), "skipped: no CUDA device"); return Ok(()); } };
         let precision = if f16 { Precision::F16 } else { Precision::F32 };
         let layout = ModelLayout { cell, vocab, hidden };
         let params = random_params(&layout, seed);

@@ -6,6 +6,10 @@
 //! Without a GPU every test prints `skipped: no CUDA device` and passes,
 //! except the one that checks the error the trainer gives then.
 
+// Skips go straight to stderr: the test harness captures println!, and a
+// skipped GPU test must say so in CI's log.
+use std::io::Write as _;
+
 mod engine_support;
 
 use proptest::prelude::*;
@@ -150,7 +154,7 @@ fn check_gradients(
     seed: u64,
 ) {
     let Some(gpu) = engine_support::gpu() else {
-        println!("skipped: no CUDA device");
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
         return;
     };
     let layout = layout_of(cell, vocab, hidden);
@@ -215,7 +219,7 @@ proptest! {
 /// parameters after every step agree.
 fn check_trajectory(cell: CellKind, optimizer: OptimizerKind, lr: f64, theta: f32, seed: u64) {
     if engine_support::gpu().is_none() {
-        println!("skipped: no CUDA device");
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
         return;
     }
     let (batch, steps, hidden, vocab) = (8, 12, 40, 60);
@@ -308,7 +312,7 @@ fn no_device_is_a_clear_error() {
 #[test]
 fn bad_calls_are_errors() {
     let Some(gpu) = engine_support::gpu() else {
-        println!("skipped: no CUDA device");
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
         return;
     };
     let layout = layout_of(CellKind::Lstm, 10, 8);

@@ -3,6 +3,10 @@
 //! the CPU does, within f32 tolerance; a GPU checkpoint generates on the CPU
 //! with recur-core. Without a GPU the test prints `skipped: no CUDA device`.
 
+// Skips go straight to stderr: the test harness captures println!, and a
+// skipped GPU test must say so in CI's log.
+use std::io::Write as _;
+
 mod engine_support;
 
 use std::path::{Path, PathBuf};
@@ -70,7 +74,7 @@ fn close(what: &str, got: &[f32], want: &[f32]) {
 #[test]
 fn checkpoints_move_between_cpu_and_gpu() {
     if engine_support::gpu().is_none() {
-        println!("skipped: no CUDA device");
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,10 @@ macro_rules! gpu_or_skip {
         match engine_support::gpu() {
             Some(g) => g,
             None => {
-                println!("skipped: no CUDA device");
+                // Straight to stderr: the harness captures println!, and a
+                // skipped GPU test must say so in CI's log.
+                let _ =
+                    std::io::Write::write_all(&mut std::io::stderr(), b"skipped: no CUDA device\n");
                 return;
             }
         }
