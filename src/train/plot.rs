@@ -116,6 +116,9 @@ where
         .y_desc("perplexity")
         .y_labels(20)
         .y_label_formatter(&|v| format!("{v}"))
+        // Integer labels only: no more labels than whole epochs, so a short
+        // run does not print the same rounded epoch several times.
+        .x_labels((last_epoch as usize).clamp(1, 10) + 1)
         .x_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 14))
         .draw()?;
