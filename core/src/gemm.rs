@@ -93,25 +93,7 @@ impl Gemm for Portable {
         beta: f32,
         c: &mut [f32],
     ) -> Result<(), Error> {
-        check_gemm(m, n, k, a, b, c)?;
-        let (lda, ldb) = stored_cols(ta, tb, m, n, k);
-        run(
-            Isa::detect(),
-            ta,
-            tb,
-            m,
-            n,
-            k,
-            alpha,
-            a,
-            lda,
-            b,
-            ldb,
-            beta,
-            c,
-            n,
-        );
-        Ok(())
+        gemm_with_isa(Isa::detect(), ta, tb, m, n, k, alpha, a, b, beta, c)
     }
 }
 
