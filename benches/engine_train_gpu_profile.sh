@@ -3,6 +3,7 @@
 #   here: strip -o .carry/prof/bench_engine_train <cargo bench --no-run --bench engine_train exe>
 #   there: bash benches/engine_train_gpu_profile.sh  (with .carry carried; $OUT set by the device tool)
 # Result of the first run: benches/results/engine_train_h100_profile/summary.txt
+set -uo pipefail
 B=.carry/prof/bench_engine_train
 nvidia-smi --query-gpu=name,driver_version --format=csv > $OUT/device.txt
 which nsys ncu > $OUT/tools.txt 2>&1
