@@ -3,7 +3,9 @@
 //! state, the frozen scratch bias, generation, presets and checkpoints.
 
 use recur::core::{CellKind, ModelLayout, Portable};
-use recur::train::backend::{Backend, BackendSpec, Decode, HiddenState, OptimizerState};
+use recur::train::backend::{
+    Backend, BackendSpec, BatchStats, Decode, HiddenState, OptimizerState,
+};
 use recur::train::checkpoint::Checkpoint;
 use recur::train::config::{
     InitScheme, OptimizerKind, Sampling, StatePolicy, TrainConfig, PRESETS,
@@ -583,4 +585,66 @@ fn resave_with_config(bytes: &[u8], config: &TrainConfig) -> Vec<u8> {
     metadata.insert("config".into(), config.to_json().to_string());
     let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
     safetensors::serialize(st.tensors(), Some(metadata)).unwrap()
+}
+
+/// The epoch's sums equal the per-batch losses and norms; a non-finite
+/// batch is reported with its index and from it on no update is applied;
+/// taking the stats starts new sums and resumes updates.
+#[test]
+fn stats_sum_the_batches_and_a_non_finite_batch_stops_updates() {
+    let spec = spec(CellKind::GruResetAfter, STEPS, false);
+    let layout = spec.layout;
+    let p = params(&layout, 21);
+    let mut b = CpuBackend::new(spec, Portable).unwrap();
+    b.upload_params(&p).unwrap();
+    let rows = (STEPS * BATCH) as f64;
+    let (mut loss_sum, mut norm_sum) = (0.0f64, 0.0f64);
+    for r in 0..3u32 {
+        b.forward(&tokens(STEPS * BATCH, r), &tokens(STEPS * BATCH, r + 7))
+            .unwrap();
+        loss_sum += b.loss().unwrap() as f64 * rows;
+        b.backward().unwrap();
+        b.clip_grads(Some(1.0)).unwrap();
+        norm_sum += b.norm().unwrap() as f64;
+        b.step().unwrap();
+    }
+    let stats: BatchStats = b.take_stats().unwrap();
+    assert_eq!(stats.loss_sum, loss_sum);
+    assert_eq!(stats.norm_sum, norm_sum);
+    assert_eq!(stats.first_non_finite, None);
+    assert_eq!(b.take_stats().unwrap(), BatchStats::default(), "new sums");
+
+    // Batch 0 fine, batch 1 with NaN parameters: its loss is NaN, its update
+    // and every later one are skipped until the stats are taken.
+    let mut good = vec![f32::NAN; layout.len()];
+    b.download_params(&mut good).unwrap();
+    let batch = |b: &mut CpuBackend<Portable>, r: u32| {
+        b.forward(&tokens(STEPS * BATCH, r), &tokens(STEPS * BATCH, r + 3))
+            .unwrap();
+        b.backward().unwrap();
+        b.clip_grads(None).unwrap();
+        b.step().unwrap();
+    };
+    batch(&mut b, 0);
+    let mut after_good = vec![f32::NAN; layout.len()];
+    b.download_params(&mut after_good).unwrap();
+    assert_ne!(after_good, good, "a finite batch updates");
+    let mut poisoned = after_good.clone();
+    poisoned[0] = f32::NAN;
+    b.upload_params(&poisoned).unwrap();
+    batch(&mut b, 1);
+    b.upload_params(&after_good).unwrap();
+    batch(&mut b, 2);
+    let mut kept = vec![0.0; layout.len()];
+    b.download_params(&mut kept).unwrap();
+    assert_eq!(kept, after_good, "no update after the non-finite batch");
+    let stats = b.take_stats().unwrap();
+    let (index, value) = stats.first_non_finite.expect("reported");
+    assert_eq!(index, 1);
+    assert!(value.is_nan());
+    // The carried state went NaN with the poisoned batch.
+    b.reset_state().unwrap();
+    batch(&mut b, 3);
+    b.download_params(&mut kept).unwrap();
+    assert_ne!(kept, after_good, "updates resume after the take");
 }

@@ -68,11 +68,69 @@ pub enum Decode {
     },
 }
 
+/// Sums over the mini-batches since the last [`Backend::take_stats`]: what
+/// an epoch's log line needs, gathered where the work happens so that a
+/// device backend is waited for once per epoch, not once per batch.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BatchStats {
+    /// Σ over batches of (the batch's mean loss × its T·B predictions).
+    pub loss_sum: f64,
+    /// Σ over batches of the gradients' global norm before clipping
+    /// (batches where [`Backend::clip_grads`] ran).
+    pub norm_sum: f64,
+    /// The first batch (0-based since the last take) whose loss or gradient
+    /// norm was NaN or infinite, and that value. From that batch on the
+    /// backend applies no update until the stats are taken.
+    pub first_non_finite: Option<(u64, f32)>,
+}
+
+/// The host-side bookkeeping of [`BatchStats`] for backends that see every
+/// loss and norm on the host anyway (the CPU).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StatsAccumulator {
+    stats: BatchStats,
+    /// Forwards since the last take (the index of the next batch).
+    batches: u64,
+}
+
+impl StatsAccumulator {
+    /// Records a batch's mean loss over `rows` predictions.
+    pub(crate) fn record_loss(&mut self, loss: f32, rows: usize) {
+        self.stats.loss_sum += loss as f64 * rows as f64;
+        self.batches += 1;
+        self.check(loss);
+    }
+
+    /// Records the current batch's gradient norm.
+    pub(crate) fn record_norm(&mut self, norm: f32) {
+        self.stats.norm_sum += norm as f64;
+        self.check(norm);
+    }
+
+    fn check(&mut self, value: f32) {
+        if !value.is_finite() && self.stats.first_non_finite.is_none() {
+            self.stats.first_non_finite = Some((self.batches.saturating_sub(1), value));
+        }
+    }
+
+    /// Whether updates are suspended (a non-finite value was seen).
+    pub(crate) fn diverged(&self) -> bool {
+        self.stats.first_non_finite.is_some()
+    }
+
+    /// The sums so far; starts new ones.
+    pub(crate) fn take(&mut self) -> BatchStats {
+        core::mem::take(self).stats
+    }
+}
+
 /// One training device.
 ///
-/// The call sequence of a mini-batch is [`forward_loss`](Backend::forward_loss),
-/// [`backward`](Backend::backward), [`clip`](Backend::clip),
-/// [`step`](Backend::step). Token ids are laid out time-major, (T, B):
+/// The call sequence of a mini-batch is [`forward`](Backend::forward),
+/// [`backward`](Backend::backward), [`clip_grads`](Backend::clip_grads),
+/// [`step`](Backend::step); [`take_stats`](Backend::take_stats) once per
+/// epoch collects the losses and norms. None of these but `take_stats`
+/// needs to wait for a device. Token ids are laid out time-major, (T, B):
 /// element `t·B + b` is step `t` of row `b`, as d2l's loss sees them after
 /// its transpose.
 pub trait Backend {
@@ -107,20 +165,45 @@ pub trait Backend {
     fn download_state(&self) -> Result<HiddenState, TrainError>;
 
     /// Runs a mini-batch forward from the carried state, which it advances
-    /// to the batch's final state, and returns the mean softmax
-    /// cross-entropy. `inputs`, `targets`: (T, B) token ids.
-    fn forward_loss(&mut self, inputs: &[u32], targets: &[u32]) -> Result<f32, TrainError>;
+    /// to the batch's final state; its mean softmax cross-entropy goes into
+    /// the [`BatchStats`]. `inputs`, `targets`: (T, B) token ids.
+    fn forward(&mut self, inputs: &[u32], targets: &[u32]) -> Result<(), TrainError>;
 
-    /// Sets the gradients to those of the last [`forward_loss`](Backend::forward_loss).
+    /// The last forward's mean loss (a device backend waits for it).
+    fn loss(&self) -> Result<f32, TrainError>;
+
+    /// [`forward`](Backend::forward), then [`loss`](Backend::loss).
+    fn forward_loss(&mut self, inputs: &[u32], targets: &[u32]) -> Result<f32, TrainError> {
+        self.forward(inputs, targets)?;
+        self.loss()
+    }
+
+    /// Sets the gradients to those of the last [`forward`](Backend::forward).
     fn backward(&mut self) -> Result<(), TrainError>;
 
-    /// The gradients' global L2 norm; with `Some(theta)` the gradients are
-    /// then scaled to norm θ if it is larger (d2l's `grad_clipping`).
-    /// Returns the norm before clipping.
-    fn clip(&mut self, theta: Option<f32>) -> Result<f32, TrainError>;
+    /// Computes the gradients' global L2 norm (into the [`BatchStats`]);
+    /// with `Some(theta)` the gradients are then scaled to norm θ if it is
+    /// larger (d2l's `grad_clipping`).
+    fn clip_grads(&mut self, theta: Option<f32>) -> Result<(), TrainError>;
 
-    /// Applies the update rule to the parameters.
+    /// The norm before clipping of the last [`clip_grads`](Backend::clip_grads)
+    /// (a device backend waits for it).
+    fn norm(&self) -> Result<f32, TrainError>;
+
+    /// [`clip_grads`](Backend::clip_grads), then [`norm`](Backend::norm).
+    fn clip(&mut self, theta: Option<f32>) -> Result<f32, TrainError> {
+        self.clip_grads(theta)?;
+        self.norm()
+    }
+
+    /// Applies the update rule to the parameters, unless a loss or norm
+    /// since the last [`take_stats`](Backend::take_stats) was not finite:
+    /// then the parameters and the optimizer's moments stay as they were.
     fn step(&mut self) -> Result<(), TrainError>;
+
+    /// The sums since the last call (or since the backend was made), and
+    /// new ones started; updates resume.
+    fn take_stats(&mut self) -> Result<BatchStats, TrainError>;
 
     /// d2l's `predict`: from a zero state, feeds `prefix`, then appends
     /// `len` tokens each chosen by `decode` from the output after the

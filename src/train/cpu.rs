@@ -9,7 +9,10 @@ use recur_core::output::{self, DenseDims};
 use recur_core::sample;
 use recur_core::{Gemm, ModelLayout};
 
-use super::backend::{check_flat, Backend, BackendSpec, Decode, HiddenState, OptimizerState};
+use super::backend::{
+    check_flat, Backend, BackendSpec, BatchStats, Decode, HiddenState, OptimizerState,
+    StatsAccumulator,
+};
 use super::config::OptimizerKind;
 use super::error::TrainError;
 use super::rng::TrainRng;
@@ -55,6 +58,11 @@ pub struct CpuBackend<G: Gemm> {
     /// Whether `logits` holds probabilities of the current forward (so that
     /// a backward without a forward is refused).
     forward_done: bool,
+    /// The last forward's mean loss and the last clip's norm.
+    last_loss: f32,
+    last_norm: f32,
+    /// Sums since the last `take_stats`.
+    stats: StatsAccumulator,
 }
 
 impl<G: Gemm> CpuBackend<G> {
@@ -104,6 +112,9 @@ impl<G: Gemm> CpuBackend<G> {
             dh0: vec![0.0; state_len],
             dc0: vec![0.0; c_len],
             forward_done: false,
+            last_loss: f32::NAN,
+            last_norm: f32::NAN,
+            stats: StatsAccumulator::default(),
             spec,
         })
     }
@@ -204,7 +215,7 @@ impl<G: Gemm> Backend for CpuBackend<G> {
         })
     }
 
-    fn forward_loss(&mut self, inputs: &[u32], targets: &[u32]) -> Result<f32, TrainError> {
+    fn forward(&mut self, inputs: &[u32], targets: &[u32]) -> Result<(), TrainError> {
         self.forward_done = false;
         let dims = seq_dims(&self.spec)?;
         let dense = self.dense_dims();
@@ -245,13 +256,19 @@ impl<G: Gemm> Backend for CpuBackend<G> {
         self.state_h.copy_from_slice(&self.hs[self.hs.len() - bh..]);
         self.state_c.copy_from_slice(&self.c_last);
         self.forward_done = true;
-        Ok(loss)
+        self.last_loss = loss;
+        self.stats.record_loss(loss, self.targets.len());
+        Ok(())
+    }
+
+    fn loss(&self) -> Result<f32, TrainError> {
+        Ok(self.last_loss)
     }
 
     fn backward(&mut self) -> Result<(), TrainError> {
         if !self.forward_done {
             return Err(TrainError::Config(
-                "backward called without a forward_loss before it".into(),
+                "backward called without a forward before it".into(),
             ));
         }
         self.forward_done = false;
@@ -297,14 +314,29 @@ impl<G: Gemm> Backend for CpuBackend<G> {
         Ok(())
     }
 
-    fn clip(&mut self, theta: Option<f32>) -> Result<f32, TrainError> {
-        Ok(match theta {
+    fn clip_grads(&mut self, theta: Option<f32>) -> Result<(), TrainError> {
+        let norm = match theta {
             Some(theta) => clip::clip_global_norm(&mut self.grads, theta)?,
             None => clip::global_norm(&self.grads),
-        })
+        };
+        self.last_norm = norm;
+        self.stats.record_norm(norm);
+        Ok(())
+    }
+
+    fn norm(&self) -> Result<f32, TrainError> {
+        Ok(self.last_norm)
+    }
+
+    fn take_stats(&mut self) -> Result<BatchStats, TrainError> {
+        Ok(self.stats.take())
     }
 
     fn step(&mut self) -> Result<(), TrainError> {
+        if self.stats.diverged() {
+            // A non-finite loss or norm: keep the last good parameters.
+            return Ok(());
+        }
         self.step += 1;
         match self.spec.optimizer {
             OptimizerKind::Sgd => {

@@ -8,7 +8,10 @@
 use recur_core::optim::AdamConfig;
 use recur_engine::{DeviceTrainer, Gpu, TrainOptimizer};
 
-use super::backend::{check_flat, Backend, BackendSpec, Decode, HiddenState, OptimizerState};
+use super::backend::{
+    check_flat, Backend, BackendSpec, BatchStats, Decode, HiddenState, OptimizerState,
+    StatsAccumulator,
+};
 use super::config::OptimizerKind;
 use super::cpu::generate_cpu;
 use super::error::TrainError;
@@ -20,6 +23,10 @@ pub struct CudaBackend {
     trainer: DeviceTrainer,
     /// Updates taken.
     step: u64,
+    /// The last loss and norm, and the sums since the last take.
+    last_loss: f32,
+    last_norm: f32,
+    stats: StatsAccumulator,
 }
 
 /// The engine's error as the trainer's, naming the device.
@@ -52,6 +59,9 @@ impl CudaBackend {
             spec,
             trainer,
             step: 0,
+            last_loss: f32::NAN,
+            last_norm: f32::NAN,
+            stats: StatsAccumulator::default(),
         })
     }
 }
@@ -131,11 +141,17 @@ impl Backend for CudaBackend {
         Ok(HiddenState { h, c })
     }
 
-    fn forward_loss(&mut self, inputs: &[u32], targets: &[u32]) -> Result<f32, TrainError> {
+    fn forward(&mut self, inputs: &[u32], targets: &[u32]) -> Result<(), TrainError> {
         self.trainer
             .forward(inputs, targets)
             .map_err(device_error)?;
-        self.trainer.loss().map_err(device_error)
+        self.last_loss = self.trainer.loss().map_err(device_error)?;
+        self.stats.record_loss(self.last_loss, inputs.len());
+        Ok(())
+    }
+
+    fn loss(&self) -> Result<f32, TrainError> {
+        Ok(self.last_loss)
     }
 
     fn backward(&mut self) -> Result<(), TrainError> {
@@ -144,11 +160,24 @@ impl Backend for CudaBackend {
             .map_err(device_error)
     }
 
-    fn clip(&mut self, theta: Option<f32>) -> Result<f32, TrainError> {
-        self.trainer.clip(theta).map_err(device_error)
+    fn clip_grads(&mut self, theta: Option<f32>) -> Result<(), TrainError> {
+        self.last_norm = self.trainer.clip(theta).map_err(device_error)?;
+        self.stats.record_norm(self.last_norm);
+        Ok(())
+    }
+
+    fn norm(&self) -> Result<f32, TrainError> {
+        Ok(self.last_norm)
+    }
+
+    fn take_stats(&mut self) -> Result<BatchStats, TrainError> {
+        Ok(self.stats.take())
     }
 
     fn step(&mut self) -> Result<(), TrainError> {
+        if self.stats.diverged() {
+            return Ok(());
+        }
         self.step += 1;
         match self.spec.optimizer {
             OptimizerKind::Sgd => self.trainer.sgd_step(self.spec.lr as f32),

@@ -20,7 +20,7 @@ pub mod plot;
 pub mod rng;
 pub mod trainer;
 
-pub use backend::{Backend, BackendSpec, Decode, HiddenState, OptimizerState};
+pub use backend::{Backend, BackendSpec, BatchStats, Decode, HiddenState, OptimizerState};
 pub use checkpoint::Checkpoint;
 pub use config::{InitScheme, OptimizerKind, Sampling, StatePolicy, TrainConfig, PRESETS};
 pub use cpu::CpuBackend;

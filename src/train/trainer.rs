@@ -128,8 +128,10 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// Trains one epoch. `progress(done, total)` is called after every
-    /// mini-batch. A NaN or infinite loss or gradient norm stops the epoch
-    /// with [`TrainError::Diverged`] before any update is applied with it.
+    /// mini-batch. A NaN or infinite loss or gradient norm stops training
+    /// with [`TrainError::Diverged`] at the end of the epoch; the backend
+    /// applies no update from that batch on, so the parameters are the last
+    /// finite ones.
     pub fn train_epoch(
         &mut self,
         progress: &mut dyn FnMut(usize, usize),
@@ -141,7 +143,7 @@ impl<B: Backend> Trainer<B> {
         }
         self.sampler.set_epoch(self.epoch as u64);
         let batches = self.sampler.epoch_size();
-        let (mut loss_sum, mut count, mut norm_sum) = (0.0f64, 0usize, 0.0f64);
+        let mut count = 0usize;
         for index in 0..batches {
             let batch = self
                 .sampler
@@ -152,39 +154,31 @@ impl<B: Backend> Trainer<B> {
             } else {
                 self.backend.detach_state()?;
             }
-            let loss = self.backend.forward_loss(batch.inputs, batch.targets)?;
-            if !loss.is_finite() {
-                return Err(TrainError::Diverged {
-                    epoch,
-                    batch: index,
-                    loss,
-                });
-            }
+            self.backend.forward(batch.inputs, batch.targets)?;
             self.backend.backward()?;
-            let norm = self.backend.clip(self.config.clip)?;
-            if !norm.is_finite() {
-                return Err(TrainError::Diverged {
-                    epoch,
-                    batch: index,
-                    loss: norm,
-                });
-            }
+            self.backend.clip_grads(self.config.clip)?;
             self.backend.step()?;
-            let n = batch.inputs.len();
-            loss_sum += loss as f64 * n as f64;
-            count += n;
-            norm_sum += norm as f64;
+            count += batch.inputs.len();
             progress(index + 1, batches);
         }
+        // The one wait for the device per epoch.
+        let stats = self.backend.take_stats()?;
+        if let Some((batch, value)) = stats.first_non_finite {
+            return Err(TrainError::Diverged {
+                epoch,
+                batch: batch as usize,
+                loss: value,
+            });
+        }
         let seconds = start.elapsed().as_secs_f64();
-        let loss = loss_sum / count as f64;
+        let loss = stats.loss_sum / count as f64;
         let record = EpochRecord {
             epoch,
             perplexity: loss.exp(),
             loss,
             seconds,
             tokens_per_s: count as f64 / seconds.max(1e-9),
-            grad_norm: norm_sum / batches as f64,
+            grad_norm: stats.norm_sum / batches as f64,
         };
         self.epoch = epoch;
         self.history.push(record);
