@@ -31,6 +31,10 @@
 
 pub(crate) mod matvec;
 
+/// The matrix-vector kernel of the step (output layer and, at batch 1, the
+/// cells' recurrent product), chosen at run time: `Kernel::detect()`.
+pub use matvec::Kernel;
+
 use rand_core::RngCore;
 
 use crate::cell::{self, Input};
