@@ -1,8 +1,10 @@
 //! Training-step time of the GPU engine (prints `skipped: no CUDA device`
 //! and exits without a GPU): forward, backward, clipping (θ = 1) and Adam
 //! on the resident weights at d2l's shape (B 32, H 256, vocabulary 1,027,
-//! T 35), every cell, f32; the loss and the norm read back every step as
-//! the trainer does. The PyTorch side (nn.GRU / nn.LSTM + Linear +
+//! T 35), every cell, f32; no host wait inside an epoch: the loss and norm
+//! sums are taken once per 8 mini-batches, as the trainer does. Prints the
+//! device operations (launches, copies, fills) per step. `BENCH_CELL=<cell>`
+//! runs one cell (e.g. `GruResetAfter`, for a profile). The PyTorch side (nn.GRU / nn.LSTM + Linear +
 //! CrossEntropy + Adam, same shapes, same GPU) is
 //! benches/engine_train_torch.py.
 
@@ -26,12 +28,17 @@ fn main() {
     println!("{}", gpu.name());
     let (b, h, v, t) = (32, 256, 1027, 35);
     let mut rng = StdRng::seed_from_u64(1);
+    // `BENCH_CELL=GruResetAfter` (a CellKind's name) runs that cell only (profiles).
+    let only = std::env::var("BENCH_CELL").ok();
     for cell in [
         CellKind::RnnTanh,
         CellKind::GruResetBefore,
         CellKind::GruResetAfter,
         CellKind::Lstm,
     ] {
+        if only.as_ref().is_some_and(|c| *c != format!("{cell:?}")) {
+            continue;
+        }
         let layout = ModelLayout {
             cell,
             vocab: v,
@@ -53,28 +60,34 @@ fn main() {
             ..AdamConfig::default()
         };
         let mut step = 0u64;
-        let mut run = |n: usize, tr: &mut DeviceTrainer| -> f32 {
+        // Epochs of 8 mini-batches, the statistics taken at each end.
+        let mut run = |epochs: usize, tr: &mut DeviceTrainer| -> f64 {
             let mut loss = 0.0;
-            for i in 0..n {
-                let (x, y) = &batches[i % batches.len()];
-                tr.forward(x, y).unwrap();
-                loss = tr.loss().unwrap();
-                tr.backward(false).unwrap();
-                tr.clip(Some(1.0)).unwrap();
-                step += 1;
-                tr.adam_step(step, &cfg).unwrap();
+            for _ in 0..epochs {
+                for (x, y) in &batches {
+                    tr.forward(x, y).unwrap();
+                    tr.backward(false).unwrap();
+                    tr.clip(Some(1.0)).unwrap();
+                    step += 1;
+                    tr.adam_step(step, &cfg).unwrap();
+                }
+                let s = tr.take_stats().unwrap();
+                assert_eq!(s.first_non_finite, None);
+                loss = s.loss_sum / (s.batches as usize * t * b) as f64;
             }
-            gpu.synchronize().unwrap();
             loss
         };
-        run(10, &mut tr);
-        let n = 200;
+        run(2, &mut tr);
+        let ops_before = tr.device_ops();
+        let epochs = 25;
+        let n = epochs * batches.len();
         let start = Instant::now();
-        let loss = run(n, &mut tr);
+        let loss = run(epochs, &mut tr);
         let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let ops = (tr.device_ops() - ops_before) as f64 / n as f64;
         println!(
             "recur train step B={b} H={h} V={v} T={t} {cell:?} f32 Adam+clip: {us:.1} us/step \
-             ({:.3} us per time step), last loss {loss:.3}",
+             ({:.3} us per time step, {ops:.0} device ops per step), last epoch's mean loss {loss:.3}",
             us / t as f64
         );
     }

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# GPU training checks and timings from binaries built here (the GPU machine
-# has no Rust toolchain):
-#   bash benches/engine_train_gpu.sh pack   # here: builds, packs .carry/train-bins.tar.xz
-#                                           # (and copies the corpus beside it, git-ignored)
-#   bash benches/engine_train_gpu.sh run    # there, .carry carried; logs into $OUT
-# Every step has its own time limit.
+# GPU training checks, timings and a per-kernel profile from binaries built
+# here (the GPU machine has no Rust toolchain):
+#   bash benches/engine_train_gpu.sh pack   # here: builds, strips into .carry/h1/ (git-ignored;
+#                                           # the corpus copied beside them)
+#   bash benches/engine_train_gpu.sh run    # there, with .carry/h1 carried; logs into $OUT
+# Every step has its own time limit. `RECUR_SRC` (pack) builds from another
+# checkout of the repository (e.g. a worktree), default this one.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+DEST=$PWD/.carry/h1
 exe_of() { # json, target name, kind
   echo "$1" | python3 -c "import sys,json
 for l in sys.stdin:
@@ -15,39 +17,53 @@ for l in sys.stdin:
 }
 if [ "${1:-}" = pack ]; then
   set -e
-  STAGE=$(mktemp -d)
-  json=$(cargo test --release --no-run --message-format=json --test engine_train)
-  strip -o "$STAGE/engine_train" "$(exe_of "$json" engine_train test)"
-  json=$(cargo bench --no-run --message-format=json --bench engine_train)
-  strip -o "$STAGE/bench_engine_train" "$(exe_of "$json" engine_train bench)"
-  json=$(cargo build --release --message-format=json --example train --example generate)
-  strip -o "$STAGE/train" "$(exe_of "$json" train example)"
-  strip -o "$STAGE/generate" "$(exe_of "$json" generate example)"
-  mkdir -p .carry
-  tar -cJf .carry/train-bins.tar.xz -C "$STAGE" .
-  cp ../shared/data/jaychou_lyrics.txt.zip .carry/corpus.zip
-  ls -la .carry
+  mkdir -p "$DEST"
+  cp ../shared/data/jaychou_lyrics.txt.zip "$DEST/corpus.zip"
+  cd "${RECUR_SRC:-.}"
+  json=$(cargo test --release --no-run --message-format=json -p recur --test engine_train)
+  strip -o "$DEST/engine_train" "$(exe_of "$json" engine_train test)"
+  json=$(cargo bench --no-run --message-format=json -p recur --bench engine_train)
+  strip -o "$DEST/bench_engine_train" "$(exe_of "$json" engine_train bench)"
+  if json=$(cargo build --release --message-format=json -p recur --example train --example generate); then
+    strip -o "$DEST/train" "$(exe_of "$json" train example)"
+    strip -o "$DEST/generate" "$(exe_of "$json" generate example)"
+  else
+    echo "the trainer examples do not build: the run skips them"
+    rm -f "$DEST/train" "$DEST/generate"
+  fi
+  git rev-parse HEAD > "$DEST/commit.txt"
+  git status --short >> "$DEST/commit.txt"
+  ls -la "$DEST"
   exit 0
 fi
 OUT=${OUT:-/tmp/engine-train-out}
 mkdir -p "$OUT"
-BIN=$(mktemp -d)
-tar -xJf .carry/train-bins.tar.xz -C "$BIN"
-{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; } > "$OUT/device.txt" 2>&1
+BIN=.carry/h1
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; cat $BIN/commit.txt; } \
+  > "$OUT/device.txt" 2>&1
 export RUST_BACKTRACE=1
 run() { # name, limit (s), command...
   local name=$1 limit=$2; shift 2
   local start=$SECONDS
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
-  printf '%-28s rc=%-3s %4ss\n' "$name" "$rc" "$((SECONDS - start))" | tee -a "$OUT/summary.txt"
+  printf '%-28s rc=%-3s %4ss\n' "$name" "$rc" "$((SECONDS - start))" | tee -a "$OUT/steps.txt"
 }
-run test_engine_train 180 "$BIN/engine_train" --test-threads=4 --nocapture
-run bench_engine_train 45 "$BIN/bench_engine_train"
+run test_engine_train 150 "$BIN/engine_train" --test-threads=4 --nocapture
+run bench_engine_train 60 "$BIN/bench_engine_train"
+grep -h "train step" "$OUT/bench_engine_train.log"
 run torch_train 80 python3 benches/engine_train_torch.py
-CK=$(mktemp -d)
-run train_d2l_gru_cuda 80 "$BIN/train" --preset d2l-gru --device cuda --corpus .carry/corpus.zip \
-  --metrics "$OUT/d2l_gru_cuda.jsonl" --checkpoint "$CK/gru.safetensors"
-run generate_cpu_from_gpu_ckpt 20 "$BIN/generate" --checkpoint "$CK/gru.safetensors" --prefix 分开 --len 50
-run train_d2l_concise_lstm_cuda 50 "$BIN/train" --preset d2l-concise-lstm --device cuda \
-  --corpus .carry/corpus.zip --metrics "$OUT/d2l_concise_lstm_cuda.jsonl"
+grep -h "train step" "$OUT/torch_train.log"
+if [ -x "$BIN/train" ]; then
+  CK=$(mktemp -d)
+  run train_d2l_gru_cuda 60 "$BIN/train" --preset d2l-gru --device cuda --corpus $BIN/corpus.zip \
+    --metrics "$OUT/d2l_gru_cuda.jsonl" --checkpoint "$CK/gru.safetensors"
+  tail -3 "$OUT/train_d2l_gru_cuda.log"
+  run generate_cpu_from_gpu_ckpt 20 "$BIN/generate" --checkpoint "$CK/gru.safetensors" --prefix 分开 --len 50
+fi
+if [ "${PROFILE:-1}" = 1 ] && command -v ncu >/dev/null; then
+  # Per-kernel GPU time of ~3 steps of the GRU (reset-after, as d2l-gru).
+  BENCH_CELL=GruResetAfter run ncu_profile 200 ncu --metrics gpu__time_duration.sum --launch-skip 2000 --launch-count 300 \
+    "$BIN/bench_engine_train"
+fi
+grep -E "test result|panicked|FAILED" "$OUT/test_engine_train.log" | head

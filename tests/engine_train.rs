@@ -1,10 +1,13 @@
-//! GPU training (recur-engine's DeviceTrainer and the trainer's CUDA
-//! backend) against recur-core: every gradient of a language model (cell +
-//! output layer + softmax cross-entropy) for arbitrary small shapes and
-//! every cell, the loss, the norm, the carried state, and 5-step training
-//! trajectories (SGD and Adam, clipping active) against the CPU backend.
+//! GPU training (recur-engine's DeviceTrainer) against recur-core: every
+//! gradient of a language model (cell + output layer + softmax
+//! cross-entropy) for arbitrary small shapes and every cell, the loss, the
+//! norm, the carried state, 5-step training trajectories (SGD and Adam,
+//! clipping active) against recur-core's clip / sgd / adam, the statistics
+//! kept on the device against the per-batch values, and a non-finite batch
+//! skipping the updates on the device until the statistics are taken.
 //! Without a GPU every test prints `skipped: no CUDA device` and passes,
-//! except the one that checks the error the trainer gives then.
+//! except the one that checks the error the trainer's CUDA backend gives
+//! then.
 
 // Skips go straight to stderr: the test harness captures println!, and a
 // skipped GPU test must say so in CI's log.
@@ -14,12 +17,12 @@ mod engine_support;
 
 use proptest::prelude::*;
 use recur::core::cell::{self, Input, SeqDims};
+use recur::core::optim::{self, AdamConfig};
 use recur::core::output::{self, DenseDims};
 use recur::core::{clip, CellKind, ModelLayout, Portable};
-use recur::engine::{DeviceTrainer, TrainOptimizer};
-use recur::train::backend::{Backend, BackendSpec};
+use recur::engine::{DeviceTrainer, TrainOptimizer, TrainStats};
+use recur::train::backend::BackendSpec;
 use recur::train::config::OptimizerKind;
-use recur::train::cpu::CpuBackend;
 use recur::train::cuda::CudaBackend;
 
 const CELLS: [CellKind; 5] = [
@@ -36,6 +39,8 @@ struct CoreResult {
     loss: f32,
     grads: Vec<f32>,
     h_last: Vec<f32>,
+    /// (B, H), LSTM only (else empty).
+    c_last: Vec<f32>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -117,6 +122,7 @@ fn core_reference(
         loss,
         grads,
         h_last: hs[hs.len() - batch * h..].to_vec(),
+        c_last,
     }
 }
 
@@ -173,11 +179,13 @@ fn check_gradients(
     let loss = t.loss().unwrap();
     t.backward(false).unwrap();
     let grads = t.download_grads().unwrap();
-    let (h_last, _) = t.download_state().unwrap();
+    let (h_last, c_last) = t.download_state().unwrap();
     assert_close("loss", &[loss], &[want.loss], 1e-5, 1e-5);
     assert_close("h_last", &h_last, &want.h_last, 1e-5, 1e-4);
+    assert_close("c_last", &c_last, &want.c_last, 1e-5, 1e-4);
     let worst = assert_close("gradients", &grads, &want.grads, 2e-6, 2e-3);
-    let norm = t.clip(None).unwrap();
+    t.clip(None).unwrap();
+    let norm = t.norm().unwrap();
     assert_close(
         "norm",
         &[norm],
@@ -214,77 +222,185 @@ proptest! {
     }
 }
 
-/// Five mini-batches (forward, backward, clip, step) on the CPU backend and
-/// on the CUDA backend from the same parameters: losses, norms and the
-/// parameters after every step agree.
-fn check_trajectory(cell: CellKind, optimizer: OptimizerKind, lr: f64, theta: f32, seed: u64) {
-    if engine_support::gpu().is_none() {
+/// Five mini-batches (forward, backward, clip, step) on the DeviceTrainer
+/// and on recur-core (its gradients, `clip_global_norm`, `sgd_step` /
+/// `adam_step`) from the same parameters: losses, norms, the parameters and
+/// the carried state after every step, Adam's moments at the end, and the
+/// device's statistics against the per-batch loss and norm.
+fn check_trajectory(cell: CellKind, optimizer: TrainOptimizer, lr: f64, theta: f32, seed: u64) {
+    let Some(gpu) = engine_support::gpu() else {
         let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
         return;
-    }
+    };
     let (batch, steps, hidden, vocab) = (8, 12, 40, 60);
     let layout = layout_of(cell, vocab, hidden);
-    let spec = BackendSpec {
-        layout,
-        batch,
-        steps,
-        optimizer,
+    let freeze_bias_hh = cell == CellKind::GruResetBefore;
+    let mut p_cpu = engine_support::random_params(&layout, seed);
+    let mut t = DeviceTrainer::new(&gpu, layout, batch, steps, optimizer).unwrap();
+    t.upload_params(&p_cpu).unwrap();
+    let n = layout.len();
+    let (mut m_cpu, mut v_cpu) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let bh = batch * hidden;
+    let c_len = if cell.has_cell_state() { bh } else { 0 };
+    let (mut h_cpu, mut c_cpu) = (vec![0.0f32; bh], vec![0.0f32; c_len]);
+    let cfg = AdamConfig {
         lr,
-        freeze_bias_hh: cell == CellKind::GruResetBefore,
+        ..AdamConfig::default()
     };
-    let params = engine_support::random_params(&layout, seed);
-    let mut cpu = CpuBackend::new(spec, Portable).unwrap();
-    let mut gpu = CudaBackend::new(spec).unwrap();
-    cpu.upload_params(&params).unwrap();
-    gpu.upload_params(&params).unwrap();
-    let mut p_cpu = vec![0.0f32; layout.len()];
-    let mut p_gpu = vec![0.0f32; layout.len()];
+    let b_hh = layout.tensors()[3];
     let mut clipped = false;
+    let (mut loss_sum, mut norm_sum) = (0.0f64, 0.0f64);
     for i in 0..5u64 {
         let inputs = engine_support::random_tokens(steps * batch, vocab, seed + 10 * i);
         let targets = engine_support::random_tokens(steps * batch, vocab, seed + 10 * i + 1);
-        let l_cpu = cpu.forward_loss(&inputs, &targets).unwrap();
-        let l_gpu = gpu.forward_loss(&inputs, &targets).unwrap();
-        cpu.backward().unwrap();
-        gpu.backward().unwrap();
-        let n_cpu = cpu.clip(Some(theta)).unwrap();
-        let n_gpu = gpu.clip(Some(theta)).unwrap();
+        let mut want = core_reference(
+            layout, batch, steps, &p_cpu, &h_cpu, &c_cpu, &inputs, &targets,
+        );
+        if freeze_bias_hh {
+            want.grads[b_hh.offset..b_hh.offset + b_hh.rows].fill(0.0);
+        }
+        let n_cpu = clip::clip_global_norm(&mut want.grads, theta).unwrap();
         clipped |= n_cpu > theta;
-        cpu.step().unwrap();
-        gpu.step().unwrap();
-        assert_close("loss", &[l_gpu], &[l_cpu], 1e-5, 1e-4);
+        match optimizer {
+            TrainOptimizer::Sgd => optim::sgd_step(&mut p_cpu, &want.grads, lr as f32).unwrap(),
+            TrainOptimizer::Adam => {
+                optim::adam_step(&mut p_cpu, &mut m_cpu, &mut v_cpu, &want.grads, i + 1, &cfg)
+                    .unwrap()
+            }
+        }
+        h_cpu = want.h_last;
+        c_cpu = want.c_last;
+
+        t.forward(&inputs, &targets).unwrap();
+        t.backward(freeze_bias_hh).unwrap();
+        t.clip(Some(theta)).unwrap();
+        match optimizer {
+            TrainOptimizer::Sgd => t.sgd_step(lr as f32).unwrap(),
+            TrainOptimizer::Adam => t.adam_step(i + 1, &cfg).unwrap(),
+        }
+        let (l_gpu, n_gpu) = (t.loss().unwrap(), t.norm().unwrap());
+        loss_sum += l_gpu as f64 * (steps * batch) as f64;
+        norm_sum += n_gpu as f64;
+        assert_close("loss", &[l_gpu], &[want.loss], 1e-5, 1e-4);
         assert_close("norm", &[n_gpu], &[n_cpu], 1e-6, 1e-3);
-        cpu.download_params(&mut p_cpu).unwrap();
-        gpu.download_params(&mut p_gpu).unwrap();
+        let p_gpu = t.download_params().unwrap();
         assert_close("parameters", &p_gpu, &p_cpu, 2e-5, 1e-4);
-        let s_cpu = cpu.download_state().unwrap();
-        let s_gpu = gpu.download_state().unwrap();
-        assert_close("carried h", &s_gpu.h, &s_cpu.h, 1e-5, 1e-3);
-        assert_close("carried c", &s_gpu.c, &s_cpu.c, 1e-5, 1e-3);
+        let (h_gpu, c_gpu) = t.download_state().unwrap();
+        assert_close("carried h", &h_gpu, &h_cpu, 1e-5, 1e-3);
+        assert_close("carried c", &c_gpu, &c_cpu, 1e-5, 1e-3);
     }
     assert!(
         clipped,
         "theta {theta} never clipped: the test would not cover clipping"
     );
-    let o_cpu = cpu.download_optimizer().unwrap();
-    let o_gpu = gpu.download_optimizer().unwrap();
-    assert_eq!(o_cpu.step, o_gpu.step);
-    assert_close("exp_avg", &o_gpu.exp_avg, &o_cpu.exp_avg, 1e-6, 1e-3);
-    assert_close(
-        "exp_avg_sq",
-        &o_gpu.exp_avg_sq,
-        &o_cpu.exp_avg_sq,
-        1e-9,
-        1e-3,
+    if optimizer == TrainOptimizer::Adam {
+        let (m_gpu, v_gpu) = t.download_moments().unwrap();
+        assert_close("exp_avg", &m_gpu, &m_cpu, 1e-6, 1e-3);
+        assert_close("exp_avg_sq", &v_gpu, &v_cpu, 1e-9, 1e-3);
+    }
+    let stats = t.take_stats().unwrap();
+    assert_eq!(stats.batches, 5);
+    assert_eq!(stats.first_non_finite, None);
+    assert_close_f64("loss_sum", stats.loss_sum, loss_sum);
+    assert_close_f64("norm_sum", stats.norm_sum, norm_sum);
+    let empty = t.take_stats().unwrap();
+    assert_eq!(
+        empty,
+        TrainStats {
+            loss_sum: 0.0,
+            norm_sum: 0.0,
+            batches: 0,
+            first_non_finite: None
+        },
+        "take resets the sums"
     );
     println!("{cell:?} {optimizer:?}: 5 steps agree");
+}
+
+/// The device sums the same f32 values in the same order in f64.
+fn assert_close_f64(what: &str, got: f64, want: f64) {
+    assert!(
+        (got - want).abs() <= 1e-12 * want.abs(),
+        "{what}: device {got}, per-batch values {want}"
+    );
 }
 
 #[test]
 fn trajectories_sgd_and_adam_with_clipping() {
     for (k, cell) in CELLS.into_iter().enumerate() {
-        check_trajectory(cell, OptimizerKind::Sgd, 1.0, 0.05, 100 + k as u64);
-        check_trajectory(cell, OptimizerKind::Adam, 1e-3, 0.05, 200 + k as u64);
+        check_trajectory(cell, TrainOptimizer::Sgd, 1.0, 0.05, 100 + k as u64);
+        check_trajectory(cell, TrainOptimizer::Adam, 1e-3, 0.05, 200 + k as u64);
+    }
+}
+
+/// A batch whose loss is not finite (a NaN carried state) makes the device
+/// skip this and every later update until the statistics are taken
+/// (parameters and moments untouched), and the take reports it.
+#[test]
+fn non_finite_batch_skips_updates_until_taken() {
+    let Some(gpu) = engine_support::gpu() else {
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
+        return;
+    };
+    let (batch, steps, hidden, vocab) = (4, 6, 24, 30);
+    for (optimizer, cell) in [
+        (TrainOptimizer::Adam, CellKind::GruResetAfter),
+        (TrainOptimizer::Sgd, CellKind::Lstm),
+    ] {
+        let layout = layout_of(cell, vocab, hidden);
+        let mut t = DeviceTrainer::new(&gpu, layout, batch, steps, optimizer).unwrap();
+        t.upload_params(&engine_support::random_params(&layout, 5))
+            .unwrap();
+        let cfg = AdamConfig::default();
+        let mut step = 0u64;
+        let mut train = |t: &mut DeviceTrainer, i: u64| {
+            let x = engine_support::random_tokens(steps * batch, vocab, 40 + i);
+            let y = engine_support::random_tokens(steps * batch, vocab, 50 + i);
+            t.forward(&x, &y).unwrap();
+            t.backward(false).unwrap();
+            t.clip(Some(1.0)).unwrap();
+            step += 1;
+            match optimizer {
+                TrainOptimizer::Sgd => t.sgd_step(0.5).unwrap(),
+                TrainOptimizer::Adam => t.adam_step(step, &cfg).unwrap(),
+            }
+        };
+        let moments = |t: &DeviceTrainer| match optimizer {
+            TrainOptimizer::Adam => Some(t.download_moments().unwrap()),
+            TrainOptimizer::Sgd => None,
+        };
+        train(&mut t, 0);
+        let p1 = t.download_params().unwrap();
+        let m1 = moments(&t);
+        // Batch 1 starts from a NaN state: its loss is NaN.
+        let bh = batch * hidden;
+        t.upload_state(&vec![f32::NAN; bh], &vec![f32::NAN; bh])
+            .unwrap();
+        train(&mut t, 1);
+        assert!(t.loss().unwrap().is_nan(), "the NaN state gives a NaN loss");
+        let same = |a: &[f32], b: &[f32]| {
+            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()) && a.len() == b.len()
+        };
+        assert!(same(&t.download_params().unwrap(), &p1), "update skipped");
+        assert_eq!(moments(&t), m1, "moments untouched");
+        // Batch 2 is finite again, but its update is skipped too.
+        t.reset_state().unwrap();
+        train(&mut t, 2);
+        assert!(t.loss().unwrap().is_finite());
+        assert!(same(&t.download_params().unwrap(), &p1), "still skipped");
+        let stats = t.take_stats().unwrap();
+        assert_eq!(stats.batches, 3);
+        let (index, value) = stats.first_non_finite.expect("the NaN batch is reported");
+        assert_eq!(index, 1);
+        assert!(value.is_nan(), "{value}");
+        // After the take the updates run again.
+        train(&mut t, 3);
+        let p4 = t.download_params().unwrap();
+        assert!(!same(&p4, &p1), "update after the take");
+        assert!(p4.iter().all(|v| v.is_finite()));
+        let stats = t.take_stats().unwrap();
+        assert_eq!((stats.batches, stats.first_non_finite), (1, None));
+        println!("{cell:?} {optimizer:?}: the NaN batch skipped the updates until the take");
     }
 }
 
@@ -323,5 +439,8 @@ fn bad_calls_are_errors() {
     assert!(t.upload_params(&[0.0; 3]).is_err(), "short parameters");
     assert!(t.download_moments().is_err(), "SGD has no moments");
     assert!(t.clip(Some(0.0)).is_err(), "theta 0");
+    assert!(t.sgd_step(f32::NAN).is_err(), "NaN learning rate");
     assert!(DeviceTrainer::new(&gpu, layout, 0, 3, TrainOptimizer::Sgd).is_err());
+    let fresh = t.take_stats().unwrap();
+    assert_eq!((fresh.batches, fresh.first_non_finite), (0, None));
 }

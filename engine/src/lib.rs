@@ -40,4 +40,4 @@ pub use mem::Activations;
 pub use model::DeviceModel;
 pub use plan::{Path, Plan, PlanOptions, Precision};
 pub use sequence::{InputKind, SeqBuffers};
-pub use train::{DeviceTrainer, TrainOptimizer};
+pub use train::{DeviceTrainer, TrainOptimizer, TrainStats};

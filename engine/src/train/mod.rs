@@ -2,24 +2,36 @@
 //! optimizer state resident on the device, one mini-batch's forward (with
 //! the cache its backward needs), backward through time, global-norm
 //! clipping, SGD and Adam, all queued on the stream (kernels in
-//! `ptx/src/train.cu`). Only scalars (loss, norm) and, on request, whole
-//! buffers cross to the host.
+//! `ptx/src/train.cu`) without a host wait: tokens go up through
+//! page-locked staging ([`staging`]), and the loss and norm stay on the
+//! device, summed until [`DeviceTrainer::take_stats`] (the one wait).
 //!
-//! Per time step the recurrent product is one tiled matrix product and the
-//! gates one pointwise kernel (two of each for GRU reset-before); the
-//! weight gradients are formed after the time loop as products over all
-//! T·B rows (the input weights' by a scatter to the tokens' columns).
+//! Per time step the recurrent product and the cell are one launch (two for
+//! GRU reset-before) in each direction; the weight gradients are formed
+//! after the time loop as products over all T·B rows (the input weights'
+//! by a scatter to the tokens' columns).
 
-use std::ffi::c_void;
+mod launch;
+mod staging;
+mod stats;
 
-use cust::memory::{DeviceBuffer, DeviceCopy};
-use cust::sys;
+use std::cell::Cell;
+
+use cust::memory::{DeviceBuffer, DeviceCopy, DeviceSlice};
 use recur_core::optim::AdamConfig;
 use recur_core::{CellKind, ModelLayout};
 
-use crate::error::{check, Error};
+use crate::error::Error;
 use crate::gpu::Gpu;
-use crate::mem::{addr, alloc, download, fill32, upload};
+use crate::mem::{alloc, download, fill32, upload};
+use launch::{elementwise, f32_at, Arg, Gemm, COLSUM_CHUNK, MAX_SPLITS};
+use staging::TokenRing;
+pub use stats::TrainStats;
+use stats::STATS_WORDS;
+
+fn addr<T: DeviceCopy>(buf: &DeviceSlice<T>) -> u64 {
+    crate::mem::addr(buf)
+}
 
 /// The update rule of a [`DeviceTrainer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,25 +42,11 @@ pub enum TrainOptimizer {
     Adam,
 }
 
-/// A kernel argument (each passed by address from its own 8-byte slot).
-#[derive(Clone, Copy)]
-enum Arg {
-    Ptr(u64),
-    I32(i32),
-    I64(i64),
-    F32(f32),
-}
-
-impl Arg {
-    fn bits(self) -> u64 {
-        match self {
-            Arg::Ptr(p) => p,
-            Arg::I32(v) => v as u32 as u64,
-            Arg::I64(v) => v as u64,
-            Arg::F32(v) => v.to_bits() as u64,
-        }
-    }
-}
+/// Blocks of the per-step kernels: hidden units per block (ptx/src/
+/// train_step.cuh: TS_JF, TS_JB) and batch rows per block.
+const STEP_UNITS_FWD: usize = 2;
+const STEP_UNITS_BWD: usize = 4;
+const STEP_ROWS: usize = 32;
 
 /// A language model (cell + output layer) in training on the GPU.
 pub struct DeviceTrainer {
@@ -66,10 +64,6 @@ pub struct DeviceTrainer {
     /// (T, B) inputs and targets of the last forward.
     tokens: DeviceBuffer<u32>,
     targets: DeviceBuffer<u32>,
-    /// (T·B, G·H) input part of every gate, b_ih included.
-    xp: DeviceBuffer<f32>,
-    /// (B, G·H) one step's recurrent product.
-    hp: DeviceBuffer<f32>,
     /// (T·B, G·H) post-activation gates.
     gates: DeviceBuffer<f32>,
     /// (T·B, H) W_hn·h + b_hn (GRU reset-after), r⊙h (reset-before), tanh c (LSTM).
@@ -86,20 +80,30 @@ pub struct DeviceTrainer {
     /// (T·B) per-row losses and (1) their mean.
     row_loss: DeviceBuffer<f32>,
     loss: DeviceBuffer<f32>,
-    /// (T·B, H) gradient on every h; (B, H) on the initial h (a sink).
+    /// (T·B, H) gradient on every h.
     dhs: DeviceBuffer<f32>,
-    dh0: DeviceBuffer<f32>,
-    /// (B, H) gradient on the LSTM cell state; (B, H) dn·W_hn (reset-before).
+    /// (B, H) gradient on the LSTM cell state.
     dc: DeviceBuffer<f32>,
-    drh: DeviceBuffer<f32>,
     /// (T·B, G·H) pre-activation gradients, input and recurrent side.
     dih: DeviceBuffer<f32>,
     dhh: DeviceBuffer<f32>,
+    /// (H, G·H) W_hhᵀ, refreshed by every backward.
+    w_hh_t: DeviceBuffer<f32>,
+    /// Partial products of split-K and partial column sums.
+    work: DeviceBuffer<f32>,
     /// (1) Σ g² in f64; (1) the global norm.
     sumsq: DeviceBuffer<f64>,
     norm: DeviceBuffer<f32>,
+    /// The statistics record (stats.rs), zeroed by every take.
+    stats: DeviceBuffer<u64>,
+    /// Forward calls since the last take.
+    batches: u64,
     /// Whether the logits hold the gradient of a forward not yet backed.
     forward_done: bool,
+    /// Device operations (launches, copies, fills) queued so far.
+    ops: Cell<u64>,
+    /// Page-locked token staging (before `gpu`: freed in the context).
+    staging: TokenRing,
     // Last: the context outlives the buffers above.
     gpu: Gpu,
 }
@@ -122,7 +126,7 @@ impl DeviceTrainer {
         }
         gpu.bind()?;
         let p = layout.len();
-        let h = layout.hidden;
+        let (h, v) = (layout.hidden, layout.vocab);
         let gh = layout.cell_dims().gate_rows();
         let tb = recur_core::error::mul("steps", steps, batch)?;
         let bh = batch * h;
@@ -132,6 +136,11 @@ impl DeviceTrainer {
         } else {
             1
         };
+        // The largest product output (dW_d, dhs, dW_hh, logits are not
+        // split: they have tiles enough or fall under these) times the
+        // splits, and the column sums' partials.
+        let work_len = (MAX_SPLITS * (v * h).max(gh * h).max(tb * h))
+            .max(tb.div_ceil(COLSUM_CHUNK) * v.max(gh));
         let mut t = DeviceTrainer {
             layout,
             batch,
@@ -143,26 +152,28 @@ impl DeviceTrainer {
             exp_avg_sq: alloc(moments, "Adam exp_avg_sq")?,
             tokens: alloc(tb, "inputs")?,
             targets: alloc(tb, "targets")?,
-            xp: alloc(tb * gh, "input projections")?,
-            hp: alloc(batch * gh, "recurrent product")?,
             gates: alloc(tb * gh, "gates")?,
             aux: alloc(tb * h, "gate cache")?,
             hcat: alloc((tb + batch) * h, "hidden states")?,
             ccat: alloc(if lstm { (tb + batch) * h } else { 1 }, "cell states")?,
             state_h: alloc(bh, "carried h")?,
             state_c: alloc(bh, "carried c")?,
-            logits: alloc(tb * layout.vocab, "logits")?,
+            logits: alloc(tb * v, "logits")?,
             row_loss: alloc(tb, "row losses")?,
             loss: alloc(1, "loss")?,
             dhs: alloc(tb * h, "hidden-state gradients")?,
-            dh0: alloc(bh, "initial-state gradient")?,
             dc: alloc(bh, "cell-state gradient")?,
-            drh: alloc(bh, "reset gradient")?,
             dih: alloc(tb * gh, "input-side gate gradients")?,
             dhh: alloc(tb * gh, "recurrent-side gate gradients")?,
+            w_hh_t: alloc(h * gh, "transposed recurrent weights")?,
+            work: alloc(work_len, "product workspace")?,
             sumsq: alloc(1, "squared norm")?,
             norm: alloc(1, "norm")?,
+            stats: alloc(STATS_WORDS, "training statistics")?,
+            batches: 0,
             forward_done: false,
+            ops: Cell::new(0),
+            staging: TokenRing::new(tb)?,
             gpu: gpu.clone(),
         };
         for b in [
@@ -173,9 +184,12 @@ impl DeviceTrainer {
             &mut t.state_h,
             &mut t.state_c,
             &mut t.ccat,
+            &mut t.loss,
+            &mut t.norm,
         ] {
             fill32(gpu, b, 0)?;
         }
+        t.zero(addr(&t.stats), STATS_WORDS * 2)?;
         Ok(t)
     }
 
@@ -197,6 +211,12 @@ impl DeviceTrainer {
     /// The GPU.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+
+    /// Device operations (kernel launches, copies, fills) queued since the
+    /// trainer was made: the benchmarks' launches per step.
+    pub fn device_ops(&self) -> u64 {
+        self.ops.get()
     }
 
     /// Replaces the parameters ([`ModelLayout::len`] elements).
@@ -256,9 +276,11 @@ impl DeviceTrainer {
     pub fn upload_state(&mut self, h: &[f32], c: &[f32]) -> Result<(), Error> {
         let bh = self.batch * self.layout.hidden;
         recur_core::error::check_len("hidden state h", h, bh)?;
-        upload(&self.gpu, &mut self.state_h, h, "carried h")?;
         if self.layout.cell == CellKind::Lstm {
             recur_core::error::check_len("cell state c", c, bh)?;
+        }
+        upload(&self.gpu, &mut self.state_h, h, "carried h")?;
+        if self.layout.cell == CellKind::Lstm {
             upload(&self.gpu, &mut self.state_c, c, "carried c")?;
         }
         Ok(())
@@ -283,8 +305,9 @@ impl DeviceTrainer {
     }
 
     /// Queues a mini-batch forward from the carried state, which it advances
-    /// to the batch's final state, and the mean softmax cross-entropy
-    /// (read with [`DeviceTrainer::loss`]). `inputs`, `targets`: (T, B).
+    /// to the batch's final state, and the mean softmax cross-entropy (added
+    /// to the statistics; [`DeviceTrainer::loss`] reads it back). No host
+    /// wait. `inputs`, `targets`: (T, B).
     pub fn forward(&mut self, inputs: &[u32], targets: &[u32]) -> Result<(), Error> {
         self.forward_done = false;
         let l = self.layout;
@@ -293,123 +316,77 @@ impl DeviceTrainer {
         recur_core::error::check_len("targets", targets, tb)?;
         recur_core::error::check_tokens("inputs", inputs, l.vocab)?;
         recur_core::error::check_tokens("targets", targets, l.vocab)?;
-        upload(&self.gpu, &mut self.tokens, inputs, "inputs")?;
-        upload(&self.gpu, &mut self.targets, targets, "targets")?;
+        self.gpu.bind()?;
+        let (d_tokens, d_targets) = (addr(&self.tokens), addr(&self.targets));
+        self.staging
+            .upload(&self.gpu, d_tokens, inputs, d_targets, targets)?;
+        self.ops.set(self.ops.get() + 2);
+        let batch_index = self.batches;
+        self.batches += 1;
         let (b, h, v) = (self.batch, l.hidden, l.vocab);
         let gh = l.cell_dims().gate_rows();
         let bh = b * h;
-        let w = self.weight_addrs(&self.params);
+        let w = self.weight_addrs(addr(&self.params));
         let lstm = l.cell == CellKind::Lstm;
-        self.copy(addr(&self.hcat), addr(&self.state_h), bh)?;
-        if lstm {
-            self.copy(addr(&self.ccat), addr(&self.state_c), bh)?;
-        }
-        self.launch(
-            "tr_gather",
-            elementwise(tb * gh),
-            &[
-                Arg::Ptr(addr(&self.xp)),
-                Arg::Ptr(w.w_ih),
-                Arg::Ptr(w.b_ih),
-                Arg::Ptr(addr(&self.tokens)),
-                Arg::I32(tb as i32),
-                Arg::I32(gh as i32),
-                Arg::I32(v as i32),
-            ],
-        )?;
-        let cell = l.cell as i32;
         let (hcat, ccat) = (addr(&self.hcat), addr(&self.ccat));
-        let (xp, hp, gates, aux) = (
-            addr(&self.xp),
-            addr(&self.hp),
-            addr(&self.gates),
-            addr(&self.aux),
+        self.copy(hcat, addr(&self.state_h), bh)?;
+        if lstm {
+            self.copy(ccat, addr(&self.state_c), bh)?;
+        }
+        let grid = (
+            h.div_ceil(STEP_UNITS_FWD) as u32,
+            b.div_ceil(STEP_ROWS) as u32,
         );
+        let (gates, aux) = (addr(&self.gates), addr(&self.aux));
         for t in 0..self.steps {
-            let h_prev = hcat + f32_off(t * bh);
-            let h_out = hcat + f32_off((t + 1) * bh);
+            let h_prev = f32_at(hcat, t * bh);
+            let h_out = f32_at(hcat, (t + 1) * bh);
             let (c_prev, c_out) = if lstm {
-                (ccat + f32_off(t * bh), ccat + f32_off((t + 1) * bh))
+                (f32_at(ccat, t * bh), f32_at(ccat, (t + 1) * bh))
             } else {
                 (ccat, ccat)
             };
-            let gates_t = gates + f32_off(t * b * gh);
-            let aux_t = aux + f32_off(t * bh);
-            let xp_t = xp + f32_off(t * b * gh);
-            let fwd = |this: &Self, phase: i32| {
-                this.launch(
-                    "tr_cell_fwd",
-                    elementwise(bh),
+            let aux_t = f32_at(aux, t * bh);
+            let step = |phase: i32, a: u64| {
+                self.launch(
+                    "tr_step_fwd",
+                    grid,
                     &[
                         Arg::Ptr(h_out),
                         Arg::Ptr(c_out),
-                        Arg::Ptr(gates_t),
+                        Arg::Ptr(f32_at(gates, t * b * gh)),
                         Arg::Ptr(aux_t),
-                        Arg::Ptr(xp_t),
-                        Arg::Ptr(hp),
+                        Arg::Ptr(a),
+                        Arg::Ptr(w.w_hh),
+                        Arg::Ptr(w.w_ih),
+                        Arg::Ptr(w.b_ih),
                         Arg::Ptr(w.b_hh),
+                        Arg::Ptr(d_tokens + (t * b * 4) as u64),
                         Arg::Ptr(h_prev),
                         Arg::Ptr(c_prev),
-                        Arg::I32(cell),
+                        Arg::I32(l.cell as i32),
                         Arg::I32(phase),
                         Arg::I32(b as i32),
                         Arg::I32(h as i32),
+                        Arg::I32(v as i32),
                     ],
                 )
             };
-            // hp (B, rows) = h_prev (B, H) · W_hh[rows]ᵀ
-            let rows = if l.cell == CellKind::GruResetBefore {
-                2 * h
-            } else {
-                gh
-            };
-            self.gemm(Gemm {
-                c: hp,
-                a: h_prev,
-                b: w.w_hh,
-                bias: 0,
-                m: b,
-                n: rows,
-                k: h,
-                sam: h,
-                sak: 1,
-                sbk: 1,
-                sbn: h,
-                ldc: gh,
-                accumulate: false,
-            })?;
             if l.cell == CellKind::GruResetBefore {
-                fwd(self, 1)?;
-                // hp[:, 2H..] = (r⊙h) · W_hnᵀ
-                self.gemm(Gemm {
-                    c: hp + f32_off(2 * h),
-                    a: aux_t,
-                    b: w.w_hh + f32_off(2 * h * h),
-                    bias: 0,
-                    m: b,
-                    n: h,
-                    k: h,
-                    sam: h,
-                    sak: 1,
-                    sbk: 1,
-                    sbn: h,
-                    ldc: gh,
-                    accumulate: false,
-                })?;
-                fwd(self, 2)?;
+                step(1, h_prev)?;
+                step(2, aux_t)?;
             } else {
-                fwd(self, 0)?;
+                step(0, h_prev)?;
             }
         }
-        let last_h = hcat + f32_off(self.steps * bh);
-        self.copy(addr(&self.state_h), last_h, bh)?;
+        self.copy(addr(&self.state_h), f32_at(hcat, self.steps * bh), bh)?;
         if lstm {
-            self.copy(addr(&self.state_c), ccat + f32_off(self.steps * bh), bh)?;
+            self.copy(addr(&self.state_c), f32_at(ccat, self.steps * bh), bh)?;
         }
         // logits (T·B, V) = hs · W_dᵀ + b_d
         self.gemm(Gemm {
             c: addr(&self.logits),
-            a: hcat + f32_off(bh),
+            a: f32_at(hcat, bh),
             b: w.w_d,
             bias: w.b_d,
             m: tb,
@@ -424,11 +401,11 @@ impl DeviceTrainer {
         })?;
         self.launch(
             "tr_xent",
-            (tb as u32, 1),
+            (tb.div_ceil(8) as u32, 1),
             &[
                 Arg::Ptr(addr(&self.logits)),
                 Arg::Ptr(addr(&self.row_loss)),
-                Arg::Ptr(addr(&self.targets)),
+                Arg::Ptr(d_targets),
                 Arg::I32(tb as i32),
                 Arg::I32(v as i32),
             ],
@@ -440,20 +417,39 @@ impl DeviceTrainer {
                 Arg::Ptr(addr(&self.loss)),
                 Arg::Ptr(addr(&self.row_loss)),
                 Arg::I32(tb as i32),
+                Arg::Ptr(addr(&self.stats)),
+                Arg::I64(batch_index as i64),
             ],
         )?;
         self.forward_done = true;
         Ok(())
     }
 
-    /// The mean loss of the last [`DeviceTrainer::forward`] (waits for it).
+    /// The mean loss of the last [`DeviceTrainer::forward`] (waits for it;
+    /// for tests — training reads [`DeviceTrainer::take_stats`]).
     pub fn loss(&self) -> Result<f32, Error> {
         Ok(download(&self.gpu, &self.loss, 1)?[0])
     }
 
+    /// The global norm of the last [`DeviceTrainer::clip`] (waits for it;
+    /// for tests).
+    pub fn norm(&self) -> Result<f32, Error> {
+        Ok(download(&self.gpu, &self.norm, 1)?[0])
+    }
+
+    /// The statistics since the last take (the one host wait of a training
+    /// loop); resets them on the device.
+    pub fn take_stats(&mut self) -> Result<TrainStats, Error> {
+        let words = download(&self.gpu, &self.stats, STATS_WORDS)?;
+        let stats = TrainStats::from_words(&words, self.batches);
+        self.zero(addr(&self.stats), STATS_WORDS * 2)?;
+        self.batches = 0;
+        Ok(stats)
+    }
+
     /// Queues the gradients of the last forward's loss with respect to every
     /// parameter (the graph cut at the batch's initial state). With
-    /// `freeze_bias_hh` the gradient of `bias_hh` is zero.
+    /// `freeze_bias_hh` the gradient of `bias_hh` is zero. No host wait.
     pub fn backward(&mut self, freeze_bias_hh: bool) -> Result<(), Error> {
         if !self.forward_done {
             return Err(Error::Mismatch {
@@ -463,24 +459,37 @@ impl DeviceTrainer {
             });
         }
         self.forward_done = false;
+        self.gpu.bind()?;
         let l = self.layout;
         let (b, h, v) = (self.batch, l.hidden, l.vocab);
         let gh = l.cell_dims().gate_rows();
         let (bh, tb) = (b * h, self.steps * b);
-        let w = self.weight_addrs(&self.params);
-        let g = self.weight_addrs(&self.grads);
+        let w = self.weight_addrs(addr(&self.params));
+        let g = self.weight_addrs(addr(&self.grads));
         let lstm = l.cell == CellKind::Lstm;
         let before = l.cell == CellKind::GruResetBefore;
-        fill32(&self.gpu, &mut self.grads, 0)?;
-        fill32(&self.gpu, &mut self.dh0, 0)?;
-        fill32(&self.gpu, &mut self.dc, 0)?;
+        // Every gradient but dW_ih (scattered, +=) is written whole below.
+        self.zero(g.w_ih, gh * v)?;
+        if lstm {
+            self.zero(addr(&self.dc), bh)?;
+        }
+        self.launch(
+            "tr_transpose",
+            (h.div_ceil(32) as u32, gh.div_ceil(32) as u32),
+            &[
+                Arg::Ptr(addr(&self.w_hh_t)),
+                Arg::Ptr(w.w_hh),
+                Arg::I32(gh as i32),
+                Arg::I32(h as i32),
+            ],
+        )?;
         let (hcat, ccat, dl) = (addr(&self.hcat), addr(&self.ccat), addr(&self.logits));
         let (dhs, dih, dhh) = (addr(&self.dhs), addr(&self.dih), addr(&self.dhh));
         // dW_d (V, H) = dlᵀ · hs; db_d = Σ rows of dl; dhs = dl · W_d.
         self.gemm(Gemm {
             c: g.w_d,
             a: dl,
-            b: hcat + f32_off(bh),
+            b: f32_at(hcat, bh),
             bias: 0,
             m: v,
             n: h,
@@ -490,9 +499,9 @@ impl DeviceTrainer {
             sbk: h,
             sbn: 1,
             ldc: h,
-            accumulate: true,
+            accumulate: false,
         })?;
-        self.colsum(g.b_d, dl, tb, v, v)?;
+        self.colsum(g.b_d, dl, tb, v, v, false)?;
         self.gemm(Gemm {
             c: dhs,
             a: dl,
@@ -508,88 +517,57 @@ impl DeviceTrainer {
             ldc: h,
             accumulate: false,
         })?;
-        let cell = l.cell as i32;
-        let (gates, aux, dc, drh) = (
+        let grid = (
+            h.div_ceil(STEP_UNITS_BWD) as u32,
+            b.div_ceil(STEP_ROWS) as u32,
+        );
+        let (gates, aux, dc, wt) = (
             addr(&self.gates),
             addr(&self.aux),
             addr(&self.dc),
-            addr(&self.drh),
+            addr(&self.w_hh_t),
         );
         for t in (0..self.steps).rev() {
-            let dh_in = dhs + f32_off(t * bh);
-            // Where the gradient on h_prev goes: the previous step's, or the sink.
-            let dh_out = if t == 0 {
-                addr(&self.dh0)
+            let dh_t = f32_at(dhs, t * bh);
+            let dh_prev = if t == 0 { 0 } else { f32_at(dhs, (t - 1) * bh) };
+            let dhh_t = f32_at(dhh, t * b * gh);
+            // dhh of the step after (none after the last).
+            let dhh_next = if t + 1 == self.steps {
+                0
             } else {
-                dhs + f32_off((t - 1) * bh)
+                f32_at(dhh, (t + 1) * b * gh)
             };
-            let h_prev = hcat + f32_off(t * bh);
-            let c_prev = if lstm { ccat + f32_off(t * bh) } else { ccat };
-            let (dih_t, dhh_t) = (dih + f32_off(t * b * gh), dhh + f32_off(t * b * gh));
-            let bwd = |this: &Self, phase: i32| {
-                this.launch(
-                    "tr_cell_bwd",
-                    elementwise(bh),
+            let step = |phase: i32, a: u64| {
+                self.launch(
+                    "tr_step_bwd",
+                    grid,
                     &[
-                        Arg::Ptr(dih_t),
+                        Arg::Ptr(f32_at(dih, t * b * gh)),
                         Arg::Ptr(dhh_t),
-                        Arg::Ptr(dh_out),
+                        Arg::Ptr(dh_prev),
                         Arg::Ptr(dc),
-                        Arg::Ptr(dh_in),
-                        Arg::Ptr(drh),
-                        Arg::Ptr(gates + f32_off(t * b * gh)),
-                        Arg::Ptr(aux + f32_off(t * bh)),
-                        Arg::Ptr(h_prev),
-                        Arg::Ptr(c_prev),
-                        Arg::I32(cell),
+                        Arg::Ptr(dh_t),
+                        Arg::Ptr(a),
+                        Arg::Ptr(wt),
+                        Arg::Ptr(f32_at(gates, t * b * gh)),
+                        Arg::Ptr(f32_at(aux, t * bh)),
+                        Arg::Ptr(f32_at(hcat, t * bh)),
+                        Arg::Ptr(if lstm { f32_at(ccat, t * bh) } else { ccat }),
+                        Arg::I32(l.cell as i32),
                         Arg::I32(phase),
                         Arg::I32(b as i32),
                         Arg::I32(h as i32),
                     ],
                 )
             };
-            let rows = if before {
-                bwd(self, 2)?;
-                // drh (B, H) = dn (B, H; row stride G·H) · W_hn
-                self.gemm(Gemm {
-                    c: drh,
-                    a: dhh_t + f32_off(2 * h),
-                    b: w.w_hh + f32_off(2 * h * h),
-                    bias: 0,
-                    m: b,
-                    n: h,
-                    k: h,
-                    sam: gh,
-                    sak: 1,
-                    sbk: h,
-                    sbn: 1,
-                    ldc: h,
-                    accumulate: false,
-                })?;
-                bwd(self, 1)?;
-                2 * h
+            if before {
+                step(2, dhh_next)?;
+                step(1, f32_at(dhh_t, 2 * h))?;
             } else {
-                bwd(self, 0)?;
-                gh
-            };
-            // dh_prev += dhh[:, rows] · W_hh[rows]
-            self.gemm(Gemm {
-                c: dh_out,
-                a: dhh_t,
-                b: w.w_hh,
-                bias: 0,
-                m: b,
-                n: h,
-                k: rows,
-                sam: gh,
-                sak: 1,
-                sbk: h,
-                sbn: 1,
-                ldc: h,
-                accumulate: true,
-            })?;
+                step(0, dhh_next)?;
+            }
         }
-        // dW_hh[rows] (rows, H) += dhh[:, rows]ᵀ · h_prev over all T·B rows;
+        // dW_hh[rows] (rows, H) = dhh[:, rows]ᵀ · h_prev over all T·B rows;
         // reset-before's n block takes r⊙h_prev instead.
         let rows = if before { 2 * h } else { gh };
         self.gemm(Gemm {
@@ -605,12 +583,12 @@ impl DeviceTrainer {
             sbk: h,
             sbn: 1,
             ldc: h,
-            accumulate: true,
+            accumulate: false,
         })?;
         if before {
             self.gemm(Gemm {
-                c: g.w_hh + f32_off(2 * h * h),
-                a: dhh + f32_off(2 * h),
+                c: f32_at(g.w_hh, 2 * h * h),
+                a: f32_at(dhh, 2 * h),
                 b: aux,
                 bias: 0,
                 m: h,
@@ -621,12 +599,14 @@ impl DeviceTrainer {
                 sbk: h,
                 sbn: 1,
                 ldc: h,
-                accumulate: true,
+                accumulate: false,
             })?;
         }
-        self.colsum(g.b_ih, dih, tb, gh, gh)?;
-        if !freeze_bias_hh {
-            self.colsum(g.b_hh, dhh, tb, gh, gh)?;
+        self.colsum(g.b_ih, dih, tb, gh, gh, false)?;
+        if freeze_bias_hh {
+            self.zero(g.b_hh, gh)?;
+        } else {
+            self.colsum(g.b_hh, dhh, tb, gh, gh, false)?;
         }
         self.launch(
             "tr_scatter",
@@ -642,20 +622,26 @@ impl DeviceTrainer {
         )
     }
 
-    /// The gradients' global L2 norm (waits for it); with `Some(theta)` the
+    /// Queues the gradients' global L2 norm (added to the statistics;
+    /// [`DeviceTrainer::norm`] reads it back); with `Some(theta)` the
     /// gradients are scaled to norm θ when it is larger (recur-core's
-    /// `clip_global_norm`). Returns the norm before clipping.
-    pub fn clip(&mut self, theta: Option<f32>) -> Result<f32, Error> {
+    /// `clip_global_norm`). No host wait.
+    pub fn clip(&mut self, theta: Option<f32>) -> Result<(), Error> {
         if let Some(th) = theta {
             if !(th.is_finite() && th > 0.0) {
                 return Err(recur_core::Error::Value { what: "theta" }.into());
             }
         }
+        self.gpu.bind()?;
         let n = self.layout.len();
-        fill32_f64(&self.gpu, &mut self.sumsq)?;
+        self.zero(addr(&self.sumsq), 2)?;
+        // A few blocks per SM: one f64 atomic per block.
+        let blocks = n
+            .div_ceil(256)
+            .clamp(1, 2 * self.gpu.limits().sm_count.max(1));
         self.launch(
             "tr_sumsq",
-            elementwise(n),
+            (blocks as u32, 1),
             &[
                 Arg::Ptr(addr(&self.sumsq)),
                 Arg::Ptr(addr(&self.grads)),
@@ -671,16 +657,19 @@ impl DeviceTrainer {
                 Arg::Ptr(addr(&self.sumsq)),
                 Arg::F32(theta.unwrap_or(0.0)),
                 Arg::I64(n as i64),
+                Arg::Ptr(addr(&self.stats)),
+                Arg::I64(self.batches.saturating_sub(1) as i64),
             ],
-        )?;
-        Ok(download(&self.gpu, &self.norm, 1)?[0])
+        )
     }
 
-    /// Queues `params -= lr · grads`.
+    /// Queues `params -= lr · grads`, skipped on the device once a
+    /// non-finite loss or norm is in the statistics. No host wait.
     pub fn sgd_step(&mut self, lr: f32) -> Result<(), Error> {
         if !lr.is_finite() {
             return Err(recur_core::Error::Value { what: "lr" }.into());
         }
+        self.gpu.bind()?;
         let n = self.layout.len();
         self.launch(
             "tr_sgd",
@@ -690,17 +679,22 @@ impl DeviceTrainer {
                 Arg::Ptr(addr(&self.grads)),
                 Arg::F32(lr),
                 Arg::I64(n as i64),
+                Arg::Ptr(addr(&self.stats)),
             ],
         )
     }
 
-    /// Queues Adam update number `step` (from 1), as recur-core's `adam_step`.
+    /// Queues Adam update number `step` (from 1), as recur-core's
+    /// `adam_step`; skipped on the device (parameters and moments
+    /// untouched) once a non-finite loss or norm is in the statistics. No
+    /// host wait.
     pub fn adam_step(&mut self, step: u64, cfg: &AdamConfig) -> Result<(), Error> {
         self.expect_adam()?;
         cfg.validate()?;
         if step == 0 {
             return Err(recur_core::Error::Value { what: "step" }.into());
         }
+        self.gpu.bind()?;
         let exp = i32::try_from(step).unwrap_or(i32::MAX);
         let bias_correction1 = 1.0 - cfg.beta1.powi(exp);
         let bias_correction2 = 1.0 - cfg.beta2.powi(exp);
@@ -721,14 +715,14 @@ impl DeviceTrainer {
                 Arg::F32(cfg.eps as f32),
                 Arg::F32(cfg.weight_decay as f32),
                 Arg::I64(n as i64),
+                Arg::Ptr(addr(&self.stats)),
             ],
         )
     }
 
-    fn weight_addrs(&self, flat: &DeviceBuffer<f32>) -> Weights {
-        let base = addr(flat);
+    fn weight_addrs(&self, base: u64) -> Weights {
         let t = self.layout.tensors();
-        let at = |i: usize| base + f32_off(t[i].offset);
+        let at = |i: usize| f32_at(base, t[i].offset);
         Weights {
             w_ih: at(0),
             w_hh: at(1),
@@ -737,87 +731,6 @@ impl DeviceTrainer {
             w_d: at(4),
             b_d: at(5),
         }
-    }
-
-    fn launch(&self, name: &'static str, grid: (u32, u32), args: &[Arg]) -> Result<(), Error> {
-        self.gpu.bind()?;
-        let mut slots: Vec<u64> = args.iter().map(|a| a.bits()).collect();
-        let mut ptrs: Vec<*mut c_void> = slots
-            .iter_mut()
-            .map(|s| s as *mut u64 as *mut c_void)
-            .collect();
-        let l = self.layout;
-        let shape = || {
-            format!(
-                "T={} B={} H={} V={} {:?}",
-                self.steps, self.batch, l.hidden, l.vocab, l.cell
-            )
-        };
-        // SAFETY: every call site passes the kernel's parameters of
-        // ptx/src/train.cu in order (pointers and 64-bit integers as 8-byte
-        // slots, ints and floats in the low 4 bytes of theirs, little-endian),
-        // and every address is inside a buffer of this trainer sized for its
-        // (T, B, H, V) as allocated in `new`.
-        unsafe { self.gpu.launch(name, grid, 0, false, &mut ptrs, shape) }
-    }
-
-    fn gemm(&self, g: Gemm) -> Result<(), Error> {
-        if g.m == 0 || g.n == 0 {
-            return Ok(());
-        }
-        let grid = (g.n.div_ceil(64) as u32, g.m.div_ceil(64) as u32);
-        self.launch(
-            "tr_gemm",
-            grid,
-            &[
-                Arg::Ptr(g.c),
-                Arg::Ptr(g.a),
-                Arg::Ptr(g.b),
-                Arg::Ptr(g.bias),
-                Arg::I32(g.m as i32),
-                Arg::I32(g.n as i32),
-                Arg::I32(g.k as i32),
-                Arg::I64(g.sam as i64),
-                Arg::I64(g.sak as i64),
-                Arg::I64(g.sbk as i64),
-                Arg::I64(g.sbn as i64),
-                Arg::I32(g.ldc as i32),
-                Arg::I32(g.accumulate as i32),
-            ],
-        )
-    }
-
-    /// out (cols) += column sums of `input` (rows, cols; row stride ld).
-    fn colsum(
-        &self,
-        out: u64,
-        input: u64,
-        rows: usize,
-        cols: usize,
-        ld: usize,
-    ) -> Result<(), Error> {
-        self.launch(
-            "tr_colsum",
-            (cols.div_ceil(256) as u32, 1),
-            &[
-                Arg::Ptr(out),
-                Arg::Ptr(input),
-                Arg::I32(rows as i32),
-                Arg::I32(cols as i32),
-                Arg::I32(ld as i32),
-                Arg::I32(1),
-            ],
-        )
-    }
-
-    /// Queues a device-to-device copy of `n` f32.
-    fn copy(&self, dst: u64, src: u64, n: usize) -> Result<(), Error> {
-        self.gpu.bind()?;
-        // SAFETY: both ranges lie inside buffers of this trainer (callers
-        // pass (B, H) slots of buffers sized for them); they do not overlap.
-        let r =
-            unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, n * 4, self.gpu.inner.stream.as_inner()) };
-        check(r, "copying on the device", None, || format!("{n} floats"))
     }
 }
 
@@ -830,40 +743,4 @@ struct Weights {
     b_hh: u64,
     w_d: u64,
     b_d: u64,
-}
-
-/// One `tr_gemm`: C(m, n) [+]= Σ_k A(m, k)·B(k, n) [+ bias(n)], A(m, k) at
-/// `a + (m·sam + k·sak)` floats, B(k, n) at `b + (k·sbk + n·sbn)`, C's rows
-/// `ldc` apart.
-struct Gemm {
-    c: u64,
-    a: u64,
-    b: u64,
-    bias: u64,
-    m: usize,
-    n: usize,
-    k: usize,
-    sam: usize,
-    sak: usize,
-    sbk: usize,
-    sbn: usize,
-    ldc: usize,
-    accumulate: bool,
-}
-
-fn f32_off(elements: usize) -> u64 {
-    (elements * 4) as u64
-}
-
-/// A grid-stride launch over `n` elements.
-fn elementwise(n: usize) -> (u32, u32) {
-    (n.div_ceil(256).clamp(1, 4096) as u32, 1)
-}
-
-fn fill32_f64<T: DeviceCopy>(gpu: &Gpu, buf: &mut DeviceBuffer<T>) -> Result<(), Error> {
-    gpu.bind()?;
-    let words = buf.len() * std::mem::size_of::<T>() / 4;
-    // SAFETY: the range is exactly the buffer's bytes.
-    let r = unsafe { sys::cuMemsetD32Async(addr(buf), 0, words, gpu.inner.stream.as_inner()) };
-    check(r, "zeroing device memory", None, String::new)
 }

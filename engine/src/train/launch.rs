@@ -1,0 +1,252 @@
+//! How a [`DeviceTrainer`] queues its kernels: arguments, the products
+//! (tile grid and split-K), column sums, copies and fills on the stream,
+//! each counted (the benchmarks print the operations per step).
+
+use std::ffi::c_void;
+
+use cust::sys;
+
+use super::DeviceTrainer;
+use crate::error::{check, Error};
+
+/// A kernel argument (each passed by address from its own 8-byte slot).
+#[derive(Clone, Copy)]
+pub(super) enum Arg {
+    Ptr(u64),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+}
+
+impl Arg {
+    fn bits(self) -> u64 {
+        match self {
+            Arg::Ptr(p) => p,
+            Arg::I32(v) => v as u32 as u64,
+            Arg::I64(v) => v as u64,
+            Arg::F32(v) => v.to_bits() as u64,
+        }
+    }
+}
+
+/// The most arguments a training kernel takes.
+const MAX_ARGS: usize = 20;
+
+/// Tile of `tr_gemm` (rows and columns of C) and its k slice.
+const TILE: usize = 64;
+const K_SLICE: usize = 16;
+/// Split-K: at most this many splits, each at least this many k slices.
+pub(super) const MAX_SPLITS: usize = 8;
+const MIN_SLICES_PER_SPLIT: usize = 8;
+/// Rows per block of the first column-sum pass.
+pub(super) const COLSUM_CHUNK: usize = 64;
+
+/// One `tr_gemm`: C(m, n) [+]= Σ_k A(m, k)·B(k, n) [+ bias(n)], A(m, k) at
+/// `a + (m·sam + k·sak)` floats, B(k, n) at `b + (k·sbk + n·sbn)`, C's rows
+/// `ldc` apart.
+pub(super) struct Gemm {
+    pub c: u64,
+    pub a: u64,
+    pub b: u64,
+    pub bias: u64,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub sam: usize,
+    pub sak: usize,
+    pub sbk: usize,
+    pub sbn: usize,
+    pub ldc: usize,
+    pub accumulate: bool,
+}
+
+/// The address `elements` f32 past `base`.
+pub(super) fn f32_at(base: u64, elements: usize) -> u64 {
+    base + (elements * 4) as u64
+}
+
+/// A grid-stride launch over `n` elements.
+pub(super) fn elementwise(n: usize) -> (u32, u32) {
+    (n.div_ceil(256).clamp(1, 4096) as u32, 1)
+}
+
+/// Splits of the k range for a product of `tiles` tiles over `k`: enough to
+/// give every SM two blocks when the tiles alone do not, never more than
+/// `work` floats of partials (m·n each) allow.
+pub(super) fn splits_for(tiles: usize, k: usize, sms: usize, mn: usize, work: usize) -> usize {
+    if tiles >= sms {
+        return 1;
+    }
+    let by_sms = (2 * sms).div_ceil(tiles);
+    let by_k = k.div_ceil(K_SLICE) / MIN_SLICES_PER_SPLIT;
+    let by_work = work / mn.max(1);
+    by_sms.min(by_k).min(by_work).clamp(1, MAX_SPLITS)
+}
+
+impl DeviceTrainer {
+    /// Queues kernel `name` of ptx/src/train.cu (the context is current).
+    pub(super) fn launch(
+        &self,
+        name: &'static str,
+        grid: (u32, u32),
+        args: &[Arg],
+    ) -> Result<(), Error> {
+        let mut slots = [0u64; MAX_ARGS];
+        let mut ptrs = [std::ptr::null_mut::<c_void>(); MAX_ARGS];
+        let n = args.len().min(MAX_ARGS);
+        for (i, a) in args.iter().take(n).enumerate() {
+            slots[i] = a.bits();
+        }
+        for (p, s) in ptrs.iter_mut().zip(slots.iter_mut()) {
+            *p = s as *mut u64 as *mut c_void;
+        }
+        let l = self.layout;
+        let shape = || {
+            format!(
+                "T={} B={} H={} V={} {:?}",
+                self.steps, self.batch, l.hidden, l.vocab, l.cell
+            )
+        };
+        self.ops.set(self.ops.get() + 1);
+        // SAFETY: every call site passes the kernel's parameters of
+        // ptx/src/train.cu in order (pointers and 64-bit integers as 8-byte
+        // slots, ints and floats in the low 4 bytes of theirs, little-endian),
+        // and every address is inside a buffer of this trainer sized for its
+        // (T, B, H, V) as allocated in `new`.
+        unsafe { self.gpu.launch(name, grid, 0, false, &mut ptrs[..n], shape) }
+    }
+
+    /// Queues a product; split-K (with the deterministic second pass) when
+    /// its tiles alone would leave SMs idle.
+    pub(super) fn gemm(&self, g: Gemm) -> Result<(), Error> {
+        if g.m == 0 || g.n == 0 {
+            return Ok(());
+        }
+        let m_tiles = g.m.div_ceil(TILE);
+        let n_tiles = g.n.div_ceil(TILE);
+        let splits = splits_for(
+            m_tiles * n_tiles,
+            g.k,
+            self.gpu.limits().sm_count.max(1),
+            g.m * g.n,
+            self.work.len(),
+        );
+        let work = super::addr(&self.work);
+        self.launch(
+            "tr_gemm",
+            (n_tiles as u32, (m_tiles * splits) as u32),
+            &[
+                Arg::Ptr(g.c),
+                Arg::Ptr(g.a),
+                Arg::Ptr(g.b),
+                Arg::Ptr(g.bias),
+                Arg::I32(g.m as i32),
+                Arg::I32(g.n as i32),
+                Arg::I32(g.k as i32),
+                Arg::I64(g.sam as i64),
+                Arg::I64(g.sak as i64),
+                Arg::I64(g.sbk as i64),
+                Arg::I64(g.sbn as i64),
+                Arg::I32(g.ldc as i32),
+                Arg::I32(g.accumulate as i32),
+                Arg::I32(splits as i32),
+                Arg::Ptr(work),
+            ],
+        )?;
+        if splits > 1 {
+            self.launch(
+                "tr_splitk_sum",
+                elementwise(g.m * g.n),
+                &[
+                    Arg::Ptr(g.c),
+                    Arg::Ptr(work),
+                    Arg::Ptr(g.bias),
+                    Arg::I32(g.m as i32),
+                    Arg::I32(g.n as i32),
+                    Arg::I32(splits as i32),
+                    Arg::I32(g.ldc as i32),
+                    Arg::I32(g.accumulate as i32),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// out (cols) [+]= column sums of `input` (rows, cols; row stride ld),
+    /// in two deterministic passes through the workspace.
+    pub(super) fn colsum(
+        &self,
+        out: u64,
+        input: u64,
+        rows: usize,
+        cols: usize,
+        ld: usize,
+        accumulate: bool,
+    ) -> Result<(), Error> {
+        let chunks = rows.div_ceil(COLSUM_CHUNK).max(1);
+        let work = super::addr(&self.work);
+        self.launch(
+            "tr_colsum",
+            (cols.div_ceil(32) as u32, chunks as u32),
+            &[
+                Arg::Ptr(work),
+                Arg::Ptr(input),
+                Arg::I32(rows as i32),
+                Arg::I32(cols as i32),
+                Arg::I32(ld as i32),
+                Arg::I32(COLSUM_CHUNK as i32),
+            ],
+        )?;
+        self.launch(
+            "tr_colsum_fin",
+            (cols.div_ceil(256) as u32, 1),
+            &[
+                Arg::Ptr(out),
+                Arg::Ptr(work),
+                Arg::I32(chunks as i32),
+                Arg::I32(cols as i32),
+                Arg::I32(accumulate as i32),
+            ],
+        )
+    }
+
+    /// Queues a device-to-device copy of `n` f32 (non-overlapping ranges
+    /// inside this trainer's buffers).
+    pub(super) fn copy(&self, dst: u64, src: u64, n: usize) -> Result<(), Error> {
+        self.ops.set(self.ops.get() + 1);
+        // SAFETY: both ranges lie inside buffers of this trainer (callers
+        // pass (B, H) slots of buffers sized for them); they do not overlap.
+        let r =
+            unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, n * 4, self.gpu.inner.stream.as_inner()) };
+        check(r, "copying on the device", None, || format!("{n} floats"))
+    }
+
+    /// Queues zeroing `words` 32-bit words at `dst` (a range inside one of
+    /// this trainer's buffers).
+    pub(super) fn zero(&self, dst: u64, words: usize) -> Result<(), Error> {
+        self.ops.set(self.ops.get() + 1);
+        // SAFETY: callers pass a range inside one of this trainer's buffers.
+        let r = unsafe { sys::cuMemsetD32Async(dst, 0, words, self.gpu.inner.stream.as_inner()) };
+        check(r, "zeroing device memory", None, || {
+            format!("{words} words")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_fill_the_sms_within_limits() {
+        // Enough tiles: no split.
+        assert_eq!(splits_for(306, 256, 132, 1120 * 1027, 1 << 30), 1);
+        // d2l's dW_hh: 48 tiles over k = 1120 (70 slices): 6 splits.
+        assert_eq!(splits_for(48, 1120, 132, 768 * 256, 1 << 30), 6);
+        // Short k: never below 8 slices per split.
+        assert_eq!(splits_for(4, 64, 132, 100, 1 << 30), 1);
+        // The workspace bounds the splits.
+        assert_eq!(splits_for(1, 100_000, 132, 1000, 3000), 3);
+        assert!(splits_for(1, 1 << 30, 132, 1, 1 << 30) <= MAX_SPLITS);
+    }
+}
