@@ -22,7 +22,7 @@ use super::{gru, lstm, rnn, Input};
 #[cfg(target_arch = "x86_64")]
 use crate::gemm::Isa;
 use crate::layout::{CellDims, CellKind, CellParams};
-use crate::stream::matvec::product_x86;
+use crate::stream::matvec::{product_x86, Kernel, Side};
 use crate::weight::{f16_bits_to_f32, Weight};
 
 /// Elements per group of the dot product and the conversion: two 8-lane
@@ -108,7 +108,21 @@ fn widen_into<W: Weight>(dst: &mut [f32], src: &[W]) {
 /// (the choice of path does not depend on `W`).
 #[inline(always)]
 pub(crate) fn matvec_add<W: Weight>(out: &mut [f32], x: &[f32], w: &[W], batch: usize, k: usize) {
-    if batch <= KERNEL_BATCH && matvec_add_kernel(out, x, w, batch, k) {
+    matvec_add_side(out, x, w, batch, k, &mut Side::none());
+}
+
+/// [`matvec_add`], prefetching the lines of `side` on the way where the x86
+/// kernel runs (a hint only: the results are the same).
+#[inline(always)]
+fn matvec_add_side<W: Weight>(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[W],
+    batch: usize,
+    k: usize,
+    side: &mut Side,
+) {
+    if batch <= KERNEL_BATCH && matvec_add_kernel(out, x, w, batch, k, side) {
         return;
     }
     matvec_add_portable(out, x, w, batch, k);
@@ -150,6 +164,7 @@ fn matvec_add_kernel<W: Weight>(
     w: &[W],
     batch: usize,
     k: usize,
+    side: &mut Side,
 ) -> bool {
     let r = out.len() / batch;
     let mut sums = [0.0f32; KERNEL_ROWS];
@@ -159,7 +174,7 @@ fn matvec_add_kernel<W: Weight>(
             // Zeros for rows a short `w` would leave unwritten (the lengths
             // are checked before, so this is only never-garbage).
             s.fill(0.0);
-            if !product_x86(s, w_part, x_b) {
+            if !product_x86(s, w_part, x_b, side) {
                 // Only the first call can say no: detection is fixed.
                 debug_assert!(b == 0);
                 return false;
@@ -173,7 +188,9 @@ fn matvec_add_kernel<W: Weight>(
 }
 
 /// See [`super::step_forward`]; lengths are checked there. Dispatches to
-/// the AVX2 build like the sequence loops.
+/// the AVX2 build like the sequence loops, or an AVX-512F build where the
+/// stream's active kernel is AVX-512 (the gate loops 16 lanes wide; the same
+/// results, as no operation is fused or reordered).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<W: Weight>(
     h: &mut [f32],
@@ -188,13 +205,23 @@ pub(crate) fn forward<W: Weight>(
     bgh: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if Isa::detect() == Isa::Avx2Fma {
-        // SAFETY: the processor supports AVX2 and FMA (detected just above).
-        return unsafe {
-            forward_avx2(
-                h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
-            )
-        };
+    {
+        if Kernel::active() == Kernel::Avx512 {
+            // SAFETY: the processor supports AVX-512F (and AVX2, FMA, F16C).
+            return unsafe {
+                forward_avx512(
+                    h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
+                )
+            };
+        }
+        if Isa::detect() == Isa::Avx2Fma {
+            // SAFETY: the processor supports AVX2 and FMA (detected just above).
+            return unsafe {
+                forward_avx2(
+                    h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
+                )
+            };
+        }
     }
     forward_body(
         h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
@@ -220,6 +247,51 @@ fn forward_avx2<W: Weight>(
     forward_body(
         h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
     )
+}
+
+/// [`forward_body`] compiled for AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+fn forward_avx512<W: Weight>(
+    h: &mut [f32],
+    c: &mut [f32],
+    input: Input<'_>,
+    h_prev: &[f32],
+    c_prev: &[f32],
+    params: CellParams<'_, W>,
+    workspace: &mut [f32],
+    cell: &CellDims,
+    batch: usize,
+    bgh: usize,
+) {
+    forward_body(
+        h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
+    )
+}
+
+/// The lines of column `id` of `w` (rows, `in_dim`), one per row: what the
+/// token's input projection reads, scattered a row apart.
+fn column_lines<W: Weight>(w: &[W], id: usize, in_dim: usize, rows: usize) -> Side {
+    match w.get(id) {
+        Some(first) => Side {
+            ptr: (first as *const W).cast::<u8>(),
+            stride: in_dim * core::mem::size_of::<W>(),
+            count: rows,
+        },
+        None => Side::none(),
+    }
+}
+
+/// `xp[j] = bias[j] + w[j, id]` for one token (the gather of
+/// `input::gather_add` for a single row: the same sum).
+#[inline(always)]
+fn gather_column<W: Weight>(xp: &mut [f32], id: usize, w: &[W], bias: &[f32], in_dim: usize) {
+    for (j, (o, b)) in xp.iter_mut().zip(bias).enumerate() {
+        if let Some(v) = w.get(j * in_dim + id) {
+            *o = b + weight_to_f32(*v);
+        }
+    }
 }
 
 /// The step, for the build target's instruction set.
@@ -257,14 +329,31 @@ fn forward_body<W: Weight>(
             *s = weight_to_f32(*a);
         }
     }
-    match input {
-        Input::Dense(x) => {
+    // One token into a GRU: its column of `weight_ih` (G·H lines a row
+    // apart, rarely cached) is gathered after the first recurrent product,
+    // which prefetches those lines on the way, so their latency hides behind
+    // the product's work instead of stalling the step.
+    let deferred = match input {
+        Input::Tokens(&[id])
+            if matches!(
+                cell.cell,
+                CellKind::GruResetAfter | CellKind::GruResetBefore
+            ) =>
+        {
+            Some(id as usize)
+        }
+        _ => None,
+    };
+    let mut side = Side::none();
+    match (input, deferred) {
+        (_, Some(id)) => side = column_lines(params.weight_ih, id, i, gh),
+        (Input::Dense(x), None) => {
             for row in xp.chunks_exact_mut(gh) {
                 row.copy_from_slice(bias);
             }
             matvec_add(xp, x, params.weight_ih, batch, i);
         }
-        Input::Tokens(ids) => gather_add(xp, ids, params.weight_ih, bias, i),
+        (Input::Tokens(ids), None) => gather_add(xp, ids, params.weight_ih, bias, i),
     }
 
     match cell.cell {
@@ -292,7 +381,10 @@ fn forward_body<W: Weight>(
         }
         CellKind::GruResetAfter => {
             hp.fill(0.0);
-            matvec_add(hp, h_prev, params.weight_hh, batch, hd);
+            matvec_add_side(hp, h_prev, params.weight_hh, batch, hd, &mut side);
+            if let Some(id) = deferred {
+                gather_column(xp, id, params.weight_ih, &gates[..gh], i);
+            }
             // b_hn as f32, in the second extra section's first row.
             let b_hn = &mut ex1[..hd];
             for (s, b) in b_hn.iter_mut().zip(&params.bias_hh[2 * hd..]) {
@@ -317,7 +409,10 @@ fn forward_body<W: Weight>(
             let (hp_rz, hp_n) = hp.split_at_mut(2 * bh);
             let hp_n = &mut hp_n[..bh];
             hp_rz.fill(0.0);
-            matvec_add(hp_rz, h_prev, w_rz, batch, hd);
+            matvec_add_side(hp_rz, h_prev, w_rz, batch, hd, &mut side);
+            if let Some(id) = deferred {
+                gather_column(xp, id, params.weight_ih, &gates[..gh], i);
+            }
             let rh = ex0;
             for k in 0..batch {
                 let r = k * hd..(k + 1) * hd;
@@ -426,6 +521,64 @@ mod tests {
                 }
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&o16), bits(&o32), "batch {batch} kernel {kernel}");
+            }
+        }
+    }
+
+    /// One step of `kind` with `input`, weights `W` rounded from `seed`.
+    fn one_step<W: Weight>(kind: CellKind, input: Input<'_>, in_dim: usize) -> Vec<f32> {
+        let cell = CellDims {
+            cell: kind,
+            input: in_dim,
+            hidden: 40,
+        };
+        let (gh, hd) = (cell.gate_rows(), cell.hidden);
+        let mut rng = SplitMix(kind as u64 + 5);
+        let mut w = |n: usize| -> Vec<W> { rng.vec(n, 0.5).into_iter().map(W::from_f32).collect() };
+        let (w_ih, w_hh, b_ih, b_hh) = (w(gh * in_dim), w(gh * hd), w(gh), w(gh));
+        let params = CellParams {
+            weight_ih: &w_ih,
+            weight_hh: &w_hh,
+            bias_ih: &b_ih,
+            bias_hh: &b_hh,
+        };
+        let c_len = if kind.has_cell_state() { hd } else { 0 };
+        let h_prev = SplitMix(9).vec(hd, 0.9);
+        let c_prev = SplitMix(10).vec(c_len, 0.9);
+        let mut h = std::vec![f32::NAN; hd];
+        let mut c = std::vec![f32::NAN; c_len];
+        let mut ws = std::vec![f32::NAN; super::super::step_workspace_len(&cell, 1)];
+        super::super::step_forward(
+            &mut h, &mut c, input, &h_prev, &c_prev, params, &mut ws, &cell, 1,
+        )
+        .unwrap();
+        h.extend_from_slice(&c);
+        h
+    }
+
+    #[test]
+    fn one_token_step_equals_its_one_hot_dense_step_bitwise() {
+        // A GRU's token column is gathered after its first recurrent
+        // product (prefetched on the way); the sums are the same as the
+        // dense product with a one-hot row (all other terms are +0).
+        let in_dim = 37;
+        for kind in CellKind::ALL {
+            for id in [0u32, 17, 36] {
+                let mut one_hot = std::vec![0.0f32; in_dim];
+                one_hot[id as usize] = 1.0;
+                let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+                let tok32 = one_step::<f32>(kind, Input::Tokens(&[id]), in_dim);
+                let tok16 = one_step::<f16>(kind, Input::Tokens(&[id]), in_dim);
+                let dense32 = one_step::<f32>(kind, Input::Dense(&one_hot), in_dim);
+                assert!(tok32.iter().all(|v| v.is_finite()), "{kind:?}");
+                assert_eq!(bits(tok32.clone()), bits(dense32), "{kind:?} token {id}");
+                // f16 weights are other values: not equal, but close.
+                let d = tok16
+                    .iter()
+                    .zip(&tok32)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(d > 0.0 && d < 1e-2, "{kind:?} token {id}: f16 vs f32 {d}");
             }
         }
     }

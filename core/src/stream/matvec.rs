@@ -12,10 +12,15 @@
 //! the reference the tests hold the kernels to.
 
 use core::any::TypeId;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use crate::error::Error;
 
 use crate::weight::Weight;
 
 pub(crate) mod kernel;
+
+pub(crate) use kernel::Side;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -32,6 +37,10 @@ pub enum Kernel {
     /// x86-64 AVX-512F, 16 lanes.
     Avx512,
 }
+
+/// 0: none selected (the detected kernel runs); else 1 + the index of the
+/// kernel [`Kernel::select`] chose.
+static SELECTED: AtomicU8 = AtomicU8::new(0);
 
 impl Kernel {
     /// The widest kernel this processor (and its operating system) supports.
@@ -50,6 +59,33 @@ impl Kernel {
                 | (Kernel::Avx2, Kernel::Avx2 | Kernel::Avx512)
                 | (Kernel::Avx512, Kernel::Avx512)
         )
+    }
+
+    /// The kernel the steps run: the one [`Kernel::select`] chose, else
+    /// [`Kernel::detect`]'s.
+    pub fn active() -> Kernel {
+        match SELECTED.load(Ordering::Relaxed) {
+            1 => Kernel::Portable,
+            2 => Kernel::Avx2,
+            3 => Kernel::Avx512,
+            _ => Kernel::detect(),
+        }
+    }
+
+    /// Makes every later step of this process run `kernel` (`None`: the
+    /// detected one again), to compare the kernels on one machine (the
+    /// benchmark does). Results differ between kernels in the order of
+    /// the sums. [`Error::Value`] (`"kernel"`) where the processor lacks it.
+    pub fn select(kernel: Option<Kernel>) -> Result<(), Error> {
+        let code = match kernel {
+            None => 0,
+            Some(k) if !k.is_supported() => return Err(Error::Value { what: "kernel" }),
+            Some(Kernel::Portable) => 1,
+            Some(Kernel::Avx2) => 2,
+            Some(Kernel::Avx512) => 3,
+        };
+        SELECTED.store(code, Ordering::Relaxed);
+        Ok(())
     }
 
     /// A short name for logs.
@@ -71,7 +107,7 @@ impl Kernel {
 /// `bias.len() == out.len()`; extra rows or elements are ignored, missing
 /// ones leave outputs unwritten (never out-of-bounds).
 pub(crate) fn affine<W: Weight>(out: &mut [f32], w: &[W], bias: &[W], x: &[f32]) {
-    if product_x86(out, w, x) {
+    if product_x86(out, w, x, &mut Side::none()) {
         add_bias(out, bias);
         return;
     }
@@ -79,18 +115,25 @@ pub(crate) fn affine<W: Weight>(out: &mut [f32], w: &[W], bias: &[W], x: &[f32])
 }
 
 /// `out[r] = Σ_k w[r·K + k] · x[k]` (`K = x.len()`, shapes as in
-/// [`affine`]) on the detected x86-64 kernel, when there is one and `W` is
+/// [`affine`]) on the active x86-64 kernel, when there is one and `W` is
 /// `f32` or `f16`: `true`. Otherwise `false`, `out` untouched, for the
 /// caller's portable loop. f32 and f16 weights of the same values give the
 /// same bits here (exact conversion, one summation order per kernel), which
-/// the cells' step relies on.
-pub(crate) fn product_x86<W: Weight>(out: &mut [f32], w: &[W], x: &[f32]) -> bool {
-    product_on(Kernel::detect(), out, w, x)
+/// the cells' step relies on. `side`: lines of another array to prefetch on
+/// the way, updated to those left ([`Side`]).
+pub(crate) fn product_x86<W: Weight>(out: &mut [f32], w: &[W], x: &[f32], side: &mut Side) -> bool {
+    product_on(Kernel::active(), out, w, x, side)
 }
 
 /// [`product_x86`] on a chosen kernel: `false` (and `out` untouched) for
 /// the portable one, one the processor lacks, or another `W`.
-pub(crate) fn product_on<W: Weight>(kernel: Kernel, out: &mut [f32], w: &[W], x: &[f32]) -> bool {
+pub(crate) fn product_on<W: Weight>(
+    kernel: Kernel,
+    out: &mut [f32],
+    w: &[W],
+    x: &[f32],
+    side: &mut Side,
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     if kernel != Kernel::Portable && kernel.is_supported() {
         let avx512 = kernel == Kernel::Avx512;
@@ -98,9 +141,9 @@ pub(crate) fn product_on<W: Weight>(kernel: Kernel, out: &mut [f32], w: &[W], x:
             // SAFETY: the processor supports the kernel (checked above).
             unsafe {
                 if avx512 {
-                    x86::avx512_f32(out, w32, x)
+                    x86::avx512_f32(out, w32, x, side)
                 } else {
-                    x86::avx2_f32(out, w32, x)
+                    x86::avx2_f32(out, w32, x, side)
                 }
             };
             return true;
@@ -109,16 +152,16 @@ pub(crate) fn product_on<W: Weight>(kernel: Kernel, out: &mut [f32], w: &[W], x:
             // SAFETY: as above.
             unsafe {
                 if avx512 {
-                    x86::avx512_f16(out, w16, x)
+                    x86::avx512_f16(out, w16, x, side)
                 } else {
-                    x86::avx2_f16(out, w16, x)
+                    x86::avx2_f16(out, w16, x, side)
                 }
             };
             return true;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (kernel, out, w, x);
+    let _ = (kernel, out, w, x, side);
     false
 }
 
@@ -206,15 +249,25 @@ mod tests {
     }
 
     fn product<W: Weight>(under: Under, out: &mut [f32], w: &[W], x: &[f32]) -> Option<()> {
+        product_side(under, out, w, x, &mut Side::none())
+    }
+
+    fn product_side<W: Weight>(
+        under: Under,
+        out: &mut [f32],
+        w: &[W],
+        x: &[f32],
+        side: &mut Side,
+    ) -> Option<()> {
         match under {
-            Under::Hw(kernel) => product_on(kernel, out, w, x).then_some(()),
+            Under::Hw(kernel) => product_on(kernel, out, w, x, side).then_some(()),
             Under::Soft16 => {
                 // SAFETY: the emulation needs no processor feature.
                 if let Some(w32) = cast::<W, f32>(w) {
-                    unsafe { kernel::soft::product_f32(out, w32, x) };
+                    unsafe { kernel::soft::product_f32(out, w32, x, side) };
                 } else {
                     let w16 = cast::<W, f16>(w)?;
-                    unsafe { kernel::soft::product_f16(out, w16, x) };
+                    unsafe { kernel::soft::product_f16(out, w16, x, side) };
                 }
                 Some(())
             }
@@ -314,6 +367,49 @@ mod tests {
             let mut out = nans(3);
             product(under, &mut out, &w[..0], &[]).unwrap();
             assert_eq!(out, [0.0; 3], "{under:?}");
+        }
+    }
+
+    #[test]
+    fn side_prefetches_change_nothing_and_are_used_up() {
+        note_skipped();
+        let (rows, k) = (64, 40);
+        let w = SplitMix(5).vec(rows * k, 1.0);
+        let x = SplitMix(6).vec(k, 1.0);
+        let other = std::vec![0u8; 100 * 256];
+        for under in UNDER {
+            let mut plain = nans(rows);
+            if product(under, &mut plain, &w, &x).is_none() {
+                continue;
+            }
+            let mut side = Side {
+                ptr: other.as_ptr(),
+                stride: 256,
+                count: 100,
+            };
+            let mut with_side = nans(rows);
+            product_side(under, &mut with_side, &w, &x, &mut side).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&with_side), bits(&plain), "{under:?}");
+            // 8 blocks of rows, kernel::SIDE_PER_BLOCK lines each.
+            let issued = (rows / kernel::ROWS) * kernel::SIDE_PER_BLOCK;
+            assert_eq!(side.count, 100 - issued, "{under:?}");
+            assert_eq!(side.ptr, other.as_ptr().wrapping_add(issued * 256));
+        }
+    }
+
+    #[test]
+    fn selecting_a_missing_kernel_is_an_error() {
+        // (Selecting a supported one would change the kernel under the
+        // other tests running in parallel: only the error is tested.)
+        for k in [Kernel::Avx2, Kernel::Avx512] {
+            if !k.is_supported() {
+                assert_eq!(
+                    Kernel::select(Some(k)),
+                    Err(Error::Value { what: "kernel" })
+                );
+                assert_eq!(Kernel::active(), Kernel::detect());
+            }
         }
     }
 

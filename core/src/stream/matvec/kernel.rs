@@ -22,7 +22,35 @@ pub(super) const ROWS: usize = 8;
 /// Bytes of a cache line, the prefetch granule.
 pub(super) const LINE: usize = 64;
 
-/// Generates `unsafe fn $name(out: &mut [f32], w: &[$ty], x: &[f32])`:
+/// Side lines prefetched per block of rows: a burst small enough for the
+/// miss buffers next to the block's own stream.
+pub(crate) const SIDE_PER_BLOCK: usize = 12;
+
+/// Lines of another array to prefetch while a product runs,
+/// [`SIDE_PER_BLOCK`] per block of rows until all are issued: the cells' step hides the latency of
+/// its scattered `weight_ih` column behind the recurrent product this way.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Side {
+    /// The first line's address (only ever prefetched, never read).
+    pub(crate) ptr: *const u8,
+    /// Bytes from one line to the next.
+    pub(crate) stride: usize,
+    /// Lines to prefetch.
+    pub(crate) count: usize,
+}
+
+impl Side {
+    /// Nothing to prefetch.
+    pub(crate) const fn none() -> Side {
+        Side {
+            ptr: core::ptr::null(),
+            stride: 0,
+            count: 0,
+        }
+    }
+}
+
+/// Generates `unsafe fn $name(out: &mut [f32], w: &[$ty], x: &[f32], side: &mut Side)`:
 /// `out[r] = Σ_k w[r·K + k] · x[k]` with `K = x.len()`, for the rows that
 /// both `out` and `w` hold (`min(out.len(), w.len() / K)`; others are left
 /// alone), all of `out` zeroed when `K` is 0.
@@ -31,7 +59,9 @@ pub(super) const LINE: usize = 64;
 /// `load_x(*const f32) -> V`, `load_w(*const $ty) -> V` (exact widening),
 /// `fma(a, b, c) -> V` (`a·b + c`), `reduce(&[V; ROWS]) -> [f32; ROWS]`
 /// (the lane sum of each), `prefetch(*const u8)` (a hint, never faults);
-/// `scalar($ty) -> f32` the exact widening of one weight.
+/// `scalar($ty) -> f32` the exact widening of one weight. `side`: lines to
+/// prefetch on the way ([`Side`]); on return, those not issued yet (a
+/// product too short for all of them leaves the rest to the next call).
 macro_rules! row_block_kernel {
     (
         $(#[$attr:meta])*
@@ -49,8 +79,13 @@ macro_rules! row_block_kernel {
         ///
         /// # Safety
         /// The processor must support the operations' target features.
-        pub(crate) unsafe fn $name(out: &mut [f32], w: &[$ty], x: &[f32]) {
-            use $crate::stream::matvec::kernel::{LINE, ROWS};
+        pub(crate) unsafe fn $name(
+            out: &mut [f32],
+            w: &[$ty],
+            x: &[f32],
+            side: &mut $crate::stream::matvec::kernel::Side,
+        ) {
+            use $crate::stream::matvec::kernel::{LINE, ROWS, SIDE_PER_BLOCK};
             const LANES: usize = $lanes;
             const SIZE: usize = core::mem::size_of::<$ty>();
             let k = x.len();
@@ -62,6 +97,7 @@ macro_rules! row_block_kernel {
             let kv = k - k % LANES;
             let xp = x.as_ptr();
             let base = w.as_ptr();
+            let (mut side_ptr, mut side_left) = (side.ptr, side.count);
             let mut r0 = 0;
             while r0 < rows {
                 let n = (rows - r0).min(ROWS);
@@ -79,6 +115,13 @@ macro_rules! row_block_kernel {
                 // addresses may run past its end, which a prefetch (a hint,
                 // never a fault) allows, and `wrapping_add` keeps defined.
                 let next = unsafe { base.add(next * k) }.cast::<u8>();
+                // A few side lines per block, outside the column loop
+                // (which stays free of branches and spills).
+                for _ in 0..side_left.min(SIDE_PER_BLOCK) {
+                    unsafe { $prefetch(side_ptr) };
+                    side_ptr = side_ptr.wrapping_add(side.stride);
+                    side_left -= 1;
+                }
                 let mut acc = [$zero; ROWS];
                 let mut i = 0;
                 while i < kv {
@@ -104,6 +147,8 @@ macro_rules! row_block_kernel {
                 }
                 r0 += ROWS;
             }
+            side.ptr = side_ptr;
+            side.count = side_left;
         }
     };
 }

@@ -149,7 +149,7 @@ unsafe fn load16_f32(p: *const f32) -> __m512 {
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 unsafe fn load16_f16(p: *const half::f16) -> __m512 {
-    _mm512_cvtph_ps(_mm256_loadu_si256(p.cast::<__m256i>()))
+    _mm512_cvt_roundph_ps::<_MM_FROUND_CUR_DIRECTION>(_mm256_loadu_si256(p.cast::<__m256i>()))
 }
 
 #[inline]
