@@ -1,7 +1,8 @@
 //! The GPU [`Backend`]: recur-engine's [`DeviceTrainer`] (parameters,
 //! gradients, Adam's moments and the carried state resident on the device,
-//! f32). Per mini-batch two scalars come back to the host, the loss and the
-//! gradient norm (the [`Backend`] contract returns both). Generation runs
+//! f32). Nothing comes back to the host per mini-batch: the token ids go
+//! up through pinned staging, and the losses and norms are summed on the
+//! device until [`Backend::take_stats`], the one wait per epoch. Generation runs
 //! on the CPU from the downloaded parameters (recur-core, the same code as
 //! the CPU backend's), so its output does not depend on the device.
 
@@ -10,7 +11,6 @@ use recur_engine::{DeviceTrainer, Gpu, TrainOptimizer};
 
 use super::backend::{
     check_flat, Backend, BackendSpec, BatchStats, Decode, HiddenState, OptimizerState,
-    StatsAccumulator,
 };
 use super::config::OptimizerKind;
 use super::cpu::generate_cpu;
@@ -21,12 +21,9 @@ use super::rng::TrainRng;
 pub struct CudaBackend {
     spec: BackendSpec,
     trainer: DeviceTrainer,
-    /// Updates taken.
+    /// Updates taken (the device skips those after a non-finite batch;
+    /// training stops at the end of that epoch, so the count is not kept).
     step: u64,
-    /// The last loss and norm, and the sums since the last take.
-    last_loss: f32,
-    last_norm: f32,
-    stats: StatsAccumulator,
 }
 
 /// The engine's error as the trainer's, naming the device.
@@ -59,9 +56,6 @@ impl CudaBackend {
             spec,
             trainer,
             step: 0,
-            last_loss: f32::NAN,
-            last_norm: f32::NAN,
-            stats: StatsAccumulator::default(),
         })
     }
 }
@@ -142,16 +136,11 @@ impl Backend for CudaBackend {
     }
 
     fn forward(&mut self, inputs: &[u32], targets: &[u32]) -> Result<(), TrainError> {
-        self.trainer
-            .forward(inputs, targets)
-            .map_err(device_error)?;
-        self.last_loss = self.trainer.loss().map_err(device_error)?;
-        self.stats.record_loss(self.last_loss, inputs.len());
-        Ok(())
+        self.trainer.forward(inputs, targets).map_err(device_error)
     }
 
     fn loss(&self) -> Result<f32, TrainError> {
-        Ok(self.last_loss)
+        self.trainer.loss().map_err(device_error)
     }
 
     fn backward(&mut self) -> Result<(), TrainError> {
@@ -161,23 +150,23 @@ impl Backend for CudaBackend {
     }
 
     fn clip_grads(&mut self, theta: Option<f32>) -> Result<(), TrainError> {
-        self.last_norm = self.trainer.clip(theta).map_err(device_error)?;
-        self.stats.record_norm(self.last_norm);
-        Ok(())
+        self.trainer.clip(theta).map_err(device_error)
     }
 
     fn norm(&self) -> Result<f32, TrainError> {
-        Ok(self.last_norm)
+        self.trainer.norm().map_err(device_error)
     }
 
     fn take_stats(&mut self) -> Result<BatchStats, TrainError> {
-        Ok(self.stats.take())
+        let s = self.trainer.take_stats().map_err(device_error)?;
+        Ok(BatchStats {
+            loss_sum: s.loss_sum,
+            norm_sum: s.norm_sum,
+            first_non_finite: s.first_non_finite,
+        })
     }
 
     fn step(&mut self) -> Result<(), TrainError> {
-        if self.stats.diverged() {
-            return Ok(());
-        }
         self.step += 1;
         match self.spec.optimizer {
             OptimizerKind::Sgd => self.trainer.sgd_step(self.spec.lr as f32),
