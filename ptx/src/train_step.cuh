@@ -19,53 +19,91 @@ __device__ __forceinline__ int tr_gate_count(int cell) {
     return (cell <= TR_RNN_RELU) ? 1 : (cell == TR_LSTM ? 4 : 3);
 }
 
-// acc[q] += Σ_{k in [k0, k1)} arow[k] · wrow[q][k] (wrow[q] null: row absent).
-// `vec`: every row and [k0, k1) 16-byte aligned, so float4 loads.
-template <int R>
-__device__ __forceinline__ void ts_dot(float acc[R], const float* arow, const float* const wrow[R], int k0,
-                                       int k1, bool vec) {
-    if (vec) {
-        for (int k = k0; k < k1; k += 4) {
-            const float4 x = *reinterpret_cast<const float4*>(arow + k);
-#pragma unroll
-            for (int q = 0; q < R; ++q) {
-                if (!wrow[q]) continue;
-                const float4 y = *reinterpret_cast<const float4*>(wrow[q] + k);
-                acc[q] += x.x * y.x;
-                acc[q] += x.y * y.y;
-                acc[q] += x.z * y.z;
-                acc[q] += x.w * y.w;
-            }
-        }
-    } else {
-        for (int k = k0; k < k1; ++k) {
-            const float x = arow[k];
-#pragma unroll
-            for (int q = 0; q < R; ++q)
-                if (wrow[q]) acc[q] += x * wrow[q][k];
-        }
-    }
+__device__ __forceinline__ void ts_cp16(float* dst, const float* src) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
 }
 
-// The block's product: thread (warp wi, lane) forms its row's partial dot
-// products over slice wi of [0, K) into red[wi][lane][q]. Rows of A are lda
-// apart; rows of W as given. Ends with __syncthreads.
+__device__ __forceinline__ void ts_cp_wait() {
+    asm volatile("cp.async.commit_group;\ncp.async.wait_all;" ::: "memory");
+}
+
+// The block's product, in chunks of kc (a multiple of 4) along k: the
+// chunk of A's (up to) 32 rows and of the R weight rows is staged in
+// dynamic shared memory (`sm`: (32 + R) rows of kc + 4 floats) by
+// asynchronous 16-byte copies, all in flight at once, then thread (warp
+// wi, lane) adds its row's dot products over slice wi of the chunk. The
+// partials go to red[wi][lane][q]. Rows of A are lda apart (a null: A = 0);
+// wrow[q] null: row absent. Ends with __syncthreads.
 template <int R>
-__device__ __forceinline__ void ts_product(float (*red)[32][R + 1], const float* a, long long lda,
-                                           const float* const wrow[R], int K, int B, long long ldw) {
+__device__ __forceinline__ void ts_product(float (*red)[32][R + 1], float* sm, const float* a, long long lda,
+                                           const float* const wrow[R], int K, int B, int kc) {
     const int lane = threadIdx.x % 32, wi = threadIdx.x / 32;
-    const int b = blockIdx.y * 32 + lane;
-    float acc[R];
-#pragma unroll
-    for (int q = 0; q < R; ++q) acc[q] = 0.0f;
-    // Slices of whole float4s: L = ceil(K / 8) rounded up to 4.
-    const int L = ((K + 4 * TS_WARPS - 1) / (4 * TS_WARPS)) * 4;
-    const int k0 = min(K, wi * L), k1 = min(K, k0 + L);
+    const int b0 = blockIdx.y * 32;
+    const int rows = a ? min(32, B - b0) : 0;
+    const int S = kc + 4;
+    float* as = sm;
+    float* ws = sm + 32 * S;
     unsigned long long addr_bits = (unsigned long long)a;
 #pragma unroll
     for (int q = 0; q < R; ++q) addr_bits |= (unsigned long long)wrow[q];
-    const bool vec = ((K | (int)(lda & 3) | (int)(ldw & 3)) & 3) == 0 && (addr_bits & 15) == 0;
-    if (a && b < B) ts_dot<R>(acc, a + b * lda, wrow, k0, k1, vec);
+    const bool vec = ((K | (int)(lda & 3)) & 3) == 0 && (addr_bits & 15) == 0;
+    float acc[R];
+#pragma unroll
+    for (int q = 0; q < R; ++q) acc[q] = 0.0f;
+    for (int c0 = 0; c0 < K; c0 += kc) {
+        const int n = min(kc, K - c0);
+        if (vec) {
+            const int n4 = n / 4;
+            for (int c = threadIdx.x; c < rows * n4; c += TR_THREADS) {
+                const int r = c / n4, k = (c % n4) * 4;
+                ts_cp16(as + r * S + k, a + (b0 + r) * lda + c0 + k);
+            }
+#pragma unroll
+            for (int q = 0; q < R; ++q)
+                if (wrow[q])
+                    for (int c = threadIdx.x; c < n4; c += TR_THREADS) ts_cp16(ws + q * S + c * 4, wrow[q] + c0 + c * 4);
+            ts_cp_wait();
+        } else {
+            for (int c = threadIdx.x; c < rows * n; c += TR_THREADS) {
+                const int r = c / n, k = c % n;
+                as[r * S + k] = a[(b0 + r) * lda + c0 + k];
+            }
+#pragma unroll
+            for (int q = 0; q < R; ++q)
+                if (wrow[q])
+                    for (int c = threadIdx.x; c < n; c += TR_THREADS) ws[q * S + c] = wrow[q][c0 + c];
+        }
+        __syncthreads();
+        // Slices of whole float4s: L = ceil(n / 8) rounded up to 4.
+        const int L = ((n + 4 * TS_WARPS - 1) / (4 * TS_WARPS)) * 4;
+        const int k0 = min(n, wi * L), k1 = min(n, k0 + L);
+        if (lane < rows) {
+            const float* ar = as + lane * S;
+            if (vec) {
+                for (int k = k0; k < k1; k += 4) {
+                    const float4 x = *reinterpret_cast<const float4*>(ar + k);
+#pragma unroll
+                    for (int q = 0; q < R; ++q) {
+                        if (!wrow[q]) continue;
+                        const float4 y = *reinterpret_cast<const float4*>(ws + q * S + k);
+                        acc[q] += x.x * y.x;
+                        acc[q] += x.y * y.y;
+                        acc[q] += x.z * y.z;
+                        acc[q] += x.w * y.w;
+                    }
+                }
+            } else {
+                for (int k = k0; k < k1; ++k) {
+                    const float x = ar[k];
+#pragma unroll
+                    for (int q = 0; q < R; ++q)
+                        if (wrow[q]) acc[q] += x * ws[q * S + k];
+                }
+            }
+        }
+        __syncthreads();
+    }
 #pragma unroll
     for (int q = 0; q < R; ++q) red[wi][lane][q] = acc[q];
     __syncthreads();
@@ -89,8 +127,9 @@ __device__ __forceinline__ float ts_sum(float (*red)[32][R + 1], int bl, int q) 
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
 tr_step_fwd(float* h_out, float* c_out, float* gates, float* aux, const float* a, const float* w_hh,
             const float* w_ih, const float* b_ih, const float* b_hh, const unsigned* tok,
-            const float* h_prev, const float* c_prev, int cell, int phase, int B, int H, int V) {
+            const float* h_prev, const float* c_prev, int cell, int phase, int B, int H, int V, int kc) {
     __shared__ float red[TS_WARPS][32][4 * TS_JF + 1];
+    extern __shared__ __align__(16) float ts_smem[];
     const int G = tr_gate_count(cell);
     int g_first = 0, g_count = G;
     if (cell == TR_GRU_BEFORE) {
@@ -104,31 +143,42 @@ tr_step_fwd(float* h_out, float* c_out, float* gates, float* aux, const float* a
         const int gi = q / TS_JF, j = j0 + q % TS_JF;
         wrow[q] = (gi < g_count && j < H) ? w_hh + ((long long)(g_first + gi) * H + j) * H : nullptr;
     }
-    ts_product<4 * TS_JF>(red, a, H, wrow, H, B, H);
-    if (threadIdx.x >= 32 * TS_JF) return;
+    // The epilogue's operands, loaded while the product's stream in.
     const int bl = threadIdx.x % 32, jj = threadIdx.x / 32;
     const int bi = blockIdx.y * 32 + bl, j = j0 + jj;
-    if (bi >= B || j >= H) return;
+    const bool mine = threadIdx.x < 32 * TS_JF && bi < B && j < H;
+    const long long e = (long long)bi * H + j;
+    float xb[4] = {0.0f, 0.0f, 0.0f, 0.0f}, bh[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float hprev = 0.0f, cprev = 0.0f;
+    if (mine) {
+        const unsigned tk = tok[bi];
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+            if (q >= g_first && q < g_first + g_count) {
+                // Input part of gate q: the token's column of W_ih plus b_ih.
+                xb[q] = w_ih[((long long)q * H + j) * V + tk] + b_ih[q * H + j];
+                bh[q] = b_hh[q * H + j];
+            }
+        hprev = h_prev[e];
+        if (cell == TR_LSTM) cprev = c_prev[e];
+    }
+    ts_product<4 * TS_JF>(red, ts_smem, a, H, wrow, H, B, kc);
+    if (!mine) return;
     float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
     for (int q = 0; q < 4; ++q)
         if (q >= g_first && q < g_first + g_count) p[q] = ts_sum<4 * TS_JF>(red, bl, (q - g_first) * TS_JF + jj);
-    const long long e = (long long)bi * H + j;
-    const unsigned tk = tok[bi];
-    // Input part of gate q: the token's column of W_ih plus b_ih.
-    auto x = [&](int q) { return w_ih[((long long)q * H + j) * V + tk] + b_ih[q * H + j]; };
     float* g = gates + (long long)bi * G * H;
-    const float hprev = h_prev[e];
     if (cell == TR_RNN_TANH || cell == TR_RNN_RELU) {
-        const float pre = x(0) + p[0] + b_hh[j];
+        const float pre = xb[0] + p[0] + bh[0];
         const float v = cell == TR_RNN_TANH ? tanhf(pre) : tr_relu(pre);
         g[j] = v;
         h_out[e] = v;
     } else if (cell == TR_GRU_AFTER) {
-        const float r = tr_sigmoid(x(0) + (p[0] + b_hh[j]));
-        const float z = tr_sigmoid(x(1) + (p[1] + b_hh[H + j]));
-        const float hn = p[2] + b_hh[2 * H + j];
-        const float n = tanhf(x(2) + r * hn);
+        const float r = tr_sigmoid(xb[0] + (p[0] + bh[0]));
+        const float z = tr_sigmoid(xb[1] + (p[1] + bh[1]));
+        const float hn = p[2] + bh[2];
+        const float n = tanhf(xb[2] + r * hn);
         g[j] = r;
         g[H + j] = z;
         g[2 * H + j] = n;
@@ -136,23 +186,23 @@ tr_step_fwd(float* h_out, float* c_out, float* gates, float* aux, const float* a
         h_out[e] = n + z * (hprev - n);
     } else if (cell == TR_GRU_BEFORE) {
         if (phase == 1) {
-            const float r = tr_sigmoid(x(0) + (p[0] + b_hh[j]));
-            const float z = tr_sigmoid(x(1) + (p[1] + b_hh[H + j]));
+            const float r = tr_sigmoid(xb[0] + (p[0] + bh[0]));
+            const float z = tr_sigmoid(xb[1] + (p[1] + bh[1]));
             g[j] = r;
             g[H + j] = z;
             aux[e] = r * hprev;
         } else {
             const float z = g[H + j];
-            const float n = tanhf(x(2) + (p[2] + b_hh[2 * H + j]));
+            const float n = tanhf(xb[2] + (p[2] + bh[2]));
             g[2 * H + j] = n;
             h_out[e] = n + z * (hprev - n);
         }
     } else {  // LSTM i, f, g, o
-        const float i = tr_sigmoid(x(0) + p[0] + b_hh[j]);
-        const float f = tr_sigmoid(x(1) + p[1] + b_hh[H + j]);
-        const float gg = tanhf(x(2) + p[2] + b_hh[2 * H + j]);
-        const float o = tr_sigmoid(x(3) + p[3] + b_hh[3 * H + j]);
-        const float cc = f * c_prev[e] + i * gg;
+        const float i = tr_sigmoid(xb[0] + p[0] + bh[0]);
+        const float f = tr_sigmoid(xb[1] + p[1] + bh[1]);
+        const float gg = tanhf(xb[2] + p[2] + bh[2]);
+        const float o = tr_sigmoid(xb[3] + p[3] + bh[3]);
+        const float cc = f * cprev + i * gg;
         const float tc = tanhf(cc);
         g[j] = i;
         g[H + j] = f;
@@ -181,8 +231,9 @@ tr_step_fwd(float* h_out, float* c_out, float* gates, float* aux, const float* a
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
 tr_step_bwd(float* dih, float* dhh, float* dh_prev, float* dc, float* dh, const float* a, const float* wt,
             const float* gates, const float* aux, const float* h_prev, const float* c_prev, int cell,
-            int phase, int B, int H) {
+            int phase, int B, int H, int kc) {
     __shared__ float red[TS_WARPS][32][TS_JB + 1];
+    extern __shared__ __align__(16) float ts_smem[];
     const int G = tr_gate_count(cell);
     const int GH = G * H;
     const int K = cell == TR_GRU_BEFORE ? (phase == 1 ? H : 2 * H) : GH;
@@ -192,37 +243,51 @@ tr_step_bwd(float* dih, float* dhh, float* dh_prev, float* dc, float* dh, const 
 #pragma unroll
     for (int q = 0; q < TS_JB; ++q)
         wrow[q] = (j0 + q < H) ? wt + (long long)(j0 + q) * GH + kofs : nullptr;
-    ts_product<TS_JB>(red, a, GH, wrow, K, B, GH);
-    if (threadIdx.x >= 32 * TS_JB) return;
+    // The epilogue's operands, loaded while the product's stream in.
     const int bl = threadIdx.x % 32, jj = threadIdx.x / 32;
     const int bi = blockIdx.y * 32 + bl, j = j0 + jj;
-    if (bi >= B || j >= H) return;
-    const float prod = ts_sum<TS_JB>(red, bl, jj);
+    const bool mine = threadIdx.x < 32 * TS_JB && bi < B && j < H;
     const long long e = (long long)bi * H + j;
     const float* g = gates + (long long)bi * GH;
+    float gv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float hp = 0.0f, dhv = 0.0f, av = 0.0f, dcv = 0.0f, cp = 0.0f;
+    if (mine) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+            if (q < G) gv[q] = g[q * H + j];
+        hp = h_prev[e];
+        dhv = dh[e];
+        if (cell == TR_GRU_AFTER || cell == TR_LSTM) av = aux[e];
+        if (cell == TR_LSTM) {
+            dcv = dc[e];
+            cp = c_prev[e];
+        }
+    }
+    ts_product<TS_JB>(red, ts_smem, a, GH, wrow, K, B, kc);
+    if (!mine) return;
+    const float prod = ts_sum<TS_JB>(red, bl, jj);
     float* di = dih + (long long)bi * GH;
     float* dr_ = dhh + (long long)bi * GH;
     if (cell == TR_GRU_BEFORE && phase == 1) {
-        const float r = g[j], z = g[H + j];
-        const float hp = h_prev[e];
-        const float d = dh[e];
+        const float r = gv[0], z = gv[1];
+        const float d = dhv;
         const float drr = prod * hp * r * (1.0f - r);
         di[j] = drr;
         dr_[j] = drr;
         if (dh_prev) dh_prev[e] += d * z + prod * r;
         return;
     }
-    const float d = dh[e] + prod;
+    const float d = dhv + prod;
     if (cell == TR_RNN_TANH || cell == TR_RNN_RELU) {
-        const float hv = g[j];
+        const float hv = gv[0];
         const float dp = cell == TR_RNN_TANH ? d * (1.0f - hv * hv) : (hv > 0.0f ? d : 0.0f);
         di[j] = dp;
         dr_[j] = dp;
     } else if (cell == TR_GRU_AFTER) {
-        const float r = g[j], z = g[H + j], n = g[2 * H + j];
+        const float r = gv[0], z = gv[1], n = gv[2];
         const float dnp = d * (1.0f - z) * (1.0f - n * n);
-        const float dz = d * (h_prev[e] - n) * z * (1.0f - z);
-        const float drr = dnp * aux[e] * r * (1.0f - r);
+        const float dz = d * (hp - n) * z * (1.0f - z);
+        const float drr = dnp * av * r * (1.0f - r);
         di[j] = drr;
         di[H + j] = dz;
         di[2 * H + j] = dnp;
@@ -231,20 +296,20 @@ tr_step_bwd(float* dih, float* dhh, float* dh_prev, float* dc, float* dh, const 
         dr_[2 * H + j] = dnp * r;
         if (dh_prev) dh_prev[e] += d * z;
     } else if (cell == TR_GRU_BEFORE) {  // phase 2
-        const float z = g[H + j], n = g[2 * H + j];
+        const float z = gv[1], n = gv[2];
         const float dnp = d * (1.0f - z) * (1.0f - n * n);
-        const float dz = d * (h_prev[e] - n) * z * (1.0f - z);
+        const float dz = d * (hp - n) * z * (1.0f - z);
         di[H + j] = dz;
         dr_[H + j] = dz;
         di[2 * H + j] = dnp;
         dr_[2 * H + j] = dnp;
         dh[e] = d;
     } else {  // LSTM
-        const float i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-        const float tc = aux[e];
-        const float dcj = dc[e] + d * o * (1.0f - tc * tc);
+        const float i = gv[0], f = gv[1], gg = gv[2], o = gv[3];
+        const float tc = av;
+        const float dcj = dcv + d * o * (1.0f - tc * tc);
         const float v0 = dcj * gg * i * (1.0f - i);
-        const float v1 = dcj * c_prev[e] * f * (1.0f - f);
+        const float v1 = dcj * cp * f * (1.0f - f);
         const float v2 = dcj * i * (1.0f - gg * gg);
         const float v3 = d * tc * o * (1.0f - o);
         di[j] = v0;

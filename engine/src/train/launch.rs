@@ -70,6 +70,17 @@ pub(super) fn elementwise(n: usize) -> (u32, u32) {
     (n.div_ceil(256).clamp(1, 4096) as u32, 1)
 }
 
+/// The k chunk of a per-step kernel (ptx/src/train_step.cuh, ts_product)
+/// with `rows` weight rows over a product of length `k`, and the dynamic
+/// shared memory it stages in: (32 + rows) rows of chunk + 4 floats, within
+/// `max_smem` bytes less the kernels' static 12 KiB at most.
+pub(super) fn step_chunk(k: usize, rows: usize, max_smem: usize) -> (usize, usize) {
+    let per_row = 4 * (32 + rows);
+    let fit = (max_smem.saturating_sub(12 * 1024) / per_row).saturating_sub(4) & !3;
+    let kc = k.next_multiple_of(4).min(fit.max(4));
+    (kc, per_row * (kc + 4))
+}
+
 /// Splits of the k range for a product of `tiles` tiles over `k`: enough to
 /// give every SM two blocks when the tiles alone do not, never more than
 /// `work` floats of partials (m·n each) allow.
@@ -89,6 +100,17 @@ impl DeviceTrainer {
         &self,
         name: &'static str,
         grid: (u32, u32),
+        args: &[Arg],
+    ) -> Result<(), Error> {
+        self.launch_smem(name, grid, 0, args)
+    }
+
+    /// [`Self::launch`] with `smem` bytes of dynamic shared memory.
+    pub(super) fn launch_smem(
+        &self,
+        name: &'static str,
+        grid: (u32, u32),
+        smem: usize,
         args: &[Arg],
     ) -> Result<(), Error> {
         let mut slots = [0u64; MAX_ARGS];
@@ -113,7 +135,10 @@ impl DeviceTrainer {
         // slots, ints and floats in the low 4 bytes of theirs, little-endian),
         // and every address is inside a buffer of this trainer sized for its
         // (T, B, H, V) as allocated in `new`.
-        unsafe { self.gpu.launch(name, grid, 0, false, &mut ptrs[..n], shape) }
+        unsafe {
+            self.gpu
+                .launch(name, grid, smem, false, &mut ptrs[..n], shape)
+        }
     }
 
     /// Queues a product; split-K (with the deterministic second pass) when
@@ -236,6 +261,22 @@ impl DeviceTrainer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_chunks_fit_shared_memory() {
+        // d2l's GRU backward on an H100: one chunk of 768, 111 KB.
+        assert_eq!(step_chunk(768, 4, 232_448), (768, 36 * 4 * 772));
+        // Forward: H = 255 rounds up to 256.
+        assert_eq!(step_chunk(255, 8, 232_448).0, 256);
+        // Too long for one chunk: the largest that fits.
+        let (kc, smem) = step_chunk(16_384, 4, 232_448);
+        assert!(
+            kc < 16_384 && kc % 4 == 0 && smem + 12 * 1024 <= 232_448,
+            "{kc} {smem}"
+        );
+        // A tiny limit still gives a valid chunk.
+        assert_eq!(step_chunk(100, 4, 0).0, 4);
+    }
 
     #[test]
     fn splits_fill_the_sms_within_limits() {

@@ -24,7 +24,7 @@ use recur_core::{CellKind, ModelLayout};
 use crate::error::Error;
 use crate::gpu::Gpu;
 use crate::mem::{alloc, download, fill32, upload};
-use launch::{elementwise, f32_at, Arg, Gemm, COLSUM_CHUNK, MAX_SPLITS};
+use launch::{elementwise, f32_at, step_chunk, Arg, Gemm, COLSUM_CHUNK, MAX_SPLITS};
 use staging::TokenRing;
 pub use stats::TrainStats;
 use stats::STATS_WORDS;
@@ -47,6 +47,9 @@ pub enum TrainOptimizer {
 const STEP_UNITS_FWD: usize = 2;
 const STEP_UNITS_BWD: usize = 4;
 const STEP_ROWS: usize = 32;
+/// Weight rows per block of the per-step kernels (up to 4 gates × units).
+const STEP_W_ROWS_FWD: usize = 4 * STEP_UNITS_FWD;
+const STEP_W_ROWS_BWD: usize = STEP_UNITS_BWD;
 
 /// A language model (cell + output layer) in training on the GPU.
 pub struct DeviceTrainer {
@@ -338,6 +341,8 @@ impl DeviceTrainer {
             b.div_ceil(STEP_ROWS) as u32,
         );
         let (gates, aux) = (addr(&self.gates), addr(&self.aux));
+        let max_smem = self.gpu.limits().max_smem_per_block;
+        let (kc, smem) = step_chunk(h, STEP_W_ROWS_FWD, max_smem);
         for t in 0..self.steps {
             let h_prev = f32_at(hcat, t * bh);
             let h_out = f32_at(hcat, (t + 1) * bh);
@@ -348,9 +353,10 @@ impl DeviceTrainer {
             };
             let aux_t = f32_at(aux, t * bh);
             let step = |phase: i32, a: u64| {
-                self.launch(
+                self.launch_smem(
                     "tr_step_fwd",
                     grid,
+                    smem,
                     &[
                         Arg::Ptr(h_out),
                         Arg::Ptr(c_out),
@@ -369,6 +375,7 @@ impl DeviceTrainer {
                         Arg::I32(b as i32),
                         Arg::I32(h as i32),
                         Arg::I32(v as i32),
+                        Arg::I32(kc as i32),
                     ],
                 )
             };
@@ -527,6 +534,17 @@ impl DeviceTrainer {
             addr(&self.dc),
             addr(&self.w_hh_t),
         );
+        // The product's length per phase: all gates (phase 0), reset-before's
+        // r, z (phase 2) and n (phase 1).
+        let max_smem = self.gpu.limits().max_smem_per_block;
+        let chunk = |phase: i32| {
+            let k = match phase {
+                0 => gh,
+                2 => 2 * h,
+                _ => h,
+            };
+            step_chunk(k, STEP_W_ROWS_BWD, max_smem)
+        };
         for t in (0..self.steps).rev() {
             let dh_t = f32_at(dhs, t * bh);
             let dh_prev = if t == 0 { 0 } else { f32_at(dhs, (t - 1) * bh) };
@@ -538,9 +556,11 @@ impl DeviceTrainer {
                 f32_at(dhh, (t + 1) * b * gh)
             };
             let step = |phase: i32, a: u64| {
-                self.launch(
+                let (kc, smem) = chunk(phase);
+                self.launch_smem(
                     "tr_step_bwd",
                     grid,
+                    smem,
                     &[
                         Arg::Ptr(f32_at(dih, t * b * gh)),
                         Arg::Ptr(dhh_t),
@@ -557,6 +577,7 @@ impl DeviceTrainer {
                         Arg::I32(phase),
                         Arg::I32(b as i32),
                         Arg::I32(h as i32),
+                        Arg::I32(kc as i32),
                     ],
                 )
             };
