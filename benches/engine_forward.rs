@@ -125,14 +125,16 @@ fn main() {
             });
             let per_step = |d: Duration| d.as_secs_f64() * 1e6 / 35.0;
             summary.push(format!(
-                "d2l B=32 H=256 V=1027 T=35 {:<16} {}: layer {:.3} us/step, layer+output+loss {:.3} us/step  ({:?} units={} blocks={})",
+                "d2l B=32 H=256 V=1027 T=35 {:<16} {}: layer {:.3} us/step, layer+output+loss {:.3} us/step  ({:?} units={} blocks={} cluster={} rows={})",
                 cell.name(),
                 prec_name(precision),
                 per_step(layer),
                 per_step(full),
                 plan.path,
                 plan.units,
-                plan.blocks
+                plan.blocks,
+                plan.cluster,
+                plan.ldb
             ));
         }
     }
@@ -167,6 +169,7 @@ fn main() {
         let opts = PlanOptions {
             path: Some(Path::PersistentMma),
             units: Some(units),
+            ..PlanOptions::default()
         };
         if model.plan(16, opts).is_ok() {
             let d = time_it(&gpu, 10, || {
@@ -198,6 +201,7 @@ fn main() {
                 let opts = PlanOptions {
                     path: Some(path),
                     units: Some(u),
+                    ..PlanOptions::default()
                 };
                 if model.plan(32, opts).is_err() {
                     continue;
@@ -210,6 +214,37 @@ fn main() {
                     prec_name(precision),
                     d.as_secs_f64() * 1e6 / 35.0
                 ));
+            }
+        }
+    }
+    // Cluster size × batch rows per cluster sweep (sm_90), d2l GRU and LSTM.
+    if gpu.limits().cluster > 0 {
+        for precision in [Precision::F32, Precision::F16] {
+            for cell in [CellKind::GruResetAfter, CellKind::Lstm] {
+                let (model, mut bufs) = d2l_setup(&gpu, cell, precision);
+                for cluster in [8, 16] {
+                    for rows in [1, 2, 3, 4, 5, 8, 16, 32] {
+                        let opts = PlanOptions {
+                            path: Some(Path::Cluster),
+                            cluster: Some(cluster),
+                            rows: Some(rows),
+                            ..PlanOptions::default()
+                        };
+                        let Ok(plan) = model.plan(32, opts) else {
+                            continue;
+                        };
+                        let d = time_it(&gpu, 100, || {
+                            model.forward(&mut bufs, opts).unwrap();
+                        });
+                        summary.push(format!(
+                            "  sweep d2l {} {} Cluster cluster={cluster} rows={rows} blocks={}: {:.3} us/step",
+                            cell.name(),
+                            prec_name(precision),
+                            plan.blocks,
+                            d.as_secs_f64() * 1e6 / 35.0
+                        ));
+                    }
+                }
             }
         }
     }

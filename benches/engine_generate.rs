@@ -10,7 +10,7 @@ use criterion::Criterion;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::core::{CellKind, ModelLayout};
-use recur::engine::{DeviceModel, GenBuffers, Gpu, Precision, Sampling};
+use recur::engine::{DeviceModel, GenBuffers, GenPath, Gpu, Precision, Sampling};
 
 const PREFIX: usize = 10;
 const COUNT: usize = 500;
@@ -80,6 +80,42 @@ fn main() {
                     cell.name()
                 ));
             }
+        }
+    }
+    // Each path forced, d2l GRU, greedy (plain timing loop).
+    for precision in [Precision::F32, Precision::F16] {
+        let layout = ModelLayout {
+            cell: CellKind::GruResetAfter,
+            vocab: 1027,
+            hidden: 256,
+        };
+        let mut rng = StdRng::seed_from_u64(5);
+        let k = 1.0 / 16.0;
+        let params: Vec<f32> = (0..layout.len()).map(|_| rng.random_range(-k..k)).collect();
+        let model = DeviceModel::upload(&gpu, layout, &params, precision).unwrap();
+        let mut bufs = GenBuffers::new(&model, 1, PREFIX, COUNT).unwrap();
+        let prefix: Vec<u32> = (0..PREFIX as u32).map(|i| i * 7 % 1027).collect();
+        bufs.set_prefix(&prefix).unwrap();
+        for (path, cluster) in [
+            (GenPath::Persistent, None),
+            (GenPath::Cluster, Some(8)),
+            (GenPath::Cluster, Some(16)),
+        ] {
+            let mut run = || model.generate_on(&mut bufs, Sampling::Greedy, Some(path), cluster);
+            if run().is_err() {
+                continue; // not on this device
+            }
+            gpu.synchronize().unwrap();
+            let runs = 20;
+            let start = Instant::now();
+            for _ in 0..runs {
+                run().unwrap();
+                gpu.synchronize().unwrap();
+            }
+            let per = start.elapsed().as_secs_f64() * 1e6 / (runs * COUNT) as f64;
+            summary.push(format!(
+                "  forced gru-reset-after {precision:?} greedy {path:?} cluster={cluster:?}: {per:.3} us/char"
+            ));
         }
     }
     c.final_summary();

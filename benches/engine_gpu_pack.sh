@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the engine's test and bench binaries (release) and packs them,
-# stripped, into .carry/engine-bins.tar.xz for benches/engine_gpu_run.sh on
-# the GPU machine (the binaries load that machine's libcuda.so.1).
+# stripped, into .carry/engine/engine-bins.tar.xz for benches/engine_gpu_run.sh
+# on the GPU machine (the binaries load that machine's libcuda.so.1); carry
+# `.carry/engine` to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE=$(mktemp -d)
@@ -22,6 +23,6 @@ for l in sys.stdin:
     if m.get('reason')=='compiler-artifact' and m['target']['name']=='$b' and 'bench' in m['target']['kind'] and m.get('executable'): print(m['executable'])")
   strip -o "$STAGE/bench_$b" "$exe"
 done
-mkdir -p .carry
-tar -cJf .carry/engine-bins.tar.xz -C "$STAGE" .
-ls -la .carry/engine-bins.tar.xz
+mkdir -p .carry/engine
+tar -cJf .carry/engine/engine-bins.tar.xz -C "$STAGE" .
+ls -la .carry/engine/engine-bins.tar.xz

@@ -6,9 +6,12 @@
 
 Each ptx/src/<module>.cu becomes ptx/<module>.ptx (target compute_80: every
 kernel runs on sm_80 and later; the driver JIT-compiles it for the GPU at
-hand). ptxas then assembles every module for sm_80 and sm_90 and the
-registers, spills and shared memory of every kernel go to
-ptx/ptxas-report.txt, so that a change to a kernel shows its cost in review.
+hand), except the modules named in ARCH_90 (thread-block clusters,
+distributed shared memory: target compute_90, loaded on sm_90 and later
+only). ptxas then assembles every module for each of its archs (sm_80 and
+sm_90; sm_90 only for compute_90 modules) and the registers, spills and
+shared memory of every kernel go to ptx/ptxas-report.txt, so that a change
+to a kernel shows its cost in review.
 
 Needs the venv of ptx/setup.sh (NVRTC, ptxas and the CUDA headers from PyPI);
 no GPU and no CUDA toolkit.
@@ -28,6 +31,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "src")
 ARCH = "compute_80"
 PTXAS_ARCHS = ["sm_80", "sm_90"]
+# Modules that need sm_90 features (engine/src/ptx.rs loads them on sm_90+ only).
+ARCH_90 = {"recurrent_cluster", "generate_cluster"}
+
+
+def module_arch(module):
+    return "compute_90" if module in ARCH_90 else ARCH
+
+
+def ptxas_archs(module):
+    return ["sm_90"] if module in ARCH_90 else PTXAS_ARCHS
 REPORT = os.path.join(HERE, "ptxas-report.txt")
 
 
@@ -62,7 +75,7 @@ def compile_module(lib, path):
         source = f.read()
     prog = ctypes.c_void_p()
     check(lib.nvrtcCreateProgram(ctypes.byref(prog), source, name.encode(), 0, None, None), "create")
-    opts = [f"--gpu-architecture={ARCH}", "-std=c++17", f"-I{SRC}",
+    opts = [f"--gpu-architecture={module_arch(name[:-3])}", "-std=c++17", f"-I{SRC}",
             f"-I{nvidia_dir('cuda_runtime', 'include')}"]
     arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
     status = lib.nvrtcCompileProgram(prog, len(opts), arr)
@@ -91,7 +104,7 @@ def check(status, what):
 def ptxas_report(ptx_files):
     """Assembles every module for each arch; returns the report text."""
     ptxas = nvidia_dir("cuda_nvcc", "bin", "ptxas")
-    jobs = [(path, arch) for path in ptx_files for arch in PTXAS_ARCHS]
+    jobs = [(path, arch) for path in ptx_files for arch in ptxas_archs(os.path.basename(path)[:-4])]
 
     def assemble(job):
         path, arch = job
@@ -147,7 +160,7 @@ def parse_ptxas(text, module, arch):
 def main():
     check_only = "--check" in sys.argv[1:]
     lib = load_nvrtc()
-    print(f"NVRTC {nvrtc_version(lib)}, target {ARCH}")
+    print(f"NVRTC {nvrtc_version(lib)}, target {ARCH} ({', '.join(sorted(ARCH_90))}: compute_90)")
     sources = sorted(glob.glob(os.path.join(SRC, "*.cu")))
     generated = {}
     for path in sources:
@@ -177,7 +190,8 @@ def main():
             print(f"{os.path.relpath(path, HERE)} has no source in ptx/src")
         if bad:
             sys.exit("the committed PTX is not what ptx/src generates: run `bash ptx/generate.sh`")
-        print(f"PTX up to date: {len(sources)} modules; ptxas {', '.join(PTXAS_ARCHS)} assembled every kernel")
+        print(f"PTX up to date: {len(sources)} modules; ptxas {', '.join(PTXAS_ARCHS)} assembled every kernel "
+              f"(sm_90 only: {', '.join(sorted(ARCH_90))})")
         return
     for path, text in generated.items():
         with open(path, "w") as f:

@@ -1,6 +1,9 @@
 //! The engine's recurrent layer against recur-core: arbitrary small shapes
 //! (B 1–64, H 1–300 including non-multiples of 32, vocabulary up to 1,100,
-//! T 1–40), random weights, every cell, f32 and f16, each path. Outputs are
+//! T 1–40), random weights, every cell, f32 and f16, each path (the
+//! automatic plan: thread-block clusters on sm_90; forced: both cluster
+//! sizes with any batch rows per cluster, the tensor-core and CUDA-core
+//! persistent kernels, per step). Outputs are
 //! NaN-poisoned before every launch. Without a GPU the device tests print
 //! `skipped: no CUDA device`; the tolerance check runs everywhere.
 
@@ -129,10 +132,11 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(12))]
+    #![proptest_config(config(16))]
 
-    /// The per-step fallback and the CUDA-core persistent kernel in f16 (which
-    /// the planner only picks for GRU reset-before), forced.
+    /// The per-step fallback, the CUDA-core persistent kernel (f32, and f16
+    /// where the planner only picks it for GRU reset-before) and the
+    /// tensor-core persistent kernel (f16), forced.
     #[test]
     fn forced_paths_match_core(
         cell in cell_strategy(),
@@ -141,16 +145,87 @@ proptest! {
         vocab in 2usize..=600,
         steps in 1usize..=20,
         f16 in any::<bool>(),
-        per_step in any::<bool>(),
+        which in 0usize..3,
         seed in any::<u64>(),
     ) {
         let gpu = match engine_support::gpu() { Some(g) => g, None => { let _ = writeln!(std::io::stderr(), "skipped: no CUDA device"); return Ok(()); } };
         let precision = if f16 { Precision::F16 } else { Precision::F32 };
-        let path = if per_step { Path::PerStep } else { Path::PersistentSimt };
-        let opts = PlanOptions { path: Some(path), units: None };
+        let path = match which {
+            0 => Path::PerStep,
+            2 if f16 && cell != CellKind::GruResetBefore => Path::PersistentMma,
+            _ => Path::PersistentSimt,
+        };
+        let opts = PlanOptions { path: Some(path), ..PlanOptions::default() };
         let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, precision, opts, seed);
         if let Ok(m) = &r { println!("ok forced {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {m}"); }
         prop_assert!(r.is_ok(), "{path:?} {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
+    }
+}
+
+proptest! {
+    #![proptest_config(config(32))]
+
+    /// The thread-block-cluster kernels (sm_90), forced: clusters of 8 and
+    /// 16 CTAs, any number of batch rows per cluster (several product passes
+    /// of 8 rows, a last cluster with fewer rows), token input.
+    #[test]
+    fn cluster_path_matches_core(
+        cell in cell_strategy(),
+        batch in 1usize..=64,
+        hidden in 1usize..=300,
+        vocab in 2usize..=1100,
+        steps in 1usize..=40,
+        f16 in any::<bool>(),
+        sixteen in any::<bool>(),
+        rows in 1usize..=64,
+        seed in any::<u64>(),
+    ) {
+        let gpu = match engine_support::gpu() { Some(g) => g, None => { let _ = writeln!(std::io::stderr(), "skipped: no CUDA device"); return Ok(()); } };
+        let most = gpu.limits().cluster;
+        if most == 0 {
+            let _ = writeln!(std::io::stderr(), "skipped: no thread-block clusters (before sm_90)");
+            return Ok(());
+        }
+        let precision = if f16 { Precision::F16 } else { Precision::F32 };
+        let cluster = if sixteen && most >= 16 { 16 } else { 8 };
+        let opts = cluster_opts(&gpu, cell, hidden, vocab, batch, precision, cluster, rows);
+        let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, precision, opts, seed);
+        if let Ok(m) = &r { println!("ok cluster {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {m}"); }
+        prop_assert!(r.is_ok(), "{opts:?} {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
+    }
+}
+
+/// Forced cluster options with at most `rows` batch rows per cluster, fewer
+/// where that many do not fit the shared memory.
+#[allow(clippy::too_many_arguments)]
+fn cluster_opts(
+    gpu: &Gpu,
+    cell: CellKind,
+    hidden: usize,
+    vocab: usize,
+    batch: usize,
+    precision: Precision,
+    cluster: usize,
+    rows: usize,
+) -> PlanOptions {
+    let layout = ModelLayout {
+        cell,
+        vocab,
+        hidden,
+    };
+    let model = DeviceModel::upload(gpu, layout, &random_params(&layout, 0), precision).unwrap();
+    let mut rows = rows.min(batch);
+    loop {
+        let opts = PlanOptions {
+            path: Some(Path::Cluster),
+            cluster: Some(cluster),
+            rows: Some(rows),
+            ..PlanOptions::default()
+        };
+        if model.plan(batch, opts).is_ok() || rows == 1 {
+            return opts;
+        }
+        rows /= 2;
     }
 }
 

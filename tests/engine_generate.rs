@@ -3,7 +3,9 @@
 //! at every generated position; each device token must be what recur-core's
 //! `argmax` / `sample` picks from those logits with the same random numbers,
 //! up to the logits' rounding tolerance (a near tie, or a draw that falls
-//! within that tolerance of a CDF boundary).
+//! within that tolerance of a CDF boundary). Every path runs: the automatic
+//! choice (thread-block clusters on sm_90), and forced the cooperative
+//! persistent kernel, both cluster sizes and the per-step fallback.
 
 mod engine_support;
 
@@ -13,7 +15,7 @@ use recur::core::sample::{argmax, sample, sample_scratch_len};
 use recur::core::{CellKind, ModelLayout, Portable};
 use recur::engine::half::round_f16;
 use recur::engine::rng::{nth, row_seed, SplitMix64};
-use recur::engine::{DeviceModel, GenBuffers, GenPath, Gpu, Precision, Sampling};
+use recur::engine::{DeviceModel, Error, GenBuffers, GenPath, Gpu, Precision, Sampling};
 
 struct Case {
     cell: CellKind,
@@ -24,15 +26,19 @@ struct Case {
     count: usize,
 }
 
-/// Generates on the device, checks every token; returns the path taken.
+/// Generates on the device (on `path`, `None`: automatic; `cluster`: the
+/// forced cluster size), checks every token; returns the path taken (`None`:
+/// the forced cluster size does not fit).
+#[allow(clippy::too_many_arguments)]
 fn check(
     gpu: &Gpu,
     c: &Case,
     precision: Precision,
     sampling: Sampling,
-    per_step: bool,
+    path: Option<GenPath>,
+    cluster: Option<usize>,
     seed: u64,
-) -> GenPath {
+) -> Option<GenPath> {
     let layout = ModelLayout {
         cell: c.cell,
         vocab: c.vocab,
@@ -49,7 +55,18 @@ fn check(
     let mut bufs = GenBuffers::new(&model, c.batch, c.prefix, c.count).unwrap();
     bufs.set_prefix(&prefix).unwrap();
     bufs.poison().unwrap();
-    let path = model.generate(&mut bufs, sampling, per_step).unwrap();
+    let path = match model.generate_on(&mut bufs, sampling, path, cluster) {
+        Ok(p) => p,
+        // A forced cluster size whose slices do not fit the shared memory.
+        Err(Error::Limit { .. }) if path == Some(GenPath::Cluster) => {
+            println!(
+                "{:?} {precision:?} cluster {cluster:?}: does not fit",
+                c.cell
+            );
+            return None;
+        }
+        Err(e) => panic!("{:?} {precision:?} {path:?} {cluster:?}: {e}", c.cell),
+    };
     let got = bufs.tokens().unwrap();
 
     // Teacher forcing: the inputs are the prefix, then the generated tokens.
@@ -154,11 +171,11 @@ fn check(
         }
     }
     println!(
-        "{:?} {precision:?} {sampling:?} {path:?}: {exact}/{} tokens identical to recur-core's choice",
+        "{:?} {precision:?} {sampling:?} {path:?} {cluster:?}: {exact}/{} tokens identical to recur-core's choice",
         c.cell,
         c.count * c.batch
     );
-    path
+    Some(path)
 }
 
 /// Whether the draw `bits` lands in token `dev`'s slice of the CDF once the
@@ -212,6 +229,14 @@ fn cases() -> Vec<Case> {
             count: 20,
         },
         Case {
+            cell: CellKind::GruResetAfter,
+            batch: 12,
+            hidden: 48,
+            vocab: 70,
+            prefix: 2,
+            count: 15,
+        },
+        Case {
             cell: CellKind::RnnRelu,
             batch: 4,
             hidden: 17,
@@ -222,21 +247,53 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// The paths to check on this GPU: automatic, the cooperative persistent
+/// kernel, each cluster size the device allows, per step.
+fn paths(gpu: &Gpu) -> Vec<(Option<GenPath>, Option<usize>)> {
+    let mut v = vec![
+        (None, None),
+        (Some(GenPath::Persistent), None),
+        (Some(GenPath::PerStep), None),
+    ];
+    let most = gpu.limits().cluster;
+    if most == 0 {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"cluster generation skipped: no thread-block clusters (before sm_90)\n",
+        );
+    }
+    for size in [8, 16] {
+        if size <= most {
+            v.push((Some(GenPath::Cluster), Some(size)));
+        }
+    }
+    v
+}
+
 #[test]
 fn greedy_matches_core() {
     let gpu = gpu_or_skip!();
     for (i, c) in cases().iter().enumerate() {
         for precision in [Precision::F32, Precision::F16] {
-            for per_step in [false, true] {
-                let path = check(
+            for (path, cluster) in paths(&gpu) {
+                let took = check(
                     &gpu,
                     c,
                     precision,
                     Sampling::Greedy,
-                    per_step,
+                    path,
+                    cluster,
                     10 + i as u64,
                 );
-                assert_eq!(path == GenPath::PerStep, per_step);
+                match (path, took) {
+                    (Some(forced), Some(took)) => assert_eq!(took, forced),
+                    (Some(_), None) => {}
+                    (None, took) => {
+                        if gpu.limits().cluster > 0 {
+                            assert_eq!(took, Some(GenPath::Cluster), "{:?}", c.cell);
+                        }
+                    }
+                }
             }
         }
     }
@@ -247,12 +304,12 @@ fn temperature_sampling_matches_core() {
     let gpu = gpu_or_skip!();
     for (i, c) in cases().iter().enumerate() {
         for precision in [Precision::F32, Precision::F16] {
-            for per_step in [false, true] {
+            for (path, cluster) in paths(&gpu) {
                 let sampling = Sampling::Temperature {
                     temperature: 0.8,
                     seed: 99 + i as u64,
                 };
-                check(&gpu, c, precision, sampling, per_step, 20 + i as u64);
+                check(&gpu, c, precision, sampling, path, cluster, 20 + i as u64);
             }
         }
     }

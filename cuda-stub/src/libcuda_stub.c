@@ -8,9 +8,11 @@
  * answer with a text (cust's error Display calls them), never a failure.
  *
  * The list below is every function that cust_raw 0.11.3 declares
- * (src/cuda.rs), so any of them links. Parameters are deliberately not
- * declared: with the x86-64 SysV and AArch64 calling conventions a callee that
- * ignores its arguments is safe to call with any argument list.
+ * (src/cuda.rs), so any of them links, plus the newer entry points that
+ * recur-engine declares itself (cuOccupancyMaxActiveClusters). Parameters
+ * are deliberately not declared: with the x86-64 SysV and AArch64 calling
+ * conventions a callee that ignores its arguments is safe to call with any
+ * argument list.
  */
 #include <stddef.h>
 
@@ -340,6 +342,8 @@ NO_DEVICE(cuModuleUnload)
 NO_DEVICE(cuOccupancyAvailableDynamicSMemPerBlock)
 NO_DEVICE(cuOccupancyMaxActiveBlocksPerMultiprocessor)
 NO_DEVICE(cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags)
+/* Not in cust_raw 0.11.3: declared by recur-engine itself (engine/src/gpu.rs). */
+NO_DEVICE(cuOccupancyMaxActiveClusters)
 NO_DEVICE(cuOccupancyMaxPotentialBlockSize)
 NO_DEVICE(cuOccupancyMaxPotentialBlockSizeWithFlags)
 NO_DEVICE(cuParamSetSize)

@@ -16,7 +16,8 @@ use crate::mem::{addr, alloc, download, fill32, upload, Activations, BARRIER_WOR
 use crate::model::DeviceModel;
 use crate::params::{GenParams, RecParams};
 use crate::plan::{
-    generate_kernel, kernel_name, plan_generate, plan_sequence, Path, PlanOptions, Precision,
+    gen_cluster_kernel, generate_kernel, kernel_name, plan_generate, plan_generate_cluster,
+    plan_sequence, GenPlan, Path, PlanOptions, Precision,
 };
 use crate::rng::row_seed;
 
@@ -42,6 +43,8 @@ pub enum GenPath {
     Persistent,
     /// Launches per step, queued back to back.
     PerStep,
+    /// One launch of thread-block clusters (sm_90), no grid-wide barrier.
+    Cluster,
 }
 
 /// Device buffers for generating `count` tokens after a `prefix_len`-token
@@ -180,13 +183,31 @@ impl GenBuffers {
 
 impl DeviceModel {
     /// Queues the generation of `bufs`' N tokens. `per_step` forces the
-    /// fallback path (tests); otherwise the persistent kernel runs where the
-    /// weights fit on chip.
+    /// fallback path (tests); otherwise the cluster kernel (sm_90) or the
+    /// persistent kernel runs where the weights fit on chip.
     pub fn generate(
         &self,
         bufs: &mut GenBuffers,
         sampling: Sampling,
         per_step: bool,
+    ) -> Result<GenPath, Error> {
+        let path = if per_step {
+            Some(GenPath::PerStep)
+        } else {
+            None
+        };
+        self.generate_on(bufs, sampling, path, None)
+    }
+
+    /// [`DeviceModel::generate`] on a forced path (`None`: the fastest that
+    /// fits) and, for [`GenPath::Cluster`], a forced cluster size (8 or 16).
+    /// A forced path that does not fit the device is an error.
+    pub fn generate_on(
+        &self,
+        bufs: &mut GenBuffers,
+        sampling: Sampling,
+        path: Option<GenPath>,
+        cluster: Option<usize>,
     ) -> Result<GenPath, Error> {
         let l = self.layout();
         let mine = (l.cell, l.hidden, l.vocab, self.precision());
@@ -220,14 +241,24 @@ impl DeviceModel {
         let gpu = self.gpu();
         gpu.bind()?;
         let (b, h, v) = (bufs.batch, l.hidden, l.vocab);
-        let plan = if per_step {
-            None
-        } else {
-            plan_generate(&gpu.limits(), gpu, l.cell, h, v, b, self.precision())
+        let limits = gpu.limits();
+        let cluster_plan = || {
+            plan_generate_cluster(&limits, gpu, l.cell, h, v, b, self.precision(), cluster)
+                .map(|p| (GenPath::Cluster, p))
+        };
+        let persistent_plan = || {
+            plan_generate(&limits, gpu, l.cell, h, v, b, self.precision())
+                .map(|p| (GenPath::Persistent, p))
+        };
+        let plan: Option<(GenPath, GenPlan)> = match path {
+            None => cluster_plan().or_else(persistent_plan),
+            Some(GenPath::Cluster) => Some(cluster_plan().ok_or(too_large(h))?),
+            Some(GenPath::Persistent) => Some(persistent_plan().ok_or(too_large(h))?),
+            Some(GenPath::PerStep) => None,
         };
         let w = self.weights();
         let shape = || format!("B={b} H={h} V={v} P={} N={}", bufs.prefix_len, bufs.count);
-        if let Some(plan) = plan {
+        if let Some((gen_path, plan)) = plan {
             let mut p = GenParams {
                 prefix: addr(&bufs.prefix),
                 table: w.table,
@@ -258,20 +289,28 @@ impl DeviceModel {
                 ldb: plan.ldb as i32,
             };
             let mut args: [*mut c_void; 1] = [&mut p as *mut _ as *mut c_void];
-            let kernel = generate_kernel(l.cell, self.precision());
-            // SAFETY: one GenParams by value; every buffer was sized for
-            // (B, H, V, P, N) by GenBuffers::new and checked above.
+            let (kernel, cooperative) = match gen_path {
+                GenPath::Cluster => (
+                    gen_cluster_kernel(plan.cluster, l.cell, self.precision()),
+                    false,
+                ),
+                _ => (generate_kernel(l.cell, self.precision()), true),
+            };
+            // SAFETY: one GenParams by value (GenClusterParams of
+            // generate_cluster.cu has the same layout); every buffer was
+            // sized for (B, H, V, P, N) by GenBuffers::new and checked above;
+            // a cluster grid is whole clusters of the kernel's compiled size.
             unsafe {
                 gpu.launch(
                     kernel,
                     (plan.blocks as u32, 1),
                     plan.smem,
-                    true,
+                    cooperative,
                     &mut args,
                     shape,
                 )?
             };
-            return Ok(GenPath::Persistent);
+            return Ok(gen_path);
         }
         self.generate_per_step(bufs, inv_temp, seed)?;
         Ok(GenPath::PerStep)
@@ -288,7 +327,7 @@ impl DeviceModel {
         let (b, h, v) = (bufs.batch, l.hidden, l.vocab);
         let opts = PlanOptions {
             path: Some(Path::PerStep),
-            units: None,
+            ..PlanOptions::default()
         };
         let plan = plan_sequence(&gpu.limits(), gpu, l.cell, h, b, self.precision(), opts).ok_or(
             Error::Limit {
@@ -389,6 +428,14 @@ impl DeviceModel {
             unsafe { gpu.launch("gen_sample", (b as u32, 1), 0, false, &mut args, shape)? };
         }
         Ok(())
+    }
+}
+
+fn too_large(hidden: usize) -> Error {
+    Error::Limit {
+        what: "hidden size (the forced generation path does not fit the device)",
+        value: hidden,
+        limit: 0,
     }
 }
 

@@ -26,6 +26,37 @@ pub struct DeviceLimits {
     pub max_smem_per_block: usize,
     /// Whether cooperative launches (grid-wide barriers) are supported.
     pub cooperative: bool,
+    /// Largest thread-block cluster the engine's cluster kernels may be
+    /// launched with: 16 (sm_90 with non-portable cluster sizes), 8 (sm_90),
+    /// 0 (older GPUs: the cluster modules are not loaded).
+    pub cluster: usize,
+}
+
+/// `CUlaunchConfig` of the CUDA 12 driver API (cust_raw 0.11.3 predates it).
+#[repr(C)]
+struct LaunchConfig {
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_mem_bytes: u32,
+    stream: sys::CUstream,
+    attrs: *mut c_void,
+    num_attrs: u32,
+}
+
+/// `CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED` (CUDA 12 cuda.h).
+const NON_PORTABLE_CLUSTER_SIZE_ALLOWED: i32 = 14;
+
+// Driver entry points newer than cust_raw's bindings (recur's no-device stub
+// exports them too). Results as raw codes: a Rust enum must not receive a
+// value it does not list.
+extern "C" {
+    fn cuOccupancyMaxActiveClusters(
+        num_clusters: *mut i32,
+        func: sys::CUfunction,
+        config: *const LaunchConfig,
+    ) -> u32;
+    #[link_name = "cuFuncSetAttribute"]
+    fn cu_func_set_attribute_raw(func: sys::CUfunction, attrib: i32, value: i32) -> u32;
 }
 
 #[derive(Clone, Copy)]
@@ -78,7 +109,11 @@ impl Gpu {
             Ok(v.max(0) as usize)
         };
         use sys::CUdevice_attribute as A;
-        let limits = DeviceLimits {
+        let major = attr(
+            A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+            "reading the compute capability",
+        )?;
+        let mut limits = DeviceLimits {
             sm_count: attr(
                 A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
                 "reading the SM count",
@@ -91,10 +126,15 @@ impl Gpu {
                 A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH,
                 "reading cooperative launch support",
             )? != 0,
+            cluster: if major >= 9 { 16 } else { 0 },
         };
         let mut modules = Vec::new();
         let mut kernels = HashMap::new();
-        for (module_name, text) in ptx::MODULES {
+        for m in &ptx::MODULES {
+            if (m.min_major as usize) > major {
+                continue; // e.g. compute_90 PTX on an sm_80 GPU
+            }
+            let (module_name, text) = (m.name, m.text);
             let module = Module::from_ptx(text, &[]).map_err(|e| {
                 Error::driver(
                     e as u32,
@@ -127,6 +167,15 @@ impl Gpu {
                 check(r, "raising the shared memory limit", None, || {
                     entry.to_owned()
                 })?;
+                if entry.contains("cluster16") && limits.cluster == 16 {
+                    // SAFETY: setting an attribute of a function of a loaded module.
+                    let r = unsafe {
+                        cu_func_set_attribute_raw(func, NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
+                    };
+                    if r != 0 {
+                        limits.cluster = 8; // the portable size only
+                    }
+                }
                 kernels.insert(entry, Kernel { func, static_smem });
             }
             modules.push(module);
@@ -192,6 +241,41 @@ impl Gpu {
         check(r, "querying occupancy", Some(name), || {
             format!("smem={smem}")
         })?;
+        Ok(n.max(0) as usize)
+    }
+
+    /// How many clusters of `cluster` blocks of `kernel` (compiled with that
+    /// cluster size) with `smem` bytes of dynamic shared memory can be
+    /// resident on the device at once (0: none fits).
+    pub(crate) fn max_active_clusters(
+        &self,
+        name: &'static str,
+        cluster: usize,
+        smem: usize,
+    ) -> Result<usize, Error> {
+        let k = self.kernel(name)?;
+        if smem + k.static_smem > self.inner.limits.max_smem_per_block {
+            return Ok(0);
+        }
+        let config = LaunchConfig {
+            grid: [cluster as u32, 1, 1],
+            block: [BLOCK, 1, 1],
+            shared_mem_bytes: smem as u32,
+            stream: self.inner.stream.as_inner(),
+            attrs: std::ptr::null_mut(),
+            num_attrs: 0,
+        };
+        let mut n = 0i32;
+        // SAFETY: occupancy query into a local; the config lives across the call.
+        let r = unsafe { cuOccupancyMaxActiveClusters(&mut n, k.func, &config) };
+        if r != 0 {
+            return Err(Error::driver(
+                r,
+                "querying cluster occupancy",
+                Some(name),
+                || format!("cluster={cluster} smem={smem}"),
+            ));
+        }
         Ok(n.max(0) as usize)
     }
 

@@ -20,9 +20,29 @@
 //! Larger layers run the per-step kernels (one launch per step, W_hh read
 //! from global memory / L2), which have no size limit beyond `G·H·H < 2³¹`.
 //!
+//! # Thread-block clusters (sm_90 and later; preferred where they fit)
+//! `Path::Cluster` runs the sequence on clusters of `CS` = 16 (where the
+//! device allows non-portable sizes) or 8 CTAs, one launch, no cooperative
+//! launch and no global barrier (ptx/src/recurrent_cluster.cu). Cluster c
+//! takes batch rows `[c·BC, c·BC+BC)`; CTA r of a cluster holds the W_hh rows
+//! of units `[r·U, r·U+U)`, `U = ceil(H/CS)`, and the cluster's whole
+//! `h_{t-1}` in shared memory; the new h goes to every CTA through
+//! distributed shared memory, one cluster barrier per step. Limits: `U ≤ 256`
+//! and the shared memory [`cluster_smem`] (≈ `G·U·H·w + 4·(2·BC·H +
+//! 256·G·8 + …)` bytes) within the per-block limit: on an H100 (227 KiB) with
+//! CS = 16 and BC ≤ 8 that is H ≤ about 560 for an f32 LSTM, 650 for an f32
+//! GRU, 790 / 900 in f16 (the LSTM H 768 of the benchmark, 295 KB of W_hh
+//! per CTA in f16, does not fit and runs the tensor-core kernel). BC is the
+//! smallest number of rows for which all `ceil(B/BC)` clusters are resident
+//! at once (cuOccupancyMaxActiveClusters).
+//!
 //! Generation keeps W_hh rows and output-layer rows (`VR ≤ 16` per block) in
 //! shared memory the same way; where they do not fit it falls back to
-//! per-step launches queued back to back (the host still waits once).
+//! per-step launches queued back to back (the host still waits once). On
+//! sm_90 the cluster version (ptx/src/generate_cluster.cu) runs first where
+//! it fits: CTA r also holds output rows `[r·VR, r·VR+VR)`, `VR =
+//! ceil(V/CS)`, and every CTA a copy of the logits (`4·BC·V` bytes)
+//! ([`gen_cluster_smem`]).
 
 use recur_core::CellKind;
 
@@ -57,6 +77,8 @@ pub enum Path {
     PersistentMma,
     /// One launch per step (two for GRU reset-before).
     PerStep,
+    /// One launch of thread-block clusters (sm_90), CUDA cores.
+    Cluster,
 }
 
 /// A chosen launch configuration.
@@ -74,6 +96,9 @@ pub struct Plan {
     pub ntc: usize,
     /// Dynamic shared memory per block, bytes.
     pub smem: usize,
+    /// CTAs per cluster (`Path::Cluster`; `ldb` is then the batch rows per
+    /// cluster), else 0.
+    pub cluster: usize,
 }
 
 /// The caller's say in the plan (tests and benches; `Default` = automatic).
@@ -81,8 +106,12 @@ pub struct Plan {
 pub struct PlanOptions {
     /// Force a path (it must be possible for the shapes).
     pub path: Option<Path>,
-    /// Force the hidden units per block.
+    /// Force the hidden units per block (not `Path::Cluster`: there `ceil(H/CS)`).
     pub units: Option<usize>,
+    /// `Path::Cluster`: force the cluster size (8 or 16).
+    pub cluster: Option<usize>,
+    /// `Path::Cluster`: force the batch rows per cluster.
+    pub rows: Option<usize>,
 }
 
 /// Most gate rows per block of the CUDA-core kernels (RMAX in ptx/src).
@@ -90,9 +119,11 @@ pub const RMAX: usize = 16;
 const NWARPS: usize = 8;
 const MMA_TILES: usize = 8;
 
-/// The occupancy oracle: blocks of `kernel` per SM with `smem` bytes.
+/// The occupancy oracle: blocks of `kernel` per SM with `smem` bytes, and
+/// co-resident clusters of `cluster` blocks of a cluster kernel.
 pub(crate) trait Occupancy {
     fn blocks_per_sm(&self, kernel: &'static str, smem: usize) -> usize;
+    fn max_clusters(&self, kernel: &'static str, cluster: usize, smem: usize) -> usize;
 }
 
 fn round16(bytes: usize) -> usize {
@@ -154,6 +185,74 @@ pub(crate) fn generate_smem(
         + 4 * batch
 }
 
+/// `cl_ldw` of ptx/src/cluster_step.cuh: a weight row's stride in shared
+/// memory (elements), an odd number of 4-element quads.
+fn cl_ldw(k: usize) -> usize {
+    4 * (k.div_ceil(4) | 1)
+}
+
+/// `cl_rows_bytes`: a weight slice of `rows` rows of length `k`.
+fn cl_rows_bytes(rows: usize, k: usize, p: Precision) -> usize {
+    round16(rows * cl_ldw(k) * p.bytes())
+}
+
+/// Batch columns of one product pass of the cluster kernels (CB).
+const CB: usize = 8;
+/// Threads per block.
+const NTHREADS: usize = 256;
+
+/// Shared memory of `rec_cluster*` (layout in ptx/src/recurrent_cluster.cu),
+/// bytes: `units` hidden units per CTA, `rows` batch rows per cluster.
+pub(crate) fn cluster_smem(
+    cell: CellKind,
+    hidden: usize,
+    units: usize,
+    rows: usize,
+    p: Precision,
+) -> usize {
+    let g = cell.gates();
+    let ldh = hidden.div_ceil(4) * 4;
+    let nq = hidden.div_ceil(4);
+    let rh = if cell == CellKind::GruResetBefore {
+        rows * ldh
+    } else {
+        0
+    };
+    let floats = 2 * rows * ldh
+        + rh
+        + NTHREADS.min(nq * units) * g * CB
+        + rows * units * g
+        + rows * units
+        + 2 * g * units;
+    cl_rows_bytes(g * units, hidden, p) + 4 * floats
+}
+
+/// Shared memory of `gen_cluster*` (layout in ptx/src/generate_cluster.cu),
+/// bytes: `vrows` output rows per CTA.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gen_cluster_smem(
+    cell: CellKind,
+    hidden: usize,
+    vocab: usize,
+    units: usize,
+    vrows: usize,
+    rows: usize,
+    p: Precision,
+) -> usize {
+    let g = cell.gates();
+    let ldh = hidden.div_ceil(4) * 4;
+    let nq = hidden.div_ceil(4);
+    let rh = if cell == CellKind::GruResetBefore {
+        rows * ldh
+    } else {
+        0
+    };
+    let red = (NTHREADS.min(nq * units) * g).max(NTHREADS.min(nq * vrows)) * CB;
+    let floats =
+        2 * rows * ldh + rh + red + rows * vocab + rows * units + 2 * g * units + vrows + rows;
+    cl_rows_bytes(g * units, hidden, p) + cl_rows_bytes(vrows, hidden, p) + 4 * floats
+}
+
 /// Kernel names by cell.
 pub(crate) fn cell_tag(cell: CellKind) -> usize {
     match cell {
@@ -190,6 +289,31 @@ const MMA_F16: [&str; 5] = [
 ];
 const GEN_F32: [&str; 5] = names!("gen_persist_f32_");
 const GEN_F16: [&str; 5] = names!("gen_persist_f16_");
+/// `[cluster 8, cluster 16][f32, f16]`.
+const CLUSTER: [[[&str; 5]; 2]; 2] = [
+    [names!("rec_cluster8_f32_"), names!("rec_cluster8_f16_")],
+    [names!("rec_cluster16_f32_"), names!("rec_cluster16_f16_")],
+];
+const GEN_CLUSTER: [[[&str; 5]; 2]; 2] = [
+    [names!("gen_cluster8_f32_"), names!("gen_cluster8_f16_")],
+    [names!("gen_cluster16_f32_"), names!("gen_cluster16_f16_")],
+];
+
+fn cluster_index(cluster: usize, p: Precision) -> (usize, usize) {
+    (usize::from(cluster == 16), usize::from(p == Precision::F16))
+}
+
+/// The cluster kernel of size `cluster` (8 or 16).
+pub(crate) fn cluster_kernel(cluster: usize, cell: CellKind, p: Precision) -> &'static str {
+    let (c, w) = cluster_index(cluster, p);
+    CLUSTER[c][w][cell_tag(cell)]
+}
+
+/// The cluster generation kernel of size `cluster` (8 or 16).
+pub(crate) fn gen_cluster_kernel(cluster: usize, cell: CellKind, p: Precision) -> &'static str {
+    let (c, w) = cluster_index(cluster, p);
+    GEN_CLUSTER[c][w][cell_tag(cell)]
+}
 
 /// The kernel of `path` for `cell` at precision `p`.
 pub(crate) fn kernel_name(path: Path, cell: CellKind, p: Precision) -> &'static str {
@@ -200,6 +324,8 @@ pub(crate) fn kernel_name(path: Path, cell: CellKind, p: Precision) -> &'static 
         (Path::PerStep, Precision::F32) => STEP_F32[i],
         (Path::PerStep, Precision::F16) => STEP_F16[i],
         (Path::PersistentMma, _) => MMA_F16[i],
+        // The 16-CTA name; the plan's cluster size picks (cluster_kernel).
+        (Path::Cluster, _) => cluster_kernel(16, cell, p),
     }
 }
 
@@ -228,12 +354,103 @@ pub(crate) fn plan_sequence(
             forced = [path];
             &forced
         }
-        None if mma_ok => &[Path::PersistentMma, Path::PersistentSimt, Path::PerStep],
-        None => &[Path::PersistentSimt, Path::PerStep],
+        None if mma_ok => &[
+            Path::Cluster,
+            Path::PersistentMma,
+            Path::PersistentSimt,
+            Path::PerStep,
+        ],
+        None => &[Path::Cluster, Path::PersistentSimt, Path::PerStep],
     };
-    order
-        .iter()
-        .find_map(|&path| plan_path(limits, occ, cell, hidden, batch, p, path, opts.units))
+    order.iter().find_map(|&path| match path {
+        Path::Cluster => plan_cluster(limits, occ, cell, hidden, batch, p, opts),
+        _ => plan_path(limits, occ, cell, hidden, batch, p, path, opts.units),
+    })
+}
+
+/// Cluster sizes to try: the forced one, else 16 and 8 as the device allows.
+fn cluster_sizes(limits: &DeviceLimits, forced: Option<usize>) -> Vec<usize> {
+    let sizes: Vec<usize> = match forced {
+        Some(c) => vec![c],
+        None => vec![16, 8],
+    };
+    sizes
+        .into_iter()
+        .filter(|&c| (c == 8 || c == 16) && c <= limits.cluster)
+        .collect()
+}
+
+/// Batch rows per cluster for `batch` rows: the fewest for which all clusters
+/// are resident at once (`active(smem)` clusters fit), or the forced number;
+/// `smem_of(rows)` must fit the block limit. Returns (rows, smem, active).
+fn cluster_rows(
+    limits: &DeviceLimits,
+    batch: usize,
+    forced: Option<usize>,
+    smem_of: impl Fn(usize) -> usize,
+    active: impl Fn(usize) -> usize,
+) -> Option<(usize, usize, usize)> {
+    let candidates: Vec<usize> = match forced {
+        Some(r) if r >= 1 => vec![r.min(batch)],
+        Some(_) => vec![],
+        None => (1..=batch).collect(),
+    };
+    let mut largest = None;
+    for rows in candidates {
+        let smem = smem_of(rows);
+        if smem > limits.max_smem_per_block {
+            break; // grows with rows
+        }
+        let n = active(smem);
+        if n == 0 {
+            break;
+        }
+        largest = Some((rows, smem, n));
+        if batch.div_ceil(rows) <= n {
+            return largest;
+        }
+    }
+    // Not all resident at once (clusters are independent: they run in waves).
+    largest
+}
+
+/// The cluster configuration of a (B, H) layer: clusters of 16 where they
+/// fit (measured faster than 8 at equal rows per cluster on an H100), else 8.
+fn plan_cluster(
+    limits: &DeviceLimits,
+    occ: &impl Occupancy,
+    cell: CellKind,
+    hidden: usize,
+    batch: usize,
+    p: Precision,
+    opts: PlanOptions,
+) -> Option<Plan> {
+    for cs in cluster_sizes(limits, opts.cluster) {
+        let units = hidden.div_ceil(cs);
+        if units > NTHREADS {
+            continue;
+        }
+        let kernel = cluster_kernel(cs, cell, p);
+        let Some((rows, smem, _)) = cluster_rows(
+            limits,
+            batch,
+            opts.rows,
+            |rows| cluster_smem(cell, hidden, units, rows, p),
+            |smem| occ.max_clusters(kernel, cs, smem),
+        ) else {
+            continue;
+        };
+        return Some(Plan {
+            path: Path::Cluster,
+            units,
+            blocks: batch.div_ceil(rows) * cs,
+            ldb: rows,
+            ntc: 0,
+            smem,
+            cluster: cs,
+        });
+    }
+    None
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -273,8 +490,10 @@ fn plan_path(
                     ldb: 0,
                     ntc,
                     smem,
+                    cluster: 0,
                 }
             }
+            Path::Cluster => return None,
             Path::PersistentSimt | Path::PerStep => {
                 if g * u > RMAX {
                     continue;
@@ -295,6 +514,7 @@ fn plan_path(
                     ldb,
                     ntc: 0,
                     smem: smem_of(ldb),
+                    cluster: 0,
                 }
             }
         };
@@ -330,10 +550,53 @@ pub struct GenPlan {
     pub units: usize,
     /// Output-layer rows per block.
     pub vrows: usize,
-    /// Batch columns per chunk.
+    /// Batch columns per chunk (cluster kernels: batch rows per cluster).
     pub ldb: usize,
     /// Dynamic shared memory per block, bytes.
     pub smem: usize,
+    /// CTAs per cluster (cluster kernels), else 0.
+    pub cluster: usize,
+}
+
+/// The cluster generation configuration (sm_90), or `None`: the forced
+/// cluster size, else 16 where it fits (fewer rows per CTA), else 8.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan_generate_cluster(
+    limits: &DeviceLimits,
+    occ: &impl Occupancy,
+    cell: CellKind,
+    hidden: usize,
+    vocab: usize,
+    batch: usize,
+    p: Precision,
+    cluster: Option<usize>,
+) -> Option<GenPlan> {
+    for cs in cluster_sizes(limits, cluster) {
+        let units = hidden.div_ceil(cs);
+        let vrows = vocab.div_ceil(cs);
+        if units > NTHREADS || vrows == 0 {
+            continue;
+        }
+        let kernel = gen_cluster_kernel(cs, cell, p);
+        let Some((rows, smem, _)) = cluster_rows(
+            limits,
+            batch,
+            None,
+            |rows| gen_cluster_smem(cell, hidden, vocab, units, vrows, rows, p),
+            |smem| occ.max_clusters(kernel, cs, smem),
+        ) else {
+            continue;
+        };
+        return Some(GenPlan {
+            blocks: batch.div_ceil(rows) * cs,
+            units,
+            vrows,
+            ldb: rows,
+            smem,
+            cluster: cs,
+        });
+    }
+    None
 }
 
 /// The persistent generation configuration, or `None` (per-step fallback).
@@ -363,6 +626,7 @@ pub(crate) fn plan_generate(
             vrows,
             ldb,
             smem,
+            cluster: 0,
         }
     };
     let mut blocks = limits.sm_count.max(min_blocks);
@@ -392,18 +656,31 @@ mod tests {
         fn blocks_per_sm(&self, _: &'static str, smem: usize) -> usize {
             (228 * 1024 / (smem + 1024)).min(self.regs_blocks)
         }
+        /// An H100's GPCs: 7 of 16+ SMs (clusters of 16), 16 clusters of 8.
+        fn max_clusters(&self, kernel: &'static str, cluster: usize, smem: usize) -> usize {
+            if self.blocks_per_sm(kernel, smem) == 0 {
+                0
+            } else if cluster == 16 {
+                7
+            } else {
+                16
+            }
+        }
     }
     const H100: DeviceLimits = DeviceLimits {
         sm_count: 132,
         max_smem_per_block: 227 * 1024,
         cooperative: true,
+        cluster: 16,
     };
+    /// The same without thread-block clusters (as before sm_90).
+    const NO_CLUSTER: DeviceLimits = DeviceLimits { cluster: 0, ..H100 };
 
     #[test]
     fn d2l_shape_runs_persistent_one_block_per_sm() {
         let occ = FakeSm { regs_blocks: 1 };
         let plan = plan_sequence(
-            &H100,
+            &NO_CLUSTER,
             &occ,
             CellKind::GruResetAfter,
             256,
@@ -416,7 +693,7 @@ mod tests {
         assert_eq!((plan.units, plan.blocks, plan.ldb), (2, 128, 32));
         assert_eq!(plan.smem, 3 * 2 * 256 * 4 + 4 * (256 * 33 + 32 * 144));
         let f16 = plan_sequence(
-            &H100,
+            &NO_CLUSTER,
             &occ,
             CellKind::GruResetAfter,
             256,
@@ -428,7 +705,7 @@ mod tests {
         assert_eq!(f16.path, Path::PersistentMma);
         assert_eq!((f16.units, f16.blocks), (4, 64));
         let before = plan_sequence(
-            &H100,
+            &NO_CLUSTER,
             &occ,
             CellKind::GruResetBefore,
             256,
@@ -444,7 +721,7 @@ mod tests {
     fn large_lstm_f16_uses_tensor_cores_and_large_f32_falls_back() {
         let occ = FakeSm { regs_blocks: 2 };
         let plan = plan_sequence(
-            &H100,
+            &NO_CLUSTER,
             &occ,
             CellKind::Lstm,
             768,
@@ -458,7 +735,7 @@ mod tests {
         assert!(plan.smem <= H100.max_smem_per_block);
         // 4·4096 rows of 4096 f32 do not fit in 132 SMs' shared memory.
         let big = plan_sequence(
-            &H100,
+            &NO_CLUSTER,
             &occ,
             CellKind::Lstm,
             4096,
@@ -471,7 +748,7 @@ mod tests {
         // No cooperative launch: only the per-step path.
         let no_coop = DeviceLimits {
             cooperative: false,
-            ..H100
+            ..NO_CLUSTER
         };
         let plan = plan_sequence(
             &no_coop,
@@ -489,27 +766,40 @@ mod tests {
     #[test]
     fn every_plan_respects_the_kernel_limits() {
         let occ = FakeSm { regs_blocks: 2 };
-        for cell in CellKind::ALL {
-            for p in [Precision::F32, Precision::F16] {
-                for &(h, b) in &[(1, 1), (31, 3), (300, 64), (1000, 64), (5000, 7)] {
-                    let plan =
-                        plan_sequence(&H100, &occ, cell, h, b, p, PlanOptions::default()).unwrap();
-                    assert!(
-                        plan.smem <= H100.max_smem_per_block,
-                        "{cell:?} {h} {b} {plan:?}"
-                    );
-                    assert_eq!(plan.blocks, h.div_ceil(plan.units));
-                    match plan.path {
-                        Path::PersistentMma => {
-                            assert!(p == Precision::F16 && cell != CellKind::GruResetBefore);
-                            assert!(
-                                plan.ntc >= 1
-                                    && (cell.gates() * plan.units).div_ceil(16) * plan.ntc <= 8
-                            );
-                        }
-                        _ => {
-                            assert!(cell.gates() * plan.units <= RMAX);
-                            assert!(plan.ldb.is_power_of_two() && (4..=64).contains(&plan.ldb));
+        for limits in [&NO_CLUSTER, &H100] {
+            for cell in CellKind::ALL {
+                for p in [Precision::F32, Precision::F16] {
+                    for &(h, b) in &[(1, 1), (31, 3), (300, 64), (1000, 64), (5000, 7)] {
+                        let plan =
+                            plan_sequence(limits, &occ, cell, h, b, p, PlanOptions::default())
+                                .unwrap();
+                        assert!(
+                            plan.smem <= H100.max_smem_per_block,
+                            "{cell:?} {h} {b} {plan:?}"
+                        );
+                        match plan.path {
+                            Path::Cluster => {
+                                assert!(limits.cluster >= plan.cluster);
+                                assert_eq!(plan.units, h.div_ceil(plan.cluster));
+                                assert_eq!(plan.blocks, b.div_ceil(plan.ldb) * plan.cluster);
+                                assert_eq!(
+                                    plan.smem,
+                                    cluster_smem(cell, h, plan.units, plan.ldb, p)
+                                );
+                            }
+                            Path::PersistentMma => {
+                                assert_eq!(plan.blocks, h.div_ceil(plan.units));
+                                assert!(p == Precision::F16 && cell != CellKind::GruResetBefore);
+                                assert!(
+                                    plan.ntc >= 1
+                                        && (cell.gates() * plan.units).div_ceil(16) * plan.ntc <= 8
+                                );
+                            }
+                            _ => {
+                                assert_eq!(plan.blocks, h.div_ceil(plan.units));
+                                assert!(cell.gates() * plan.units <= RMAX);
+                                assert!(plan.ldb.is_power_of_two() && (4..=64).contains(&plan.ldb));
+                            }
                         }
                     }
                 }
@@ -518,10 +808,113 @@ mod tests {
     }
 
     #[test]
+    fn sm90_runs_the_d2l_shape_on_clusters_and_large_layers_elsewhere() {
+        let occ = FakeSm { regs_blocks: 1 };
+        for p in [Precision::F32, Precision::F16] {
+            let plan = plan_sequence(
+                &H100,
+                &occ,
+                CellKind::GruResetAfter,
+                256,
+                32,
+                p,
+                PlanOptions::default(),
+            )
+            .unwrap();
+            assert_eq!(plan.path, Path::Cluster);
+            assert_eq!(plan.units, 256 / plan.cluster);
+            // All clusters resident at once (7 of 16 or 16 of 8 CTAs).
+            let active = if plan.cluster == 16 { 7 } else { 16 };
+            assert!(32usize.div_ceil(plan.ldb) <= active, "{plan:?}");
+            assert!(32usize.div_ceil(plan.ldb - 1) > active, "{plan:?}");
+        }
+        // The benchmark's LSTM H 768 f16 does not fit a cluster.
+        let big = plan_sequence(
+            &H100,
+            &occ,
+            CellKind::Lstm,
+            768,
+            16,
+            Precision::F16,
+            PlanOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(big.path, Path::PersistentMma);
+        // Forced size and rows.
+        let opts = PlanOptions {
+            path: Some(Path::Cluster),
+            cluster: Some(8),
+            rows: Some(3),
+            ..PlanOptions::default()
+        };
+        let plan =
+            plan_sequence(&H100, &occ, CellKind::Lstm, 100, 10, Precision::F32, opts).unwrap();
+        assert_eq!(
+            (plan.cluster, plan.units, plan.ldb, plan.blocks),
+            (8, 13, 3, 32)
+        );
+        // No clusters before sm_90, nor non-portable sizes where not allowed.
+        assert_eq!(
+            plan_sequence(
+                &NO_CLUSTER,
+                &occ,
+                CellKind::Lstm,
+                100,
+                10,
+                Precision::F32,
+                opts
+            ),
+            None
+        );
+        let only8 = DeviceLimits { cluster: 8, ..H100 };
+        let opts16 = PlanOptions {
+            cluster: Some(16),
+            ..opts
+        };
+        assert_eq!(
+            plan_sequence(
+                &only8,
+                &occ,
+                CellKind::Lstm,
+                100,
+                10,
+                Precision::F32,
+                opts16
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn cluster_smem_matches_the_kernel_layout() {
+        // d2l GRU, f32, 16 units per CTA, 8 rows: W 48 rows of 260 floats,
+        // h 2·8·256, red 256·3·8, x 8·16·3, state 8·16, b_hh and b_ih 2·3·16 floats.
+        let want = 48 * 260 * 4 + 4 * (2 * 8 * 256 + 256 * 3 * 8 + 8 * 16 * 3 + 8 * 16 + 96);
+        assert_eq!(
+            cluster_smem(CellKind::GruResetAfter, 256, 16, 8, Precision::F32),
+            want
+        );
+        // Generation, d2l, f16, B 1: + W_d 65 rows, logits 1027, b_d 65, 1 token.
+        let gen = gen_cluster_smem(
+            CellKind::GruResetAfter,
+            256,
+            1027,
+            16,
+            65,
+            1,
+            Precision::F16,
+        );
+        let want = round16(48 * 260 * 2)
+            + round16(65 * 260 * 2)
+            + 4 * (2 * 256 + 256 * 3 * 8 + 1027 + 16 + 96 + 65 + 1);
+        assert_eq!(gen, want);
+    }
+
+    #[test]
     fn generation_fits_the_d2l_model() {
         let occ = FakeSm { regs_blocks: 1 };
         let plan = plan_generate(
-            &H100,
+            &NO_CLUSTER,
             &occ,
             CellKind::GruResetAfter,
             256,
@@ -532,9 +925,45 @@ mod tests {
         .unwrap();
         assert_eq!(plan.blocks, 132);
         assert_eq!((plan.units, plan.vrows, plan.ldb), (2, 8, 4));
+        let cl = plan_generate_cluster(
+            &H100,
+            &occ,
+            CellKind::GruResetAfter,
+            256,
+            1027,
+            1,
+            Precision::F16,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (cl.cluster, cl.units, cl.vrows, cl.ldb, cl.blocks),
+            (16, 16, 65, 1, 16)
+        );
+        assert_eq!(
+            plan_generate_cluster(
+                &NO_CLUSTER,
+                &occ,
+                CellKind::Lstm,
+                64,
+                100,
+                1,
+                Precision::F32,
+                None
+            ),
+            None
+        );
         // An output layer too large for the device's shared memory.
         assert_eq!(
-            plan_generate(&H100, &occ, CellKind::Lstm, 4096, 50_000, 1, Precision::F32),
+            plan_generate(
+                &NO_CLUSTER,
+                &occ,
+                CellKind::Lstm,
+                4096,
+                50_000,
+                1,
+                Precision::F32
+            ),
             None
         );
     }

@@ -1,13 +1,44 @@
 //! The kernels' PTX, generated from `ptx/src` by `bash ptx/generate.sh` and
 //! embedded here; [`crate::Gpu`] loads each module once.
 
-/// `(module name, PTX text)` for every module.
-pub(crate) const MODULES: [(&str, &str); 5] = [
-    ("recurrent", include_str!("../../ptx/recurrent.ptx")),
-    ("recurrent_mma", include_str!("../../ptx/recurrent_mma.ptx")),
-    ("dense", include_str!("../../ptx/dense.ptx")),
-    ("generate", include_str!("../../ptx/generate.ptx")),
-    ("train", include_str!("../../ptx/train.ptx")),
+/// A PTX module and the compute capability it needs.
+pub(crate) struct PtxModule {
+    pub name: &'static str,
+    pub text: &'static str,
+    /// Lowest compute capability major version that loads it (8: compute_80
+    /// PTX; 9: compute_90 PTX with thread-block clusters).
+    pub min_major: u32,
+}
+
+const fn module(name: &'static str, text: &'static str, min_major: u32) -> PtxModule {
+    PtxModule {
+        name,
+        text,
+        min_major,
+    }
+}
+
+/// Every module (ptx/build.py compiles `*cluster*` modules for compute_90).
+pub(crate) const MODULES: [PtxModule; 7] = [
+    module("recurrent", include_str!("../../ptx/recurrent.ptx"), 8),
+    module(
+        "recurrent_mma",
+        include_str!("../../ptx/recurrent_mma.ptx"),
+        8,
+    ),
+    module("dense", include_str!("../../ptx/dense.ptx"), 8),
+    module("generate", include_str!("../../ptx/generate.ptx"), 8),
+    module("train", include_str!("../../ptx/train.ptx"), 8),
+    module(
+        "recurrent_cluster",
+        include_str!("../../ptx/recurrent_cluster.ptx"),
+        9,
+    ),
+    module(
+        "generate_cluster",
+        include_str!("../../ptx/generate_cluster.ptx"),
+        9,
+    ),
 ];
 
 /// The names of the kernels (`.entry` functions) a PTX module defines.
@@ -24,7 +55,7 @@ mod tests {
 
     #[test]
     fn every_module_names_its_kernels() {
-        let all: Vec<&str> = MODULES.iter().flat_map(|(_, p)| entry_names(p)).collect();
+        let all: Vec<&str> = MODULES.iter().flat_map(|m| entry_names(m.text)).collect();
         for k in [
             "rec_persist_f32_gru_after",
             "rec_step_f16_lstm",
@@ -33,8 +64,22 @@ mod tests {
             "xent_rows",
             "gen_persist_f32_gru_before",
             "gen_sample",
+            "rec_cluster16_f32_gru_after",
+            "rec_cluster8_f16_lstm",
+            "gen_cluster16_f16_gru_before",
         ] {
             assert!(all.contains(&k), "{k} missing from the embedded PTX");
+        }
+        // Cluster kernels only in the compute_90 modules.
+        for m in &MODULES {
+            let clusters = entry_names(m.text).any(|k| k.contains("cluster"));
+            assert_eq!(clusters, m.min_major >= 9, "{}", m.name);
+            assert_eq!(
+                m.text.contains(".target sm_90"),
+                m.min_major >= 9,
+                "{}",
+                m.name
+            );
         }
     }
 }

@@ -16,7 +16,9 @@ use crate::gpu::Gpu;
 use crate::mem::{addr, alloc, download, fill32, upload, Activations, BARRIER_WORDS, NAN32};
 use crate::model::DeviceModel;
 use crate::params::RecParams;
-use crate::plan::{kernel_name, plan_sequence, Occupancy, Path, Plan, PlanOptions, Precision};
+use crate::plan::{
+    cluster_kernel, kernel_name, plan_sequence, Occupancy, Path, Plan, PlanOptions, Precision,
+};
 
 /// What feeds the cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,6 +272,9 @@ impl Occupancy for Gpu {
     fn blocks_per_sm(&self, kernel: &'static str, smem: usize) -> usize {
         Gpu::blocks_per_sm(self, kernel, smem).unwrap_or(0)
     }
+    fn max_clusters(&self, kernel: &'static str, cluster: usize, smem: usize) -> usize {
+        Gpu::max_active_clusters(self, kernel, cluster, smem).unwrap_or(0)
+    }
 }
 
 impl DeviceModel {
@@ -334,7 +339,10 @@ impl DeviceModel {
             )?;
         }
         let plan = self.plan(b, opts)?;
-        let kernel = kernel_name(plan.path, l.cell, self.precision());
+        let kernel = match plan.path {
+            Path::Cluster => cluster_kernel(plan.cluster, l.cell, self.precision()),
+            _ => kernel_name(plan.path, l.cell, self.precision()),
+        };
         let mut p = RecParams {
             tokens: if bufs.kind == InputKind::Tokens {
                 addr(&bufs.tokens)
@@ -372,6 +380,14 @@ impl DeviceModel {
         };
         let grid = (plan.blocks as u32, 1);
         match plan.path {
+            Path::Cluster => {
+                let mut args: [*mut c_void; 1] = [&mut p as *mut _ as *mut c_void];
+                // SAFETY: one RecParams by value (units = hidden units per CTA,
+                // ldb = batch rows per cluster); every address is a live buffer
+                // sized for (T, B, H); the grid is whole clusters of the
+                // kernel's compiled size.
+                unsafe { gpu.launch(kernel, grid, plan.smem, false, &mut args, shape)? };
+            }
             Path::PersistentSimt | Path::PersistentMma => {
                 let mut args: [*mut c_void; 1] = [&mut p as *mut _ as *mut c_void];
                 // SAFETY: one RecParams by value; every address is a live buffer

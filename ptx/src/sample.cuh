@@ -88,15 +88,15 @@ __device__ void block_argmax(const Row& row, int V, float* best_val, int* best_i
     *bad = has_nan != 0 || bi >= V || isinf(bv);
 }
 
-// The token drawn from logits x[0..V): V when the row has a NaN (or only
-// -inf, or +inf); argmax when inv_temp == 0; else the inverse-CDF draw of
-// recur-core's sampler with weights e^((x_i - max)·inv_temp) summed in f64
-// and u = (bits >> 11)·2^-53·total. Every thread gets the token.
-__device__ int block_sample(const float* x, int V, float inv_temp, unsigned long long bits) {
+// The token drawn from the logits row[0..V): V when the row has a NaN (or
+// only -inf, or +inf); argmax when inv_temp == 0; else the inverse-CDF draw
+// of recur-core's sampler with weights e^((x_i - max)·inv_temp) summed in
+// f64 and u = (bits >> 11)·2^-53·total. Every thread gets the token. (The
+// cluster generation kernels pass a row already in shared memory.)
+__device__ int block_sample_row(const Row& row, int V, float inv_temp, unsigned long long bits) {
     __shared__ double s_sum[NWARPS];
     __shared__ int s_found;
     __shared__ int s_last[NWARPS];
-    const Row row = stage_row(x, V);
     float m;
     int best;
     bool bad;
@@ -155,6 +155,12 @@ __device__ int block_sample(const float* x, int V, float inv_temp, unsigned long
     }
     __syncthreads();  // s_found / s_sum free for the next call
     return tok;
+}
+
+// block_sample_row on logits x[0..V) in global memory (written by other
+// blocks), staged in shared memory first where they fit.
+__device__ int block_sample(const float* x, int V, float inv_temp, unsigned long long bits) {
+    return block_sample_row(stage_row(x, V), V, inv_temp, bits);
 }
 
 // Seed of batch row b's stream of random numbers (engine: sampler_rng).

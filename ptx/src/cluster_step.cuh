@@ -1,0 +1,165 @@
+// Pieces of the thread-block-cluster kernels (sm_90: recurrent_cluster.cu,
+// generate_cluster.cu). One cluster of CS CTAs runs a group of batch rows
+// through the whole sequence: CTA `rank` owns hidden units
+// [rank·U, rank·U + un) and holds their gate rows of W_hh in its shared
+// memory; every CTA holds the group's whole h_{t-1} (f32, as stored) in its
+// shared memory. Per step each CTA computes its units' new h for the group's
+// rows and writes them into every CTA's next h buffer through distributed
+// shared memory (st.shared::cluster); one cluster barrier
+// (barrier.cluster.arrive.release / wait.acquire) per step replaces the grid
+// barrier of the cooperative kernels. h is double-buffered, so one barrier
+// suffices: a CTA writes buffer (t+1)&1 of the others only after the barrier
+// that ended their reads of it (step t-1).
+#pragma once
+#include "common.cuh"
+
+// Batch columns one product pass handles (accumulators per thread: G·CB).
+#define CB 8
+
+// ---- cluster primitives (PTX ISA 7.8+, sm_90) -------------------------------
+
+__device__ __forceinline__ unsigned cluster_ctarank() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+
+// Every thread of every CTA of the cluster arrives; release: this thread's
+// earlier writes (shared, distributed shared, global) are visible to the
+// threads that pass the matching wait.
+__device__ __forceinline__ void cluster_arrive() {
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+
+__device__ __forceinline__ void cluster_wait() {
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+__device__ __forceinline__ void cluster_sync() {
+    cluster_arrive();
+    cluster_wait();
+}
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+
+// The shared::cluster address of the same offset in CTA `rank`'s shared memory.
+__device__ __forceinline__ unsigned map_rank(unsigned addr, unsigned rank) {
+    unsigned r;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(addr), "r"(rank));
+    return r;
+}
+
+__device__ __forceinline__ void st_cluster(unsigned addr, float v) {
+    asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
+}
+
+// Writes v at the same shared-memory location in all CS CTAs of the cluster.
+template <int CS> __device__ __forceinline__ void push_all(const float* local, float v) {
+    const unsigned a = smem_u32(local);
+#pragma unroll
+    for (int r = 0; r < CS; ++r) st_cluster(map_rank(a, r), v);
+}
+
+// ---- layout ----------------------------------------------------------------
+
+// Row stride of a weight slice in shared memory, in elements: a multiple of
+// 4 with an odd number of 4-element quads, so that 8 (f32, 16-byte loads)
+// or 16 (f16, 8-byte loads) consecutive rows start in different banks.
+__host__ __device__ inline int cl_ldw(int K) {
+    const int q = (K + 3) / 4;
+    return 4 * (q | 1);
+}
+
+// Row stride of the h buffers (floats): K rounded up to a quad, the padding zero.
+__host__ __device__ inline int cl_ldh(int K) { return (K + 3) / 4 * 4; }
+
+// Threads of the product per row: the k quads are split among nkg groups.
+__host__ __device__ inline int cl_nkg(int rows, int nq) {
+    const int n = NTHREADS / (rows > 0 ? rows : 1);
+    return n < nq ? n : nq;
+}
+
+// ---- the product -----------------------------------------------------------
+
+__device__ __forceinline__ float4 ld_quad(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 ld_quad(const __half* p) {
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&v.x));
+    const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&v.y));
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+
+// Partial products of the slice's rows: w holds rows g·un + u (g < G,
+// u < un) of stride ldw; h holds nb ≤ CB batch rows of stride ldh, both
+// zero-padded to nq quads. Thread (kg, u) (t = kg·un + u) sums the quads
+// q ≡ kg (mod nkg) of gates [g_first, g_end) for every batch row and writes
+// red[((kg·G + g)·CB + b)·un + u]; cl_sum adds the groups.
+template <int G, typename W>
+__device__ __forceinline__ void cl_product(float* red, const W* w, int ldw, int un, int g_first, int g_end,
+                                           const float* h, int ldh, int nb, int nq) {
+    if (un <= 0) return;
+    const int nkg = cl_nkg(un, nq);
+    const int t = threadIdx.x;
+    if (t >= nkg * un) return;
+    const int kg = t / un, u = t - kg * un;
+    float acc[G][CB];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int b = 0; b < CB; ++b) acc[g][b] = 0.0f;
+    for (int q = kg; q < nq; q += nkg) {
+        float4 wv[G];
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+            wv[g] = (g >= g_first && g < g_end) ? ld_quad(w + (size_t)(g * un + u) * ldw + 4 * q)
+                                                : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int b = 0; b < CB; ++b) {
+            if (b < nb) {
+                const float4 hv = *reinterpret_cast<const float4*>(h + b * ldh + 4 * q);
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    if (g >= g_first && g < g_end) {
+                        float a = acc[g][b];
+                        a = fmaf(wv[g].x, hv.x, a);
+                        a = fmaf(wv[g].y, hv.y, a);
+                        a = fmaf(wv[g].z, hv.z, a);
+                        a = fmaf(wv[g].w, hv.w, a);
+                        acc[g][b] = a;
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+        if (g >= g_first && g < g_end)
+#pragma unroll
+            for (int b = 0; b < CB; ++b)
+                if (b < nb) red[((kg * G + g) * CB + b) * un + u] = acc[g][b];
+}
+
+// Row g·un + u, batch row b of the product: the groups' partial sums added.
+template <int G>
+__device__ __forceinline__ float cl_sum(const float* red, int g, int b, int u, int un, int nkg) {
+    float s = 0.0f;
+    for (int kg = 0; kg < nkg; ++kg) s += red[((kg * G + g) * CB + b) * un + u];
+    return s;
+}
+
+// Copies the slice's gate rows of a (G·H, K) weight matrix into shared
+// memory: local row g·un + u = global row g·H + u0 + u, zero-padded to ldw.
+template <int G, typename W>
+__device__ void cl_load_rows(W* dst, const W* src, int H, int K, int u0, int un, int ldw) {
+    const int n = G * un * ldw;
+    for (int i = threadIdx.x; i < n; i += NTHREADS) {
+        const int r = i / ldw, k = i - r * ldw;
+        const int g = r / un, u = r - g * un;
+        dst[i] = k < K ? src[((size_t)g * H + u0 + u) * K + k] : from_f<W>(0.0f);
+    }
+}
+
+// Shared memory (bytes) of a weight slice of `rows` rows, 16-byte rounded.
+__host__ __device__ inline int cl_rows_bytes(int rows, int K, int wbytes) {
+    return (rows * cl_ldw(K) * wbytes + 15) / 16 * 16;
+}

@@ -1,0 +1,223 @@
+// Generation on thread-block clusters (sm_90; see cluster_step.cuh):
+// gen_cluster{8,16}_{f32,f16}_<cell>. Cluster c generates for batch rows
+// [c·BC, c·BC + BC) (GenParams::ldb = BC) with no host round trip and no
+// global barrier: CTA `rank` holds the W_hh rows of its hidden units and
+// the output-layer rows [rank·VR, rank·VR + VR) in shared memory. Per
+// generated token: cell step (new h to every CTA) → cluster barrier → the
+// CTA's logits rows, written into every CTA's logits buffer → cluster
+// barrier → every CTA draws the same token from the same logits with the
+// same code (block_sample_row, sample.cuh) and feeds it back.
+//
+// Shared memory (bytes; engine/src/plan.rs::gen_cluster_smem computes the
+// same), U = GenParams::units, VR = GenParams::vrows:
+//   W_hh slice   cl_rows_bytes(G·U, H, sizeof(W))
+//   W_d slice    cl_rows_bytes(VR, H, sizeof(W))
+//   h            2 · BC · ldh floats (ping-pong)
+//   r ⊙ h        BC · ldh floats (GRU reset-before only)
+//   red          max(min(NTHREADS, nq·U)·G, min(NTHREADS, nq·VR)) · CB floats
+//   logits       BC · V floats
+//   state        BC · U floats (LSTM c, GRU reset-before z)
+//   b_hh, b_ih, b_d  2 · G · U + VR floats
+//   tokens       BC ints
+#include "cluster_step.cuh"
+#include "sample.cuh"
+
+// Layout as GenParams in generate.cu and engine/src/params.rs (#[repr(C)]).
+struct GenClusterParams {
+    const int* prefix;      // (P, B) token ids
+    const void* table;      // (V, G·H) W_ih transposed
+    const void* w_hh;       // (G·H, H)
+    const void* b_ih;       // (G·H)
+    const void* b_hh;       // (G·H)
+    const void* w_d;        // (V, H) output layer
+    const void* b_d;        // (V)
+    const float* h0;        // (B, H)
+    const float* c0;        // (B, H), LSTM
+    int* out;               // out (N, B) generated ids (V: unusable logits)
+    float* logits;          // out (B, V) logits of the last generated token
+    void* hx;               // unused here
+    float* h_last;          // out (B, H) h after the last cell step
+    float* c_last;          // out (B, H) LSTM
+    float* rh;              // unused here
+    float* zb;              // unused here
+    unsigned* barrier;      // unused here
+    unsigned long long seed;
+    float inv_temp;         // 0: greedy
+    int P, N, B, H, V;
+    int units, vrows, ldb;  // U, VR, BC
+};
+
+// x[g] = input part of gate g of unit j for token `tok`, b_ih not added.
+template <int C, typename W>
+__device__ __forceinline__ void gen_x(float* x, const GenClusterParams& p, int tok, int j) {
+    constexpr int G = Cell<C>::G;
+    const W* col = static_cast<const W*>(p.table) + (size_t)tok * (G * p.H) + j;
+#pragma unroll
+    for (int g = 0; g < G; ++g) x[g] = to_f(col[g * p.H]);
+}
+
+template <int C, typename W, typename A, int CS>
+__device__ void gen_cluster(const GenClusterParams& p) {
+    extern __shared__ float4 smem4[];
+    constexpr int G = Cell<C>::G;
+    const int H = p.H, B = p.B, V = p.V, U = p.units, VR = p.vrows, BC = p.ldb;
+    const int rank = (int)cluster_ctarank();
+    const int u0 = rank * U, un = max(0, min(U, H - u0));
+    const int v0 = rank * VR, vn = max(0, min(VR, V - v0));
+    const int b0 = (blockIdx.x / CS) * BC;
+    const int nbc = max(0, min(BC, B - b0));
+    const int ldw = cl_ldw(H), ldh = cl_ldh(H), nq = (H + 3) / 4;
+    const int nkg = cl_nkg(un, nq), nkv = cl_nkg(vn, nq);
+
+    char* base = reinterpret_cast<char*>(smem4);
+    W* wsm = reinterpret_cast<W*>(base);
+    W* dsm = reinterpret_cast<W*>(base + cl_rows_bytes(G * U, H, sizeof(W)));
+    float* hbuf = reinterpret_cast<float*>(reinterpret_cast<char*>(dsm) + cl_rows_bytes(VR, H, sizeof(W)));
+    float* rhbuf = hbuf + 2 * BC * ldh;
+    float* red = rhbuf + (C == GRU_BEFORE ? BC * ldh : 0);
+    float* lbuf = red + max(min(NTHREADS, nq * U) * G, min(NTHREADS, nq * VR)) * CB;
+    float* st = lbuf + BC * V;
+    float* bhh = st + BC * U;
+    float* bih = bhh + G * U;
+    float* bd = bih + G * U;
+    int* tokbuf = reinterpret_cast<int*>(bd + VR);
+
+    cl_load_rows<G, W>(wsm, static_cast<const W*>(p.w_hh), H, H, u0, un, ldw);
+    cl_load_rows<1, W>(dsm, static_cast<const W*>(p.w_d), V, H, v0, vn, ldw);
+    for (int i = threadIdx.x; i < (C == GRU_BEFORE ? 3 : 2) * BC * ldh; i += NTHREADS) hbuf[i] = 0.0f;
+    __syncthreads();
+    for (int i = threadIdx.x; i < nbc * H; i += NTHREADS) {
+        const int b = i / H, k = i - b * H;
+        hbuf[b * ldh + k] = stored<A>(p.h0[(size_t)(b0 + b) * H + k]);
+    }
+    const W* b_hh = static_cast<const W*>(p.b_hh);
+    const W* b_ih = static_cast<const W*>(p.b_ih);
+    for (int i = threadIdx.x; i < G * un; i += NTHREADS) {
+        const int g = i / un, u = i - g * un;
+        bhh[i] = to_f(b_hh[g * H + u0 + u]);
+        bih[i] = to_f(b_ih[g * H + u0 + u]);
+    }
+    const W* b_d = static_cast<const W*>(p.b_d);
+    for (int i = threadIdx.x; i < vn; i += NTHREADS) bd[i] = to_f(b_d[v0 + i]);
+    if (C == LSTM) {
+        for (int c0 = 0; c0 < nbc; c0 += CB) {
+            const int nb = min(CB, nbc - c0);
+            for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
+                const int u = o % un, bl = c0 + o / un;
+                st[bl * un + u] = p.c0[(size_t)(b0 + bl) * H + u0 + u];
+            }
+        }
+    }
+    // Every CTA of the cluster has started and zeroed its buffers before
+    // anyone writes into them.
+    cluster_sync();
+
+    const int steps = p.P + p.N - 1;
+    for (int s = 0; s < steps; ++s) {
+        const float* hcur = hbuf + (s & 1) * BC * ldh;
+        float* hnext = hbuf + ((s + 1) & 1) * BC * ldh;
+        const bool last = s == steps - 1;
+        // The input part of this thread's first item, loaded before the
+        // product so that its latency hides behind it (the token is known
+        // only now).
+        float xr[4] = {0.f, 0.f, 0.f, 0.f};
+        const bool first = (int)threadIdx.x < un * min(CB, nbc);
+        auto token = [&](int bl) { return s < p.P ? p.prefix[(size_t)s * B + b0 + bl] : tokbuf[bl]; };
+        if (first) gen_x<C, W>(xr, p, token(threadIdx.x / un), u0 + threadIdx.x % un);
+        if (C == GRU_BEFORE) {
+            for (int c0 = 0; c0 < nbc; c0 += CB) {
+                const int nb = min(CB, nbc - c0);
+                if (c0 > 0) __syncthreads();
+                cl_product<G, W>(red, wsm, ldw, un, 0, 2, hcur + c0 * ldh, ldh, nb, nq);
+                __syncthreads();
+                for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
+                    const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
+                    float x[4] = {xr[0], xr[1], xr[2], xr[3]};
+                    if (c0 > 0 || o != (int)threadIdx.x) gen_x<C, W>(x, p, token(bl), j);
+#pragma unroll
+                    for (int g = 0; g < 2; ++g) x[g] += bih[g * un + u];
+                    const float r = sigmoid_f(x[0] + cl_sum<G>(red, 0, bl - c0, u, un, nkg) + bhh[u]);
+                    st[it] = sigmoid_f(x[1] + cl_sum<G>(red, 1, bl - c0, u, un, nkg) + bhh[un + u]);
+                    push_all<CS>(rhbuf + bl * ldh + j, r * hcur[bl * ldh + j]);
+                }
+            }
+            cluster_sync();
+        }
+        for (int c0 = 0; c0 < nbc; c0 += CB) {
+            const int nb = min(CB, nbc - c0);
+            if (c0 > 0) __syncthreads();
+            if (C == GRU_BEFORE) cl_product<G, W>(red, wsm, ldw, un, 2, 3, rhbuf + c0 * ldh, ldh, nb, nq);
+            else cl_product<G, W>(red, wsm, ldw, un, 0, G, hcur + c0 * ldh, ldh, nb, nq);
+            __syncthreads();
+            for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
+                const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
+                float x[4] = {xr[0], xr[1], xr[2], xr[3]}, hg[4] = {0.f, 0.f, 0.f, 0.f};
+                if (c0 > 0 || o != (int)threadIdx.x) gen_x<C, W>(x, p, token(bl), j);
+#pragma unroll
+                for (int g = 0; g < G; ++g) x[g] += bih[g * un + u];
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+                    if (C != GRU_BEFORE || g == 2) hg[g] = cl_sum<G>(red, g, bl - c0, u, un, nkg) + bhh[g * un + u];
+                const float hp = hcur[bl * ldh + j];
+                const float z = C == GRU_BEFORE ? st[it] : 0.0f;
+                const float cp = C == LSTM ? st[it] : 0.0f;
+                float c = 0.0f;
+                const float h = cell_h<C>(x, hg, hp, cp, z, &c);
+                const float hv = stored<A>(h);
+                push_all<CS>(hnext + bl * ldh + j, hv);
+                if (C == LSTM) st[it] = c;
+                if (last) {
+                    const size_t bj = (size_t)(b0 + bl) * H + j;
+                    p.h_last[bj] = hv;
+                    if (C == LSTM) p.c_last[bj] = c;
+                }
+            }
+        }
+        cluster_sync();  // h_s in every CTA
+        if (s < p.P - 1) continue;  // still reading the prefix
+        // This CTA's logits rows, to every CTA.
+        for (int c0 = 0; c0 < nbc; c0 += CB) {
+            const int nb = min(CB, nbc - c0);
+            if (c0 > 0) __syncthreads();
+            cl_product<1, W>(red, dsm, ldw, vn, 0, 1, hnext + c0 * ldh, ldh, nb, nq);
+            __syncthreads();
+            for (int o = threadIdx.x; o < vn * nb; o += NTHREADS) {
+                const int v = o % vn, bl = c0 + o / vn;
+                const float l = cl_sum<1>(red, 0, bl - c0, v, vn, nkv) + bd[v];
+                push_all<CS>(lbuf + bl * V + v0 + v, l);
+                if (last) p.logits[(size_t)(b0 + bl) * V + v0 + v] = l;
+            }
+        }
+        cluster_sync();  // logits complete in every CTA
+        const int index = s - (p.P - 1);
+        for (int bl = 0; bl < nbc; ++bl) {
+            const Row row{nullptr, lbuf + (size_t)bl * V};
+            const int t = block_sample_row(row, V, p.inv_temp, splitmix_nth(row_seed(p.seed, b0 + bl), index));
+            if (threadIdx.x == 0) {
+                tokbuf[bl] = t == V ? 0 : t;
+                if (rank == 0) p.out[(size_t)index * B + b0 + bl] = t;
+            }
+        }
+        __syncthreads();  // tokbuf
+    }
+}
+
+#define GEN_CLUSTER_KERNELS(CS, NAME, C)                                                                   \
+    extern "C" __global__ void __cluster_dims__(CS, 1, 1) __launch_bounds__(NTHREADS, 1)                   \
+        gen_cluster##CS##_f32_##NAME(GenClusterParams p) {                                                 \
+        gen_cluster<C, float, float, CS>(p);                                                               \
+    }                                                                                                      \
+    extern "C" __global__ void __cluster_dims__(CS, 1, 1) __launch_bounds__(NTHREADS, 1)                   \
+        gen_cluster##CS##_f16_##NAME(GenClusterParams p) {                                                 \
+        gen_cluster<C, __half, __half, CS>(p);                                                             \
+    }
+
+#define GEN_CLUSTER_CELLS(CS)                       \
+    GEN_CLUSTER_KERNELS(CS, rnn_tanh, RNN_TANH)     \
+    GEN_CLUSTER_KERNELS(CS, rnn_relu, RNN_RELU)     \
+    GEN_CLUSTER_KERNELS(CS, gru_before, GRU_BEFORE) \
+    GEN_CLUSTER_KERNELS(CS, gru_after, GRU_AFTER)   \
+    GEN_CLUSTER_KERNELS(CS, lstm, LSTM)
+
+GEN_CLUSTER_CELLS(8)
+GEN_CLUSTER_CELLS(16)
