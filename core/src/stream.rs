@@ -259,18 +259,61 @@ pub fn neg_log_prob(logits: &[f32], target: u32) -> Result<f32, Error> {
             limit: logits.len(),
         });
     };
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|&v| fmath::exp(v - max)).sum();
+    let max = lane_max(logits);
+    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; SUM_LANES];
+    let mut chunks = logits.chunks_exact(SUM_LANES);
+    for c in &mut chunks {
+        for l in 0..SUM_LANES {
+            acc[l] += fmath::exp(c[l] - max);
+        }
+    }
+    for &v in chunks.remainder() {
+        sum += fmath::exp(v - max);
+    }
+    for a in acc {
+        sum += a;
+    }
     Ok(max + fmath::ln(sum) - x)
+}
+
+/// Independent partial maxima and sums over the vocabulary: serial ones are
+/// a chain of 1,027 dependent operations; lanes vectorise.
+const SUM_LANES: usize = 16;
+
+/// The largest value (NaN ignored, as `f32::max` does; −∞ when empty).
+fn lane_max(v: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; SUM_LANES];
+    let mut chunks = v.chunks_exact(SUM_LANES);
+    for c in &mut chunks {
+        for l in 0..SUM_LANES {
+            acc[l] = acc[l].max(c[l]);
+        }
+    }
+    let rest = chunks.remainder().iter().copied();
+    acc.into_iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// `v ← softmax(v · scale)`, against the maximum so nothing overflows.
 fn softmax_in_place(v: &mut [f32], scale: f32) {
-    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = lane_max(v);
+    let mut acc = [0.0f32; SUM_LANES];
+    let mut chunks = v.chunks_exact_mut(SUM_LANES);
+    for c in &mut chunks {
+        for l in 0..SUM_LANES {
+            c[l] = fmath::exp((c[l] - max) * scale);
+            acc[l] += c[l];
+        }
+    }
     let mut sum = 0.0f32;
-    for x in v.iter_mut() {
+    for x in chunks.into_remainder() {
         *x = fmath::exp((*x - max) * scale);
         sum += *x;
+    }
+    for a in acc {
+        sum += a;
     }
     let inv = 1.0 / sum;
     for x in v.iter_mut() {

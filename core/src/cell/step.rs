@@ -3,15 +3,21 @@
 //! [`Gemm`](crate::Gemm) is f32-only, so the products here are an
 //! allocation-free matrix-vector loop over the weight rows, accumulating in
 //! f32. Up to [`KERNEL_BATCH`] batch rows, on x86-64 with AVX2, FMA and
-//! F16C (detected at run time), the products run on the stream's output
-//! kernel (`stream::matvec`), which converts f16 in hardware: batch 1 is
-//! bound by reading the weights, and f16 then costs what f32 does for half
-//! the bytes. Elsewhere, f16 weights are widened by an exact, branch-free bit
-//! routine that vectorises (`half`'s own, without `std`, is a scalar routine
-//! with branches, ~4× slower here); for more than one batch row a chunk of
-//! each f16 row is widened once into a stack buffer and reused for every
-//! batch row. Like the sequence loops, the step runs an AVX2 build where the
-//! processor has it.
+//! F16C or with AVX-512F (detected at run time), the products run on the
+//! stream's kernel (`stream::matvec`), which converts f16 in hardware: batch
+//! 1 is bound by reading the weights, and f16 then costs what f32 does for
+//! half the bytes. Elsewhere, f16 weights are widened by an exact,
+//! branch-free bit routine that vectorises (`half`'s own, without `std`, is
+//! a scalar routine with branches, ~4× slower here); for more than one batch
+//! row a chunk of each f16 row is widened once into a stack buffer and
+//! reused for every batch row. Like the sequence loops, the step runs an
+//! AVX2 build where the processor has it (an AVX-512F build where the
+//! stream's kernel is AVX-512).
+//!
+//! A GRU fed one token reads one column of `weight_ih`: G·H values a row
+//! apart, each on its own cache line and rarely cached (a different token
+//! each step). That gather waits for the first recurrent product, which
+//! prefetches those lines on the way, so their latency overlaps its work.
 
 use core::any::Any;
 

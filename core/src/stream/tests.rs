@@ -355,3 +355,32 @@ fn sizes_follow_the_layout() {
     };
     assert_eq!(workspace_len(&huge), usize::MAX);
 }
+
+#[test]
+fn softmax_over_a_wide_vocabulary_matches_f64() {
+    // 1,027 values: the 16-lane partial maxima and sums plus a tail of 3.
+    let logits = SplitMix(12).vec(1027, 20.0);
+    for scale in [1.0f32, 2.5] {
+        let mut probs = logits.clone();
+        softmax_in_place(&mut probs, scale);
+        let z: Vec<f64> = logits.iter().map(|&v| v as f64 * scale as f64).collect();
+        let m = z.iter().cloned().fold(f64::MIN, f64::max);
+        let s: f64 = z.iter().map(|v| (v - m).exp()).sum();
+        for (j, &p) in probs.iter().enumerate() {
+            let want = (z[j] - m).exp() / s;
+            assert!(
+                (p as f64 - want).abs() < 1e-6 * want.max(1e-3),
+                "{j}: {p} {want}"
+            );
+        }
+        // The maximum sits in the tail: the lanes and the tail both count.
+        let mut tail_max = logits.clone();
+        tail_max[1026] = 100.0;
+        softmax_in_place(&mut tail_max, scale);
+        assert!(tail_max[1026] > 0.99);
+    }
+    let ce = neg_log_prob(&logits, 7).unwrap() as f64;
+    let m = logits.iter().cloned().fold(f32::MIN, f32::max) as f64;
+    let s: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
+    assert!((ce - (m + s.ln() - logits[7] as f64)).abs() < 1e-4);
+}
