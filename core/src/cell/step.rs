@@ -229,6 +229,27 @@ pub(crate) fn forward<W: Weight>(
             };
         }
     }
+    forward_generic(
+        h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
+    )
+}
+
+/// [`forward_body`] for the build target, out of line: inlined, its frame
+/// (over 1 KiB of stack buffers) would sit under the AVX builds' own.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn forward_generic<W: Weight>(
+    h: &mut [f32],
+    c: &mut [f32],
+    input: Input<'_>,
+    h_prev: &[f32],
+    c_prev: &[f32],
+    params: CellParams<'_, W>,
+    workspace: &mut [f32],
+    cell: &CellDims,
+    batch: usize,
+    bgh: usize,
+) {
     forward_body(
         h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
     )

@@ -280,12 +280,21 @@ mod tests {
         Under::Hw(Kernel::Avx512),
     ];
 
-    /// Prints which kernels this processor skips (the harness shows it
-    /// with --nocapture; stderr reaches CI's log).
+    /// A line on stderr itself, past the harness's capture of `eprintln!`,
+    /// so that CI's log shows it.
+    fn note(line: std::fmt::Arguments<'_>) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+
+    /// Says which kernels this processor skips.
     fn note_skipped() {
         for k in [Kernel::Avx2, Kernel::Avx512] {
             if !k.is_supported() {
-                std::eprintln!("skipped: the {} kernel (not on this processor)", k.name());
+                note(format_args!(
+                    "stream::matvec: skipped the {} kernel (not on this processor)",
+                    k.name()
+                ));
             }
         }
     }
@@ -416,7 +425,10 @@ mod tests {
     #[test]
     fn detection_is_consistent() {
         let k = Kernel::detect();
-        std::eprintln!("matvec kernel on this processor: {}", k.name());
+        note(format_args!(
+            "stream::matvec: kernel on this processor: {}",
+            k.name()
+        ));
         assert!(k.is_supported());
         assert!(Kernel::Portable.is_supported());
         if k == Kernel::Avx512 {
