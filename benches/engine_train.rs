@@ -4,7 +4,8 @@
 //! T 35), every cell, f32; no host wait inside an epoch: the loss and norm
 //! sums are taken once per 8 mini-batches, as the trainer does. Prints the
 //! device operations (launches, copies, fills) per step. `BENCH_CELL=<cell>`
-//! runs one cell (e.g. `GruResetAfter`, for a profile). The PyTorch side (nn.GRU / nn.LSTM + Linear +
+//! runs one cell (e.g. `GruResetAfter`, for a profile); `BENCH_PER_STEP=1`
+//! forbids the persistent time loops. The PyTorch side (nn.GRU / nn.LSTM + Linear +
 //! CrossEntropy + Adam, same shapes, same GPU) is
 //! benches/engine_train_torch.py.
 
@@ -30,6 +31,8 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(1);
     // `BENCH_CELL=GruResetAfter` (a CellKind's name) runs that cell only (profiles).
     let only = std::env::var("BENCH_CELL").ok();
+    // `BENCH_PER_STEP=1`: one launch per time step (no persistent loops).
+    let per_step = std::env::var("BENCH_PER_STEP").is_ok_and(|v| v == "1");
     for cell in [
         CellKind::RnnTanh,
         CellKind::GruResetBefore,
@@ -47,6 +50,7 @@ fn main() {
         let k = 1.0 / (h as f32).sqrt();
         let params: Vec<f32> = (0..layout.len()).map(|_| rng.random_range(-k..k)).collect();
         let mut tr = DeviceTrainer::new(&gpu, layout, b, t, TrainOptimizer::Adam).unwrap();
+        tr.set_persistent(!per_step);
         tr.upload_params(&params).unwrap();
         let batches: Vec<(Vec<u32>, Vec<u32>)> = (0..8)
             .map(|_| {
@@ -86,9 +90,31 @@ fn main() {
         let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
         let ops = (tr.device_ops() - ops_before) as f64 / n as f64;
         println!(
-            "recur train step B={b} H={h} V={v} T={t} {cell:?} f32 Adam+clip: {us:.1} us/step \
+            "recur train step B={b} H={h} V={v} T={t} {cell:?} f32 Adam+clip{}: {us:.1} us/step \
              ({:.3} us per time step, {ops:.0} device ops per step), last epoch's mean loss {loss:.3}",
+            if per_step { " (per-step launches)" } else { "" },
             us / t as f64
+        );
+        // Where the time goes: forwards alone, forward + backward, then the
+        // rest (clip + Adam) by difference.
+        let phase = |with_backward: bool, tr: &mut DeviceTrainer| -> f64 {
+            let start = Instant::now();
+            for i in 0..n {
+                let (x, y) = &batches[i % batches.len()];
+                tr.forward(x, y).unwrap();
+                if with_backward {
+                    tr.backward(false).unwrap();
+                }
+            }
+            tr.take_stats().unwrap();
+            start.elapsed().as_secs_f64() * 1e6 / n as f64
+        };
+        let fwd = phase(false, &mut tr);
+        let fwd_bwd = phase(true, &mut tr);
+        println!(
+            "  {cell:?} phases: forward {fwd:.1} us, backward {:.1} us, clip + Adam {:.1} us",
+            fwd_bwd - fwd,
+            us - fwd_bwd
         );
     }
 }

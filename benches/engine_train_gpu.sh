@@ -51,7 +51,8 @@ run() { # name, limit (s), command...
 }
 run test_engine_train 150 "$BIN/engine_train" --test-threads=4 --nocapture
 run bench_engine_train 60 "$BIN/bench_engine_train"
-grep -h "train step" "$OUT/bench_engine_train.log"
+BENCH_PER_STEP=1 run bench_engine_train_per_step 60 "$BIN/bench_engine_train"
+grep -h "train step\|phases" "$OUT"/bench_engine_train*.log
 run torch_train 80 python3 benches/engine_train_torch.py
 grep -h "train step" "$OUT/torch_train.log"
 if [ -x "$BIN/train" ]; then
@@ -65,5 +66,10 @@ if [ "${PROFILE:-1}" = 1 ] && command -v ncu >/dev/null; then
   # Per-kernel GPU time of ~3 steps of the GRU (reset-after, as d2l-gru).
   BENCH_CELL=GruResetAfter run ncu_profile 200 ncu --metrics gpu__time_duration.sum --launch-skip 2000 --launch-count 300 \
     "$BIN/bench_engine_train"
+  # Stall reasons of one persistent forward and one persistent backward.
+  BENCH_CELL=GruResetAfter run ncu_persist_sections 120 ncu --kernel-name regex:tr_.wd_persist --launch-skip 10 \
+    --launch-count 2 --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
+    --section MemoryWorkloadAnalysis "$BIN/bench_engine_train"
+  grep -E "tr_|Stall|Duration|Throughput|Issued|Eligible|Active Warps|Hit Rate" "$OUT/ncu_persist_sections.log" | head -60
 fi
 grep -E "test result|panicked|FAILED" "$OUT/test_engine_train.log" | head

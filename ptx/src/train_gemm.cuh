@@ -3,54 +3,62 @@
 // tr_gemm: C(M, N) [+]= Σ_k A(m, k)·B(k, n) [+ bias(n)], f32 FFMA. A(m, k) is
 // at a[m·sam + k·sak], B(k, n) at b[k·sbk + n·sbn], C(m, n) at c[m·ldc + n].
 // Each operand is loaded coalesced for its layout: along k where its k stride
-// is 1 (sak = 1 / sbk = 1), else along m / n. 64×64 tiles of C, k slices of
-// 16 through shared memory (the next slice prefetched into registers while
-// the current one is multiplied), 4×4 outputs per thread read as float4.
+// is 1 (sak = 1 / sbk = 1), else along m / n. 128×64 tiles of C, k slices
+// of 16 through shared memory (the next slice prefetched into registers
+// while the current one is multiplied), 8×4 outputs per thread read as
+// float4.
 // Split-K for products with few tiles and a long k: gridDim.y = m-tiles ×
 // splits; with splits > 1 each split writes its partial C to `work`
 // (splits, M, N) and tr_splitk_sum adds the partials in split order (a
 // deterministic second pass instead of atomics).
 #pragma once
 
-#define TG_BM 64
+#define TG_BM 128
 #define TG_BN 64
 #define TG_BK 16
 #define TG_PAD 4
 
-// The 16 × 64 slice of an operand X(k, x) starting at (k0, x0) into registers:
-// four elements per thread, consecutive threads along k when X's k stride is 1,
-// else along x. `v[i]` goes to smem[kk][xx] of tg_slot(i).
+// Element i of this thread's share of a 16 × X slice of an operand: at
+// smem[kk][xx], consecutive threads along k when the operand's k stride is
+// 1 (coalesced for that layout), else along x.
+template <int X>
 __device__ __forceinline__ void tg_slot(int i, bool k_major, int* kk, int* xx) {
     const int e = threadIdx.x + i * TR_THREADS;
     if (k_major) {
         *kk = e % TG_BK;
         *xx = e / TG_BK;
     } else {
-        *kk = e / TG_BM;
-        *xx = e % TG_BM;
+        *kk = e / X;
+        *xx = e % X;
     }
 }
 
-__device__ __forceinline__ void tg_fetch(float v[4], const float* x, int X, int K, long long sx, long long sk,
+// The 16 × X slice of operand (x, k) ↦ x_ptr[x·sx + k·sk] at (x0, k0) into
+// registers (X·16 / 256 per thread), zero outside X × K.
+template <int X>
+__device__ __forceinline__ void tg_fetch(float* v, const float* x, int XN, int K, long long sx, long long sk,
                                          int x0, int k0, bool k_major) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < X * TG_BK / TR_THREADS; ++i) {
         int kk, xx;
-        tg_slot(i, k_major, &kk, &xx);
+        tg_slot<X>(i, k_major, &kk, &xx);
         const int xi = x0 + xx, ki = k0 + kk;
-        v[i] = (xi < X && ki < K) ? x[xi * sx + ki * sk] : 0.0f;
+        v[i] = (xi < XN && ki < K) ? x[xi * sx + ki * sk] : 0.0f;
     }
 }
 
-__device__ __forceinline__ void tg_store(float (*s)[TG_BM + TG_PAD], const float v[4], bool k_major) {
+template <int X>
+__device__ __forceinline__ void tg_store(float (*s)[X + TG_PAD], const float* v, bool k_major) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < X * TG_BK / TR_THREADS; ++i) {
         int kk, xx;
-        tg_slot(i, k_major, &kk, &xx);
+        tg_slot<X>(i, k_major, &kk, &xx);
         s[kk][xx] = v[i];
     }
 }
 
+// 128 × 64 tiles of C, thread (ty, tx) computes rows ty·8 .. +7 and
+// columns tx·4 .. +3 (two float4 reads of A and one of B per k).
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
 tr_gemm(float* c, const float* a, const float* b, const float* bias, int M, int N, int K, long long sam,
         long long sak, long long sbk, long long sbn, int ldc, int accumulate, int splits, float* work) {
@@ -66,40 +74,41 @@ tr_gemm(float* c, const float* a, const float* b, const float* bias, int M, int 
     const int k_begin = split * per * TG_BK;
     const int k_end = min(K, k_begin + per * TG_BK);
     const bool a_k = sak == 1, b_k = sbk == 1;
-    float acc[4][4];
+    float acc[8][4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < 8; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-    float ra[4], rb[4];
+    float ra[TG_BM * TG_BK / TR_THREADS], rb[TG_BN * TG_BK / TR_THREADS];
     if (k_begin < k_end) {
-        tg_fetch(ra, a, M, k_end, sam, sak, m0, k_begin, a_k);
-        tg_fetch(rb, b, N, k_end, sbn, sbk, n0, k_begin, b_k);
+        tg_fetch<TG_BM>(ra, a, M, k_end, sam, sak, m0, k_begin, a_k);
+        tg_fetch<TG_BN>(rb, b, N, k_end, sbn, sbk, n0, k_begin, b_k);
     }
     for (int k0 = k_begin; k0 < k_end; k0 += TG_BK) {
-        tg_store(as, ra, a_k);
-        tg_store(bs, rb, b_k);
+        tg_store<TG_BM>(as, ra, a_k);
+        tg_store<TG_BN>(bs, rb, b_k);
         __syncthreads();
         if (k0 + TG_BK < k_end) {
-            tg_fetch(ra, a, M, k_end, sam, sak, m0, k0 + TG_BK, a_k);
-            tg_fetch(rb, b, N, k_end, sbn, sbk, n0, k0 + TG_BK, b_k);
+            tg_fetch<TG_BM>(ra, a, M, k_end, sam, sak, m0, k0 + TG_BK, a_k);
+            tg_fetch<TG_BN>(rb, b, N, k_end, sbn, sbk, n0, k0 + TG_BK, b_k);
         }
 #pragma unroll
         for (int kk = 0; kk < TG_BK; ++kk) {
-            const float4 av = *reinterpret_cast<const float4*>(&as[kk][ty * 4]);
+            const float4 a0 = *reinterpret_cast<const float4*>(&as[kk][ty * 8]);
+            const float4 a1 = *reinterpret_cast<const float4*>(&as[kk][ty * 8 + 4]);
             const float4 bv = *reinterpret_cast<const float4*>(&bs[kk][tx * 4]);
-            const float ai[4] = {av.x, av.y, av.z, av.w};
+            const float ai[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
             const float bj[4] = {bv.x, bv.y, bv.z, bv.w};
 #pragma unroll
-            for (int i = 0; i < 4; ++i)
+            for (int i = 0; i < 8; ++i)
 #pragma unroll
                 for (int j = 0; j < 4; ++j) acc[i][j] += ai[i] * bj[j];
         }
         __syncthreads();
     }
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const int m = m0 + ty * 4 + i;
+    for (int i = 0; i < 8; ++i) {
+        const int m = m0 + ty * 8 + i;
         if (m >= M) continue;
 #pragma unroll
         for (int j = 0; j < 4; ++j) {

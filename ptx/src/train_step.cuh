@@ -34,10 +34,11 @@ __device__ __forceinline__ void ts_cp_wait() {
 // asynchronous 16-byte copies, all in flight at once, then thread (warp
 // wi, lane) adds its row's dot products over slice wi of the chunk. The
 // partials go to red[wi][lane][q]. Rows of A are lda apart (a null: A = 0);
-// wrow[q] null: row absent. Ends with __syncthreads.
+// wrow[q] null: row absent. `stage_w` false: the weight rows are already in
+// `sm` (persistent kernels, one chunk: kc ≥ K). Ends with __syncthreads.
 template <int R>
 __device__ __forceinline__ void ts_product(float (*red)[32][R + 1], float* sm, const float* a, long long lda,
-                                           const float* const wrow[R], int K, int B, int kc) {
+                                           const float* const wrow[R], int K, int B, int kc, bool stage_w) {
     const int lane = threadIdx.x % 32, wi = threadIdx.x / 32;
     const int b0 = blockIdx.y * 32;
     const int rows = a ? min(32, B - b0) : 0;
@@ -61,17 +62,18 @@ __device__ __forceinline__ void ts_product(float (*red)[32][R + 1], float* sm, c
             }
 #pragma unroll
             for (int q = 0; q < R; ++q)
-                if (wrow[q])
+                if (stage_w && wrow[q])
                     for (int c = threadIdx.x; c < n4; c += TR_THREADS) ts_cp16(ws + q * S + c * 4, wrow[q] + c0 + c * 4);
             ts_cp_wait();
         } else {
             for (int c = threadIdx.x; c < rows * n; c += TR_THREADS) {
                 const int r = c / n, k = c % n;
-                as[r * S + k] = a[(b0 + r) * lda + c0 + k];
+                // L2, not L1: in the persistent kernels other blocks wrote A.
+                as[r * S + k] = __ldcg(a + (b0 + r) * lda + c0 + k);
             }
 #pragma unroll
             for (int q = 0; q < R; ++q)
-                if (wrow[q])
+                if (stage_w && wrow[q])
                     for (int c = threadIdx.x; c < n; c += TR_THREADS) ws[q * S + c] = wrow[q][c0 + c];
         }
         __syncthreads();
@@ -124,12 +126,12 @@ __device__ __forceinline__ float ts_sum(float (*red)[32][R + 1], int bl, int q) 
 // post-activation, aux (B, H) as tr_cell_fwd's, h_out (B, H), c_out (B, H,
 // LSTM). The input part of every gate is gathered here: W_ih[:, tok[b]] +
 // b_ih. tok: (B) this step's tokens.
-extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_step_fwd(float* h_out, float* c_out, float* gates, float* aux, const float* a, const float* w_hh,
-            const float* w_ih, const float* b_ih, const float* b_hh, const unsigned* tok,
-            const float* h_prev, const float* c_prev, int cell, int phase, int B, int H, int V, int kc) {
-    __shared__ float red[TS_WARPS][32][4 * TS_JF + 1];
-    extern __shared__ __align__(16) float ts_smem[];
+__device__ __forceinline__ void ts_fwd(float (*red)[32][4 * TS_JF + 1], float* ts_smem, float* h_out,
+                                       float* c_out, float* gates, float* aux, const float* a,
+                                       const float* w_hh, const float* w_ih, const float* b_ih,
+                                       const float* b_hh, const unsigned* tok, const float* h_prev,
+                                       const float* c_prev, int cell, int phase, int B, int H, int V, int kc,
+                                       bool stage_w) {
     const int G = tr_gate_count(cell);
     int g_first = 0, g_count = G;
     if (cell == TR_GRU_BEFORE) {
@@ -162,7 +164,7 @@ tr_step_fwd(float* h_out, float* c_out, float* gates, float* aux, const float* a
         hprev = h_prev[e];
         if (cell == TR_LSTM) cprev = c_prev[e];
     }
-    ts_product<4 * TS_JF>(red, ts_smem, a, H, wrow, H, B, kc);
+    ts_product<4 * TS_JF>(red, ts_smem, a, H, wrow, H, B, kc, stage_w);
     if (!mine) return;
     float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
@@ -228,12 +230,11 @@ tr_step_fwd(float* h_out, float* c_out, float* gates, float* aux, const float* a
 //   h_prev (GRU: dh·z, reset-before + drh·r).
 // - dc (B, H), LSTM: in the gradient on c_t, out the one on c_{t-1}.
 // wt: W_hhᵀ (H, G·H).
-extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_step_bwd(float* dih, float* dhh, float* dh_prev, float* dc, float* dh, const float* a, const float* wt,
-            const float* gates, const float* aux, const float* h_prev, const float* c_prev, int cell,
-            int phase, int B, int H, int kc) {
-    __shared__ float red[TS_WARPS][32][TS_JB + 1];
-    extern __shared__ __align__(16) float ts_smem[];
+__device__ __forceinline__ void ts_bwd(float (*red)[32][TS_JB + 1], float* ts_smem, float* dih, float* dhh,
+                                       float* dh_prev, float* dc, float* dh, const float* a, const float* wt,
+                                       const float* gates, const float* aux, const float* h_prev,
+                                       const float* c_prev, int cell, int phase, int B, int H, int kc,
+                                       bool stage_w) {
     const int G = tr_gate_count(cell);
     const int GH = G * H;
     const int K = cell == TR_GRU_BEFORE ? (phase == 1 ? H : 2 * H) : GH;
@@ -263,7 +264,7 @@ tr_step_bwd(float* dih, float* dhh, float* dh_prev, float* dc, float* dh, const 
             cp = c_prev[e];
         }
     }
-    ts_product<TS_JB>(red, ts_smem, a, GH, wrow, K, B, kc);
+    ts_product<TS_JB>(red, ts_smem, a, GH, wrow, K, B, kc, stage_w);
     if (!mine) return;
     const float prod = ts_sum<TS_JB>(red, bl, jj);
     float* di = dih + (long long)bi * GH;
@@ -321,5 +322,100 @@ tr_step_bwd(float* dih, float* dhh, float* dh_prev, float* dc, float* dh, const 
         dr_[2 * H + j] = v2;
         dr_[3 * H + j] = v3;
         dc[e] = dcj * f;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(TR_THREADS)
+tr_step_fwd(float* h_out, float* c_out, float* gates, float* aux, const float* a, const float* w_hh,
+            const float* w_ih, const float* b_ih, const float* b_hh, const unsigned* tok,
+            const float* h_prev, const float* c_prev, int cell, int phase, int B, int H, int V, int kc) {
+    __shared__ float red[TS_WARPS][32][4 * TS_JF + 1];
+    extern __shared__ __align__(16) float ts_smem[];
+    ts_fwd(red, ts_smem, h_out, c_out, gates, aux, a, w_hh, w_ih, b_ih, b_hh, tok, h_prev, c_prev, cell, phase, B,
+           H, V, kc, true);
+}
+
+extern "C" __global__ void __launch_bounds__(TR_THREADS)
+tr_step_bwd(float* dih, float* dhh, float* dh_prev, float* dc, float* dh, const float* a, const float* wt,
+            const float* gates, const float* aux, const float* h_prev, const float* c_prev, int cell,
+            int phase, int B, int H, int kc) {
+    __shared__ float red[TS_WARPS][32][TS_JB + 1];
+    extern __shared__ __align__(16) float ts_smem[];
+    ts_bwd(red, ts_smem, dih, dhh, dh_prev, dc, dh, a, wt, gates, aux, h_prev, c_prev, cell, phase, B, H, kc, true);
+}
+
+// ---- persistent forms ----------------------------------------------------------
+// The whole time loop in one cooperative launch (every block resident) for
+// the cells with one phase per step (all but GRU reset-before), where one
+// chunk holds the product (kc ≥ K): each block stages its weight rows in
+// shared memory once and keeps them; a grid-wide barrier separates the
+// steps. `bar`: 64 words, bar[0] the arrival count (0 between barriers),
+// bar[32] the generation (any value at launch).
+
+__device__ __forceinline__ unsigned tp_ld_acquire(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// Every block's writes before the barrier are visible to every block after
+// it (release by the arrival's fence, acquire by the generation's load).
+// `gen`: thread 0's copy of the generation.
+__device__ __forceinline__ void tp_grid_sync(unsigned* bar, unsigned* gen) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned g = *gen;
+        __threadfence();
+        const unsigned blocks = gridDim.x * gridDim.y;
+        if (atomicAdd(bar, 1u) == blocks - 1) {
+            atomicExch(bar, 0u);
+            __threadfence();
+            atomicAdd(bar + 32, 1u);
+        } else {
+            while (tp_ld_acquire(bar + 32) == g) {
+            }
+        }
+        *gen = g + 1;
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+// Steps 0 .. T−1 of the forward: h_prev = hcat slot t, h_out = slot t+1
+// (ccat the same for LSTM), gates / aux / tok at step t's rows.
+extern "C" __global__ void __launch_bounds__(TR_THREADS)
+tr_fwd_persist(float* hcat, float* ccat, float* gates, float* aux, const float* w_hh, const float* w_ih,
+               const float* b_ih, const float* b_hh, const unsigned* tok, int cell, int B, int H, int V,
+               int T, int kc, unsigned* bar) {
+    __shared__ float red[TS_WARPS][32][4 * TS_JF + 1];
+    extern __shared__ __align__(16) float ts_smem[];
+    unsigned gen = threadIdx.x == 0 ? tp_ld_acquire(bar + 32) : 0u;
+    const long long bh = (long long)B * H, bgh = bh * tr_gate_count(cell);
+    const bool lstm = cell == TR_LSTM;
+    for (int t = 0; t < T; ++t) {
+        const float* h_prev = hcat + t * bh;
+        ts_fwd(red, ts_smem, hcat + (t + 1) * bh, lstm ? ccat + (t + 1) * bh : ccat, gates + t * bgh, aux + t * bh,
+               h_prev, w_hh, w_ih, b_ih, b_hh, tok + (long long)t * B, h_prev, lstm ? ccat + t * bh : ccat, cell, 0,
+               B, H, V, kc, t == 0);
+        if (t + 1 < T) tp_grid_sync(bar, &gen);
+    }
+}
+
+// Steps T−1 .. 0 of the backward: dh = dhs slot t, dh_prev = slot t−1
+// (null at t = 0), a = dhh of step t+1 (null at the last), as tr_step_bwd.
+extern "C" __global__ void __launch_bounds__(TR_THREADS)
+tr_bwd_persist(float* dih, float* dhh, float* dhs, float* dc, const float* wt, const float* gates,
+               const float* aux, const float* hcat, const float* ccat, int cell, int B, int H, int T, int kc,
+               unsigned* bar) {
+    __shared__ float red[TS_WARPS][32][TS_JB + 1];
+    extern __shared__ __align__(16) float ts_smem[];
+    unsigned gen = threadIdx.x == 0 ? tp_ld_acquire(bar + 32) : 0u;
+    const long long bh = (long long)B * H, bgh = bh * tr_gate_count(cell);
+    const bool lstm = cell == TR_LSTM;
+    for (int t = T - 1; t >= 0; --t) {
+        ts_bwd(red, ts_smem, dih + t * bgh, dhh + t * bgh, t > 0 ? dhs + (t - 1) * bh : nullptr, dc, dhs + t * bh,
+               t + 1 < T ? dhh + (t + 1) * bgh : nullptr, wt, gates + t * bgh, aux + t * bh, hcat + t * bh,
+               lstm ? ccat + t * bh : ccat, cell, 0, B, H, kc, t == T - 1);
+        if (t > 0) tp_grid_sync(bar, &gen);
     }
 }

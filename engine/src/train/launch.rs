@@ -33,7 +33,8 @@ impl Arg {
 const MAX_ARGS: usize = 20;
 
 /// Tile of `tr_gemm` (rows and columns of C) and its k slice.
-const TILE: usize = 64;
+const TILE_M: usize = 128;
+const TILE_N: usize = 64;
 const K_SLICE: usize = 16;
 /// Split-K: at most this many splits, each at least this many k slices.
 pub(super) const MAX_SPLITS: usize = 8;
@@ -113,6 +114,28 @@ impl DeviceTrainer {
         smem: usize,
         args: &[Arg],
     ) -> Result<(), Error> {
+        self.launch_with(name, grid, smem, false, args)
+    }
+
+    /// A cooperative launch (every block resident at once: grid barriers).
+    pub(super) fn launch_coop(
+        &self,
+        name: &'static str,
+        grid: (u32, u32),
+        smem: usize,
+        args: &[Arg],
+    ) -> Result<(), Error> {
+        self.launch_with(name, grid, smem, true, args)
+    }
+
+    fn launch_with(
+        &self,
+        name: &'static str,
+        grid: (u32, u32),
+        smem: usize,
+        cooperative: bool,
+        args: &[Arg],
+    ) -> Result<(), Error> {
         let mut slots = [0u64; MAX_ARGS];
         let mut ptrs = [std::ptr::null_mut::<c_void>(); MAX_ARGS];
         let n = args.len().min(MAX_ARGS);
@@ -137,7 +160,7 @@ impl DeviceTrainer {
         // (T, B, H, V) as allocated in `new`.
         unsafe {
             self.gpu
-                .launch(name, grid, smem, false, &mut ptrs[..n], shape)
+                .launch(name, grid, smem, cooperative, &mut ptrs[..n], shape)
         }
     }
 
@@ -147,8 +170,8 @@ impl DeviceTrainer {
         if g.m == 0 || g.n == 0 {
             return Ok(());
         }
-        let m_tiles = g.m.div_ceil(TILE);
-        let n_tiles = g.n.div_ceil(TILE);
+        let m_tiles = g.m.div_ceil(TILE_M);
+        let n_tiles = g.n.div_ceil(TILE_N);
         let splits = splits_for(
             m_tiles * n_tiles,
             g.k,
@@ -282,7 +305,7 @@ mod tests {
     fn splits_fill_the_sms_within_limits() {
         // Enough tiles: no split.
         assert_eq!(splits_for(306, 256, 132, 1120 * 1027, 1 << 30), 1);
-        // d2l's dW_hh: 48 tiles over k = 1120 (70 slices): 6 splits.
+        // 48 tiles over k = 1120 (70 slices): 6 splits.
         assert_eq!(splits_for(48, 1120, 132, 768 * 256, 1 << 30), 6);
         // Short k: never below 8 slices per split.
         assert_eq!(splits_for(4, 64, 132, 100, 1 << 30), 1);

@@ -94,6 +94,10 @@ pub struct DeviceTrainer {
     w_hh_t: DeviceBuffer<f32>,
     /// Partial products of split-K and partial column sums.
     work: DeviceBuffer<f32>,
+    /// The persistent kernels' grid barrier (64 words, zeroed once).
+    barrier: DeviceBuffer<u32>,
+    /// Whether the persistent time loops may be used (where they fit).
+    persistent: bool,
     /// (1) Σ g² in f64; (1) the global norm.
     sumsq: DeviceBuffer<f64>,
     norm: DeviceBuffer<f32>,
@@ -170,6 +174,8 @@ impl DeviceTrainer {
             dhh: alloc(tb * gh, "recurrent-side gate gradients")?,
             w_hh_t: alloc(h * gh, "transposed recurrent weights")?,
             work: alloc(work_len, "product workspace")?,
+            barrier: alloc(crate::mem::BARRIER_WORDS, "grid barrier")?,
+            persistent: true,
             sumsq: alloc(1, "squared norm")?,
             norm: alloc(1, "norm")?,
             stats: alloc(STATS_WORDS, "training statistics")?,
@@ -192,6 +198,7 @@ impl DeviceTrainer {
         ] {
             fill32(gpu, b, 0)?;
         }
+        fill32(gpu, &mut t.barrier, 0)?;
         t.zero(addr(&t.stats), STATS_WORDS * 2)?;
         Ok(t)
     }
@@ -220,6 +227,36 @@ impl DeviceTrainer {
     /// trainer was made: the benchmarks' launches per step.
     pub fn device_ops(&self) -> u64 {
         self.ops.get()
+    }
+
+    /// Allows (default) or forbids the persistent time loops (one
+    /// cooperative launch per direction, the weights kept on chip) where
+    /// they fit; forbidden, every step is its own launch (tests compare
+    /// both).
+    pub fn set_persistent(&mut self, allowed: bool) {
+        self.persistent = allowed;
+    }
+
+    /// Whether the time loops run persistent: allowed, a cell with one
+    /// phase per step, the product in one shared-memory chunk, every block
+    /// resident at once.
+    fn use_persistent(
+        &self,
+        kernel: &'static str,
+        blocks: usize,
+        k: usize,
+        smem_kc: (usize, usize),
+    ) -> Result<bool, Error> {
+        let lim = self.gpu.limits();
+        if !self.persistent
+            || self.layout.cell == CellKind::GruResetBefore
+            || !lim.cooperative
+            || smem_kc.0 < k
+        {
+            return Ok(false);
+        }
+        let per_sm = self.gpu.blocks_per_sm(kernel, smem_kc.1)?;
+        Ok(blocks <= per_sm * lim.sm_count)
     }
 
     /// Replaces the parameters ([`ModelLayout::len`] elements).
@@ -327,7 +364,6 @@ impl DeviceTrainer {
         let batch_index = self.batches;
         self.batches += 1;
         let (b, h, v) = (self.batch, l.hidden, l.vocab);
-        let gh = l.cell_dims().gate_rows();
         let bh = b * h;
         let w = self.weight_addrs(addr(&self.params));
         let lstm = l.cell == CellKind::Lstm;
@@ -343,48 +379,33 @@ impl DeviceTrainer {
         let (gates, aux) = (addr(&self.gates), addr(&self.aux));
         let max_smem = self.gpu.limits().max_smem_per_block;
         let (kc, smem) = step_chunk(h, STEP_W_ROWS_FWD, max_smem);
-        for t in 0..self.steps {
-            let h_prev = f32_at(hcat, t * bh);
-            let h_out = f32_at(hcat, (t + 1) * bh);
-            let (c_prev, c_out) = if lstm {
-                (f32_at(ccat, t * bh), f32_at(ccat, (t + 1) * bh))
-            } else {
-                (ccat, ccat)
-            };
-            let aux_t = f32_at(aux, t * bh);
-            let step = |phase: i32, a: u64| {
-                self.launch_smem(
-                    "tr_step_fwd",
-                    grid,
-                    smem,
-                    &[
-                        Arg::Ptr(h_out),
-                        Arg::Ptr(c_out),
-                        Arg::Ptr(f32_at(gates, t * b * gh)),
-                        Arg::Ptr(aux_t),
-                        Arg::Ptr(a),
-                        Arg::Ptr(w.w_hh),
-                        Arg::Ptr(w.w_ih),
-                        Arg::Ptr(w.b_ih),
-                        Arg::Ptr(w.b_hh),
-                        Arg::Ptr(d_tokens + (t * b * 4) as u64),
-                        Arg::Ptr(h_prev),
-                        Arg::Ptr(c_prev),
-                        Arg::I32(l.cell as i32),
-                        Arg::I32(phase),
-                        Arg::I32(b as i32),
-                        Arg::I32(h as i32),
-                        Arg::I32(v as i32),
-                        Arg::I32(kc as i32),
-                    ],
-                )
-            };
-            if l.cell == CellKind::GruResetBefore {
-                step(1, h_prev)?;
-                step(2, aux_t)?;
-            } else {
-                step(0, h_prev)?;
-            }
+        let blocks = (grid.0 * grid.1) as usize;
+        if self.use_persistent("tr_fwd_persist", blocks, h, (kc, smem))? {
+            self.launch_coop(
+                "tr_fwd_persist",
+                grid,
+                smem,
+                &[
+                    Arg::Ptr(hcat),
+                    Arg::Ptr(ccat),
+                    Arg::Ptr(gates),
+                    Arg::Ptr(aux),
+                    Arg::Ptr(w.w_hh),
+                    Arg::Ptr(w.w_ih),
+                    Arg::Ptr(w.b_ih),
+                    Arg::Ptr(w.b_hh),
+                    Arg::Ptr(d_tokens),
+                    Arg::I32(l.cell as i32),
+                    Arg::I32(b as i32),
+                    Arg::I32(h as i32),
+                    Arg::I32(v as i32),
+                    Arg::I32(self.steps as i32),
+                    Arg::I32(kc as i32),
+                    Arg::Ptr(addr(&self.barrier)),
+                ],
+            )?;
+        } else {
+            self.forward_steps(grid, (kc, smem), w, d_tokens)?;
         }
         self.copy(addr(&self.state_h), f32_at(hcat, self.steps * bh), bh)?;
         if lstm {
@@ -429,6 +450,68 @@ impl DeviceTrainer {
             ],
         )?;
         self.forward_done = true;
+        Ok(())
+    }
+
+    /// The forward's time loop, one launch per step (two for GRU
+    /// reset-before).
+    fn forward_steps(
+        &self,
+        grid: (u32, u32),
+        (kc, smem): (usize, usize),
+        w: Weights,
+        d_tokens: u64,
+    ) -> Result<(), Error> {
+        let l = self.layout;
+        let (b, h, v) = (self.batch, l.hidden, l.vocab);
+        let gh = l.cell_dims().gate_rows();
+        let bh = b * h;
+        let lstm = l.cell == CellKind::Lstm;
+        let (hcat, ccat) = (addr(&self.hcat), addr(&self.ccat));
+        let (gates, aux) = (addr(&self.gates), addr(&self.aux));
+        for t in 0..self.steps {
+            let h_prev = f32_at(hcat, t * bh);
+            let h_out = f32_at(hcat, (t + 1) * bh);
+            let (c_prev, c_out) = if lstm {
+                (f32_at(ccat, t * bh), f32_at(ccat, (t + 1) * bh))
+            } else {
+                (ccat, ccat)
+            };
+            let aux_t = f32_at(aux, t * bh);
+            let step = |phase: i32, a: u64| {
+                self.launch_smem(
+                    "tr_step_fwd",
+                    grid,
+                    smem,
+                    &[
+                        Arg::Ptr(h_out),
+                        Arg::Ptr(c_out),
+                        Arg::Ptr(f32_at(gates, t * b * gh)),
+                        Arg::Ptr(aux_t),
+                        Arg::Ptr(a),
+                        Arg::Ptr(w.w_hh),
+                        Arg::Ptr(w.w_ih),
+                        Arg::Ptr(w.b_ih),
+                        Arg::Ptr(w.b_hh),
+                        Arg::Ptr(d_tokens + (t * b * 4) as u64),
+                        Arg::Ptr(h_prev),
+                        Arg::Ptr(c_prev),
+                        Arg::I32(l.cell as i32),
+                        Arg::I32(phase),
+                        Arg::I32(b as i32),
+                        Arg::I32(h as i32),
+                        Arg::I32(v as i32),
+                        Arg::I32(kc as i32),
+                    ],
+                )
+            };
+            if l.cell == CellKind::GruResetBefore {
+                step(1, h_prev)?;
+                step(2, aux_t)?;
+            } else {
+                step(0, h_prev)?;
+            }
+        }
         Ok(())
     }
 
@@ -545,47 +628,74 @@ impl DeviceTrainer {
             };
             step_chunk(k, STEP_W_ROWS_BWD, max_smem)
         };
-        for t in (0..self.steps).rev() {
-            let dh_t = f32_at(dhs, t * bh);
-            let dh_prev = if t == 0 { 0 } else { f32_at(dhs, (t - 1) * bh) };
-            let dhh_t = f32_at(dhh, t * b * gh);
-            // dhh of the step after (none after the last).
-            let dhh_next = if t + 1 == self.steps {
-                0
-            } else {
-                f32_at(dhh, (t + 1) * b * gh)
-            };
-            let step = |phase: i32, a: u64| {
-                let (kc, smem) = chunk(phase);
-                self.launch_smem(
-                    "tr_step_bwd",
-                    grid,
-                    smem,
-                    &[
-                        Arg::Ptr(f32_at(dih, t * b * gh)),
-                        Arg::Ptr(dhh_t),
-                        Arg::Ptr(dh_prev),
-                        Arg::Ptr(dc),
-                        Arg::Ptr(dh_t),
-                        Arg::Ptr(a),
-                        Arg::Ptr(wt),
-                        Arg::Ptr(f32_at(gates, t * b * gh)),
-                        Arg::Ptr(f32_at(aux, t * bh)),
-                        Arg::Ptr(f32_at(hcat, t * bh)),
-                        Arg::Ptr(if lstm { f32_at(ccat, t * bh) } else { ccat }),
-                        Arg::I32(l.cell as i32),
-                        Arg::I32(phase),
-                        Arg::I32(b as i32),
-                        Arg::I32(h as i32),
-                        Arg::I32(kc as i32),
-                    ],
-                )
-            };
-            if before {
-                step(2, dhh_next)?;
-                step(1, f32_at(dhh_t, 2 * h))?;
-            } else {
-                step(0, dhh_next)?;
+        let (kc0, smem0) = chunk(0);
+        let blocks = (grid.0 * grid.1) as usize;
+        if self.use_persistent("tr_bwd_persist", blocks, gh, (kc0, smem0))? {
+            self.launch_coop(
+                "tr_bwd_persist",
+                grid,
+                smem0,
+                &[
+                    Arg::Ptr(dih),
+                    Arg::Ptr(dhh),
+                    Arg::Ptr(dhs),
+                    Arg::Ptr(dc),
+                    Arg::Ptr(wt),
+                    Arg::Ptr(gates),
+                    Arg::Ptr(aux),
+                    Arg::Ptr(hcat),
+                    Arg::Ptr(ccat),
+                    Arg::I32(l.cell as i32),
+                    Arg::I32(b as i32),
+                    Arg::I32(h as i32),
+                    Arg::I32(self.steps as i32),
+                    Arg::I32(kc0 as i32),
+                    Arg::Ptr(addr(&self.barrier)),
+                ],
+            )?;
+        } else {
+            for t in (0..self.steps).rev() {
+                let dh_t = f32_at(dhs, t * bh);
+                let dh_prev = if t == 0 { 0 } else { f32_at(dhs, (t - 1) * bh) };
+                let dhh_t = f32_at(dhh, t * b * gh);
+                // dhh of the step after (none after the last).
+                let dhh_next = if t + 1 == self.steps {
+                    0
+                } else {
+                    f32_at(dhh, (t + 1) * b * gh)
+                };
+                let step = |phase: i32, a: u64| {
+                    let (kc, smem) = chunk(phase);
+                    self.launch_smem(
+                        "tr_step_bwd",
+                        grid,
+                        smem,
+                        &[
+                            Arg::Ptr(f32_at(dih, t * b * gh)),
+                            Arg::Ptr(dhh_t),
+                            Arg::Ptr(dh_prev),
+                            Arg::Ptr(dc),
+                            Arg::Ptr(dh_t),
+                            Arg::Ptr(a),
+                            Arg::Ptr(wt),
+                            Arg::Ptr(f32_at(gates, t * b * gh)),
+                            Arg::Ptr(f32_at(aux, t * bh)),
+                            Arg::Ptr(f32_at(hcat, t * bh)),
+                            Arg::Ptr(if lstm { f32_at(ccat, t * bh) } else { ccat }),
+                            Arg::I32(l.cell as i32),
+                            Arg::I32(phase),
+                            Arg::I32(b as i32),
+                            Arg::I32(h as i32),
+                            Arg::I32(kc as i32),
+                        ],
+                    )
+                };
+                if before {
+                    step(2, dhh_next)?;
+                    step(1, f32_at(dhh_t, 2 * h))?;
+                } else {
+                    step(0, dhh_next)?;
+                }
             }
         }
         // dW_hh[rows] (rows, H) = dhh[:, rows]ᵀ · h_prev over all T·B rows;
