@@ -14,6 +14,10 @@
 //!   output layer and the softmax cross-entropy.
 //! - [`GenBuffers`] + [`DeviceModel::generate`]: prefix → N tokens, greedy
 //!   or with a temperature, the loop on the device.
+//! - [`DeviceTrainer`]: training, f32 (forward with its cache, backward
+//!   through time, clipping, SGD / Adam) queued without host waits; the
+//!   loss and norm sums stay on the device until
+//!   [`DeviceTrainer::take_stats`] ([`TrainStats`]).
 //!
 //! Every failure is an [`Error`] naming what was being done, which kernel and
 //! which shapes; [`Error::NoDevice`] where there is no GPU (the build links
