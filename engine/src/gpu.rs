@@ -1,8 +1,14 @@
 //! The device, its context, stream and kernel modules, set up once per [`Gpu`].
+//!
+//! A module is loaded (and its PTX compiled by the driver) on the first use
+//! of one of its kernels, once per [`Gpu`]: the embedded PTX is ~9.5 MB and
+//! a process needs only part of it (the trainer: the `train` module), so
+//! the driver's first, uncached compilation is paid only for what runs
+//! (measured on the H100: 36 s for everything on a fresh machine).
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cust::context::{Context, CurrentContext};
 use cust::device::Device;
@@ -27,8 +33,9 @@ pub struct DeviceLimits {
     /// Whether cooperative launches (grid-wide barriers) are supported.
     pub cooperative: bool,
     /// Largest thread-block cluster the engine's cluster kernels may be
-    /// launched with: 16 (sm_90 with non-portable cluster sizes), 8 (sm_90),
-    /// 0 (older GPUs: the cluster modules are not loaded).
+    /// launched with: 16 on sm_90 and later (a kernel whose non-portable
+    /// size the driver refuses reports no resident clusters of 16, so the
+    /// planner takes 8), 0 on older GPUs (the cluster modules are not loaded).
     pub cluster: usize,
 }
 
@@ -64,6 +71,15 @@ pub(crate) struct Kernel {
     pub(crate) func: sys::CUfunction,
     /// Static shared memory of the kernel, bytes.
     pub(crate) static_smem: usize,
+    /// Largest cluster it may be launched with: 16 unless the driver
+    /// refused the non-portable size for a `*cluster16*` kernel (then 8).
+    pub(crate) max_cluster: usize,
+}
+
+/// A loaded module and its kernels.
+struct LoadedModule {
+    kernels: HashMap<&'static str, Kernel>,
+    _module: Module,
 }
 
 /// A GPU ready for work: context, stream and every kernel loaded. Cheap to
@@ -75,10 +91,12 @@ pub struct Gpu {
 
 pub(crate) struct GpuInner {
     pub(crate) stream: Stream,
-    pub(crate) kernels: HashMap<&'static str, Kernel>,
+    /// Kernel name → index in [`ptx::MODULES`] (modules this device loads).
+    module_of: HashMap<&'static str, usize>,
+    /// `ptx::MODULES[i]`, loaded on the first use of one of its kernels.
+    loaded: Mutex<Vec<Option<LoadedModule>>>,
     pub(crate) limits: DeviceLimits,
     pub(crate) name: String,
-    _modules: Vec<Module>,
     // Last: dropped after everything above, which lives in the context.
     pub(crate) context: Context,
 }
@@ -90,8 +108,8 @@ unsafe impl Send for GpuInner {}
 unsafe impl Sync for GpuInner {}
 
 impl Gpu {
-    /// Initialises the driver, opens device 0 and loads every kernel module
-    /// (once). [`Error::NoDevice`] where there is no driver (recur's stub) or
+    /// Initialises the driver and opens device 0; kernel modules load on
+    /// first use. [`Error::NoDevice`] where there is no driver (recur's stub) or
     /// no device.
     pub fn new() -> Result<Gpu, Error> {
         cust::init(CudaFlags::empty()).doing("initialising the CUDA driver")?;
@@ -113,7 +131,7 @@ impl Gpu {
             A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
             "reading the compute capability",
         )?;
-        let mut limits = DeviceLimits {
+        let limits = DeviceLimits {
             sm_count: attr(
                 A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
                 "reading the SM count",
@@ -128,65 +146,22 @@ impl Gpu {
             )? != 0,
             cluster: if major >= 9 { 16 } else { 0 },
         };
-        let mut modules = Vec::new();
-        let mut kernels = HashMap::new();
-        for m in &ptx::MODULES {
+        let mut module_of = HashMap::new();
+        for (index, m) in ptx::MODULES.iter().enumerate() {
             if (m.min_major as usize) > major {
                 continue; // e.g. compute_90 PTX on an sm_80 GPU
             }
-            let (module_name, text) = (m.name, m.text);
-            let module = Module::from_ptx(text, &[]).map_err(|e| {
-                Error::driver(
-                    e as u32,
-                    "loading a PTX module",
-                    Some(module_name),
-                    String::new,
-                )
-            })?;
-            for entry in ptx::entry_names(text) {
-                let func = module
-                    .get_function(entry)
-                    .map_err(|e| {
-                        Error::driver(e as u32, "finding a kernel", None, || entry.to_owned())
-                    })?
-                    .to_raw();
-                let static_smem = func_attr(
-                    func,
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
-                )?;
-                // Let every kernel use all the shared memory a block can have.
-                let dynamic = limits.max_smem_per_block.saturating_sub(static_smem);
-                // SAFETY: setting an attribute of a function of a loaded module.
-                let r = unsafe {
-                    sys::cuFuncSetAttribute(
-                        func,
-                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        dynamic as i32,
-                    )
-                };
-                check(r, "raising the shared memory limit", None, || {
-                    entry.to_owned()
-                })?;
-                if entry.contains("cluster16") && limits.cluster == 16 {
-                    // SAFETY: setting an attribute of a function of a loaded module.
-                    let r = unsafe {
-                        cu_func_set_attribute_raw(func, NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
-                    };
-                    if r != 0 {
-                        limits.cluster = 8; // the portable size only
-                    }
-                }
-                kernels.insert(entry, Kernel { func, static_smem });
+            for entry in ptx::entry_names(m.text) {
+                module_of.insert(entry, index);
             }
-            modules.push(module);
         }
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 stream,
-                kernels,
+                module_of,
+                loaded: Mutex::new((0..ptx::MODULES.len()).map(|_| None).collect()),
                 limits,
                 name,
-                _modules: modules,
                 context,
             }),
         })
@@ -214,16 +189,25 @@ impl Gpu {
         self.inner.stream.synchronize().doing("waiting for the GPU")
     }
 
+    /// The kernel `name`, loading its module first if no kernel of it has
+    /// run on this GPU yet.
     pub(crate) fn kernel(&self, name: &'static str) -> Result<Kernel, Error> {
-        self.inner
-            .kernels
-            .get(name)
-            .copied()
-            .ok_or(Error::Mismatch {
-                what: "kernel in the embedded PTX",
-                expected: name.to_owned(),
-                actual: "absent".to_owned(),
-            })
+        let absent = || Error::Mismatch {
+            what: "kernel in the embedded PTX",
+            expected: name.to_owned(),
+            actual: "absent".to_owned(),
+        };
+        let &index = self.inner.module_of.get(name).ok_or_else(absent)?;
+        // A panic elsewhere while holding the lock leaves the table valid.
+        let mut loaded = self.inner.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded[index].is_none() {
+            self.bind()?;
+            loaded[index] = Some(load_module(&ptx::MODULES[index], &self.inner.limits)?);
+        }
+        loaded[index]
+            .as_ref()
+            .and_then(|m| m.kernels.get(name).copied())
+            .ok_or_else(absent)
     }
 
     /// How many blocks of `kernel` fit on one SM with `smem` bytes of
@@ -254,7 +238,7 @@ impl Gpu {
         smem: usize,
     ) -> Result<usize, Error> {
         let k = self.kernel(name)?;
-        if smem + k.static_smem > self.inner.limits.max_smem_per_block {
+        if smem + k.static_smem > self.inner.limits.max_smem_per_block || cluster > k.max_cluster {
             return Ok(0);
         }
         let config = LaunchConfig {
@@ -369,6 +353,58 @@ impl Gpu {
         let without = run(0)?;
         Ok((with - without) / iters.max(1) as f64)
     }
+}
+
+/// Loads `m` (the driver compiles its PTX, or takes it from its cache) and
+/// prepares every kernel in it: all the shared memory a block can have, and
+/// the non-portable cluster size for the `*cluster16*` kernels.
+fn load_module(m: &ptx::PtxModule, limits: &DeviceLimits) -> Result<LoadedModule, Error> {
+    let module = Module::from_ptx(m.text, &[])
+        .map_err(|e| Error::driver(e as u32, "loading a PTX module", Some(m.name), String::new))?;
+    let mut kernels = HashMap::new();
+    for entry in ptx::entry_names(m.text) {
+        let func = module
+            .get_function(entry)
+            .map_err(|e| Error::driver(e as u32, "finding a kernel", None, || entry.to_owned()))?
+            .to_raw();
+        let static_smem = func_attr(
+            func,
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+        )?;
+        let dynamic = limits.max_smem_per_block.saturating_sub(static_smem);
+        // SAFETY: setting an attribute of a function of a loaded module.
+        let r = unsafe {
+            sys::cuFuncSetAttribute(
+                func,
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                dynamic as i32,
+            )
+        };
+        check(r, "raising the shared memory limit", None, || {
+            entry.to_owned()
+        })?;
+        let mut max_cluster = 16;
+        if entry.contains("cluster16") {
+            // SAFETY: setting an attribute of a function of a loaded module.
+            let r =
+                unsafe { cu_func_set_attribute_raw(func, NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1) };
+            if r != 0 {
+                max_cluster = 8; // the planner then takes the clusters of 8
+            }
+        }
+        kernels.insert(
+            entry,
+            Kernel {
+                func,
+                static_smem,
+                max_cluster,
+            },
+        );
+    }
+    Ok(LoadedModule {
+        kernels,
+        _module: module,
+    })
 }
 
 fn func_attr(func: sys::CUfunction, a: sys::CUfunction_attribute) -> Result<usize, Error> {

@@ -82,4 +82,25 @@ mod tests {
             );
         }
     }
+
+    /// `Gpu` finds a kernel's module by the kernel's name (and loads it on
+    /// first use), so no name may be defined by two modules.
+    #[test]
+    fn every_kernel_name_is_in_one_module() {
+        let mut seen = std::collections::HashMap::new();
+        for m in &MODULES {
+            for k in entry_names(m.text) {
+                if let Some(other) = seen.insert(k, m.name) {
+                    panic!("{k} is defined in both {other} and {}", m.name);
+                }
+            }
+        }
+        for m in &MODULES {
+            assert!(
+                seen.values().any(|&n| n == m.name),
+                "{} has no kernel",
+                m.name
+            );
+        }
+    }
 }
