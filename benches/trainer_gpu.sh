@@ -66,3 +66,6 @@ run generate_cpu_from_gpu_ckpt 20 "$BIN/generate" --checkpoint "$CK/d2l-gru.safe
 cat "$OUT/generate_cpu_from_gpu_ckpt.log"
 run test_engine_train_checkpoint 120 "$BIN/engine_train_checkpoint" --nocapture
 grep -E "test result|panicked" "$OUT/test_engine_train_checkpoint.log"
+# The device tool returns at most 8 files: the logs and metrics travel as one archive.
+(cd "$OUT" && tar -czf logs.tar.gz --remove-files ./*.log ./*.jsonl)
+ls "$OUT"
