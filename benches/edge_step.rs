@@ -10,7 +10,10 @@
 //!   found: `RECUR_TORCH_PYTHON`, else `.venv/bin/python`).
 //!
 //! `cargo bench --bench edge_step` prints a summary with the ratios after
-//! criterion's own figures; benches/results/edge_step.txt holds a run.
+//! criterion's own figures (`--bench zzz`: the summary alone), then the
+//! step on the other matrix-vector kernels the processor supports
+//! (`stream::Kernel::select`) and each kernel's product alone on an L1- and
+//! an L2-resident matrix. benches/results/edge_step*.txt hold runs.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -295,7 +298,11 @@ fn summary(_: &mut Criterion) {
     let (bytes32, bytes16) = (step_bytes(4), step_bytes(2));
     println!("\n== edge step summary (d2l GRU: gru-reset-before, H 256, V 1027, batch 1)");
     let kernel = Kernel::detect();
-    println!("matvec kernel: {} (detected)", kernel.name());
+    println!(
+        "matvec kernel: {} (default; widest supported: {})",
+        kernel.name(),
+        Kernel::widest().name()
+    );
     let mut s32 = Stepper::new(&p32);
     let (t32, best32) = time_ns(|| s32.step(), 500, 31);
     let mut s16 = Stepper::new(&p16);
@@ -361,8 +368,8 @@ fn summary(_: &mut Criterion) {
             Err(reason) => println!("PyTorch eager: skipped: {reason}"),
         }
     }
-    // The narrower kernels on this machine, for comparison.
-    for other in [Kernel::Avx2, Kernel::Portable] {
+    // The other kernels this machine supports, for comparison.
+    for other in [Kernel::Avx512, Kernel::Avx2, Kernel::Portable] {
         if other == kernel || !other.is_supported() {
             continue;
         }
@@ -382,6 +389,57 @@ fn summary(_: &mut Criterion) {
         );
     }
     Kernel::select(None).expect("back to the detected kernel");
+    matvec_throughput();
+}
+
+/// The kernels' product alone, `W x` with K = 256, on a matrix that stays in
+/// L1 (32 rows: 16 KB f16, 32 KB f32) and on the output layer's (1,027
+/// rows, in L2): elements per nanosecond tell whether a kernel is bound by
+/// its instructions (the same rate in L1 and L2) or by the reads.
+fn matvec_throughput() {
+    let k = 256;
+    let x: Vec<f32> = (0..k)
+        .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.01)
+        .collect();
+    for kernel in [Kernel::Avx512, Kernel::Avx2, Kernel::Portable] {
+        if !kernel.is_supported() {
+            continue;
+        }
+        let mut line = format!("matvec alone, {}:", kernel.name());
+        for rows in [32usize, LAYOUT.vocab] {
+            let w32: Vec<f32> = (0..rows * k)
+                .map(|i| ((i % 13) as f32 - 6.0) * 0.01)
+                .collect();
+            let w16: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
+            let mut out = vec![0.0f32; rows];
+            let iters = (8 << 20) / (rows * k) + 1;
+            let (t32, _) = time_ns(
+                || {
+                    kernel.matvec(&mut out, black_box(&w32), &x).expect("f32");
+                    black_box(&out);
+                },
+                iters,
+                15,
+            );
+            let (t16, _) = time_ns(
+                || {
+                    kernel.matvec(&mut out, black_box(&w16), &x).expect("f16");
+                    black_box(&out);
+                },
+                iters,
+                15,
+            );
+            let n = (rows * k) as f64;
+            line += &format!(
+                " {rows} rows: f32 {:.1} elem/ns ({:.0} GB/s), f16 {:.1} elem/ns ({:.0} GB/s);",
+                n / t32,
+                4.0 * n / t32,
+                n / t16,
+                2.0 * n / t16
+            );
+        }
+        println!("{line}");
+    }
 }
 
 criterion_group!(benches, criterion_steps, summary);

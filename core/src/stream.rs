@@ -32,7 +32,8 @@
 pub(crate) mod matvec;
 
 /// The matrix-vector kernel of the step (output layer and, at batch 1, the
-/// cells' recurrent product), chosen at run time: `Kernel::detect()`.
+/// cells' recurrent product), chosen at run time (`Kernel::detect()`;
+/// `Kernel::select` picks another, to compare them).
 pub use matvec::Kernel;
 
 use rand_core::RngCore;

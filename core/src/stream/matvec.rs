@@ -4,17 +4,18 @@
 //!
 //! A step at batch 1 reads every weight once and does two flops per weight,
 //! so it is bound by memory bandwidth: what matters is loading wide and
-//! converting `f16` cheaply. On x86-64 the widest kernel the processor
-//! supports is chosen at run time (no `std`, see [`Kernel`]): AVX-512F (16
-//! lanes, 16-wide hardware f16 conversion), else AVX2 + FMA + F16C (8
-//! lanes); both run eight rows at a time (`kernel.rs`). Elsewhere (Cortex-M,
+//! converting `f16` cheaply. On x86-64 the kernel is chosen at run time (no
+//! `std`, see [`Kernel`]): AVX2 + FMA + F16C (8 lanes) by default, AVX-512F
+//! (16 lanes, 16-wide hardware f16 conversion) on request where the
+//! processor has it (measured no faster on the Xeon at hand); both run
+//! eight rows at a time (`kernel.rs`). Elsewhere (Cortex-M,
 //! older x86) a portable loop the compiler vectorises as the target allows,
 //! the reference the tests hold the kernels to.
 
 use core::any::TypeId;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::error::Error;
+use crate::error::{check_len, mul, Error};
 
 use crate::weight::Weight;
 
@@ -44,17 +45,30 @@ static SELECTED: AtomicU8 = AtomicU8::new(0);
 
 impl Kernel {
     /// The widest kernel this processor (and its operating system) supports.
-    pub fn detect() -> Kernel {
+    pub fn widest() -> Kernel {
         #[cfg(target_arch = "x86_64")]
         return x86::detect();
         #[cfg(not(target_arch = "x86_64"))]
         Kernel::Portable
     }
 
+    /// The kernel the steps run unless [`Kernel::select`] chose another:
+    /// AVX2 where the processor has it, also where it has AVX-512F. On the
+    /// AVX-512 machine measured (a Sapphire/Emerald Rapids-class Xeon, see
+    /// docs/edge.md) the 16-lane kernel was no faster: f16 is bound by the
+    /// conversion instruction at the same rate for both widths, and f32 ran
+    /// slower at 16 lanes.
+    pub fn detect() -> Kernel {
+        match Kernel::widest() {
+            Kernel::Avx512 => Kernel::Avx2,
+            k => k,
+        }
+    }
+
     /// Whether this processor can run the kernel.
     pub fn is_supported(self) -> bool {
         matches!(
-            (self, Kernel::detect()),
+            (self, Kernel::widest()),
             (Kernel::Portable, _)
                 | (Kernel::Avx2, Kernel::Avx2 | Kernel::Avx512)
                 | (Kernel::Avx512, Kernel::Avx512)
@@ -85,6 +99,33 @@ impl Kernel {
             Some(Kernel::Avx512) => 3,
         };
         SELECTED.store(code, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `out = W x` on this kernel, the product of the step's output layer
+    /// (and of the cells' batch-1 step), for benchmarks that compare the
+    /// kernels on one matrix.
+    ///
+    /// - `out`: out, (R); overwritten.
+    /// - `w`: (R, K) row-major, `f32` or `f16`. `x`: (K).
+    ///
+    /// Errors: `w` not R·K long ([`Error::Length`]), a kernel the processor
+    /// lacks ([`Error::Value`], `"kernel"`).
+    pub fn matvec<W: Weight>(self, out: &mut [f32], w: &[W], x: &[f32]) -> Result<(), Error> {
+        check_len("w", w, mul("rows", out.len(), x.len())?)?;
+        if !self.is_supported() {
+            return Err(Error::Value { what: "kernel" });
+        }
+        if !product_on(self, out, w, x, &mut Side::none()) {
+            match x.len() {
+                0 => out.fill(0.0),
+                k => {
+                    for (o, row) in out.iter_mut().zip(w.chunks_exact(k)) {
+                        *o = dot(row, x);
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -405,6 +446,39 @@ mod tests {
             assert_eq!(side.count, 100 - issued, "{under:?}");
             assert_eq!(side.ptr, other.as_ptr().wrapping_add(issued * 256));
         }
+    }
+
+    #[test]
+    fn the_public_product_runs_every_supported_kernel() {
+        let (rows, k) = (19, 33);
+        let w16: Vec<f16> = SplitMix(8)
+            .vec(rows * k, 1.0)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        let w32: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+        let x = SplitMix(9).vec(k, 1.0);
+        let want = reference(&w32, &std::vec![0.0f32; rows], &x);
+        for kernel in [Kernel::Portable, Kernel::Avx2, Kernel::Avx512] {
+            let mut o32 = nans(rows);
+            let mut o16 = nans(rows);
+            match kernel.matvec(&mut o32, &w32, &x) {
+                Ok(()) => kernel.matvec(&mut o16, &w16, &x).unwrap(),
+                Err(e) => {
+                    assert!(!kernel.is_supported());
+                    assert_eq!(e, Error::Value { what: "kernel" });
+                    continue;
+                }
+            }
+            for r in 0..rows {
+                assert!((o32[r] as f64 - want[r]).abs() < 1e-4, "{kernel:?} row {r}");
+            }
+            assert_eq!(o16, o32, "{kernel:?}");
+        }
+        assert!(matches!(
+            Kernel::Portable.matvec(&mut nans(rows), &w32[1..], &x),
+            Err(Error::Length { what: "w", .. })
+        ));
     }
 
     #[test]
