@@ -498,15 +498,19 @@ mod tests {
 
     #[test]
     fn detection_is_consistent() {
-        let k = Kernel::detect();
+        let (k, w) = (Kernel::detect(), Kernel::widest());
         note(format_args!(
-            "stream::matvec: kernel on this processor: {}",
-            k.name()
+            "stream::matvec: default kernel on this processor: {}; widest: {}",
+            k.name(),
+            w.name()
         ));
-        assert!(k.is_supported());
+        assert!(k.is_supported() && w.is_supported());
         assert!(Kernel::Portable.is_supported());
-        if k == Kernel::Avx512 {
+        if w == Kernel::Avx512 {
             assert!(Kernel::Avx2.is_supported());
+            assert_eq!(k, Kernel::Avx2);
+        } else {
+            assert_eq!(k, w);
         }
     }
 
