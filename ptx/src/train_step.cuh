@@ -9,6 +9,10 @@
 // warp order), and 32·J threads apply the cell to their (row, unit): the
 // product's epilogue. One launch per step and direction (two for GRU
 // reset-before, whose n gate needs the whole r⊙h first).
+//
+// Storage: the weights, hidden states, gates and gate cache are of type T
+// (float, or __half: kernels `*_f16`), converted to f32 as they are staged;
+// the products, the cell, the LSTM cell state c and every gradient are f32.
 #pragma once
 
 #define TS_WARPS 8
@@ -24,6 +28,17 @@ __device__ __forceinline__ void ts_cp16(float* dst, const float* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
 }
 
+// Four consecutive elements of an operand into f32 shared memory (16
+// bytes): f32 by an asynchronous copy, f16 by one 8-byte load through L2
+// (other blocks of a persistent kernel wrote it), converted.
+__device__ __forceinline__ void ts_stage4(float* dst, const float* src) { ts_cp16(dst, src); }
+__device__ __forceinline__ void ts_stage4(float* dst, const __half* src) {
+    const uint2 raw = __ldcg(reinterpret_cast<const uint2*>(src));
+    const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+    const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+    *reinterpret_cast<float4*>(dst) = make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+
 __device__ __forceinline__ void ts_cp_wait() {
     asm volatile("cp.async.commit_group;\ncp.async.wait_all;" ::: "memory");
 }
@@ -36,19 +51,23 @@ __device__ __forceinline__ void ts_cp_wait() {
 // partials go to red[wi][lane][q]. Rows of A are lda apart (a null: A = 0);
 // wrow[q] null: row absent. `stage_w` false: the weight rows are already in
 // `sm` (persistent kernels, one chunk: kc ≥ K). Ends with __syncthreads.
-template <int R>
-__device__ __forceinline__ void ts_product(float (*red)[32][R + 1], float* sm, const float* a, long long lda,
-                                           const float* const wrow[R], int K, int B, int kc, bool stage_w) {
+// A's storage TA and the weights' TW are float or __half; shared memory
+// holds f32 either way (the chunk sizes do not depend on the storage).
+template <int R, typename TA, typename TW>
+__device__ __forceinline__ void ts_product(float (*red)[32][R + 1], float* sm, const TA* a, long long lda,
+                                           const TW* const wrow[R], int K, int B, int kc, bool stage_w) {
     const int lane = threadIdx.x % 32, wi = threadIdx.x / 32;
     const int b0 = blockIdx.y * 32;
     const int rows = a ? min(32, B - b0) : 0;
     const int S = kc + 4;
     float* as = sm;
     float* ws = sm + 32 * S;
-    unsigned long long addr_bits = (unsigned long long)a;
+    // Whole groups of 4 elements, each group aligned for its one load.
+    unsigned long long w_bits = 0;
 #pragma unroll
-    for (int q = 0; q < R; ++q) addr_bits |= (unsigned long long)wrow[q];
-    const bool vec = ((K | (int)(lda & 3)) & 3) == 0 && (addr_bits & 15) == 0;
+    for (int q = 0; q < R; ++q) w_bits |= (unsigned long long)wrow[q];
+    const bool vec = ((K | (int)(lda & 3)) & 3) == 0 && ((unsigned long long)a & (4 * sizeof(TA) - 1)) == 0 &&
+                     (w_bits & (4 * sizeof(TW) - 1)) == 0;
     float acc[R];
 #pragma unroll
     for (int q = 0; q < R; ++q) acc[q] = 0.0f;
@@ -58,23 +77,24 @@ __device__ __forceinline__ void ts_product(float (*red)[32][R + 1], float* sm, c
             const int n4 = n / 4;
             for (int c = threadIdx.x; c < rows * n4; c += TR_THREADS) {
                 const int r = c / n4, k = (c % n4) * 4;
-                ts_cp16(as + r * S + k, a + (b0 + r) * lda + c0 + k);
+                ts_stage4(as + r * S + k, a + (b0 + r) * lda + c0 + k);
             }
 #pragma unroll
             for (int q = 0; q < R; ++q)
                 if (stage_w && wrow[q])
-                    for (int c = threadIdx.x; c < n4; c += TR_THREADS) ts_cp16(ws + q * S + c * 4, wrow[q] + c0 + c * 4);
+                    for (int c = threadIdx.x; c < n4; c += TR_THREADS)
+                        ts_stage4(ws + q * S + c * 4, wrow[q] + c0 + c * 4);
             ts_cp_wait();
         } else {
             for (int c = threadIdx.x; c < rows * n; c += TR_THREADS) {
                 const int r = c / n, k = c % n;
                 // L2, not L1: in the persistent kernels other blocks wrote A.
-                as[r * S + k] = __ldcg(a + (b0 + r) * lda + c0 + k);
+                as[r * S + k] = tr_ldcg(a + (b0 + r) * lda + c0 + k);
             }
 #pragma unroll
             for (int q = 0; q < R; ++q)
                 if (stage_w && wrow[q])
-                    for (int c = threadIdx.x; c < n; c += TR_THREADS) ws[q * S + c] = wrow[q][c0 + c];
+                    for (int c = threadIdx.x; c < n; c += TR_THREADS) ws[q * S + c] = tr_f(wrow[q][c0 + c]);
         }
         __syncthreads();
         // Slices of whole float4s: L = ceil(n / 8) rounded up to 4.
@@ -125,11 +145,12 @@ __device__ __forceinline__ float ts_sum(float (*red)[32][R + 1], int bl, int q) 
 // h_prev; phase 2: n with a = r⊙h_prev), then the cell: gates (B, G·H)
 // post-activation, aux (B, H) as tr_cell_fwd's, h_out (B, H), c_out (B, H,
 // LSTM). The input part of every gate is gathered here: W_ih[:, tok[b]] +
-// b_ih. tok: (B) this step's tokens.
-__device__ __forceinline__ void ts_fwd(float (*red)[32][4 * TS_JF + 1], float* ts_smem, float* h_out,
-                                       float* c_out, float* gates, float* aux, const float* a,
-                                       const float* w_hh, const float* w_ih, const float* b_ih,
-                                       const float* b_hh, const unsigned* tok, const float* h_prev,
+// b_ih. tok: (B) this step's tokens. T: the storage of h, gates, aux and
+// the weights; the biases and c are f32.
+template <typename T>
+__device__ __forceinline__ void ts_fwd(float (*red)[32][4 * TS_JF + 1], float* ts_smem, T* h_out, float* c_out,
+                                       T* gates, T* aux, const T* a, const T* w_hh, const T* w_ih,
+                                       const float* b_ih, const float* b_hh, const unsigned* tok, const T* h_prev,
                                        const float* c_prev, int cell, int phase, int B, int H, int V, int kc,
                                        bool stage_w) {
     const int G = tr_gate_count(cell);
@@ -139,7 +160,7 @@ __device__ __forceinline__ void ts_fwd(float (*red)[32][4 * TS_JF + 1], float* t
         g_count = phase == 1 ? 2 : 1;
     }
     const int j0 = blockIdx.x * TS_JF;
-    const float* wrow[4 * TS_JF];
+    const T* wrow[4 * TS_JF];
 #pragma unroll
     for (int q = 0; q < 4 * TS_JF; ++q) {
         const int gi = q / TS_JF, j = j0 + q % TS_JF;
@@ -158,46 +179,46 @@ __device__ __forceinline__ void ts_fwd(float (*red)[32][4 * TS_JF + 1], float* t
         for (int q = 0; q < 4; ++q)
             if (q >= g_first && q < g_first + g_count) {
                 // Input part of gate q: the token's column of W_ih plus b_ih.
-                xb[q] = w_ih[((long long)q * H + j) * V + tk] + b_ih[q * H + j];
+                xb[q] = tr_f(w_ih[((long long)q * H + j) * V + tk]) + b_ih[q * H + j];
                 bh[q] = b_hh[q * H + j];
             }
-        hprev = h_prev[e];
+        hprev = tr_f(h_prev[e]);
         if (cell == TR_LSTM) cprev = c_prev[e];
     }
-    ts_product<4 * TS_JF>(red, ts_smem, a, H, wrow, H, B, kc, stage_w);
+    ts_product<4 * TS_JF, T, T>(red, ts_smem, a, H, wrow, H, B, kc, stage_w);
     if (!mine) return;
     float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
     for (int q = 0; q < 4; ++q)
         if (q >= g_first && q < g_first + g_count) p[q] = ts_sum<4 * TS_JF>(red, bl, (q - g_first) * TS_JF + jj);
-    float* g = gates + (long long)bi * G * H;
+    T* g = gates + (long long)bi * G * H;
     if (cell == TR_RNN_TANH || cell == TR_RNN_RELU) {
         const float pre = xb[0] + p[0] + bh[0];
         const float v = cell == TR_RNN_TANH ? tanhf(pre) : tr_relu(pre);
-        g[j] = v;
-        h_out[e] = v;
+        g[j] = tr_st<T>(v);
+        h_out[e] = tr_st<T>(v);
     } else if (cell == TR_GRU_AFTER) {
         const float r = tr_sigmoid(xb[0] + (p[0] + bh[0]));
         const float z = tr_sigmoid(xb[1] + (p[1] + bh[1]));
         const float hn = p[2] + bh[2];
         const float n = tanhf(xb[2] + r * hn);
-        g[j] = r;
-        g[H + j] = z;
-        g[2 * H + j] = n;
-        aux[e] = hn;
-        h_out[e] = n + z * (hprev - n);
+        g[j] = tr_st<T>(r);
+        g[H + j] = tr_st<T>(z);
+        g[2 * H + j] = tr_st<T>(n);
+        aux[e] = tr_st<T>(hn);
+        h_out[e] = tr_st<T>(n + z * (hprev - n));
     } else if (cell == TR_GRU_BEFORE) {
         if (phase == 1) {
             const float r = tr_sigmoid(xb[0] + (p[0] + bh[0]));
             const float z = tr_sigmoid(xb[1] + (p[1] + bh[1]));
-            g[j] = r;
-            g[H + j] = z;
-            aux[e] = r * hprev;
+            g[j] = tr_st<T>(r);
+            g[H + j] = tr_st<T>(z);
+            aux[e] = tr_st<T>(r * hprev);
         } else {
-            const float z = g[H + j];
+            const float z = tr_f(g[H + j]);
             const float n = tanhf(xb[2] + (p[2] + bh[2]));
-            g[2 * H + j] = n;
-            h_out[e] = n + z * (hprev - n);
+            g[2 * H + j] = tr_st<T>(n);
+            h_out[e] = tr_st<T>(n + z * (hprev - n));
         }
     } else {  // LSTM i, f, g, o
         const float i = tr_sigmoid(xb[0] + p[0] + bh[0]);
@@ -206,13 +227,13 @@ __device__ __forceinline__ void ts_fwd(float (*red)[32][4 * TS_JF + 1], float* t
         const float o = tr_sigmoid(xb[3] + p[3] + bh[3]);
         const float cc = f * cprev + i * gg;
         const float tc = tanhf(cc);
-        g[j] = i;
-        g[H + j] = f;
-        g[2 * H + j] = gg;
-        g[3 * H + j] = o;
+        g[j] = tr_st<T>(i);
+        g[H + j] = tr_st<T>(f);
+        g[2 * H + j] = tr_st<T>(gg);
+        g[3 * H + j] = tr_st<T>(o);
         c_out[e] = cc;
-        aux[e] = tc;
-        h_out[e] = o * tc;
+        aux[e] = tr_st<T>(tc);
+        h_out[e] = tr_st<T>(o * tc);
     }
 }
 
@@ -229,18 +250,19 @@ __device__ __forceinline__ void ts_fwd(float (*red)[32][4 * TS_JF + 1], float* t
 // - dh_prev (B, H; null at t = 0): += the direct share of the gradient on
 //   h_prev (GRU: dh·z, reset-before + drh·r).
 // - dc (B, H), LSTM: in the gradient on c_t, out the one on c_{t-1}.
-// wt: W_hhᵀ (H, G·H).
+// wt: W_hhᵀ (H, G·H). T: the storage of wt, gates, aux and h_prev; the
+// gradients and c_prev are f32.
+template <typename T>
 __device__ __forceinline__ void ts_bwd(float (*red)[32][TS_JB + 1], float* ts_smem, float* dih, float* dhh,
-                                       float* dh_prev, float* dc, float* dh, const float* a, const float* wt,
-                                       const float* gates, const float* aux, const float* h_prev,
-                                       const float* c_prev, int cell, int phase, int B, int H, int kc,
-                                       bool stage_w) {
+                                       float* dh_prev, float* dc, float* dh, const float* a, const T* wt,
+                                       const T* gates, const T* aux, const T* h_prev, const float* c_prev,
+                                       int cell, int phase, int B, int H, int kc, bool stage_w) {
     const int G = tr_gate_count(cell);
     const int GH = G * H;
     const int K = cell == TR_GRU_BEFORE ? (phase == 1 ? H : 2 * H) : GH;
     const int kofs = (cell == TR_GRU_BEFORE && phase == 1) ? 2 * H : 0;
     const int j0 = blockIdx.x * TS_JB;
-    const float* wrow[TS_JB];
+    const T* wrow[TS_JB];
 #pragma unroll
     for (int q = 0; q < TS_JB; ++q)
         wrow[q] = (j0 + q < H) ? wt + (long long)(j0 + q) * GH + kofs : nullptr;
@@ -249,22 +271,22 @@ __device__ __forceinline__ void ts_bwd(float (*red)[32][TS_JB + 1], float* ts_sm
     const int bi = blockIdx.y * 32 + bl, j = j0 + jj;
     const bool mine = threadIdx.x < 32 * TS_JB && bi < B && j < H;
     const long long e = (long long)bi * H + j;
-    const float* g = gates + (long long)bi * GH;
+    const T* g = gates + (long long)bi * GH;
     float gv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     float hp = 0.0f, dhv = 0.0f, av = 0.0f, dcv = 0.0f, cp = 0.0f;
     if (mine) {
 #pragma unroll
         for (int q = 0; q < 4; ++q)
-            if (q < G) gv[q] = g[q * H + j];
-        hp = h_prev[e];
+            if (q < G) gv[q] = tr_f(g[q * H + j]);
+        hp = tr_f(h_prev[e]);
         dhv = dh[e];
-        if (cell == TR_GRU_AFTER || cell == TR_LSTM) av = aux[e];
+        if (cell == TR_GRU_AFTER || cell == TR_LSTM) av = tr_f(aux[e]);
         if (cell == TR_LSTM) {
             dcv = dc[e];
             cp = c_prev[e];
         }
     }
-    ts_product<TS_JB>(red, ts_smem, a, GH, wrow, K, B, kc, stage_w);
+    ts_product<TS_JB, float, T>(red, ts_smem, a, GH, wrow, K, B, kc, stage_w);
     if (!mine) return;
     const float prod = ts_sum<TS_JB>(red, bl, jj);
     float* di = dih + (long long)bi * GH;
@@ -325,24 +347,30 @@ __device__ __forceinline__ void ts_bwd(float (*red)[32][TS_JB + 1], float* ts_sm
     }
 }
 
-extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_step_fwd(float* h_out, float* c_out, float* gates, float* aux, const float* a, const float* w_hh,
-            const float* w_ih, const float* b_ih, const float* b_hh, const unsigned* tok,
-            const float* h_prev, const float* c_prev, int cell, int phase, int B, int H, int V, int kc) {
-    __shared__ float red[TS_WARPS][32][4 * TS_JF + 1];
-    extern __shared__ __align__(16) float ts_smem[];
-    ts_fwd(red, ts_smem, h_out, c_out, gates, aux, a, w_hh, w_ih, b_ih, b_hh, tok, h_prev, c_prev, cell, phase, B,
-           H, V, kc, true);
-}
+// The per-step kernels, instantiated for f32 (`tr_step_fwd`, `tr_step_bwd`)
+// and f16 storage (`*_f16`).
+#define TR_STEP_KERNELS(SFX, T)                                                                                 \
+    extern "C" __global__ void __launch_bounds__(TR_THREADS)                                                    \
+        tr_step_fwd##SFX(T* h_out, float* c_out, T* gates, T* aux, const T* a, const T* w_hh, const T* w_ih,    \
+                         const float* b_ih, const float* b_hh, const unsigned* tok, const T* h_prev,            \
+                         const float* c_prev, int cell, int phase, int B, int H, int V, int kc) {                \
+        __shared__ float red[TS_WARPS][32][4 * TS_JF + 1];                                                      \
+        extern __shared__ __align__(16) float ts_smem[];                                                        \
+        ts_fwd<T>(red, ts_smem, h_out, c_out, gates, aux, a, w_hh, w_ih, b_ih, b_hh, tok, h_prev, c_prev, cell, \
+                  phase, B, H, V, kc, true);                                                                    \
+    }                                                                                                           \
+    extern "C" __global__ void __launch_bounds__(TR_THREADS)                                                    \
+        tr_step_bwd##SFX(float* dih, float* dhh, float* dh_prev, float* dc, float* dh, const float* a,          \
+                         const T* wt, const T* gates, const T* aux, const T* h_prev, const float* c_prev,       \
+                         int cell, int phase, int B, int H, int kc) {                                           \
+        __shared__ float red[TS_WARPS][32][TS_JB + 1];                                                          \
+        extern __shared__ __align__(16) float ts_smem[];                                                        \
+        ts_bwd<T>(red, ts_smem, dih, dhh, dh_prev, dc, dh, a, wt, gates, aux, h_prev, c_prev, cell, phase, B,   \
+                  H, kc, true);                                                                                 \
+    }
 
-extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_step_bwd(float* dih, float* dhh, float* dh_prev, float* dc, float* dh, const float* a, const float* wt,
-            const float* gates, const float* aux, const float* h_prev, const float* c_prev, int cell,
-            int phase, int B, int H, int kc) {
-    __shared__ float red[TS_WARPS][32][TS_JB + 1];
-    extern __shared__ __align__(16) float ts_smem[];
-    ts_bwd(red, ts_smem, dih, dhh, dh_prev, dc, dh, a, wt, gates, aux, h_prev, c_prev, cell, phase, B, H, kc, true);
-}
+TR_STEP_KERNELS(, float)
+TR_STEP_KERNELS(_f16, __half)
 
 // ---- persistent forms ----------------------------------------------------------
 // The whole time loop in one cooperative launch (every block resident) for
@@ -383,39 +411,44 @@ __device__ __forceinline__ void tp_grid_sync(unsigned* bar, unsigned* gen) {
 
 // Steps 0 .. T−1 of the forward: h_prev = hcat slot t, h_out = slot t+1
 // (ccat the same for LSTM), gates / aux / tok at step t's rows.
-extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_fwd_persist(float* hcat, float* ccat, float* gates, float* aux, const float* w_hh, const float* w_ih,
-               const float* b_ih, const float* b_hh, const unsigned* tok, int cell, int B, int H, int V,
-               int T, int kc, unsigned* bar) {
-    __shared__ float red[TS_WARPS][32][4 * TS_JF + 1];
-    extern __shared__ __align__(16) float ts_smem[];
-    unsigned gen = threadIdx.x == 0 ? tp_ld_acquire(bar + 32) : 0u;
-    const long long bh = (long long)B * H, bgh = bh * tr_gate_count(cell);
-    const bool lstm = cell == TR_LSTM;
-    for (int t = 0; t < T; ++t) {
-        const float* h_prev = hcat + t * bh;
-        ts_fwd(red, ts_smem, hcat + (t + 1) * bh, lstm ? ccat + (t + 1) * bh : ccat, gates + t * bgh, aux + t * bh,
-               h_prev, w_hh, w_ih, b_ih, b_hh, tok + (long long)t * B, h_prev, lstm ? ccat + t * bh : ccat, cell, 0,
-               B, H, V, kc, t == 0);
-        if (t + 1 < T) tp_grid_sync(bar, &gen);
-    }
-}
-
 // Steps T−1 .. 0 of the backward: dh = dhs slot t, dh_prev = slot t−1
 // (null at t = 0), a = dhh of step t+1 (null at the last), as tr_step_bwd.
-extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_bwd_persist(float* dih, float* dhh, float* dhs, float* dc, const float* wt, const float* gates,
-               const float* aux, const float* hcat, const float* ccat, int cell, int B, int H, int T, int kc,
-               unsigned* bar) {
-    __shared__ float red[TS_WARPS][32][TS_JB + 1];
-    extern __shared__ __align__(16) float ts_smem[];
-    unsigned gen = threadIdx.x == 0 ? tp_ld_acquire(bar + 32) : 0u;
-    const long long bh = (long long)B * H, bgh = bh * tr_gate_count(cell);
-    const bool lstm = cell == TR_LSTM;
-    for (int t = T - 1; t >= 0; --t) {
-        ts_bwd(red, ts_smem, dih + t * bgh, dhh + t * bgh, t > 0 ? dhs + (t - 1) * bh : nullptr, dc, dhs + t * bh,
-               t + 1 < T ? dhh + (t + 1) * bgh : nullptr, wt, gates + t * bgh, aux + t * bh, hcat + t * bh,
-               lstm ? ccat + t * bh : ccat, cell, 0, B, H, kc, t == T - 1);
-        if (t > 0) tp_grid_sync(bar, &gen);
+// Instantiated for f32 (`tr_fwd_persist`, `tr_bwd_persist`) and f16
+// storage (`*_f16`).
+#define TR_PERSIST_KERNELS(SFX, T)                                                                              \
+    extern "C" __global__ void __launch_bounds__(TR_THREADS)                                                    \
+        tr_fwd_persist##SFX(T* hcat, float* ccat, T* gates, T* aux, const T* w_hh, const T* w_ih,               \
+                            const float* b_ih, const float* b_hh, const unsigned* tok, int cell, int B, int H,  \
+                            int V, int T_, int kc, unsigned* bar) {                                             \
+        __shared__ float red[TS_WARPS][32][4 * TS_JF + 1];                                                      \
+        extern __shared__ __align__(16) float ts_smem[];                                                        \
+        unsigned gen = threadIdx.x == 0 ? tp_ld_acquire(bar + 32) : 0u;                                         \
+        const long long bh = (long long)B * H, bgh = bh * tr_gate_count(cell);                                  \
+        const bool lstm = cell == TR_LSTM;                                                                      \
+        for (int t = 0; t < T_; ++t) {                                                                          \
+            const T* h_prev = hcat + t * bh;                                                                    \
+            ts_fwd<T>(red, ts_smem, hcat + (t + 1) * bh, lstm ? ccat + (t + 1) * bh : ccat, gates + t * bgh,    \
+                      aux + t * bh, h_prev, w_hh, w_ih, b_ih, b_hh, tok + (long long)t * B, h_prev,             \
+                      lstm ? ccat + t * bh : ccat, cell, 0, B, H, V, kc, t == 0);                               \
+            if (t + 1 < T_) tp_grid_sync(bar, &gen);                                                            \
+        }                                                                                                       \
+    }                                                                                                           \
+    extern "C" __global__ void __launch_bounds__(TR_THREADS)                                                    \
+        tr_bwd_persist##SFX(float* dih, float* dhh, float* dhs, float* dc, const T* wt, const T* gates,         \
+                            const T* aux, const T* hcat, const float* ccat, int cell, int B, int H, int T_,     \
+                            int kc, unsigned* bar) {                                                            \
+        __shared__ float red[TS_WARPS][32][TS_JB + 1];                                                          \
+        extern __shared__ __align__(16) float ts_smem[];                                                        \
+        unsigned gen = threadIdx.x == 0 ? tp_ld_acquire(bar + 32) : 0u;                                         \
+        const long long bh = (long long)B * H, bgh = bh * tr_gate_count(cell);                                  \
+        const bool lstm = cell == TR_LSTM;                                                                      \
+        for (int t = T_ - 1; t >= 0; --t) {                                                                     \
+            ts_bwd<T>(red, ts_smem, dih + t * bgh, dhh + t * bgh, t > 0 ? dhs + (t - 1) * bh : nullptr, dc,     \
+                      dhs + t * bh, t + 1 < T_ ? dhh + (t + 1) * bgh : nullptr, wt, gates + t * bgh,            \
+                      aux + t * bh, hcat + t * bh, lstm ? ccat + t * bh : ccat, cell, 0, B, H, kc, t == T_ - 1); \
+            if (t > 0) tp_grid_sync(bar, &gen);                                                                 \
+        }                                                                                                       \
     }
-}
+
+TR_PERSIST_KERNELS(, float)
+TR_PERSIST_KERNELS(_f16, __half)

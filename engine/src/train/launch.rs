@@ -43,9 +43,11 @@ const MIN_SLICES_PER_SPLIT: usize = 8;
 pub(super) const COLSUM_CHUNK: usize = 64;
 
 /// One `tr_gemm`: C(m, n) [+]= Σ_k A(m, k)·B(k, n) [+ bias(n)], A(m, k) at
-/// `a + (m·sam + k·sak)` floats, B(k, n) at `b + (k·sbk + n·sbn)`, C's rows
-/// `ldc` apart.
+/// element `m·sam + k·sak` of `a`, B(k, n) at `k·sbk + n·sbn` of `b` (each
+/// of the kernel's storage type), C's rows `ldc` floats apart.
 pub(super) struct Gemm {
+    /// `tr_gemm` or an instance reading f16 operands (ptx/src/train_gemm.cuh).
+    pub kernel: &'static str,
     pub c: u64,
     pub a: u64,
     pub b: u64,
@@ -181,7 +183,7 @@ impl DeviceTrainer {
         );
         let work = super::addr(&self.work);
         self.launch(
-            "tr_gemm",
+            g.kernel,
             (n_tiles as u32, (m_tiles * splits) as u32),
             &[
                 Arg::Ptr(g.c),

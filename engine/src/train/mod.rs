@@ -1,4 +1,4 @@
-//! Training on the GPU, f32: a language model's parameters, gradients and
+//! Training on the GPU, f32 or f16 storage: a language model's parameters, gradients and
 //! optimizer state resident on the device, one mini-batch's forward (with
 //! the cache its backward needs), backward through time, global-norm
 //! clipping, SGD and Adam, all queued on the stream (kernels in
@@ -10,10 +10,25 @@
 //! GRU reset-before) in each direction; the weight gradients are formed
 //! after the time loop as products over all T·B rows (the input weights'
 //! by a scatter to the tokens' columns).
+//!
+//! Precision ([`DeviceTrainer::new_with_precision`]): in f16 mode the
+//! parameters, gradients, Adam's moments, clipping and the updates stay
+//! f32 (the masters); the weights the products read (W_ih for the token
+//! gather, W_hh and its transpose, the output layer's W) are read from an
+//! f16 mirror of the masters, rewritten on the device by the update kernels
+//! in the same pass (and after an upload); the saved activations the
+//! backward reads (hidden states, gates, the gate cache) are stored in f16.
+//! Every product and sum accumulates in f32, and the LSTM cell state, the
+//! logits and their gradient, the loss and every gradient are f32: the
+//! gradient of the mean loss, (p − onehot)/(T·B), is of order 1/(T·B·V)
+//! and would fall into f16's subnormals. Both the persistent and the
+//! per-step time loops have f16 forms (the same kernels instantiated on
+//! the storage type).
 
 mod launch;
 mod staging;
 mod stats;
+mod store;
 
 use std::cell::Cell;
 
@@ -23,11 +38,14 @@ use recur_core::{CellKind, ModelLayout};
 
 use crate::error::Error;
 use crate::gpu::Gpu;
+use crate::half::F16;
 use crate::mem::{alloc, download, fill32, upload};
+use crate::plan::Precision;
 use launch::{elementwise, f32_at, step_chunk, Arg, Gemm, COLSUM_CHUNK, MAX_SPLITS};
 use staging::TokenRing;
 pub use stats::TrainStats;
 use stats::STATS_WORDS;
+use store::{f16_at, Stored};
 
 fn addr<T: DeviceCopy>(buf: &DeviceSlice<T>) -> u64 {
     crate::mem::addr(buf)
@@ -57,8 +75,12 @@ pub struct DeviceTrainer {
     batch: usize,
     steps: usize,
     optimizer: TrainOptimizer,
-    /// (P) parameters, recur-core's flat layout.
+    /// Storage of the weights the products read and of the saved activations.
+    precision: Precision,
+    /// (P) parameters, recur-core's flat layout (the f32 masters).
     params: DeviceBuffer<f32>,
+    /// (P) their f16 mirror (f16 mode; the kernels read its W_ih, W_hh, W_d).
+    params_f16: Option<DeviceBuffer<F16>>,
     /// (P) gradients of the last backward.
     grads: DeviceBuffer<f32>,
     /// (P) each: Adam's moments (one element for SGD).
@@ -67,13 +89,15 @@ pub struct DeviceTrainer {
     /// (T, B) inputs and targets of the last forward.
     tokens: DeviceBuffer<u32>,
     targets: DeviceBuffer<u32>,
-    /// (T·B, G·H) post-activation gates.
-    gates: DeviceBuffer<f32>,
-    /// (T·B, H) W_hn·h + b_hn (GRU reset-after), r⊙h (reset-before), tanh c (LSTM).
-    aux: DeviceBuffer<f32>,
-    /// ((T+1)·B, H): slot 0 the batch's initial h, slot t+1 step t's h.
-    hcat: DeviceBuffer<f32>,
-    /// ((T+1)·B, H): the same for the LSTM cell state.
+    /// (T·B, G·H) post-activation gates (storage type).
+    gates: Stored,
+    /// (T·B, H) W_hn·h + b_hn (GRU reset-after), r⊙h (reset-before), tanh c
+    /// (LSTM) (storage type).
+    aux: Stored,
+    /// ((T+1)·B, H): slot 0 the batch's initial h, slot t+1 step t's h
+    /// (storage type).
+    hcat: Stored,
+    /// ((T+1)·B, H): the same for the LSTM cell state (f32).
     ccat: DeviceBuffer<f32>,
     /// (B, H) the carried state.
     state_h: DeviceBuffer<f32>,
@@ -90,8 +114,8 @@ pub struct DeviceTrainer {
     /// (T·B, G·H) pre-activation gradients, input and recurrent side.
     dih: DeviceBuffer<f32>,
     dhh: DeviceBuffer<f32>,
-    /// (H, G·H) W_hhᵀ, refreshed by every backward.
-    w_hh_t: DeviceBuffer<f32>,
+    /// (H, G·H) W_hhᵀ, refreshed by every backward (storage type).
+    w_hh_t: Stored,
     /// Partial products of split-K and partial column sums.
     work: DeviceBuffer<f32>,
     /// The persistent kernels' grid barrier (64 words, zeroed once).
@@ -117,13 +141,28 @@ pub struct DeviceTrainer {
 
 impl DeviceTrainer {
     /// Allocates every buffer for `batch` × `steps` mini-batches of the
-    /// model `layout`; parameters and state start at zero.
+    /// model `layout`, f32 throughout; parameters and state start at zero.
     pub fn new(
         gpu: &Gpu,
         layout: ModelLayout,
         batch: usize,
         steps: usize,
         optimizer: TrainOptimizer,
+    ) -> Result<DeviceTrainer, Error> {
+        Self::new_with_precision(gpu, layout, batch, steps, optimizer, Precision::F32)
+    }
+
+    /// [`DeviceTrainer::new`] with the storage `precision` of the weights
+    /// the products read and of the saved activations (module docs:
+    /// [`Precision::F16`] keeps f32 masters, gradients, moments, logits and
+    /// loss, and accumulates in f32).
+    pub fn new_with_precision(
+        gpu: &Gpu,
+        layout: ModelLayout,
+        batch: usize,
+        steps: usize,
+        optimizer: TrainOptimizer,
+        precision: Precision,
     ) -> Result<DeviceTrainer, Error> {
         layout.validate()?;
         for (what, value) in [("batch", batch), ("steps", steps)] {
@@ -153,15 +192,20 @@ impl DeviceTrainer {
             batch,
             steps,
             optimizer,
+            precision,
             params: alloc(p, "parameters")?,
+            params_f16: match precision {
+                Precision::F32 => None,
+                Precision::F16 => Some(alloc(p, "f16 parameter mirror")?),
+            },
             grads: alloc(p, "gradients")?,
             exp_avg: alloc(moments, "Adam exp_avg")?,
             exp_avg_sq: alloc(moments, "Adam exp_avg_sq")?,
             tokens: alloc(tb, "inputs")?,
             targets: alloc(tb, "targets")?,
-            gates: alloc(tb * gh, "gates")?,
-            aux: alloc(tb * h, "gate cache")?,
-            hcat: alloc((tb + batch) * h, "hidden states")?,
+            gates: Stored::new(tb * gh, precision, "gates")?,
+            aux: Stored::new(tb * h, precision, "gate cache")?,
+            hcat: Stored::new((tb + batch) * h, precision, "hidden states")?,
             ccat: alloc(if lstm { (tb + batch) * h } else { 1 }, "cell states")?,
             state_h: alloc(bh, "carried h")?,
             state_c: alloc(bh, "carried c")?,
@@ -172,7 +216,7 @@ impl DeviceTrainer {
             dc: alloc(bh, "cell-state gradient")?,
             dih: alloc(tb * gh, "input-side gate gradients")?,
             dhh: alloc(tb * gh, "recurrent-side gate gradients")?,
-            w_hh_t: alloc(h * gh, "transposed recurrent weights")?,
+            w_hh_t: Stored::new(h * gh, precision, "transposed recurrent weights")?,
             work: alloc(work_len, "product workspace")?,
             barrier: alloc(crate::mem::BARRIER_WORDS, "grid barrier")?,
             persistent: true,
@@ -200,7 +244,78 @@ impl DeviceTrainer {
         }
         fill32(gpu, &mut t.barrier, 0)?;
         t.zero(addr(&t.stats), STATS_WORDS * 2)?;
+        t.refresh_mirror()?;
         Ok(t)
+    }
+
+    /// The storage precision chosen at construction.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// `name` of ptx/src/train.cu for this trainer's storage: the f32
+    /// kernel, or the `_f16` instance.
+    fn kernel(&self, f32_name: &'static str, f16_name: &'static str) -> &'static str {
+        match self.precision {
+            Precision::F32 => f32_name,
+            Precision::F16 => f16_name,
+        }
+    }
+
+    /// The f16 mirror's address (0 in f32 mode: the update kernels skip it).
+    fn mirror_addr(&self) -> u64 {
+        self.params_f16.as_ref().map_or(0, |m| addr(m))
+    }
+
+    /// Queues the f16 mirror's rewrite from the masters (f16 mode).
+    fn refresh_mirror(&self) -> Result<(), Error> {
+        if self.precision == Precision::F32 {
+            return Ok(());
+        }
+        let n = self.layout.len();
+        self.launch(
+            "tr_to_f16",
+            elementwise(n),
+            &[
+                Arg::Ptr(self.mirror_addr()),
+                Arg::Ptr(addr(&self.params)),
+                Arg::I64(n as i64),
+            ],
+        )
+    }
+
+    /// Queues `n` carried f32 values at `src` into the storage slot `dst`
+    /// (a copy, or the rounding to f16).
+    fn state_in(&self, dst: u64, src: u64, n: usize) -> Result<(), Error> {
+        match self.precision {
+            Precision::F32 => self.copy(dst, src, n),
+            Precision::F16 => self.launch(
+                "tr_to_f16",
+                elementwise(n),
+                &[Arg::Ptr(dst), Arg::Ptr(src), Arg::I64(n as i64)],
+            ),
+        }
+    }
+
+    /// Queues `n` stored values at `src` into the carried f32 `dst`.
+    fn state_out(&self, dst: u64, src: u64, n: usize) -> Result<(), Error> {
+        match self.precision {
+            Precision::F32 => self.copy(dst, src, n),
+            Precision::F16 => self.launch(
+                "tr_from_f16",
+                elementwise(n),
+                &[Arg::Ptr(dst), Arg::Ptr(src), Arg::I64(n as i64)],
+            ),
+        }
+    }
+
+    /// The product kernel for an f32 or stored A (B is always stored).
+    fn gemm_kernel(&self, a_stored: bool) -> &'static str {
+        match (self.precision, a_stored) {
+            (Precision::F32, _) => "tr_gemm",
+            (Precision::F16, true) => "tr_gemm_f16",
+            (Precision::F16, false) => "tr_gemm_f32_f16",
+        }
     }
 
     /// The model's layout.
@@ -262,7 +377,8 @@ impl DeviceTrainer {
     /// Replaces the parameters ([`ModelLayout::len`] elements).
     pub fn upload_params(&mut self, flat: &[f32]) -> Result<(), Error> {
         recur_core::error::check_len("parameters", flat, self.layout.len())?;
-        upload(&self.gpu, &mut self.params, flat, "parameters")
+        upload(&self.gpu, &mut self.params, flat, "parameters")?;
+        self.refresh_mirror()
     }
 
     /// The parameters ([`ModelLayout::len`] elements).
@@ -365,10 +481,10 @@ impl DeviceTrainer {
         self.batches += 1;
         let (b, h, v) = (self.batch, l.hidden, l.vocab);
         let bh = b * h;
-        let w = self.weight_addrs(addr(&self.params));
+        let w = self.read_weights();
         let lstm = l.cell == CellKind::Lstm;
-        let (hcat, ccat) = (addr(&self.hcat), addr(&self.ccat));
-        self.copy(hcat, addr(&self.state_h), bh)?;
+        let (hcat, ccat) = (self.hcat.at(0), addr(&self.ccat));
+        self.state_in(hcat, addr(&self.state_h), bh)?;
         if lstm {
             self.copy(ccat, addr(&self.state_c), bh)?;
         }
@@ -376,13 +492,14 @@ impl DeviceTrainer {
             h.div_ceil(STEP_UNITS_FWD) as u32,
             b.div_ceil(STEP_ROWS) as u32,
         );
-        let (gates, aux) = (addr(&self.gates), addr(&self.aux));
+        let (gates, aux) = (self.gates.at(0), self.aux.at(0));
         let max_smem = self.gpu.limits().max_smem_per_block;
         let (kc, smem) = step_chunk(h, STEP_W_ROWS_FWD, max_smem);
         let blocks = (grid.0 * grid.1) as usize;
-        if self.use_persistent("tr_fwd_persist", blocks, h, (kc, smem))? {
+        let persist = self.kernel("tr_fwd_persist", "tr_fwd_persist_f16");
+        if self.use_persistent(persist, blocks, h, (kc, smem))? {
             self.launch_coop(
-                "tr_fwd_persist",
+                persist,
                 grid,
                 smem,
                 &[
@@ -407,14 +524,15 @@ impl DeviceTrainer {
         } else {
             self.forward_steps(grid, (kc, smem), w, d_tokens)?;
         }
-        self.copy(addr(&self.state_h), f32_at(hcat, self.steps * bh), bh)?;
+        self.state_out(addr(&self.state_h), self.hcat.at(self.steps * bh), bh)?;
         if lstm {
             self.copy(addr(&self.state_c), f32_at(ccat, self.steps * bh), bh)?;
         }
         // logits (T·B, V) = hs · W_dᵀ + b_d
         self.gemm(Gemm {
+            kernel: self.gemm_kernel(true),
             c: addr(&self.logits),
-            a: f32_at(hcat, bh),
+            a: self.hcat.at(bh),
             b: w.w_d,
             bias: w.b_d,
             m: tb,
@@ -467,26 +585,26 @@ impl DeviceTrainer {
         let gh = l.cell_dims().gate_rows();
         let bh = b * h;
         let lstm = l.cell == CellKind::Lstm;
-        let (hcat, ccat) = (addr(&self.hcat), addr(&self.ccat));
-        let (gates, aux) = (addr(&self.gates), addr(&self.aux));
+        let ccat = addr(&self.ccat);
+        let kernel = self.kernel("tr_step_fwd", "tr_step_fwd_f16");
         for t in 0..self.steps {
-            let h_prev = f32_at(hcat, t * bh);
-            let h_out = f32_at(hcat, (t + 1) * bh);
+            let h_prev = self.hcat.at(t * bh);
+            let h_out = self.hcat.at((t + 1) * bh);
             let (c_prev, c_out) = if lstm {
                 (f32_at(ccat, t * bh), f32_at(ccat, (t + 1) * bh))
             } else {
                 (ccat, ccat)
             };
-            let aux_t = f32_at(aux, t * bh);
+            let aux_t = self.aux.at(t * bh);
             let step = |phase: i32, a: u64| {
                 self.launch_smem(
-                    "tr_step_fwd",
+                    kernel,
                     grid,
                     smem,
                     &[
                         Arg::Ptr(h_out),
                         Arg::Ptr(c_out),
-                        Arg::Ptr(f32_at(gates, t * b * gh)),
+                        Arg::Ptr(self.gates.at(t * b * gh)),
                         Arg::Ptr(aux_t),
                         Arg::Ptr(a),
                         Arg::Ptr(w.w_hh),
@@ -554,7 +672,7 @@ impl DeviceTrainer {
         let (b, h, v) = (self.batch, l.hidden, l.vocab);
         let gh = l.cell_dims().gate_rows();
         let (bh, tb) = (b * h, self.steps * b);
-        let w = self.weight_addrs(addr(&self.params));
+        let w = self.read_weights();
         let g = self.weight_addrs(addr(&self.grads));
         let lstm = l.cell == CellKind::Lstm;
         let before = l.cell == CellKind::GruResetBefore;
@@ -564,22 +682,23 @@ impl DeviceTrainer {
             self.zero(addr(&self.dc), bh)?;
         }
         self.launch(
-            "tr_transpose",
+            self.kernel("tr_transpose", "tr_transpose_f16"),
             (h.div_ceil(32) as u32, gh.div_ceil(32) as u32),
             &[
-                Arg::Ptr(addr(&self.w_hh_t)),
+                Arg::Ptr(self.w_hh_t.at(0)),
                 Arg::Ptr(w.w_hh),
                 Arg::I32(gh as i32),
                 Arg::I32(h as i32),
             ],
         )?;
-        let (hcat, ccat, dl) = (addr(&self.hcat), addr(&self.ccat), addr(&self.logits));
+        let (hcat, ccat, dl) = (self.hcat.at(0), addr(&self.ccat), addr(&self.logits));
         let (dhs, dih, dhh) = (addr(&self.dhs), addr(&self.dih), addr(&self.dhh));
         // dW_d (V, H) = dlᵀ · hs; db_d = Σ rows of dl; dhs = dl · W_d.
         self.gemm(Gemm {
+            kernel: self.gemm_kernel(false),
             c: g.w_d,
             a: dl,
-            b: f32_at(hcat, bh),
+            b: self.hcat.at(bh),
             bias: 0,
             m: v,
             n: h,
@@ -593,6 +712,7 @@ impl DeviceTrainer {
         })?;
         self.colsum(g.b_d, dl, tb, v, v, false)?;
         self.gemm(Gemm {
+            kernel: self.gemm_kernel(false),
             c: dhs,
             a: dl,
             b: w.w_d,
@@ -612,10 +732,10 @@ impl DeviceTrainer {
             b.div_ceil(STEP_ROWS) as u32,
         );
         let (gates, aux, dc, wt) = (
-            addr(&self.gates),
-            addr(&self.aux),
+            self.gates.at(0),
+            self.aux.at(0),
             addr(&self.dc),
-            addr(&self.w_hh_t),
+            self.w_hh_t.at(0),
         );
         // The product's length per phase: all gates (phase 0), reset-before's
         // r, z (phase 2) and n (phase 1).
@@ -630,9 +750,10 @@ impl DeviceTrainer {
         };
         let (kc0, smem0) = chunk(0);
         let blocks = (grid.0 * grid.1) as usize;
-        if self.use_persistent("tr_bwd_persist", blocks, gh, (kc0, smem0))? {
+        let persist = self.kernel("tr_bwd_persist", "tr_bwd_persist_f16");
+        if self.use_persistent(persist, blocks, gh, (kc0, smem0))? {
             self.launch_coop(
-                "tr_bwd_persist",
+                persist,
                 grid,
                 smem0,
                 &[
@@ -654,6 +775,7 @@ impl DeviceTrainer {
                 ],
             )?;
         } else {
+            let kernel = self.kernel("tr_step_bwd", "tr_step_bwd_f16");
             for t in (0..self.steps).rev() {
                 let dh_t = f32_at(dhs, t * bh);
                 let dh_prev = if t == 0 { 0 } else { f32_at(dhs, (t - 1) * bh) };
@@ -667,7 +789,7 @@ impl DeviceTrainer {
                 let step = |phase: i32, a: u64| {
                     let (kc, smem) = chunk(phase);
                     self.launch_smem(
-                        "tr_step_bwd",
+                        kernel,
                         grid,
                         smem,
                         &[
@@ -678,9 +800,9 @@ impl DeviceTrainer {
                             Arg::Ptr(dh_t),
                             Arg::Ptr(a),
                             Arg::Ptr(wt),
-                            Arg::Ptr(f32_at(gates, t * b * gh)),
-                            Arg::Ptr(f32_at(aux, t * bh)),
-                            Arg::Ptr(f32_at(hcat, t * bh)),
+                            Arg::Ptr(self.gates.at(t * b * gh)),
+                            Arg::Ptr(self.aux.at(t * bh)),
+                            Arg::Ptr(self.hcat.at(t * bh)),
                             Arg::Ptr(if lstm { f32_at(ccat, t * bh) } else { ccat }),
                             Arg::I32(l.cell as i32),
                             Arg::I32(phase),
@@ -702,6 +824,7 @@ impl DeviceTrainer {
         // reset-before's n block takes r⊙h_prev instead.
         let rows = if before { 2 * h } else { gh };
         self.gemm(Gemm {
+            kernel: self.gemm_kernel(false),
             c: g.w_hh,
             a: dhh,
             b: hcat,
@@ -718,6 +841,7 @@ impl DeviceTrainer {
         })?;
         if before {
             self.gemm(Gemm {
+                kernel: self.gemm_kernel(false),
                 c: f32_at(g.w_hh, 2 * h * h),
                 a: f32_at(dhh, 2 * h),
                 b: aux,
@@ -807,6 +931,7 @@ impl DeviceTrainer {
             elementwise(n),
             &[
                 Arg::Ptr(addr(&self.params)),
+                Arg::Ptr(self.mirror_addr()),
                 Arg::Ptr(addr(&self.grads)),
                 Arg::F32(lr),
                 Arg::I64(n as i64),
@@ -835,6 +960,7 @@ impl DeviceTrainer {
             elementwise(n),
             &[
                 Arg::Ptr(addr(&self.params)),
+                Arg::Ptr(self.mirror_addr()),
                 Arg::Ptr(addr(&self.exp_avg)),
                 Arg::Ptr(addr(&self.exp_avg_sq)),
                 Arg::Ptr(addr(&self.grads)),
@@ -849,6 +975,25 @@ impl DeviceTrainer {
                 Arg::Ptr(addr(&self.stats)),
             ],
         )
+    }
+
+    /// The tensors the forward and backward read: W_ih, W_hh and W_d from
+    /// the f16 mirror in f16 mode, else (and the biases always) the masters.
+    fn read_weights(&self) -> Weights {
+        let w = self.weight_addrs(addr(&self.params));
+        match &self.params_f16 {
+            None => w,
+            Some(m) => {
+                let t = self.layout.tensors();
+                let at = |i: usize| f16_at(addr(m), t[i].offset);
+                Weights {
+                    w_ih: at(0),
+                    w_hh: at(1),
+                    w_d: at(4),
+                    ..w
+                }
+            }
+        }
     }
 
     fn weight_addrs(&self, base: u64) -> Weights {
