@@ -315,6 +315,19 @@ fn bad_input_is_a_clear_error() {
             "{err}"
         );
     }
+    // f16 training is the GPU's; on the CPU a clear error, on the GPU it trains.
+    let err = msg(&["--precision", "f16"]);
+    assert!(
+        err.contains("--precision f16") && err.contains("--device cuda"),
+        "{err}"
+    );
+    if let Err(e) = run_train(&args(
+        &corpus,
+        &["--device", "cuda", "--precision", "f16", "--epochs", "2"],
+    )) {
+        let err = e.to_string();
+        assert!(err.contains("no CUDA device"), "{err}");
+    }
     let err = msg(&["--activation", "relu"]);
     assert!(
         err.contains("--activation") && err.contains("gru-reset-before"),
@@ -382,6 +395,7 @@ fn help_explains_every_flag() {
         "--corpus",
         "--epochs",
         "--device",
+        "--precision",
         "--threads",
         "--seed",
         "--metrics",

@@ -29,8 +29,18 @@ pub const DEFAULT_CORPUS: &str = "../shared/data/jaychou_lyrics.txt.zip";
 pub enum DeviceArg {
     /// recur-core on the CPU (threaded matrix products).
     Cpu,
-    /// recur-engine on an NVIDIA GPU (f32).
+    /// recur-engine on an NVIDIA GPU.
     Cuda,
+}
+
+/// `--precision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// f32 everywhere.
+    F32,
+    /// GPU only: f16 copies of the weights and f16 saved activations, f32
+    /// products, master weights, gradients and optimizer state.
+    F16,
 }
 
 /// `--cell`.
@@ -133,6 +143,11 @@ pub struct TrainArgs {
     /// Where to train.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
+
+    /// Storage precision of the weights the products read and of the saved
+    /// activations (f16: `--device cuda` only; checkpoints stay f32).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
 
     /// CPU threads for the matrix products [default: all cores]. The same
     /// seed and thread count give the same result.
@@ -417,7 +432,16 @@ pub fn check_resume(
 /// recur-engine's with `--device cuda`.
 pub fn run_train(args: &TrainArgs) -> Result<RunSummary, TrainError> {
     if args.device == DeviceArg::Cuda {
-        return run_train_on(args, super::cuda::CudaBackend::new);
+        let f16 = args.precision == PrecisionArg::F16;
+        return run_train_on(args, |spec| {
+            super::cuda::CudaBackend::with_precision(spec, f16)
+        });
+    }
+    if args.precision == PrecisionArg::F16 {
+        return Err(TrainError::Config(
+            "--precision f16 trains on the GPU only (add --device cuda); the CPU trains in f32"
+                .into(),
+        ));
     }
     let threads = args.thread_count()?;
     let gemm = super::cpu_gemm(threads)?;
@@ -503,7 +527,7 @@ pub fn run_train_on<B: Backend>(
     };
     if !args.quiet {
         println!(
-            "preset {}: {} (hidden {}, vocabulary {}), {} sampling, {} lr {}, clip {}, {} epochs{}",
+            "preset {}: {} (hidden {}, vocabulary {}), {} sampling, {} lr {}, clip {}, {} epochs{}{}",
             config.preset,
             config.cell.name(),
             config.hidden,
@@ -513,6 +537,11 @@ pub fn run_train_on<B: Backend>(
             config.lr,
             config.clip.map_or("off".to_string(), |t| t.to_string()),
             config.epochs,
+            if args.precision == PrecisionArg::F16 {
+                ", f16 storage"
+            } else {
+                ""
+            },
             if trainer.epoch() > 0 {
                 format!(", resuming after epoch {}", trainer.epoch())
             } else {

@@ -1,13 +1,13 @@
 //! The GPU [`Backend`]: recur-engine's [`DeviceTrainer`] (parameters,
-//! gradients, Adam's moments and the carried state resident on the device,
-//! f32). Nothing comes back to the host per mini-batch: the token ids go
+//! gradients, Adam's moments and the carried state resident on the device;
+//! f32, or f16 storage with f32 masters and sums). Nothing comes back to the host per mini-batch: the token ids go
 //! up through pinned staging, and the losses and norms are summed on the
 //! device until [`Backend::take_stats`], the one wait per epoch. Generation runs
 //! on the CPU from the downloaded parameters (recur-core, the same code as
 //! the CPU backend's), so its output does not depend on the device.
 
 use recur_core::optim::AdamConfig;
-use recur_engine::{DeviceTrainer, Gpu, TrainOptimizer};
+use recur_engine::{DeviceTrainer, Gpu, Precision, TrainOptimizer};
 
 use super::backend::{
     check_flat, Backend, BackendSpec, BatchStats, Decode, HiddenState, OptimizerState,
@@ -44,14 +44,29 @@ impl CudaBackend {
     /// at zero. A clear [`TrainError::Device`] without a GPU or when the
     /// buffers do not fit in its memory.
     pub fn new(spec: BackendSpec) -> Result<Self, TrainError> {
+        Self::with_precision(spec, false)
+    }
+
+    /// [`CudaBackend::new`], with `f16`: f16 copies of the weights and f16
+    /// saved activations (f32 products, master weights, gradients and
+    /// Adam moments; recur-engine's fp16 training).
+    pub fn with_precision(spec: BackendSpec, f16: bool) -> Result<Self, TrainError> {
         spec.layout.validate()?;
         let gpu = Gpu::new().map_err(device_error)?;
         let optimizer = match spec.optimizer {
             OptimizerKind::Sgd => TrainOptimizer::Sgd,
             OptimizerKind::Adam => TrainOptimizer::Adam,
         };
-        let trainer = DeviceTrainer::new(&gpu, spec.layout, spec.batch, spec.steps, optimizer)
-            .map_err(device_error)?;
+        let precision = if f16 { Precision::F16 } else { Precision::F32 };
+        let trainer = DeviceTrainer::new_with_precision(
+            &gpu,
+            spec.layout,
+            spec.batch,
+            spec.steps,
+            optimizer,
+            precision,
+        )
+        .map_err(device_error)?;
         Ok(CudaBackend {
             spec,
             trainer,
