@@ -7,7 +7,8 @@
 # Records each preset's d2l lines, its training time (the sum of the epochs'
 # seconds, what the trainer prints) and final perplexity; d2l-gru also with
 # seeds 1 and 2; a GPU checkpoint generating on the CPU, and the
-# checkpoint round-trip test (tests/engine_train_checkpoint.rs).
+# checkpoint round-trip test (tests/engine_train_checkpoint.rs). F16=1: d2l-gru and
+# d2l-concise-gru with --precision f16 too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEST=$PWD/.carry/lead
@@ -57,6 +58,14 @@ for preset in d2l-gru d2l-rnn-random d2l-rnn-consecutive d2l-lstm d2l-concise-rn
     --metrics "$OUT/$preset.jsonl" --checkpoint "$CK/$preset.safetensors"
   summary "$preset" "$OUT/$preset.jsonl"
 done
+if [ "${F16:-0}" = 1 ]; then
+  run "train_d2l-gru_f16" 60 "$BIN/train" --preset d2l-gru --device cuda --precision f16 \
+    --corpus $BIN/corpus.zip --metrics "$OUT/d2l-gru_f16.jsonl"
+  summary "d2l-gru --precision f16" "$OUT/d2l-gru_f16.jsonl"
+  run "train_d2l-concise-gru_f16" 60 "$BIN/train" --preset d2l-concise-gru --device cuda --precision f16 \
+    --corpus $BIN/corpus.zip --metrics "$OUT/d2l-concise-gru_f16.jsonl"
+  summary "d2l-concise-gru --precision f16" "$OUT/d2l-concise-gru_f16.jsonl"
+fi
 for seed in 1 2; do
   run "train_d2l-gru_seed$seed" 60 "$BIN/train" --preset d2l-gru --device cuda --seed $seed \
     --corpus $BIN/corpus.zip --metrics "$OUT/d2l-gru_seed$seed.jsonl"
