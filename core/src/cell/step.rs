@@ -234,68 +234,51 @@ pub(crate) fn forward<W: Weight>(
     )
 }
 
-/// [`forward_body`] for the build target, out of line: inlined, its frame
-/// (over 1 KiB of stack buffers) would sit under the AVX builds' own.
-#[inline(never)]
-#[allow(clippy::too_many_arguments)]
-fn forward_generic<W: Weight>(
-    h: &mut [f32],
-    c: &mut [f32],
-    input: Input<'_>,
-    h_prev: &[f32],
-    c_prev: &[f32],
-    params: CellParams<'_, W>,
-    workspace: &mut [f32],
-    cell: &CellDims,
-    batch: usize,
-    bgh: usize,
-) {
-    forward_body(
-        h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
-    )
+/// One build of [`forward_body`] per instruction set: the same body, its
+/// attributes (target features, inlining) chosen by the caller's dispatch.
+macro_rules! forward_build {
+    ($(#[$attr:meta])* $name:ident) => {
+        $(#[$attr])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name<W: Weight>(
+            h: &mut [f32],
+            c: &mut [f32],
+            input: Input<'_>,
+            h_prev: &[f32],
+            c_prev: &[f32],
+            params: CellParams<'_, W>,
+            workspace: &mut [f32],
+            cell: &CellDims,
+            batch: usize,
+            bgh: usize,
+        ) {
+            forward_body(
+                h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
+            )
+        }
+    };
 }
 
-/// [`forward_body`] compiled for AVX2 + FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn forward_avx2<W: Weight>(
-    h: &mut [f32],
-    c: &mut [f32],
-    input: Input<'_>,
-    h_prev: &[f32],
-    c_prev: &[f32],
-    params: CellParams<'_, W>,
-    workspace: &mut [f32],
-    cell: &CellDims,
-    batch: usize,
-    bgh: usize,
-) {
-    forward_body(
-        h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
-    )
-}
+forward_build!(
+    /// [`forward_body`] for the build target, out of line: inlined, its frame
+    /// (over 1 KiB of stack buffers) would sit under the AVX builds' own.
+    #[inline(never)]
+    forward_generic
+);
 
-/// [`forward_body`] compiled for AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-fn forward_avx512<W: Weight>(
-    h: &mut [f32],
-    c: &mut [f32],
-    input: Input<'_>,
-    h_prev: &[f32],
-    c_prev: &[f32],
-    params: CellParams<'_, W>,
-    workspace: &mut [f32],
-    cell: &CellDims,
-    batch: usize,
-    bgh: usize,
-) {
-    forward_body(
-        h, c, input, h_prev, c_prev, params, workspace, cell, batch, bgh,
-    )
-}
+forward_build!(
+    /// [`forward_body`] compiled for AVX2 + FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    forward_avx2
+);
+
+forward_build!(
+    /// [`forward_body`] compiled for AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    forward_avx512
+);
 
 /// The lines of column `id` of `w` (rows, `in_dim`), one per row: what the
 /// token's input projection reads, scattered a row apart.
