@@ -9,18 +9,12 @@ STAGE=$(mktemp -d)
 json=$(cargo test --release --no-run --message-format=json \
   --test engine_device --test engine_forward --test engine_output --test engine_generate)
 for t in engine_device engine_forward engine_output engine_generate; do
-  exe=$(echo "$json" | python3 -c "import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get('reason')=='compiler-artifact' and m['target']['name']=='$t' and m.get('executable'): print(m['executable'])")
+  exe=$(echo "$json" | python3 benches/cargo_exe.py "$t" test)
   strip -o "$STAGE/$t" "$exe"
 done
 json=$(cargo bench --no-run --message-format=json --bench engine_forward --bench engine_generate)
 for b in engine_forward engine_generate; do
-  exe=$(echo "$json" | python3 -c "import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get('reason')=='compiler-artifact' and m['target']['name']=='$b' and 'bench' in m['target']['kind'] and m.get('executable'): print(m['executable'])")
+  exe=$(echo "$json" | python3 benches/cargo_exe.py "$b" bench)
   strip -o "$STAGE/bench_$b" "$exe"
 done
 mkdir -p .carry/engine

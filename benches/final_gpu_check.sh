@@ -13,10 +13,7 @@ if [ "${1:-}" = pack ]; then
   STAGE=$(mktemp -d)
   for t in $TESTS; do
     json=$(cargo test --release --no-run --message-format=json -p recur --test "$t")
-    exe=$(echo "$json" | python3 -c "import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get('reason')=='compiler-artifact' and m['target']['name']=='$t' and m.get('executable'): print(m['executable'])")
+    exe=$(echo "$json" | python3 benches/cargo_exe.py "$t" test)
     strip -o "$STAGE/$t" "$exe"
   done
   tar -cJf .carry/lead/tests.tar.xz -C "$STAGE" .

@@ -13,10 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 DEST=$PWD/.carry/lead
 exe_of() { # json, target name, kind
-  echo "$1" | python3 -c "import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get('reason')=='compiler-artifact' and m['target']['name']=='$2' and '$3' in m['target']['kind'] and m.get('executable'): print(m['executable'])"
+  echo "$1" | python3 benches/cargo_exe.py "$2" "$3"
 }
 if [ "${1:-}" = pack ]; then
   set -e
