@@ -6,8 +6,11 @@
 //! and batches, one after the other; no host wait inside an epoch: the loss and norm
 //! sums are taken once per 8 mini-batches, as the trainer does. Prints the
 //! device operations (launches, copies, fills) per step. `BENCH_CELL=<cell>`
-//! runs one cell (e.g. `GruResetAfter`, for a profile); `BENCH_PER_STEP=1`
-//! forbids the persistent time loops. The PyTorch side (nn.GRU / nn.LSTM + Linear +
+//! runs one cell (e.g. `GruResetAfter`, for a profile). Every time-loop
+//! form the device has is timed: thread-block clusters (sm_90), cooperative
+//! persistent kernels, one launch per step; `BENCH_LOOPS=cluster,per-step`
+//! (a comma list of `cluster`, `persistent`, `per-step`) picks some, and
+//! `BENCH_PER_STEP=1` is `BENCH_LOOPS=per-step`. The PyTorch side (nn.GRU / nn.LSTM + Linear +
 //! CrossEntropy + Adam, same shapes, same GPU) is
 //! benches/engine_train_torch.py.
 
@@ -17,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::core::optim::AdamConfig;
 use recur::core::{CellKind, ModelLayout};
-use recur::engine::{DeviceTrainer, Gpu, Precision, TrainOptimizer};
+use recur::engine::{ClusterLoops, DeviceTrainer, Gpu, Precision, TrainOptimizer};
 
 fn main() {
     let gpu = match Gpu::new() {
@@ -33,8 +36,15 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(1);
     // `BENCH_CELL=GruResetAfter` (a CellKind's name) runs that cell only (profiles).
     let only = std::env::var("BENCH_CELL").ok();
-    // `BENCH_PER_STEP=1`: one launch per time step (no persistent loops).
-    let per_step = std::env::var("BENCH_PER_STEP").is_ok_and(|v| v == "1");
+    let mut forms =
+        std::env::var("BENCH_LOOPS").unwrap_or_else(|_| "cluster,persistent,per-step".to_owned());
+    if std::env::var("BENCH_PER_STEP").is_ok_and(|v| v == "1") {
+        forms = "per-step".to_owned();
+    }
+    let forms: Vec<&str> = forms
+        .split(',')
+        .filter(|f| *f != "cluster" || gpu.limits().cluster > 0)
+        .collect();
     for cell in [
         CellKind::RnnTanh,
         CellKind::GruResetBefore,
@@ -58,7 +68,10 @@ fn main() {
                 (x, y)
             })
             .collect();
-        for precision in [Precision::F32, Precision::F16] {
+        for (precision, form) in [Precision::F32, Precision::F16]
+            .into_iter()
+            .flat_map(|p| forms.iter().map(move |f| (p, *f)))
+        {
             let mut tr = DeviceTrainer::new_with_precision(
                 &gpu,
                 layout,
@@ -68,7 +81,12 @@ fn main() {
                 precision,
             )
             .unwrap();
-            tr.set_persistent(!per_step);
+            match form {
+                "cluster" => tr.set_cluster(ClusterLoops::Required),
+                "persistent" => tr.set_cluster(ClusterLoops::Never),
+                "per-step" => tr.set_persistent(false),
+                other => panic!("BENCH_LOOPS: unknown form {other}"),
+            }
             tr.upload_params(&params).unwrap();
             let cfg = AdamConfig {
                 lr: 1e-3,
@@ -101,9 +119,9 @@ fn main() {
             let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
             let ops = (tr.device_ops() - ops_before) as f64 / n as f64;
             println!(
-            "recur train step B={b} H={h} V={v} T={t} {cell:?} {precision:?} Adam+clip{}: {us:.1} us/step \
+            "recur train step B={b} H={h} V={v} T={t} {cell:?} {precision:?} Adam+clip [{form}: {:?}]: {us:.1} us/step \
              ({:.3} us per time step, {ops:.0} device ops per step), last epoch's mean loss {loss:.3}",
-            if per_step { " (per-step launches)" } else { "" },
+            tr.time_loops(),
             us / t as f64
         );
             // Where the time goes: forwards alone, forward + backward, then the
@@ -123,7 +141,7 @@ fn main() {
             let fwd = phase(false, &mut tr);
             let fwd_bwd = phase(true, &mut tr);
             println!(
-            "  {cell:?} {precision:?} phases: forward {fwd:.1} us, backward {:.1} us, clip + Adam {:.1} us",
+            "  {cell:?} {precision:?} [{form}] phases: forward {fwd:.1} us, backward {:.1} us, clip + Adam {:.1} us",
             fwd_bwd - fwd,
             us - fwd_bwd
         );

@@ -5,13 +5,14 @@
 #                                           # (git-ignored; the corpus copied beside them)
 #   bash benches/engine_train_gpu.sh run    # there, with .carry/$CARRY_TAG carried; logs into $OUT
 # Every step has its own time limit. `CARRY_TAG` (both) names the folder,
-# default h6. `RECUR_SRC` (pack) builds from another checkout of the
+# default h7. `RECUR_SRC` (pack) builds from another checkout of the
 # repository (e.g. a worktree), default this one. `EXAMPLES=0` (pack) skips
 # the trainer examples; `TORCH=0`, `PROFILE=0` (run) skip PyTorch's script
-# and the ncu profile.
+# and the ncu profile; `TEST_LIMIT`, `BENCH_LIMIT`, `TORCH_LIMIT`,
+# `TRAIN_LIMIT` (run) override those steps' time limits (seconds).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TAG=${CARRY_TAG:-h6}
+TAG=${CARRY_TAG:-h7}
 DEST=$PWD/.carry/$TAG
 exe_of() { # json, target name, kind
   echo "$1" | python3 -c "import sys,json
@@ -53,17 +54,17 @@ run() { # name, limit (s), command...
   local rc=$?
   printf '%-28s rc=%-3s %4ss\n' "$name" "$rc" "$((SECONDS - start))" | tee -a "$OUT/steps.txt"
 }
-run test_engine_train 150 "$BIN/engine_train" --test-threads=4 --nocapture
-run bench_engine_train 60 "$BIN/bench_engine_train"
-BENCH_PER_STEP=1 run bench_engine_train_per_step 60 "$BIN/bench_engine_train"
+run test_engine_train ${TEST_LIMIT:-150} "$BIN/engine_train" --test-threads=8 --nocapture
+# Every time-loop form (clusters, persistent, per step), f32 and f16.
+run bench_engine_train ${BENCH_LIMIT:-90} "$BIN/bench_engine_train"
 grep -h "train step\|phases" "$OUT"/bench_engine_train*.log
 if [ "${TORCH:-1}" = 1 ]; then
-  run torch_train 80 python3 benches/engine_train_torch.py
+  run torch_train ${TORCH_LIMIT:-80} python3 benches/engine_train_torch.py
   grep -h "train step" "$OUT/torch_train.log"
 fi
 if [ -x "$BIN/train" ]; then
   CK=$(mktemp -d)
-  run train_d2l_gru_cuda 60 "$BIN/train" --preset d2l-gru --device cuda --corpus $BIN/corpus.zip \
+  run train_d2l_gru_cuda ${TRAIN_LIMIT:-60} "$BIN/train" --preset d2l-gru --device cuda --corpus $BIN/corpus.zip \
     --metrics "$OUT/d2l_gru_cuda.jsonl" --checkpoint "$CK/gru.safetensors"
   tail -3 "$OUT/train_d2l_gru_cuda.log"
   run generate_cpu_from_gpu_ckpt 20 "$BIN/generate" --checkpoint "$CK/gru.safetensors" --prefix 分开 --len 50

@@ -25,7 +25,7 @@ use recur::core::optim::{self, AdamConfig};
 use recur::core::output::{self, DenseDims};
 use recur::core::{clip, CellKind, ModelLayout, Portable};
 use recur::engine::half::round_f16;
-use recur::engine::{DeviceTrainer, Precision, TrainOptimizer, TrainStats};
+use recur::engine::{ClusterLoops, DeviceTrainer, Precision, TimeLoop, TrainOptimizer, TrainStats};
 use recur::train::backend::BackendSpec;
 use recur::train::config::OptimizerKind;
 use recur::train::cuda::CudaBackend;
@@ -148,6 +148,50 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) -> f3
     worst
 }
 
+/// The time-loop form a gradient check asks of the trainer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loops {
+    /// Thread-block clusters required (sm_90; skipped on older GPUs).
+    Cluster,
+    /// Clusters forbidden: cooperative persistent loops where they fit.
+    Persistent,
+    /// One launch per step.
+    PerStep,
+}
+
+const LOOPS: [Loops; 3] = [Loops::Cluster, Loops::Persistent, Loops::PerStep];
+
+/// Sets `t`'s time loops to `loops`; false (and a printed skip) where the
+/// device has no thread-block clusters for [`Loops::Cluster`].
+fn set_loops(t: &mut DeviceTrainer, loops: Loops) -> bool {
+    match loops {
+        Loops::Cluster => {
+            if t.gpu().limits().cluster == 0 {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped: {} has no thread-block clusters",
+                    t.gpu().name()
+                );
+                return false;
+            }
+            t.set_cluster(ClusterLoops::Required);
+        }
+        Loops::Persistent => t.set_cluster(ClusterLoops::Never),
+        Loops::PerStep => t.set_persistent(false),
+    }
+    true
+}
+
+/// The forms the last forward and backward took agree with `loops`.
+fn assert_loops(t: &DeviceTrainer, loops: Loops) {
+    let (f, b) = t.time_loops();
+    match loops {
+        Loops::Cluster => assert_eq!((f, b), (TimeLoop::Cluster, TimeLoop::Cluster)),
+        Loops::Persistent => assert!(f != TimeLoop::Cluster && b != TimeLoop::Cluster),
+        Loops::PerStep => assert_eq!((f, b), (TimeLoop::PerStep, TimeLoop::PerStep)),
+    }
+}
+
 fn layout_of(cell: CellKind, vocab: usize, hidden: usize) -> ModelLayout {
     ModelLayout {
         cell,
@@ -156,8 +200,8 @@ fn layout_of(cell: CellKind, vocab: usize, hidden: usize) -> ModelLayout {
     }
 }
 
-/// `persistent`: whether the trainer may run its time loops as persistent
-/// kernels (it does where they fit), else one launch per step.
+/// `loops`: the form of the trainer's time loops (persistent: where they
+/// fit, else per step).
 fn check_gradients(
     cell: CellKind,
     batch: usize,
@@ -165,7 +209,7 @@ fn check_gradients(
     vocab: usize,
     steps: usize,
     seed: u64,
-    persistent: bool,
+    loops: Loops,
 ) {
     let Some(gpu) = engine_support::gpu() else {
         let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
@@ -181,12 +225,15 @@ fn check_gradients(
     let want = core_reference(layout, batch, steps, &params, &h0, &c0, &inputs, &targets);
 
     let mut t = DeviceTrainer::new(&gpu, layout, batch, steps, TrainOptimizer::Sgd).unwrap();
-    t.set_persistent(persistent);
+    if !set_loops(&mut t, loops) {
+        return;
+    }
     t.upload_params(&params).unwrap();
     t.upload_state(&h0, &c0).unwrap();
     t.forward(&inputs, &targets).unwrap();
     let loss = t.loss().unwrap();
     t.backward(false).unwrap();
+    assert_loops(&t, loops);
     let grads = t.download_grads().unwrap();
     let (h_last, c_last) = t.download_state().unwrap();
     assert_close("loss", &[loss], &[want.loss], 1e-5, 1e-5);
@@ -203,7 +250,7 @@ fn check_gradients(
         1e-4,
     );
     println!(
-        "{cell:?} B={batch} H={hidden} V={vocab} T={steps} (persistent allowed: {persistent}): loss {loss} (core {}), worst gradient error {worst:.3} of its tolerance",
+        "{cell:?} B={batch} H={hidden} V={vocab} T={steps} ({loops:?} loops): loss {loss} (core {}), worst gradient error {worst:.3} of its tolerance",
         want.loss
     );
 }
@@ -211,8 +258,9 @@ fn check_gradients(
 #[test]
 fn gradients_at_the_d2l_shape() {
     for cell in CELLS {
-        check_gradients(cell, 32, 256, 1027, 35, 7, true);
-        check_gradients(cell, 32, 256, 1027, 35, 7, false);
+        for loops in LOOPS {
+            check_gradients(cell, 32, 256, 1027, 35, 7, loops);
+        }
     }
 }
 
@@ -228,7 +276,26 @@ proptest! {
         steps in 1usize..=40,
         seed in 0u64..1000,
     ) {
-        check_gradients(CELLS[cell], batch, hidden, vocab, steps, seed, seed % 2 == 0);
+        check_gradients(CELLS[cell], batch, hidden, vocab, steps, seed, LOOPS[seed as usize % 3]);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The cluster time loops at arbitrary shapes (units per CTA, rows per
+    /// cluster, several product passes), f32 and f16.
+    #[test]
+    fn cluster_gradients_match_recur_core(
+        cell in 0usize..5,
+        batch in 1usize..=64,
+        hidden in 1usize..=300,
+        vocab in 1usize..=1100,
+        steps in 1usize..=40,
+        seed in 0u64..1000,
+    ) {
+        check_gradients(CELLS[cell], batch, hidden, vocab, steps, seed, Loops::Cluster);
+        check_gradients_f16(CELLS[cell], batch, hidden, vocab, steps, seed, Loops::Cluster);
     }
 }
 
@@ -324,7 +391,10 @@ fn check_trajectory(cell: CellKind, optimizer: TrainOptimizer, lr: f64, theta: f
         },
         "take resets the sums"
     );
-    println!("{cell:?} {optimizer:?}: 5 steps agree");
+    println!(
+        "{cell:?} {optimizer:?}: 5 steps agree ({:?} loops)",
+        t.time_loops()
+    );
 }
 
 /// The device sums the same f32 values in the same order in f64.
@@ -570,7 +640,7 @@ fn check_gradients_f16(
     vocab: usize,
     steps: usize,
     seed: u64,
-    persistent: bool,
+    loops: Loops,
 ) {
     let Some(gpu) = engine_support::gpu() else {
         let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
@@ -600,12 +670,15 @@ fn check_gradients_f16(
     )
     .unwrap();
     assert_eq!(t.precision(), Precision::F16);
-    t.set_persistent(persistent);
+    if !set_loops(&mut t, loops) {
+        return;
+    }
     t.upload_params(&params).unwrap();
     t.upload_state(&h0, &c0).unwrap();
     t.forward(&inputs, &targets).unwrap();
     let loss = t.loss().unwrap();
     t.backward(false).unwrap();
+    assert_loops(&t, loops);
     let grads = t.download_grads().unwrap();
     let (h_last, c_last) = t.download_state().unwrap();
     let hmax = h_max(cell, &want.h_last);
@@ -635,7 +708,7 @@ fn check_gradients_f16(
     // activation rounding (the bound above) and by the weight rounding, of
     // the same order (u per stored value, independent errors): twice it.
     let mut t32 = DeviceTrainer::new(&gpu, layout, batch, steps, TrainOptimizer::Sgd).unwrap();
-    t32.set_persistent(persistent);
+    set_loops(&mut t32, loops);
     t32.upload_params(&params).unwrap();
     t32.upload_state(&h0, &c0).unwrap();
     t32.forward(&inputs, &targets).unwrap();
@@ -648,7 +721,7 @@ fn check_gradients_f16(
         0.0,
     );
     println!(
-        "f16 {cell:?} B={batch} H={hidden} V={vocab} T={steps} (persistent allowed: {persistent}): loss {loss} (core at f16 weights {}, f32 engine {loss32}; tol {loss_tol:.2e}), worst gradient error {worst:.3} of its tolerance",
+        "f16 {cell:?} B={batch} H={hidden} V={vocab} T={steps} ({loops:?} loops): loss {loss} (core at f16 weights {}, f32 engine {loss32}; tol {loss_tol:.2e}), worst gradient error {worst:.3} of its tolerance",
         want.loss
     );
 }
@@ -656,8 +729,9 @@ fn check_gradients_f16(
 #[test]
 fn f16_gradients_at_the_d2l_shape() {
     for cell in CELLS {
-        check_gradients_f16(cell, 32, 256, 1027, 35, 7, true);
-        check_gradients_f16(cell, 32, 256, 1027, 35, 7, false);
+        for loops in LOOPS {
+            check_gradients_f16(cell, 32, 256, 1027, 35, 7, loops);
+        }
     }
 }
 
@@ -673,7 +747,7 @@ proptest! {
         steps in 1usize..=40,
         seed in 0u64..1000,
     ) {
-        check_gradients_f16(CELLS[cell], batch, hidden, vocab, steps, seed, seed % 2 == 0);
+        check_gradients_f16(CELLS[cell], batch, hidden, vocab, steps, seed, LOOPS[seed as usize % 3]);
     }
 }
 

@@ -44,4 +44,4 @@ pub use mem::Activations;
 pub use model::DeviceModel;
 pub use plan::{Path, Plan, PlanOptions, Precision};
 pub use sequence::{InputKind, SeqBuffers};
-pub use train::{DeviceTrainer, TrainOptimizer, TrainStats};
+pub use train::{ClusterLoops, DeviceTrainer, TimeLoop, TrainOptimizer, TrainStats};

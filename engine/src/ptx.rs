@@ -19,7 +19,7 @@ const fn module(name: &'static str, text: &'static str, min_major: u32) -> PtxMo
 }
 
 /// Every module (ptx/build.py compiles `*cluster*` modules for compute_90).
-pub(crate) const MODULES: [PtxModule; 7] = [
+pub(crate) const MODULES: [PtxModule; 8] = [
     module("recurrent", include_str!("../../ptx/recurrent.ptx"), 8),
     module(
         "recurrent_mma",
@@ -37,6 +37,11 @@ pub(crate) const MODULES: [PtxModule; 7] = [
     module(
         "generate_cluster",
         include_str!("../../ptx/generate_cluster.ptx"),
+        9,
+    ),
+    module(
+        "train_cluster",
+        include_str!("../../ptx/train_cluster.ptx"),
         9,
     ),
 ];
@@ -67,6 +72,8 @@ mod tests {
             "rec_cluster16_f32_gru_after",
             "rec_cluster8_f16_lstm",
             "gen_cluster16_f16_gru_before",
+            "tr_cluster16_fwd_f32_gru_before",
+            "tr_cluster8_bwd_f16_lstm",
         ] {
             assert!(all.contains(&k), "{k} missing from the embedded PTX");
         }

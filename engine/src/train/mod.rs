@@ -6,10 +6,19 @@
 //! page-locked staging ([`staging`]), and the loss and norm stay on the
 //! device, summed until [`DeviceTrainer::take_stats`] (the one wait).
 //!
-//! Per time step the recurrent product and the cell are one launch (two for
-//! GRU reset-before) in each direction; the weight gradients are formed
-//! after the time loop as products over all T·B rows (the input weights'
-//! by a scatter to the tokens' columns).
+//! The time loops, each direction, take the first form that fits (where
+//! allowed): thread-block clusters (sm_90, [`ClusterLoops`]; one launch,
+//! the CTAs of a cluster share h or the gate gradients through distributed
+//! shared memory, a cluster barrier per step, ptx/src/train_cluster.cu),
+//! a cooperative persistent kernel (one launch, a grid barrier per step;
+//! not GRU reset-before), or one launch per step (two for GRU
+//! reset-before) with the recurrent product and the cell fused.
+//! [`DeviceTrainer::set_persistent`]`(false)` forces the per-step form,
+//! [`DeviceTrainer::set_cluster`] allows, forbids or requires the
+//! clusters, and [`DeviceTrainer::time_loops`] says which form the last
+//! forward and backward took. The weight gradients are formed after the
+//! time loop as products over all T·B rows (the input weights' by a
+//! scatter to the tokens' columns).
 //!
 //! Precision ([`DeviceTrainer::new_with_precision`]): in f16 mode the
 //! parameters, gradients, Adam's moments, clipping and the updates stay
@@ -25,6 +34,7 @@
 //! per-step time loops have f16 forms (the same kernels instantiated on
 //! the storage type).
 
+mod cluster;
 mod launch;
 mod staging;
 mod stats;
@@ -41,6 +51,8 @@ use crate::gpu::Gpu;
 use crate::half::F16;
 use crate::mem::{alloc, download, fill32, upload};
 use crate::plan::Precision;
+use cluster::ClusterPlan;
+pub use cluster::{ClusterLoops, TimeLoop};
 use launch::{elementwise, f32_at, step_chunk, Arg, Gemm, COLSUM_CHUNK, MAX_SPLITS};
 use staging::TokenRing;
 pub use stats::TrainStats;
@@ -68,6 +80,9 @@ const STEP_ROWS: usize = 32;
 /// Weight rows per block of the per-step kernels (up to 4 gates × units).
 const STEP_W_ROWS_FWD: usize = 4 * STEP_UNITS_FWD;
 const STEP_W_ROWS_BWD: usize = STEP_UNITS_BWD;
+/// Whether a new trainer runs its time loops on clusters where they fit
+/// ([`ClusterLoops::IfFits`]).
+const CLUSTER_DEFAULT: ClusterLoops = ClusterLoops::IfFits;
 
 /// A language model (cell + output layer) in training on the GPU.
 pub struct DeviceTrainer {
@@ -122,6 +137,12 @@ pub struct DeviceTrainer {
     barrier: DeviceBuffer<u32>,
     /// Whether the persistent time loops may be used (where they fit).
     persistent: bool,
+    /// Whether the cluster time loops may or must be used.
+    cluster: ClusterLoops,
+    /// The cluster plans (forward, backward), made at first need.
+    cluster_plans: Cell<Option<[Option<ClusterPlan>; 2]>>,
+    /// The form of the last forward's and backward's time loop.
+    loops: Cell<(TimeLoop, TimeLoop)>,
     /// (1) Σ g² in f64; (1) the global norm.
     sumsq: DeviceBuffer<f64>,
     norm: DeviceBuffer<f32>,
@@ -220,6 +241,9 @@ impl DeviceTrainer {
             work: alloc(work_len, "product workspace")?,
             barrier: alloc(crate::mem::BARRIER_WORDS, "grid barrier")?,
             persistent: true,
+            cluster: CLUSTER_DEFAULT,
+            cluster_plans: Cell::new(None),
+            loops: Cell::new((TimeLoop::PerStep, TimeLoop::PerStep)),
             sumsq: alloc(1, "squared norm")?,
             norm: alloc(1, "norm")?,
             stats: alloc(STATS_WORDS, "training statistics")?,
@@ -350,6 +374,62 @@ impl DeviceTrainer {
     /// both).
     pub fn set_persistent(&mut self, allowed: bool) {
         self.persistent = allowed;
+    }
+
+    /// Allows (default: [`ClusterLoops::IfFits`]), forbids or requires the
+    /// thread-block-cluster time loops (sm_90); with persistent loops
+    /// forbidden ([`Self::set_persistent`]) every step is its own launch
+    /// whatever this says.
+    pub fn set_cluster(&mut self, mode: ClusterLoops) {
+        self.cluster = mode;
+    }
+
+    /// The form the last forward's and backward's time loops took.
+    pub fn time_loops(&self) -> (TimeLoop, TimeLoop) {
+        self.loops.get()
+    }
+
+    /// The cluster plan of the forward or backward loop, if the loops may
+    /// run on clusters and fit; an error where they are required and do not.
+    fn cluster_plan(&self, backward: bool) -> Result<Option<ClusterPlan>, Error> {
+        if !self.persistent || self.cluster == ClusterLoops::Never {
+            return Ok(None);
+        }
+        let plans = match self.cluster_plans.get() {
+            Some(p) => p,
+            None => {
+                let l = self.layout;
+                let p = self.precision;
+                let of = |bwd| cluster::plan(&self.gpu, l.cell, l.hidden, self.batch, p, bwd);
+                let plans = if self.gpu.limits().cluster == 0 {
+                    [None, None]
+                } else {
+                    [of(false)?, of(true)?]
+                };
+                self.cluster_plans.set(Some(plans));
+                plans
+            }
+        };
+        let plan = plans[usize::from(backward)];
+        if plan.is_none() && self.cluster == ClusterLoops::Required {
+            return Err(Error::Mismatch {
+                what: "cluster time loop",
+                expected: "a device with thread-block clusters and a layer that fits".to_owned(),
+                actual: format!(
+                    "none for H={} B={} on {}",
+                    self.layout.hidden,
+                    self.batch,
+                    self.gpu.name()
+                ),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// Records the form of the forward's (`backward` false) or backward's loop.
+    fn note_loop(&self, backward: bool, form: TimeLoop) {
+        let (f, b) = self.loops.get();
+        self.loops.set(if backward { (f, form) } else { (form, b) });
     }
 
     /// Whether the time loops run persistent: allowed, a cell with one
@@ -497,7 +577,32 @@ impl DeviceTrainer {
         let (kc, smem) = step_chunk(h, STEP_W_ROWS_FWD, max_smem);
         let blocks = (grid.0 * grid.1) as usize;
         let persist = self.kernel("tr_fwd_persist", "tr_fwd_persist_f16");
-        if self.use_persistent(persist, blocks, h, (kc, smem))? {
+        if let Some(cp) = self.cluster_plan(false)? {
+            self.note_loop(false, TimeLoop::Cluster);
+            self.launch_smem(
+                cp.kernel,
+                ((cp.clusters * cp.cluster) as u32, 1),
+                cp.smem,
+                &[
+                    Arg::Ptr(hcat),
+                    Arg::Ptr(ccat),
+                    Arg::Ptr(gates),
+                    Arg::Ptr(aux),
+                    Arg::Ptr(w.w_hh),
+                    Arg::Ptr(w.w_ih),
+                    Arg::Ptr(w.b_ih),
+                    Arg::Ptr(w.b_hh),
+                    Arg::Ptr(d_tokens),
+                    Arg::I32(b as i32),
+                    Arg::I32(h as i32),
+                    Arg::I32(v as i32),
+                    Arg::I32(self.steps as i32),
+                    Arg::I32(cp.units as i32),
+                    Arg::I32(cp.rows as i32),
+                ],
+            )?;
+        } else if self.use_persistent(persist, blocks, h, (kc, smem))? {
+            self.note_loop(false, TimeLoop::Persistent);
             self.launch_coop(
                 persist,
                 grid,
@@ -522,6 +627,7 @@ impl DeviceTrainer {
                 ],
             )?;
         } else {
+            self.note_loop(false, TimeLoop::PerStep);
             self.forward_steps(grid, (kc, smem), w, d_tokens)?;
         }
         self.state_out(addr(&self.state_h), self.hcat.at(self.steps * bh), bh)?;
@@ -751,7 +857,30 @@ impl DeviceTrainer {
         let (kc0, smem0) = chunk(0);
         let blocks = (grid.0 * grid.1) as usize;
         let persist = self.kernel("tr_bwd_persist", "tr_bwd_persist_f16");
-        if self.use_persistent(persist, blocks, gh, (kc0, smem0))? {
+        if let Some(cp) = self.cluster_plan(true)? {
+            self.note_loop(true, TimeLoop::Cluster);
+            self.launch_smem(
+                cp.kernel,
+                ((cp.clusters * cp.cluster) as u32, 1),
+                cp.smem,
+                &[
+                    Arg::Ptr(dih),
+                    Arg::Ptr(dhh),
+                    Arg::Ptr(dhs),
+                    Arg::Ptr(wt),
+                    Arg::Ptr(gates),
+                    Arg::Ptr(aux),
+                    Arg::Ptr(hcat),
+                    Arg::Ptr(ccat),
+                    Arg::I32(b as i32),
+                    Arg::I32(h as i32),
+                    Arg::I32(self.steps as i32),
+                    Arg::I32(cp.units as i32),
+                    Arg::I32(cp.rows as i32),
+                ],
+            )?;
+        } else if self.use_persistent(persist, blocks, gh, (kc0, smem0))? {
+            self.note_loop(true, TimeLoop::Persistent);
             self.launch_coop(
                 persist,
                 grid,
@@ -775,6 +904,7 @@ impl DeviceTrainer {
                 ],
             )?;
         } else {
+            self.note_loop(true, TimeLoop::PerStep);
             let kernel = self.kernel("tr_step_bwd", "tr_step_bwd_f16");
             for t in (0..self.steps).rev() {
                 let dh_t = f32_at(dhs, t * bh);

@@ -1,0 +1,273 @@
+//! The thread-block-cluster time loops of a [`super::DeviceTrainer`]
+//! (sm_90; ptx/src/train_cluster.cu): their shared memory, the kernel
+//! names, and the plan (cluster size, batch rows per cluster) chosen the
+//! way the inference forward's planner chooses (engine/src/plan.rs): 16
+//! CTAs per cluster where they fit, else 8; the fewest batch rows per
+//! cluster for which every cluster is resident at once
+//! (cuOccupancyMaxActiveClusters), else the most that fit.
+
+use recur_core::CellKind;
+
+use crate::error::Error;
+use crate::gpu::Gpu;
+use crate::plan::Precision;
+
+/// Whether a trainer runs its time loops on thread-block clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterLoops {
+    /// Never (the cooperative persistent or per-step loops).
+    Never,
+    /// Where the device has clusters and the loop fits (the default).
+    IfFits,
+    /// Always: a forward or backward whose loop does not fit on clusters
+    /// is an error (tests use it to be sure the cluster path ran).
+    Required,
+}
+
+/// The form a time loop took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeLoop {
+    /// One launch of thread-block clusters, a cluster barrier per step.
+    Cluster,
+    /// One cooperative launch, a grid barrier per step.
+    Persistent,
+    /// One launch per step (two for GRU reset-before).
+    PerStep,
+}
+
+/// Batch columns of one product pass (cluster_step.cuh: CB).
+const CB: usize = 8;
+/// Threads per block.
+const NTHREADS: usize = 256;
+
+/// `cl_ldw` of cluster_step.cuh: a weight row's stride (elements).
+fn cl_ldw(k: usize) -> usize {
+    4 * (k.div_ceil(4) | 1)
+}
+
+/// `cl_ldh`: a vector row's stride (floats).
+fn cl_ldh(k: usize) -> usize {
+    k.div_ceil(4) * 4
+}
+
+/// `cl_rows_bytes`: a weight slice of `rows` rows of length `k`.
+fn rows_bytes(rows: usize, k: usize, p: Precision) -> usize {
+    (rows * cl_ldw(k) * p.bytes()).div_ceil(16) * 16
+}
+
+/// Shared memory (bytes) of `tr_cluster*_fwd_*` (layout in
+/// ptx/src/train_cluster.cu): `units` hidden units per CTA, `rows` batch
+/// rows per cluster.
+pub(super) fn fwd_smem(
+    cell: CellKind,
+    hidden: usize,
+    units: usize,
+    rows: usize,
+    p: Precision,
+) -> usize {
+    let g = cell.gates();
+    let ldh = cl_ldh(hidden);
+    let rh = if cell == CellKind::GruResetBefore {
+        rows * ldh
+    } else {
+        0
+    };
+    let red = NTHREADS.min(hidden.div_ceil(4) * units) * g * CB;
+    let floats = 2 * rows * ldh + rh + red + rows * units * g + rows * units + 2 * g * units;
+    rows_bytes(g * units, hidden, p) + 4 * floats
+}
+
+/// Shared memory (bytes) of `tr_cluster*_bwd_*`.
+pub(super) fn bwd_smem(
+    cell: CellKind,
+    hidden: usize,
+    units: usize,
+    rows: usize,
+    p: Precision,
+) -> usize {
+    let before = cell == CellKind::GruResetBefore;
+    let ka = if before {
+        2 * hidden
+    } else {
+        cell.gates() * hidden
+    };
+    let (wn, dn) = if before {
+        (rows_bytes(units, hidden, p), rows * cl_ldh(hidden))
+    } else {
+        (0, 0)
+    };
+    let red = NTHREADS.min(ka.div_ceil(4) * units) * CB;
+    let floats = 2 * rows * cl_ldh(ka) + dn + red + 3 * rows * units;
+    rows_bytes(units, ka, p) + wn + 4 * floats
+}
+
+macro_rules! names {
+    ($prefix:literal) => {
+        [
+            concat!($prefix, "rnn_tanh"),
+            concat!($prefix, "rnn_relu"),
+            concat!($prefix, "gru_before"),
+            concat!($prefix, "gru_after"),
+            concat!($prefix, "lstm"),
+        ]
+    };
+}
+
+/// `[cluster 8, cluster 16][f32, f16][forward, backward]`.
+const KERNELS: [[[[&str; 5]; 2]; 2]; 2] = [
+    [
+        [
+            names!("tr_cluster8_fwd_f32_"),
+            names!("tr_cluster8_bwd_f32_"),
+        ],
+        [
+            names!("tr_cluster8_fwd_f16_"),
+            names!("tr_cluster8_bwd_f16_"),
+        ],
+    ],
+    [
+        [
+            names!("tr_cluster16_fwd_f32_"),
+            names!("tr_cluster16_bwd_f32_"),
+        ],
+        [
+            names!("tr_cluster16_fwd_f16_"),
+            names!("tr_cluster16_bwd_f16_"),
+        ],
+    ],
+];
+
+fn kernel(cluster: usize, cell: CellKind, p: Precision, backward: bool) -> &'static str {
+    let c = usize::from(cluster == 16);
+    let w = usize::from(p == Precision::F16);
+    KERNELS[c][w][usize::from(backward)][crate::plan::cell_tag(cell)]
+}
+
+/// One cluster time loop's launch: `clusters · cluster` CTAs of `smem`
+/// bytes, `units` hidden units per CTA, `rows` batch rows per cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ClusterPlan {
+    pub kernel: &'static str,
+    pub cluster: usize,
+    pub units: usize,
+    pub rows: usize,
+    pub clusters: usize,
+    pub smem: usize,
+}
+
+/// The cluster plan of the forward (`backward` false) or backward loop of a
+/// (B, H) layer of `cell`, or `None` where the device has no clusters or
+/// the loop does not fit.
+pub(super) fn plan(
+    gpu: &Gpu,
+    cell: CellKind,
+    hidden: usize,
+    batch: usize,
+    p: Precision,
+    backward: bool,
+) -> Result<Option<ClusterPlan>, Error> {
+    let limits = gpu.limits();
+    for cs in [16, 8] {
+        if cs > limits.cluster {
+            continue;
+        }
+        let units = hidden.div_ceil(cs);
+        if units > NTHREADS {
+            continue;
+        }
+        let name = kernel(cs, cell, p, backward);
+        let smem_of = |rows| {
+            if backward {
+                bwd_smem(cell, hidden, units, rows, p)
+            } else {
+                fwd_smem(cell, hidden, units, rows, p)
+            }
+        };
+        let mut largest = None;
+        for rows in 1..=batch {
+            let smem = smem_of(rows);
+            if smem > limits.max_smem_per_block {
+                break; // grows with rows
+            }
+            let active = gpu.max_active_clusters(name, cs, smem)?;
+            if active == 0 {
+                break;
+            }
+            largest = Some((rows, smem));
+            if batch.div_ceil(rows) <= active {
+                break;
+            }
+        }
+        if let Some((rows, smem)) = largest {
+            return Ok(Some(ClusterPlan {
+                kernel: name,
+                cluster: cs,
+                units,
+                rows,
+                clusters: batch.div_ceil(rows),
+                smem,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_memory_at_the_d2l_shape() {
+        // GRU, H 256, 16 CTAs of 16 units, 4 rows per cluster, f32:
+        // 48 W_hh rows of 260 floats; h 2·4·256, red 256·3·8, x 4·16·3,
+        // state 4·16, biases 2·3·16 floats.
+        let f = 48 * 260 * 4 + 4 * (2048 + 6144 + 192 + 64 + 96);
+        assert_eq!(
+            fwd_smem(CellKind::GruResetAfter, 256, 16, 4, Precision::F32),
+            f
+        );
+        // Backward: 16 W_hhᵀ rows of 772 floats; dhh 2·4·768, red
+        // min(256, 192·16)·8, carries 3·4·16 floats.
+        let b = 16 * 772 * 4 + 4 * (6144 + 2048 + 192);
+        assert_eq!(
+            bwd_smem(CellKind::GruResetAfter, 256, 16, 4, Precision::F32),
+            b
+        );
+        // Reset-before: r, z columns (512 → 516) and W_hn's (260), dn 4·256.
+        let rb = 16 * 516 * 4 + 16 * 260 * 4 + 4 * (2 * 4 * 512 + 1024 + 256 * 8 + 192);
+        assert_eq!(
+            bwd_smem(CellKind::GruResetBefore, 256, 16, 4, Precision::F32),
+            rb
+        );
+        // f16 halves the weight slices only.
+        assert_eq!(
+            bwd_smem(CellKind::GruResetAfter, 256, 16, 4, Precision::F16),
+            b - 16 * 772 * 2
+        );
+    }
+
+    #[test]
+    fn every_kernel_is_in_the_cluster_module() {
+        let m = crate::ptx::MODULES
+            .iter()
+            .find(|m| m.name == "train_cluster")
+            .expect("train_cluster module");
+        assert_eq!(m.min_major, 9);
+        let names: Vec<&str> = crate::ptx::entry_names(m.text).collect();
+        for k in KERNELS.iter().flatten().flatten().flatten() {
+            assert!(names.contains(k), "{k} missing from train_cluster.ptx");
+        }
+    }
+
+    #[test]
+    fn kernel_names_follow_size_precision_direction() {
+        assert_eq!(
+            kernel(16, CellKind::GruResetBefore, Precision::F32, false),
+            "tr_cluster16_fwd_f32_gru_before"
+        );
+        assert_eq!(
+            kernel(8, CellKind::Lstm, Precision::F16, true),
+            "tr_cluster8_bwd_f16_lstm"
+        );
+    }
+}
