@@ -32,4 +32,4 @@ for t in $TESTS; do
     "$(grep -E '^test result' "$OUT/test_$t.log" | tr '\n' ' ')" | tee -a "$OUT/steps.txt"
   grep -c "skipped: no CUDA device" "$OUT/test_$t.log" | sed 's/^/  skip lines: /' | tee -a "$OUT/steps.txt"
 done
-F16=1 bash benches/trainer_gpu.sh run
+F16=1 SEEDS="${SEEDS:-1 2 3 4 5 6 7 8 9}" bash benches/trainer_gpu.sh run

@@ -6,7 +6,7 @@
 #   bash benches/trainer_gpu.sh run    # there, with .carry/lead carried; logs into $OUT
 # Records each preset's d2l lines, its training time (the sum of the epochs'
 # seconds, what the trainer prints) and final perplexity; d2l-gru also with
-# seeds 1 and 2; a GPU checkpoint generating on the CPU, and the
+# seeds 1 and 2 (or those in $SEEDS); a GPU checkpoint generating on the CPU, and the
 # checkpoint round-trip test (tests/engine_train_checkpoint.rs). F16=1: d2l-gru and
 # d2l-concise-gru with --precision f16 too.
 set -uo pipefail
@@ -63,7 +63,7 @@ if [ "${F16:-0}" = 1 ]; then
     --corpus $BIN/corpus.zip --metrics "$OUT/d2l-concise-gru_f16.jsonl"
   summary "d2l-concise-gru --precision f16" "$OUT/d2l-concise-gru_f16.jsonl"
 fi
-for seed in 1 2; do
+for seed in ${SEEDS:-1 2}; do
   run "train_d2l-gru_seed$seed" 60 "$BIN/train" --preset d2l-gru --device cuda --seed $seed \
     --corpus $BIN/corpus.zip --metrics "$OUT/d2l-gru_seed$seed.jsonl"
   summary "d2l-gru --seed $seed" "$OUT/d2l-gru_seed$seed.jsonl"
