@@ -28,7 +28,7 @@
 //! of units `[r·U, r·U+U)`, `U = ceil(H/CS)`, and the cluster's whole
 //! `h_{t-1}` in shared memory; the new h goes to every CTA through
 //! distributed shared memory, one cluster barrier per step. Limits: `U ≤ 256`
-//! and the shared memory [`cluster_smem`] (≈ `G·U·H·w + 4·(2·BC·H +
+//! and the shared memory `cluster_smem` (≈ `G·U·H·w + 4·(2·BC·H +
 //! 256·G·8 + …)` bytes) within the per-block limit: on an H100 (227 KiB) with
 //! CS = 16 and BC ≤ 8 that is H ≤ about 560 for an f32 LSTM, 650 for an f32
 //! GRU, 790 / 900 in f16 (the LSTM H 768 of the benchmark, 295 KB of W_hh
@@ -42,7 +42,7 @@
 //! sm_90 the cluster version (ptx/src/generate_cluster.cu) runs first where
 //! it fits: CTA r also holds output rows `[r·VR, r·VR+VR)`, `VR =
 //! ceil(V/CS)`, and every CTA a copy of the logits (`4·BC·V` bytes)
-//! ([`gen_cluster_smem`]).
+//! (`gen_cluster_smem`).
 
 use recur_core::CellKind;
 

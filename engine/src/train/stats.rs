@@ -35,6 +35,32 @@ impl TrainStats {
     }
 }
 
+use super::DeviceTrainer;
+
+impl DeviceTrainer {
+    /// The mean loss of the last [`DeviceTrainer::forward`] (waits for it;
+    /// for tests — training reads [`DeviceTrainer::take_stats`]).
+    pub fn loss(&self) -> Result<f32, crate::error::Error> {
+        Ok(crate::mem::download(&self.gpu, &self.loss, 1)?[0])
+    }
+
+    /// The global norm of the last [`DeviceTrainer::clip`] (waits for it;
+    /// for tests).
+    pub fn norm(&self) -> Result<f32, crate::error::Error> {
+        Ok(crate::mem::download(&self.gpu, &self.norm, 1)?[0])
+    }
+
+    /// The statistics since the last take (the one host wait of a training
+    /// loop); resets them on the device.
+    pub fn take_stats(&mut self) -> Result<TrainStats, crate::error::Error> {
+        let words = crate::mem::download(&self.gpu, &self.stats, STATS_WORDS)?;
+        let stats = TrainStats::from_words(&words, self.batches);
+        self.zero(super::addr(&self.stats), STATS_WORDS * 2)?;
+        self.batches = 0;
+        Ok(stats)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,253 @@
+//! Backward through time: output layer and loss gradient, the time loop
+//! (cluster, persistent or per-step), then the weight gradients as products
+//! over all T·B rows.
+
+use super::*;
+
+impl DeviceTrainer {
+    /// Queues the gradients of the last forward's loss with respect to every
+    /// parameter (the graph cut at the batch's initial state). With
+    /// `freeze_bias_hh` the gradient of `bias_hh` is zero. No host wait.
+    pub fn backward(&mut self, freeze_bias_hh: bool) -> Result<(), Error> {
+        if !self.forward_done {
+            return Err(Error::Mismatch {
+                what: "call order",
+                expected: "a forward before backward".to_owned(),
+                actual: "backward without a new forward".to_owned(),
+            });
+        }
+        self.forward_done = false;
+        self.gpu.bind()?;
+        let l = self.layout;
+        let (b, h, v) = (self.batch, l.hidden, l.vocab);
+        let gh = l.cell_dims().gate_rows();
+        let (bh, tb) = (b * h, self.steps * b);
+        let w = self.read_weights();
+        let g = self.weight_addrs(addr(&self.grads));
+        let lstm = l.cell == CellKind::Lstm;
+        let before = l.cell == CellKind::GruResetBefore;
+        // Every gradient but dW_ih (scattered, +=) is written whole below.
+        self.zero(g.w_ih, gh * v)?;
+        if lstm {
+            self.zero(addr(&self.dc), bh)?;
+        }
+        self.launch(
+            self.kernel("tr_transpose", "tr_transpose_f16"),
+            (h.div_ceil(32) as u32, gh.div_ceil(32) as u32),
+            &[
+                Arg::Ptr(self.w_hh_t.at(0)),
+                Arg::Ptr(w.w_hh),
+                Arg::I32(gh as i32),
+                Arg::I32(h as i32),
+            ],
+        )?;
+        let (hcat, ccat, dl) = (self.hcat.at(0), addr(&self.ccat), addr(&self.logits));
+        let (dhs, dih, dhh) = (addr(&self.dhs), addr(&self.dih), addr(&self.dhh));
+        // dW_d (V, H) = dlᵀ · hs; db_d = Σ rows of dl; dhs = dl · W_d.
+        self.gemm(Gemm {
+            kernel: self.gemm_kernel(false),
+            c: g.w_d,
+            a: dl,
+            b: self.hcat.at(bh),
+            bias: 0,
+            m: v,
+            n: h,
+            k: tb,
+            sam: 1,
+            sak: v,
+            sbk: h,
+            sbn: 1,
+            ldc: h,
+            accumulate: false,
+        })?;
+        self.colsum(g.b_d, dl, tb, v, v, false)?;
+        self.gemm(Gemm {
+            kernel: self.gemm_kernel(false),
+            c: dhs,
+            a: dl,
+            b: w.w_d,
+            bias: 0,
+            m: tb,
+            n: h,
+            k: v,
+            sam: v,
+            sak: 1,
+            sbk: h,
+            sbn: 1,
+            ldc: h,
+            accumulate: false,
+        })?;
+        let grid = (
+            h.div_ceil(STEP_UNITS_BWD) as u32,
+            b.div_ceil(STEP_ROWS) as u32,
+        );
+        let (gates, aux, dc, wt) = (
+            self.gates.at(0),
+            self.aux.at(0),
+            addr(&self.dc),
+            self.w_hh_t.at(0),
+        );
+        // The product's length per phase: all gates (phase 0), reset-before's
+        // r, z (phase 2) and n (phase 1).
+        let max_smem = self.gpu.limits().max_smem_per_block;
+        let chunk = |phase: i32| {
+            let k = match phase {
+                0 => gh,
+                2 => 2 * h,
+                _ => h,
+            };
+            step_chunk(k, STEP_W_ROWS_BWD, max_smem)
+        };
+        let (kc0, smem0) = chunk(0);
+        let blocks = (grid.0 * grid.1) as usize;
+        let persist = self.kernel("tr_bwd_persist", "tr_bwd_persist_f16");
+        if let Some(cp) = self.cluster_plan(true)? {
+            self.note_loop(true, TimeLoop::Cluster);
+            self.launch_smem(
+                cp.kernel,
+                ((cp.clusters * cp.cluster) as u32, 1),
+                cp.smem,
+                &[
+                    Arg::Ptr(dih),
+                    Arg::Ptr(dhh),
+                    Arg::Ptr(dhs),
+                    Arg::Ptr(wt),
+                    Arg::Ptr(gates),
+                    Arg::Ptr(aux),
+                    Arg::Ptr(hcat),
+                    Arg::Ptr(ccat),
+                    Arg::I32(b as i32),
+                    Arg::I32(h as i32),
+                    Arg::I32(self.steps as i32),
+                    Arg::I32(cp.units as i32),
+                    Arg::I32(cp.rows as i32),
+                ],
+            )?;
+        } else if self.use_persistent(persist, blocks, gh, (kc0, smem0))? {
+            self.note_loop(true, TimeLoop::Persistent);
+            self.launch_coop(
+                persist,
+                grid,
+                smem0,
+                &[
+                    Arg::Ptr(dih),
+                    Arg::Ptr(dhh),
+                    Arg::Ptr(dhs),
+                    Arg::Ptr(dc),
+                    Arg::Ptr(wt),
+                    Arg::Ptr(gates),
+                    Arg::Ptr(aux),
+                    Arg::Ptr(hcat),
+                    Arg::Ptr(ccat),
+                    Arg::I32(l.cell as i32),
+                    Arg::I32(b as i32),
+                    Arg::I32(h as i32),
+                    Arg::I32(self.steps as i32),
+                    Arg::I32(kc0 as i32),
+                    Arg::Ptr(addr(&self.barrier)),
+                ],
+            )?;
+        } else {
+            self.note_loop(true, TimeLoop::PerStep);
+            let kernel = self.kernel("tr_step_bwd", "tr_step_bwd_f16");
+            for t in (0..self.steps).rev() {
+                let dh_t = f32_at(dhs, t * bh);
+                let dh_prev = if t == 0 { 0 } else { f32_at(dhs, (t - 1) * bh) };
+                let dhh_t = f32_at(dhh, t * b * gh);
+                // dhh of the step after (none after the last).
+                let dhh_next = if t + 1 == self.steps {
+                    0
+                } else {
+                    f32_at(dhh, (t + 1) * b * gh)
+                };
+                let step = |phase: i32, a: u64| {
+                    let (kc, smem) = chunk(phase);
+                    self.launch_smem(
+                        kernel,
+                        grid,
+                        smem,
+                        &[
+                            Arg::Ptr(f32_at(dih, t * b * gh)),
+                            Arg::Ptr(dhh_t),
+                            Arg::Ptr(dh_prev),
+                            Arg::Ptr(dc),
+                            Arg::Ptr(dh_t),
+                            Arg::Ptr(a),
+                            Arg::Ptr(wt),
+                            Arg::Ptr(self.gates.at(t * b * gh)),
+                            Arg::Ptr(self.aux.at(t * bh)),
+                            Arg::Ptr(self.hcat.at(t * bh)),
+                            Arg::Ptr(if lstm { f32_at(ccat, t * bh) } else { ccat }),
+                            Arg::I32(l.cell as i32),
+                            Arg::I32(phase),
+                            Arg::I32(b as i32),
+                            Arg::I32(h as i32),
+                            Arg::I32(kc as i32),
+                        ],
+                    )
+                };
+                if before {
+                    step(2, dhh_next)?;
+                    step(1, f32_at(dhh_t, 2 * h))?;
+                } else {
+                    step(0, dhh_next)?;
+                }
+            }
+        }
+        // dW_hh[rows] (rows, H) = dhh[:, rows]ᵀ · h_prev over all T·B rows;
+        // reset-before's n block takes r⊙h_prev instead.
+        let rows = if before { 2 * h } else { gh };
+        self.gemm(Gemm {
+            kernel: self.gemm_kernel(false),
+            c: g.w_hh,
+            a: dhh,
+            b: hcat,
+            bias: 0,
+            m: rows,
+            n: h,
+            k: tb,
+            sam: 1,
+            sak: gh,
+            sbk: h,
+            sbn: 1,
+            ldc: h,
+            accumulate: false,
+        })?;
+        if before {
+            self.gemm(Gemm {
+                kernel: self.gemm_kernel(false),
+                c: f32_at(g.w_hh, 2 * h * h),
+                a: f32_at(dhh, 2 * h),
+                b: aux,
+                bias: 0,
+                m: h,
+                n: h,
+                k: tb,
+                sam: 1,
+                sak: gh,
+                sbk: h,
+                sbn: 1,
+                ldc: h,
+                accumulate: false,
+            })?;
+        }
+        self.colsum(g.b_ih, dih, tb, gh, gh, false)?;
+        if freeze_bias_hh {
+            self.zero(g.b_hh, gh)?;
+        } else {
+            self.colsum(g.b_hh, dhh, tb, gh, gh, false)?;
+        }
+        self.launch(
+            "tr_scatter",
+            elementwise(tb * gh),
+            &[
+                Arg::Ptr(g.w_ih),
+                Arg::Ptr(dih),
+                Arg::Ptr(addr(&self.tokens)),
+                Arg::I32(tb as i32),
+                Arg::I32(gh as i32),
+                Arg::I32(v as i32),
+            ],
+        )
+    }
+}

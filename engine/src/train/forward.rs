@@ -1,0 +1,206 @@
+//! A mini-batch's forward: token upload, input part, the time loop (cluster,
+//! persistent or per-step) with the cache the backward reads, output layer
+//! and loss into the device's statistics.
+
+use super::*;
+
+impl DeviceTrainer {
+    /// Queues a mini-batch forward from the carried state, which it advances
+    /// to the batch's final state, and the mean softmax cross-entropy (added
+    /// to the statistics; [`DeviceTrainer::loss`] reads it back). No host
+    /// wait. `inputs`, `targets`: (T, B).
+    pub fn forward(&mut self, inputs: &[u32], targets: &[u32]) -> Result<(), Error> {
+        self.forward_done = false;
+        let l = self.layout;
+        let tb = self.steps * self.batch;
+        recur_core::error::check_len("inputs", inputs, tb)?;
+        recur_core::error::check_len("targets", targets, tb)?;
+        recur_core::error::check_tokens("inputs", inputs, l.vocab)?;
+        recur_core::error::check_tokens("targets", targets, l.vocab)?;
+        self.gpu.bind()?;
+        let (d_tokens, d_targets) = (addr(&self.tokens), addr(&self.targets));
+        self.staging
+            .upload(&self.gpu, d_tokens, inputs, d_targets, targets)?;
+        self.ops.set(self.ops.get() + 2);
+        let batch_index = self.batches;
+        self.batches += 1;
+        let (b, h, v) = (self.batch, l.hidden, l.vocab);
+        let bh = b * h;
+        let w = self.read_weights();
+        let lstm = l.cell == CellKind::Lstm;
+        let (hcat, ccat) = (self.hcat.at(0), addr(&self.ccat));
+        self.state_in(hcat, addr(&self.state_h), bh)?;
+        if lstm {
+            self.copy(ccat, addr(&self.state_c), bh)?;
+        }
+        let grid = (
+            h.div_ceil(STEP_UNITS_FWD) as u32,
+            b.div_ceil(STEP_ROWS) as u32,
+        );
+        let (gates, aux) = (self.gates.at(0), self.aux.at(0));
+        let max_smem = self.gpu.limits().max_smem_per_block;
+        let (kc, smem) = step_chunk(h, STEP_W_ROWS_FWD, max_smem);
+        let blocks = (grid.0 * grid.1) as usize;
+        let persist = self.kernel("tr_fwd_persist", "tr_fwd_persist_f16");
+        if let Some(cp) = self.cluster_plan(false)? {
+            self.note_loop(false, TimeLoop::Cluster);
+            self.launch_smem(
+                cp.kernel,
+                ((cp.clusters * cp.cluster) as u32, 1),
+                cp.smem,
+                &[
+                    Arg::Ptr(hcat),
+                    Arg::Ptr(ccat),
+                    Arg::Ptr(gates),
+                    Arg::Ptr(aux),
+                    Arg::Ptr(w.w_hh),
+                    Arg::Ptr(w.w_ih),
+                    Arg::Ptr(w.b_ih),
+                    Arg::Ptr(w.b_hh),
+                    Arg::Ptr(d_tokens),
+                    Arg::I32(b as i32),
+                    Arg::I32(h as i32),
+                    Arg::I32(v as i32),
+                    Arg::I32(self.steps as i32),
+                    Arg::I32(cp.units as i32),
+                    Arg::I32(cp.rows as i32),
+                ],
+            )?;
+        } else if self.use_persistent(persist, blocks, h, (kc, smem))? {
+            self.note_loop(false, TimeLoop::Persistent);
+            self.launch_coop(
+                persist,
+                grid,
+                smem,
+                &[
+                    Arg::Ptr(hcat),
+                    Arg::Ptr(ccat),
+                    Arg::Ptr(gates),
+                    Arg::Ptr(aux),
+                    Arg::Ptr(w.w_hh),
+                    Arg::Ptr(w.w_ih),
+                    Arg::Ptr(w.b_ih),
+                    Arg::Ptr(w.b_hh),
+                    Arg::Ptr(d_tokens),
+                    Arg::I32(l.cell as i32),
+                    Arg::I32(b as i32),
+                    Arg::I32(h as i32),
+                    Arg::I32(v as i32),
+                    Arg::I32(self.steps as i32),
+                    Arg::I32(kc as i32),
+                    Arg::Ptr(addr(&self.barrier)),
+                ],
+            )?;
+        } else {
+            self.note_loop(false, TimeLoop::PerStep);
+            self.forward_steps(grid, (kc, smem), w, d_tokens)?;
+        }
+        self.state_out(addr(&self.state_h), self.hcat.at(self.steps * bh), bh)?;
+        if lstm {
+            self.copy(addr(&self.state_c), f32_at(ccat, self.steps * bh), bh)?;
+        }
+        // logits (T·B, V) = hs · W_dᵀ + b_d
+        self.gemm(Gemm {
+            kernel: self.gemm_kernel(true),
+            c: addr(&self.logits),
+            a: self.hcat.at(bh),
+            b: w.w_d,
+            bias: w.b_d,
+            m: tb,
+            n: v,
+            k: h,
+            sam: h,
+            sak: 1,
+            sbk: 1,
+            sbn: h,
+            ldc: v,
+            accumulate: false,
+        })?;
+        self.launch(
+            "tr_xent",
+            (tb.div_ceil(8) as u32, 1),
+            &[
+                Arg::Ptr(addr(&self.logits)),
+                Arg::Ptr(addr(&self.row_loss)),
+                Arg::Ptr(d_targets),
+                Arg::I32(tb as i32),
+                Arg::I32(v as i32),
+            ],
+        )?;
+        self.launch(
+            "tr_mean",
+            (1, 1),
+            &[
+                Arg::Ptr(addr(&self.loss)),
+                Arg::Ptr(addr(&self.row_loss)),
+                Arg::I32(tb as i32),
+                Arg::Ptr(addr(&self.stats)),
+                Arg::I64(batch_index as i64),
+            ],
+        )?;
+        self.forward_done = true;
+        Ok(())
+    }
+
+    /// The forward's time loop, one launch per step (two for GRU
+    /// reset-before).
+    fn forward_steps(
+        &self,
+        grid: (u32, u32),
+        (kc, smem): (usize, usize),
+        w: Weights,
+        d_tokens: u64,
+    ) -> Result<(), Error> {
+        let l = self.layout;
+        let (b, h, v) = (self.batch, l.hidden, l.vocab);
+        let gh = l.cell_dims().gate_rows();
+        let bh = b * h;
+        let lstm = l.cell == CellKind::Lstm;
+        let ccat = addr(&self.ccat);
+        let kernel = self.kernel("tr_step_fwd", "tr_step_fwd_f16");
+        for t in 0..self.steps {
+            let h_prev = self.hcat.at(t * bh);
+            let h_out = self.hcat.at((t + 1) * bh);
+            let (c_prev, c_out) = if lstm {
+                (f32_at(ccat, t * bh), f32_at(ccat, (t + 1) * bh))
+            } else {
+                (ccat, ccat)
+            };
+            let aux_t = self.aux.at(t * bh);
+            let step = |phase: i32, a: u64| {
+                self.launch_smem(
+                    kernel,
+                    grid,
+                    smem,
+                    &[
+                        Arg::Ptr(h_out),
+                        Arg::Ptr(c_out),
+                        Arg::Ptr(self.gates.at(t * b * gh)),
+                        Arg::Ptr(aux_t),
+                        Arg::Ptr(a),
+                        Arg::Ptr(w.w_hh),
+                        Arg::Ptr(w.w_ih),
+                        Arg::Ptr(w.b_ih),
+                        Arg::Ptr(w.b_hh),
+                        Arg::Ptr(d_tokens + (t * b * 4) as u64),
+                        Arg::Ptr(h_prev),
+                        Arg::Ptr(c_prev),
+                        Arg::I32(l.cell as i32),
+                        Arg::I32(phase),
+                        Arg::I32(b as i32),
+                        Arg::I32(h as i32),
+                        Arg::I32(v as i32),
+                        Arg::I32(kc as i32),
+                    ],
+                )
+            };
+            if l.cell == CellKind::GruResetBefore {
+                step(1, h_prev)?;
+                step(2, aux_t)?;
+            } else {
+                step(0, h_prev)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! Global-norm clipping, SGD and Adam on the resident parameters (updates
+//! skipped on the device after a non-finite batch; the f16 mirror rewritten
+//! in the same pass).
+
+use super::*;
+
+impl DeviceTrainer {
+    /// Queues the gradients' global L2 norm (added to the statistics;
+    /// [`DeviceTrainer::norm`] reads it back); with `Some(theta)` the
+    /// gradients are scaled to norm θ when it is larger (recur-core's
+    /// `clip_global_norm`). No host wait.
+    pub fn clip(&mut self, theta: Option<f32>) -> Result<(), Error> {
+        if let Some(th) = theta {
+            if !(th.is_finite() && th > 0.0) {
+                return Err(recur_core::Error::Value { what: "theta" }.into());
+            }
+        }
+        self.gpu.bind()?;
+        let n = self.layout.len();
+        self.zero(addr(&self.sumsq), 2)?;
+        // A few blocks per SM: one f64 atomic per block.
+        let blocks = n
+            .div_ceil(256)
+            .clamp(1, 2 * self.gpu.limits().sm_count.max(1));
+        self.launch(
+            "tr_sumsq",
+            (blocks as u32, 1),
+            &[
+                Arg::Ptr(addr(&self.sumsq)),
+                Arg::Ptr(addr(&self.grads)),
+                Arg::I64(n as i64),
+            ],
+        )?;
+        self.launch(
+            "tr_clip",
+            elementwise(n),
+            &[
+                Arg::Ptr(addr(&self.grads)),
+                Arg::Ptr(addr(&self.norm)),
+                Arg::Ptr(addr(&self.sumsq)),
+                Arg::F32(theta.unwrap_or(0.0)),
+                Arg::I64(n as i64),
+                Arg::Ptr(addr(&self.stats)),
+                Arg::I64(self.batches.saturating_sub(1) as i64),
+            ],
+        )
+    }
+
+    /// Queues `params -= lr · grads`, skipped on the device once a
+    /// non-finite loss or norm is in the statistics. No host wait.
+    pub fn sgd_step(&mut self, lr: f32) -> Result<(), Error> {
+        if !lr.is_finite() {
+            return Err(recur_core::Error::Value { what: "lr" }.into());
+        }
+        self.gpu.bind()?;
+        let n = self.layout.len();
+        self.launch(
+            "tr_sgd",
+            elementwise(n),
+            &[
+                Arg::Ptr(addr(&self.params)),
+                Arg::Ptr(self.mirror_addr()),
+                Arg::Ptr(addr(&self.grads)),
+                Arg::F32(lr),
+                Arg::I64(n as i64),
+                Arg::Ptr(addr(&self.stats)),
+            ],
+        )
+    }
+
+    /// Queues Adam update number `step` (from 1), as recur-core's
+    /// `adam_step`; skipped on the device (parameters and moments
+    /// untouched) once a non-finite loss or norm is in the statistics. No
+    /// host wait.
+    pub fn adam_step(&mut self, step: u64, cfg: &AdamConfig) -> Result<(), Error> {
+        self.expect_adam()?;
+        cfg.validate()?;
+        if step == 0 {
+            return Err(recur_core::Error::Value { what: "step" }.into());
+        }
+        self.gpu.bind()?;
+        let exp = i32::try_from(step).unwrap_or(i32::MAX);
+        let bias_correction1 = 1.0 - cfg.beta1.powi(exp);
+        let bias_correction2 = 1.0 - cfg.beta2.powi(exp);
+        let n = self.layout.len();
+        self.launch(
+            "tr_adam",
+            elementwise(n),
+            &[
+                Arg::Ptr(addr(&self.params)),
+                Arg::Ptr(self.mirror_addr()),
+                Arg::Ptr(addr(&self.exp_avg)),
+                Arg::Ptr(addr(&self.exp_avg_sq)),
+                Arg::Ptr(addr(&self.grads)),
+                Arg::F32((cfg.lr / bias_correction1) as f32),
+                Arg::F32(bias_correction2.sqrt() as f32),
+                Arg::F32((1.0 - cfg.beta1) as f32),
+                Arg::F32((1.0 - cfg.beta2) as f32),
+                Arg::F32(cfg.beta2 as f32),
+                Arg::F32(cfg.eps as f32),
+                Arg::F32(cfg.weight_decay as f32),
+                Arg::I64(n as i64),
+                Arg::Ptr(addr(&self.stats)),
+            ],
+        )
+    }
+}
