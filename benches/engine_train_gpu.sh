@@ -14,11 +14,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 TAG=${CARRY_TAG:-h7}
 DEST=$PWD/.carry/$TAG
+ROOT=$PWD
 exe_of() { # json, target name, kind
-  echo "$1" | python3 -c "import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get('reason')=='compiler-artifact' and m['target']['name']=='$2' and '$3' in m['target']['kind'] and m.get('executable'): print(m['executable'])"
+  echo "$1" | python3 "$ROOT/benches/cargo_exe.py" "$2" "$3"
 }
 if [ "${1:-}" = pack ]; then
   set -e
