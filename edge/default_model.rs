@@ -31,15 +31,8 @@ pub fn default_vocabulary() -> Vec<char> {
 /// decoding does not tie.
 pub fn default_params() -> Vec<f32> {
     let layout = DEFAULT_LAYOUT;
-    let mut state = 2024u64;
-    let mut next = move || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    };
+    let mut rng = recur_core::rng::SplitMix64(2024);
+    let mut next = move || ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
     let scales = [1.0f32, 0.15, 0.2, 0.2, 0.4, 1.0];
     let mut params = Vec::with_capacity(layout.len());
     for (span, scale) in layout.tensors().iter().zip(scales) {

@@ -13,9 +13,6 @@ use recur::core::{stream, Weight};
 
 include!("../edge/default_model.rs");
 
-#[path = "../edge/src/rng.rs"]
-mod rng;
-
 /// Builds the example (`f32` or `f16`) and returns the executable.
 fn build(variant: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -61,7 +58,7 @@ fn expected<W: Weight>(
         s.feed(token).unwrap();
         token = id(c);
     }
-    let mut rng = rng::SplitMix64(seed);
+    let mut rng = recur::core::rng::SplitMix64(seed);
     let mut text: String = prefix.to_string();
     for _ in 0..count {
         token = s.feed_sample(token, temperature, top_k, &mut rng).unwrap();

@@ -25,6 +25,7 @@ pub mod gemm;
 pub mod layout;
 pub mod optim;
 pub mod output;
+pub mod rng;
 pub mod sample;
 pub mod stream;
 #[cfg(test)]

@@ -15,8 +15,6 @@
 #[cfg(target_endian = "big")]
 compile_error!("the embedded weights are little-endian");
 
-mod rng;
-
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -159,7 +157,7 @@ pub fn generate(
             push_char(out, &mut at, c)?;
             token = next;
         }
-        let mut rng = rng::SplitMix64(seed);
+        let mut rng = recur_core::rng::SplitMix64(seed);
         for _ in 0..count {
             token = stream
                 .feed_sample(token, temperature, top_k, &mut rng)
