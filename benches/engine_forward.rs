@@ -217,15 +217,20 @@ fn main() {
             }
         }
     }
-    // Cluster size × batch rows per cluster sweep (sm_90), d2l GRU and LSTM.
+    // Cluster kind and size × batch rows per cluster sweep (sm_90), d2l GRU
+    // and LSTM.
     if gpu.limits().cluster > 0 {
         for precision in [Precision::F32, Precision::F16] {
             for cell in [CellKind::GruResetAfter, CellKind::Lstm] {
                 let (model, mut bufs) = d2l_setup(&gpu, cell, precision);
-                for cluster in [8, 16] {
+                for (path, cluster) in [
+                    (Path::Cluster, 8),
+                    (Path::Cluster, 16),
+                    (Path::ClusterRegs, 16),
+                ] {
                     for rows in [1, 2, 3, 4, 5, 8, 16, 32] {
                         let opts = PlanOptions {
-                            path: Some(Path::Cluster),
+                            path: Some(path),
                             cluster: Some(cluster),
                             rows: Some(rows),
                             ..PlanOptions::default()
@@ -237,7 +242,7 @@ fn main() {
                             model.forward(&mut bufs, opts).unwrap();
                         });
                         summary.push(format!(
-                            "  sweep d2l {} {} Cluster cluster={cluster} rows={rows} blocks={}: {:.3} us/step",
+                            "  sweep d2l {} {} {path:?} cluster={cluster} rows={rows} blocks={}: {:.3} us/step",
                             cell.name(),
                             prec_name(precision),
                             plan.blocks,

@@ -19,7 +19,10 @@ use engine_support::{
 use proptest::prelude::*;
 use recur::core::{CellDims, CellKind, ModelLayout};
 use recur::engine::half::round_f16;
-use recur::engine::{DeviceModel, Gpu, InputKind, Path, PlanOptions, Precision, SeqBuffers};
+use recur::engine::{
+    reg_cluster_rows, DeviceModel, Gpu, InputKind, Path, PlanOptions, Precision, SeqBuffers,
+    REG_CLUSTER_MAX_HIDDEN,
+};
 
 fn cell_strategy() -> impl Strategy<Value = CellKind> {
     prop::sample::select(CellKind::ALL.to_vec())
@@ -195,6 +198,75 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config(32))]
+
+    /// The register cluster kernels (sm_90), forced: H ≤ 256, every cell
+    /// they take, any batch rows per cluster up to their limit (a last
+    /// cluster with fewer rows), token input.
+    #[test]
+    fn register_cluster_path_matches_core(
+        cell in prop::sample::select(vec![CellKind::RnnTanh, CellKind::RnnRelu, CellKind::GruResetAfter, CellKind::Lstm]),
+        batch in 1usize..=64,
+        hidden in 1usize..=REG_CLUSTER_MAX_HIDDEN,
+        vocab in 2usize..=1100,
+        steps in 1usize..=40,
+        f16 in any::<bool>(),
+        rows in 1usize..=16,
+        seed in any::<u64>(),
+    ) {
+        let gpu = match engine_support::gpu() { Some(g) => g, None => { let _ = writeln!(std::io::stderr(), "skipped: no CUDA device"); return Ok(()); } };
+        if gpu.limits().cluster < 16 {
+            let _ = writeln!(std::io::stderr(), "skipped: no clusters of 16 (before sm_90)");
+            return Ok(());
+        }
+        let precision = if f16 { Precision::F16 } else { Precision::F32 };
+        let rows = rows.min(reg_cluster_rows(cell));
+        let opts = PlanOptions { path: Some(Path::ClusterRegs), rows: Some(rows), ..PlanOptions::default() };
+        let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, precision, opts, seed);
+        if let Ok(m) = &r { println!("ok register cluster {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {m}"); }
+        prop_assert!(r.is_ok(), "{opts:?} {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
+    }
+}
+
+/// The register cluster kernels refuse what they do not take: H > 256, GRU
+/// reset-before, more rows than they hold, clusters of 8.
+#[test]
+fn register_cluster_limits_are_refused() {
+    let gpu = gpu_or_skip!();
+    if gpu.limits().cluster < 16 {
+        eprintln!("skipped: no clusters of 16 (before sm_90)");
+        return;
+    }
+    let plan = |cell, hidden, opts| {
+        let layout = ModelLayout {
+            cell,
+            vocab: 7,
+            hidden,
+        };
+        let params = random_params(&layout, 0);
+        let model = DeviceModel::upload(&gpu, layout, &params, Precision::F32).unwrap();
+        model.plan(8, opts)
+    };
+    let forced = PlanOptions {
+        path: Some(Path::ClusterRegs),
+        ..PlanOptions::default()
+    };
+    assert!(plan(CellKind::GruResetAfter, 256, forced).is_ok());
+    assert!(plan(CellKind::GruResetAfter, 257, forced).is_err());
+    assert!(plan(CellKind::GruResetBefore, 64, forced).is_err());
+    let rows = PlanOptions {
+        rows: Some(reg_cluster_rows(CellKind::Lstm) + 1),
+        ..forced
+    };
+    assert!(plan(CellKind::Lstm, 64, rows).is_err());
+    let eight = PlanOptions {
+        cluster: Some(8),
+        ..forced
+    };
+    assert!(plan(CellKind::RnnTanh, 64, eight).is_err());
+}
+
 /// Forced cluster options with at most `rows` batch rows per cluster, fewer
 /// where that many do not fit the shared memory.
 #[allow(clippy::too_many_arguments)]
@@ -239,6 +311,7 @@ fn dense_inputs_match_core() {
         (CellKind::GruResetAfter, 5, 37, 19, 9),
         (CellKind::RnnTanh, 64, 100, 300, 3),
         (CellKind::GruResetBefore, 3, 65, 7, 12),
+        (CellKind::Lstm, 9, 200, 33, 7),
     ];
     for (i, &(cell, batch, hidden, input, steps)) in cases.iter().enumerate() {
         for precision in [Precision::F32, Precision::F16] {

@@ -42,6 +42,6 @@ pub use generate::{sampler_seed, GenBuffers, GenPath, Sampling};
 pub use gpu::{DeviceLimits, Gpu};
 pub use mem::Activations;
 pub use model::DeviceModel;
-pub use plan::{Path, Plan, PlanOptions, Precision};
+pub use plan::{reg_cluster_rows, Path, Plan, PlanOptions, Precision, REG_CLUSTER_MAX_HIDDEN};
 pub use sequence::{InputKind, SeqBuffers};
 pub use train::{ClusterLoops, DeviceTrainer, TimeLoop, TrainOptimizer, TrainStats};

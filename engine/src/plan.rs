@@ -36,6 +36,16 @@
 //! smallest number of rows for which all `ceil(B/BC)` clusters are resident
 //! at once (cuOccupancyMaxActiveClusters).
 //!
+//! # Clusters with W_hh in registers (sm_90; preferred over the above)
+//! `Path::ClusterRegs` (ptx/src/recurrent_cluster_regs.cu) is the same
+//! cluster scheme with the weights in registers: clusters of 16 CTAs, warp w
+//! of CTA r owns 2 hidden units and every lane 8 k of their gate rows. It
+//! takes `H ≤ 256` (`REG_CLUSTER_MAX_HIDDEN`), every cell but GRU
+//! reset-before, and at most `32 / (2·G)` batch rows per cluster
+//! (`reg_cluster_rows`: 16 RNN, 5 GRU, 4 LSTM); its shared memory is
+//! static (h double-buffered, 10–34 KB). Layers beyond those limits run
+//! `Path::Cluster`.
+//!
 //! Generation keeps W_hh rows and output-layer rows (`VR ≤ 16` per block) in
 //! shared memory the same way; where they do not fit it falls back to
 //! per-step launches queued back to back (the host still waits once). On
@@ -79,6 +89,9 @@ pub enum Path {
     PerStep,
     /// One launch of thread-block clusters (sm_90), CUDA cores.
     Cluster,
+    /// One launch of clusters of 16 CTAs holding W_hh in registers (sm_90,
+    /// H ≤ 256, not GRU reset-before), CUDA cores.
+    ClusterRegs,
 }
 
 /// A chosen launch configuration.
@@ -96,8 +109,8 @@ pub struct Plan {
     pub ntc: usize,
     /// Dynamic shared memory per block, bytes.
     pub smem: usize,
-    /// CTAs per cluster (`Path::Cluster`; `ldb` is then the batch rows per
-    /// cluster), else 0.
+    /// CTAs per cluster (`Path::Cluster`, `Path::ClusterRegs`; `ldb` is then
+    /// the batch rows per cluster), else 0.
     pub cluster: usize,
 }
 
@@ -108,9 +121,10 @@ pub struct PlanOptions {
     pub path: Option<Path>,
     /// Force the hidden units per block (not `Path::Cluster`: there `ceil(H/CS)`).
     pub units: Option<usize>,
-    /// `Path::Cluster`: force the cluster size (8 or 16).
+    /// `Path::Cluster`: force the cluster size (8 or 16; `Path::ClusterRegs`
+    /// runs 16 only).
     pub cluster: Option<usize>,
-    /// `Path::Cluster`: force the batch rows per cluster.
+    /// `Path::Cluster`, `Path::ClusterRegs`: force the batch rows per cluster.
     pub rows: Option<usize>,
 }
 
@@ -299,6 +313,34 @@ const GEN_CLUSTER: [[[&str; 5]; 2]; 2] = [
     [names!("gen_cluster16_f32_"), names!("gen_cluster16_f16_")],
 ];
 
+/// `[f32, f16]`; GRU reset-before has none.
+const REG_CLUSTER: [[&str; 5]; 2] = [
+    [
+        "rec_rcluster16_f32_rnn_tanh",
+        "rec_rcluster16_f32_rnn_relu",
+        "",
+        "rec_rcluster16_f32_gru_after",
+        "rec_rcluster16_f32_lstm",
+    ],
+    [
+        "rec_rcluster16_f16_rnn_tanh",
+        "rec_rcluster16_f16_rnn_relu",
+        "",
+        "rec_rcluster16_f16_gru_after",
+        "rec_rcluster16_f16_lstm",
+    ],
+];
+/// Largest H of the register cluster kernels (RC_K: 32 lanes × 8 k).
+pub const REG_CLUSTER_MAX_HIDDEN: usize = 256;
+/// CTAs per cluster of the register cluster kernels (RC_CS).
+const REG_CLUSTER_SIZE: usize = 16;
+
+/// Most batch rows per cluster of the register cluster kernels (RcRows):
+/// each lane holds 2 units × G gates × rows ≤ 32 partial sums.
+pub fn reg_cluster_rows(cell: CellKind) -> usize {
+    32 / (2 * cell.gates())
+}
+
 fn cluster_index(cluster: usize, p: Precision) -> (usize, usize) {
     (usize::from(cluster == 16), usize::from(p == Precision::F16))
 }
@@ -326,6 +368,7 @@ pub(crate) fn kernel_name(path: Path, cell: CellKind, p: Precision) -> &'static 
         (Path::PersistentMma, _) => MMA_F16[i],
         // The 16-CTA name; the plan's cluster size picks (cluster_kernel).
         (Path::Cluster, _) => cluster_kernel(16, cell, p),
+        (Path::ClusterRegs, _) => REG_CLUSTER[usize::from(p == Precision::F16)][i],
     }
 }
 
@@ -355,14 +398,21 @@ pub(crate) fn plan_sequence(
             &forced
         }
         None if mma_ok => &[
+            Path::ClusterRegs,
             Path::Cluster,
             Path::PersistentMma,
             Path::PersistentSimt,
             Path::PerStep,
         ],
-        None => &[Path::Cluster, Path::PersistentSimt, Path::PerStep],
+        None => &[
+            Path::ClusterRegs,
+            Path::Cluster,
+            Path::PersistentSimt,
+            Path::PerStep,
+        ],
     };
     order.iter().find_map(|&path| match path {
+        Path::ClusterRegs => plan_cluster_regs(limits, occ, cell, hidden, batch, p, opts),
         Path::Cluster => plan_cluster(limits, occ, cell, hidden, batch, p, opts),
         _ => plan_path(limits, occ, cell, hidden, batch, p, path, opts.units),
     })
@@ -453,6 +503,51 @@ fn plan_cluster(
     None
 }
 
+/// The register cluster configuration of a (B, H) layer, or `None` where
+/// the kernels do not take it (limits in the module docs).
+fn plan_cluster_regs(
+    limits: &DeviceLimits,
+    occ: &impl Occupancy,
+    cell: CellKind,
+    hidden: usize,
+    batch: usize,
+    p: Precision,
+    opts: PlanOptions,
+) -> Option<Plan> {
+    let kernel = kernel_name(Path::ClusterRegs, cell, p);
+    let cs = REG_CLUSTER_SIZE;
+    if kernel.is_empty()
+        || hidden > REG_CLUSTER_MAX_HIDDEN
+        || limits.cluster < cs
+        || opts.cluster.is_some_and(|c| c != cs)
+    {
+        return None;
+    }
+    let most = reg_cluster_rows(cell);
+    if opts.rows.is_some_and(|r| r > most) {
+        return None;
+    }
+    // Static shared memory only; more rows than the kernel holds "do not fit".
+    let smem_of = |rows: usize| if rows > most { usize::MAX } else { 0 };
+    let (rows, _, active) = cluster_rows(limits, batch, opts.rows, smem_of, |smem| {
+        occ.max_clusters(kernel, cs, smem)
+    })?;
+    // Clusters in waves would double the time: there `Path::Cluster`, which
+    // takes more rows per cluster, runs instead (unless rows were forced).
+    if opts.rows.is_none() && batch.div_ceil(rows) > active {
+        return None;
+    }
+    Some(Plan {
+        path: Path::ClusterRegs,
+        units: hidden.div_ceil(cs),
+        blocks: batch.div_ceil(rows) * cs,
+        ldb: rows,
+        ntc: 0,
+        smem: 0,
+        cluster: cs,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn plan_path(
     limits: &DeviceLimits,
@@ -493,7 +588,7 @@ fn plan_path(
                     cluster: 0,
                 }
             }
-            Path::Cluster => return None,
+            Path::Cluster | Path::ClusterRegs => return None,
             Path::PersistentSimt | Path::PerStep => {
                 if g * u > RMAX {
                     continue;
@@ -778,6 +873,14 @@ mod tests {
                             "{cell:?} {h} {b} {plan:?}"
                         );
                         match plan.path {
+                            Path::ClusterRegs => {
+                                assert_eq!(plan.cluster, 16);
+                                assert!(h <= REG_CLUSTER_MAX_HIDDEN);
+                                assert_ne!(cell, CellKind::GruResetBefore);
+                                assert!(plan.ldb <= reg_cluster_rows(cell));
+                                assert_eq!(plan.units, h.div_ceil(16));
+                                assert_eq!(plan.blocks, b.div_ceil(plan.ldb) * 16);
+                            }
                             Path::Cluster => {
                                 assert!(limits.cluster >= plan.cluster);
                                 assert_eq!(plan.units, h.div_ceil(plan.cluster));
@@ -821,12 +924,47 @@ mod tests {
                 PlanOptions::default(),
             )
             .unwrap();
+            // Registers: 7 clusters of 16 CTAs, 5 rows each.
+            assert_eq!(plan.path, Path::ClusterRegs);
+            assert_eq!(
+                (plan.cluster, plan.units, plan.ldb, plan.blocks, plan.smem),
+                (16, 16, 5, 112, 0)
+            );
+            // The LSTM holds 4 rows per cluster: 8 clusters are not resident
+            // at once, so the shared-memory clusters take it.
+            let plan = plan_sequence(
+                &H100,
+                &occ,
+                CellKind::Lstm,
+                256,
+                32,
+                p,
+                PlanOptions::default(),
+            )
+            .unwrap();
             assert_eq!(plan.path, Path::Cluster);
             assert_eq!(plan.units, 256 / plan.cluster);
             // All clusters resident at once (7 of 16 or 16 of 8 CTAs).
             let active = if plan.cluster == 16 { 7 } else { 16 };
             assert!(32usize.div_ceil(plan.ldb) <= active, "{plan:?}");
             assert!(32usize.div_ceil(plan.ldb - 1) > active, "{plan:?}");
+        }
+        // GRU reset-before and H > 256 are not for the register kernels.
+        for (cell, h) in [
+            (CellKind::GruResetBefore, 256),
+            (CellKind::GruResetAfter, 257),
+        ] {
+            let plan = plan_sequence(
+                &H100,
+                &occ,
+                cell,
+                h,
+                32,
+                Precision::F32,
+                PlanOptions::default(),
+            )
+            .unwrap();
+            assert_eq!(plan.path, Path::Cluster, "{cell:?} {h}");
         }
         // The benchmark's LSTM H 768 f16 does not fit a cluster.
         let big = plan_sequence(

@@ -19,7 +19,7 @@ const fn module(name: &'static str, text: &'static str, min_major: u32) -> PtxMo
 }
 
 /// Every module (ptx/build.py compiles `*cluster*` modules for compute_90).
-pub(crate) const MODULES: [PtxModule; 8] = [
+pub(crate) const MODULES: [PtxModule; 9] = [
     module("recurrent", include_str!("../../ptx/recurrent.ptx"), 8),
     module(
         "recurrent_mma",
@@ -32,6 +32,11 @@ pub(crate) const MODULES: [PtxModule; 8] = [
     module(
         "recurrent_cluster",
         include_str!("../../ptx/recurrent_cluster.ptx"),
+        9,
+    ),
+    module(
+        "recurrent_cluster_regs",
+        include_str!("../../ptx/recurrent_cluster_regs.ptx"),
         9,
     ),
     module(

@@ -24,27 +24,6 @@
 #include "rec_params.cuh"
 #include "cluster_step.cuh"
 
-// x[g] = input part of gate g (W_ih·x without b_ih) of unit j, batch row b,
-// step t (token id `tok` for token input).
-template <int C, typename W>
-__device__ __forceinline__ void cl_x(float* x, const RecParams& p, int t, int b, int tok, int j) {
-    constexpr int G = Cell<C>::G;
-    const int H = p.H;
-    if (p.tokens) {
-        const W* col = static_cast<const W*>(p.table) + (size_t)tok * (G * H) + j;
-#pragma unroll
-        for (int g = 0; g < G; ++g) x[g] = to_f(col[g * H]);
-    } else {
-        const float* pre = p.pregates + ((size_t)t * p.B + b) * (G * H) + j;
-#pragma unroll
-        for (int g = 0; g < G; ++g) x[g] = pre[g * H];
-    }
-}
-
-__device__ __forceinline__ int cl_token(const RecParams& p, int t, int b) {
-    return p.tokens && t < p.T ? p.tokens[(size_t)t * p.B + b] : 0;
-}
-
 // The input parts of step t (b_ih added) into xs for this thread's items
 // (item (u, bl) of the pass starting at row c0 is thread ((bl - c0)·un + u)
 // mod NTHREADS's), except its first one (pass 0, o = thread index), which

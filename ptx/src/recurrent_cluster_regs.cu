@@ -1,0 +1,285 @@
+// Recurrent layers on thread-block clusters with W_hh in registers (sm_90):
+// rec_rcluster16_{f32,f16}_<cell>, the whole T-step sequence in one launch of
+// clusters of RC_CS = 16 CTAs, for H ≤ RC_K = 256 (every cell but GRU
+// reset-before, whose two phases per step the shared-memory cluster kernels
+// of recurrent_cluster.cu keep).
+//
+// Why a second cluster kernel: the shared-memory one (cluster_step.cuh)
+// spends ≈ 8,400 cycles per d2l step (ncu, engine_h100_run5) in a long
+// serial chain per thread: products over shared-memory weights, partial
+// sums staged in shared memory and added by a few threads, 16 remote stores
+// per value by one thread. Here every thread holds its weights in registers
+// for the whole sequence and the chain per step is short:
+//
+//   CTA `rank` owns hidden units [rank·U, rank·U + U), U = ceil(H/16) ≤ 16;
+//   warp w owns units 2w and 2w + 1 of those (RC_UPW), i.e. RC_UPW·G rows
+//   of W_hh; lane l owns k ∈ [4l, 4l+4) ∪ [128+4l, 128+4l+4) of those rows
+//   (conflict-free 16-byte loads of h) — RC_UPW·G·8 weights in registers,
+//   converted to f32 once (f16 mode: exact).
+//   Per step: each lane forms RC_UPW·G·BCMAX partial dot products (≤ 32
+//   values), one transposing warp reduction (31 shuffles) leaves lane j with
+//   the total of value j, the warp swaps them through 32 floats of shared
+//   memory, and every lane computes the cell for one (unit, batch row) item;
+//   the item's lanes split the 16 remote stores of the new h between them.
+//   The stores are st.async, counted by the receiving CTA's mbarrier, which
+//   is all a CTA waits for before its next step (no cluster barrier, no
+//   fence). The next step's input part (token gather of W_ih or the dense
+//   pre-gates) is loaded a step ahead.
+//
+// Batch rows: cluster c runs rows [c·BC, c·BC + BC) (RecParams::ldb = BC ≤
+// rc_rows<C>), the clusters are independent. Shared memory is static:
+// h double-buffered (2·BCMAX·256 floats) and 32 floats per warp.
+#include "rec_params.cuh"
+#include "cluster_step.cuh"
+
+#define RC_CS 16
+#define RC_UPW 2
+#define RC_K 256
+
+// Most batch rows per cluster: RC_UPW·G·rows partial sums per lane ≤ 32.
+template <int C> struct RcRows {
+    static constexpr int value = 32 / (RC_UPW * Cell<C>::G);
+};
+
+// One round of warp_transpose_sum: lanes whose bit S is set keep the upper
+// S of their 2·S values, the others the lower S, each adding its partner's.
+template <int S> __device__ __forceinline__ void transpose_round(float (&v)[32], unsigned lane) {
+    const bool upper = (lane & (unsigned)S) != 0u;
+#pragma unroll
+    for (int i = 0; i < S; ++i) {
+        const float send = upper ? v[i] : v[i + S];
+        const float keep = upper ? v[i + S] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, S);
+    }
+}
+
+// Sum over the warp's 32 lanes of each of the 32 values v[0..32): on
+// return lane j holds the total of value j. Each round halves the values a
+// lane keeps: 16 + 8 + 4 + 2 + 1 shuffles instead of 32 · 5.
+__device__ __forceinline__ float warp_transpose_sum(float (&v)[32]) {
+    const unsigned lane = threadIdx.x & 31u;
+    transpose_round<16>(v, lane);
+    transpose_round<8>(v, lane);
+    transpose_round<4>(v, lane);
+    transpose_round<2>(v, lane);
+    transpose_round<1>(v, lane);
+    return v[0];
+}
+
+// ---- mbarriers fed by remote stores (PTX ISA 8.1, sm_90) ---------------------
+// h travels by st.async, which counts its bytes into the receiving CTA's
+// mbarrier; a CTA waits for its own barrier only. No cluster-wide barrier
+// and no memory fence per step: a release at cluster scope (the cluster
+// barrier's arrive) waits for every earlier memory operation of the thread,
+// the global ones included, and was a third of the stall samples (ncu,
+// engine_h100_run6).
+
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+
+// The inits visible to the cluster's remote stores (before a cluster barrier).
+__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+
+// Arms the current phase: `bytes` are to arrive (the one expected arrival).
+__device__ __forceinline__ void mbar_expect(unsigned bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+
+// Waits until the phase of parity `parity` has completed; acquire at
+// cluster scope makes the remote stores it counted visible.
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+    asm volatile(
+        "{\n\t.reg .pred done;\n"
+        "RC_WAIT:\n\t"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n\t"
+        "@!done bra RC_WAIT;\n}" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+
+// Stores v at `addr` (shared::cluster) and counts 4 bytes into the mbarrier
+// at `bar` (shared::cluster, same CTA as addr).
+__device__ __forceinline__ void st_async(unsigned addr, float v, unsigned bar) {
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];" ::"r"(addr),
+                 "r"(__float_as_uint(v)), "r"(bar)
+                 : "memory");
+}
+
+template <int C, typename W, typename A>
+__device__ void rec_rcluster(const RecParams& p) {
+    constexpr int G = Cell<C>::G;
+    constexpr int BCMAX = RcRows<C>::value;
+    constexpr int ROWS = RC_UPW * G;       // weight rows per warp
+    constexpr int NI = RC_UPW * BCMAX;     // (unit, batch row) items per warp
+    __shared__ __align__(16) float hbuf[2][BCMAX][RC_K];
+    __shared__ float swap[NWARPS][32];
+    __shared__ __align__(8) unsigned long long mbar[2];
+
+    const int H = p.H, U = p.units, BC = p.ldb;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int rank = (int)cluster_ctarank();
+    const int u0 = rank * U;
+    const int un = max(0, min(U, H - u0));
+    const int b0 = (blockIdx.x / RC_CS) * BC;
+    const int nbc = max(0, min(BC, p.B - b0));
+    // CTAs that own units (the others idle to the closing barrier), and the
+    // bytes of h each of them receives per step (all H units of its rows).
+    const int ranks = (H + U - 1) / U;
+    const unsigned step_bytes = (unsigned)(nbc * H) * 4u;
+    // A warp with a unit works; warps past the CTA's units skip the loop, so
+    // that every waiting warp also sends (see the phase argument below).
+    const bool working = RC_UPW * warp < un && nbc > 0;
+
+    // This lane's weights: row (ul, g) = global row g·H + u0 + RC_UPW·warp + ul.
+    float w[ROWS][8];
+#pragma unroll
+    for (int ul = 0; ul < RC_UPW; ++ul) {
+        const int u = RC_UPW * warp + ul;
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const W* row = static_cast<const W*>(p.w_hh) + ((size_t)g * H + u0 + u) * H;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const int k = (i < 4 ? 4 * lane : 128 + 4 * lane) + (i & 3);
+                w[ul * G + g][i] = (u < un && k < H) ? to_f(row[k]) : 0.0f;
+            }
+        }
+    }
+
+    // The item this lane computes the cell for, and which copy of it it is.
+    const int item = lane % NI, copy = lane / NI, copies = (32 - item + NI - 1) / NI;
+    const int iu = item / BCMAX, ib = item % BCMAX;
+    const int j = u0 + RC_UPW * warp + iu;  // hidden unit
+    const bool valid = RC_UPW * warp + iu < un && ib < nbc;
+    const int b = b0 + ib;
+    float bhh[G], bih[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        bhh[g] = valid ? to_f(static_cast<const W*>(p.b_hh)[g * H + j]) : 0.0f;
+        bih[g] = valid ? to_f(static_cast<const W*>(p.b_ih)[g * H + j]) : 0.0f;
+    }
+    float c = (C == LSTM && valid) ? p.c0[(size_t)b * H + j] : 0.0f;
+
+    // h_{-1} = h0; k ≥ H and rows ≥ nbc stay zero (their weights are zero,
+    // but 0 · NaN would not be).
+    for (int i = threadIdx.x; i < 2 * BCMAX * RC_K; i += NTHREADS) (&hbuf[0][0][0])[i] = 0.0f;
+    __syncthreads();
+    for (int i = threadIdx.x; i < nbc * H; i += NTHREADS) {
+        const int r = i / H, k = i - r * H;
+        hbuf[0][r][k] = stored<A>(p.h0[(size_t)(b0 + r) * H + k]);
+    }
+    // mbar[s] counts the bytes of h arriving in hbuf[s]: step t ≥ 1 reads
+    // hbuf[t & 1] after phase (t - 1) >> 1 of mbar[t & 1] has completed.
+    const unsigned bar0 = smem_u32(&mbar[0]);  // mbar[s] at bar0 + 8·s
+    if (threadIdx.x == 0 && un > 0) {
+        mbar_init(bar0, 1);
+        mbar_init(bar0 + 8, 1);
+        mbar_init_fence();
+        mbar_expect(bar0, step_bytes);
+        mbar_expect(bar0 + 8, step_bytes);
+    }
+    // Input parts (b_ih added) in registers one step ahead, the token two:
+    // no global load on a step's critical path.
+    float xc[4] = {0.f, 0.f, 0.f, 0.f}, xn[4] = {0.f, 0.f, 0.f, 0.f};
+    int tok_next = 0;
+    if (valid) {
+        cl_x<C, W>(xc, p, 0, b, cl_token(p, 0, b), j);
+        tok_next = cl_token(p, 1, b);
+#pragma unroll
+        for (int g = 0; g < G; ++g) xc[g] += bih[g];
+    }
+    // Every CTA has zeroed its buffers and armed its barriers before anyone
+    // stores into them.
+    cluster_sync();
+
+    // Why one arming per phase is safe: phase n + 1 of mbar[s] needs the
+    // stores of every working warp of every CTA of step t + 1 (this CTA's
+    // own included, h goes to every rank), which each warp makes only after
+    // its wait of step t; so no phase completes while a waiter of the
+    // previous one of the same barrier has not passed, and no store of step
+    // t + 1 overwrites hbuf[s] while a warp still reads it in step t.
+    const size_t bh = (size_t)p.B * H;
+    for (int t = 0; working && t < p.T; ++t) {
+        const int cur = t & 1;
+        const bool last = t == p.T - 1;
+        if (t > 0) {
+            mbar_wait(bar0 + 8 * cur, (unsigned)((t - 1) >> 1) & 1u);
+            // Re-arm for this buffer's next use (step t + 2).
+            if (threadIdx.x == 0) mbar_expect(bar0 + 8 * cur, step_bytes);
+        }
+        int tok_after = 0;
+        if (valid && t + 1 < p.T) {
+            cl_x<C, W>(xn, p, t + 1, b, tok_next, j);
+            tok_after = cl_token(p, t + 2, b);
+        }
+        // Partial products of the lane's k slice.
+        float v[32];
+#pragma unroll
+        for (int i = 0; i < 32; ++i) v[i] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < BCMAX; ++r) {
+            if (r < nbc) {
+                const float4 h0 = *reinterpret_cast<const float4*>(&hbuf[cur][r][4 * lane]);
+                const float4 h1 = *reinterpret_cast<const float4*>(&hbuf[cur][r][128 + 4 * lane]);
+#pragma unroll
+                for (int q = 0; q < ROWS; ++q) {
+                    float a = w[q][0] * h0.x;
+                    a = fmaf(w[q][1], h0.y, a);
+                    a = fmaf(w[q][2], h0.z, a);
+                    a = fmaf(w[q][3], h0.w, a);
+                    float a1 = w[q][4] * h1.x;
+                    a1 = fmaf(w[q][5], h1.y, a1);
+                    a1 = fmaf(w[q][6], h1.z, a1);
+                    a1 = fmaf(w[q][7], h1.w, a1);
+                    v[q * BCMAX + r] = a + a1;
+                }
+            }
+        }
+        swap[warp][lane] = warp_transpose_sum(v);
+        __syncwarp();
+        if (valid) {
+            float hg[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int g = 0; g < G; ++g) hg[g] = swap[warp][(iu * G + g) * BCMAX + ib] + bhh[g];
+            const float hp = hbuf[cur][ib][j];
+            const float h = cell_h<C>(xc, hg, hp, c, 0.0f, &c);
+            const float hv = stored<A>(h);
+            if (!last) {
+                const unsigned a = smem_u32(&hbuf[cur ^ 1][ib][j]);
+                for (int r = copy; r < ranks; r += copies)
+                    st_async(map_rank(a, r), hv, map_rank(bar0 + 8 * (cur ^ 1), r));
+            }
+            if (copy == 0) {
+                const size_t bj = (size_t)b * H + j;
+                (static_cast<A*>(p.hs) + (size_t)t * bh)[bj] = from_f<A>(h);
+                if (last) {
+                    p.h_last[bj] = hv;
+                    if (C == LSTM) p.c_last[bj] = c;
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < G; ++g) xc[g] = xn[g] + bih[g];
+            tok_next = tok_after;
+        }
+        // The swap row is rewritten next step only after this step's reads.
+        __syncwarp();
+    }
+    // No CTA leaves while stores into its shared memory may be in flight.
+    cluster_sync();
+}
+
+#define RCLUSTER_KERNELS(NAME, C)                                                           \
+    extern "C" __global__ void __cluster_dims__(RC_CS, 1, 1) __launch_bounds__(NTHREADS, 2) \
+        rec_rcluster16_f32_##NAME(RecParams p) {                                            \
+        rec_rcluster<C, float, float>(p);                                                   \
+    }                                                                                       \
+    extern "C" __global__ void __cluster_dims__(RC_CS, 1, 1) __launch_bounds__(NTHREADS, 2) \
+        rec_rcluster16_f16_##NAME(RecParams p) {                                            \
+        rec_rcluster<C, __half, __half>(p);                                                 \
+    }
+
+RCLUSTER_KERNELS(rnn_tanh, RNN_TANH)
+RCLUSTER_KERNELS(rnn_relu, RNN_RELU)
+RCLUSTER_KERNELS(gru_after, GRU_AFTER)
+RCLUSTER_KERNELS(lstm, LSTM)
