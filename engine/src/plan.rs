@@ -654,7 +654,9 @@ pub struct GenPlan {
 }
 
 /// The cluster generation configuration (sm_90), or `None`: the forced
-/// cluster size, else 16 where it fits (fewer rows per CTA), else 8.
+/// cluster size, else 16 where it fits (fewer rows per CTA), else 8; only
+/// where every CTA owns at least one hidden unit (`ceil(H / ceil(H/CS)) =
+/// CS`, e.g. H ≥ 241 or H a multiple of 16 from 16 for CS = 16).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn plan_generate_cluster(
     limits: &DeviceLimits,
@@ -669,7 +671,9 @@ pub(crate) fn plan_generate_cluster(
     for cs in cluster_sizes(limits, cluster) {
         let units = hidden.div_ceil(cs);
         let vrows = vocab.div_ceil(cs);
-        if units > NTHREADS || vrows == 0 {
+        // Every CTA must own a hidden unit: the kernel's exchanges are
+        // ordered by each CTA sending h every step (generate_cluster.cu).
+        if units > NTHREADS || vrows == 0 || hidden.div_ceil(units) != cs {
             continue;
         }
         let kernel = gen_cluster_kernel(cs, cell, p);
@@ -1091,6 +1095,13 @@ mod tests {
             ),
             None
         );
+        // Every CTA owns a hidden unit: H 100 takes clusters of 8 (13 units
+        // each), not 16 (7 units: 15 CTAs); H 33 takes neither.
+        let gen = |h| {
+            plan_generate_cluster(&H100, &occ, CellKind::Lstm, h, 90, 3, Precision::F32, None)
+                .map(|p| p.cluster)
+        };
+        assert_eq!((gen(100), gen(33), gen(48)), (Some(8), None, Some(16)));
         // An output layer too large for the device's shared memory.
         assert_eq!(
             plan_generate(

@@ -60,6 +60,63 @@ template <int CS> __device__ __forceinline__ void push_all(const float* local, f
     for (int r = 0; r < CS; ++r) st_cluster(map_rank(a, r), v);
 }
 
+// ---- mbarriers fed by remote stores (PTX ISA 8.1, sm_90) ---------------------
+// Data travels by st.async, which counts its bytes into the receiving CTA's
+// mbarrier; a CTA waits for its own barrier only. No cluster-wide barrier
+// and no memory fence per exchange: a release at cluster scope (the cluster
+// barrier's arrive) waits for every earlier memory operation of the thread,
+// the global ones included, and was a third of the stall samples of the
+// sequence kernel (ncu, benches/results/engine_h100_run6).
+
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+
+// The inits visible to the cluster's remote stores (before a cluster barrier).
+__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+
+// Arms the current phase: `bytes` are to arrive (the one expected arrival).
+__device__ __forceinline__ void mbar_expect(unsigned bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+
+// Waits until the phase of parity `parity` has completed; acquire at
+// cluster scope makes the remote stores it counted visible.
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+    asm volatile(
+        "{\n\t.reg .pred done;\n"
+        "RC_WAIT:\n\t"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n\t"
+        "@!done bra RC_WAIT;\n}" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+
+// Stores v at `addr` (shared::cluster) and counts 4 bytes into the mbarrier
+// at `bar` (shared::cluster, same CTA as addr).
+__device__ __forceinline__ void st_async(unsigned addr, float v, unsigned bar) {
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];" ::"r"(addr),
+                 "r"(__float_as_uint(v)), "r"(bar)
+                 : "memory");
+}
+
+// v at the same shared-memory location in all CS CTAs of the cluster, each
+// store counted into the mbarrier at `bar` (local shared address) of its CTA.
+template <int CS> __device__ __forceinline__ void push_all_async(const float* local, float v, unsigned bar) {
+    const unsigned a = smem_u32(local);
+#pragma unroll
+    for (int r = 0; r < CS; ++r) st_async(map_rank(a, r), v, map_rank(bar, r));
+}
+
+// Waits for phase parity `parity` of the mbarrier at `bar`, then (after every
+// thread of the CTA has passed: no phase can complete twice under a slow
+// waiter) thread 0 arms its next phase for `bytes`.
+__device__ __forceinline__ void mbar_wait_rearm(unsigned bar, unsigned parity, unsigned bytes) {
+    mbar_wait(bar, parity);
+    __syncthreads();
+    if (threadIdx.x == 0) mbar_expect(bar, bytes);
+}
+
 // ---- layout ----------------------------------------------------------------
 
 // Row stride of a weight slice in shared memory, in elements: a multiple of

@@ -3,10 +3,18 @@
 // [c·BC, c·BC + BC) (GenParams::ldb = BC) with no host round trip and no
 // global barrier: CTA `rank` holds the W_hh rows of its hidden units and
 // the output-layer rows [rank·VR, rank·VR + VR) in shared memory. Per
-// generated token: cell step (new h to every CTA) → cluster barrier → the
-// CTA's logits rows, written into every CTA's logits buffer → cluster
-// barrier → every CTA draws the same token from the same logits with the
-// same code (block_sample_row, sample.cuh) and feeds it back.
+// generated token: cell step (new h to every CTA) → wait → the CTA's logits
+// rows, written into every CTA's logits buffer → wait → every CTA draws the
+// same token from the same logits with the same code (block_sample_row,
+// sample.cuh) and feeds it back. The exchanges are st.async counted by the
+// receiving CTA's mbarriers (cluster_step.cuh), one per buffer: a CTA waits
+// only until its own buffer is complete, with no cluster barrier or fence.
+//
+// Ordering without cluster barriers needs every CTA to send h every step
+// (the planner gives each at least one hidden unit): then a CTA's store into
+// a buffer for exchange n + 1 (of the same buffer) follows, through the h it
+// needed from every CTA, each receiver's completed wait for exchange n and
+// its last read of that buffer.
 //
 // Shared memory (bytes; engine/src/plan.rs::gen_cluster_smem computes the
 // same), U = GenParams::units, VR = GenParams::vrows:
@@ -59,6 +67,8 @@ __device__ __forceinline__ void gen_x(float* x, const GenClusterParams& p, int t
 template <int C, typename W, typename A, int CS>
 __device__ void gen_cluster(const GenClusterParams& p) {
     extern __shared__ float4 smem4[];
+    // mbarriers: h buffers 0 and 1, logits, r ⊙ h.
+    __shared__ __align__(8) unsigned long long gbar[4];
     constexpr int G = Cell<C>::G;
     const int H = p.H, B = p.B, V = p.V, U = p.units, VR = p.vrows, BC = p.ldb;
     const int rank = (int)cluster_ctarank();
@@ -108,8 +118,20 @@ __device__ void gen_cluster(const GenClusterParams& p) {
             }
         }
     }
-    // Every CTA of the cluster has started and zeroed its buffers before
-    // anyone writes into them.
+    // Bytes each exchange brings into this CTA: all H units (or V logits)
+    // of its rows.
+    const unsigned h_bytes = (unsigned)(nbc * H) * 4u, l_bytes = (unsigned)(nbc * V) * 4u;
+    const unsigned hbar0 = smem_u32(&gbar[0]), lbar = smem_u32(&gbar[2]), rbar = smem_u32(&gbar[3]);
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < 4; ++i) mbar_init(smem_u32(&gbar[i]), 1);
+        mbar_init_fence();
+        mbar_expect(hbar0, h_bytes);
+        mbar_expect(hbar0 + 8, h_bytes);
+        mbar_expect(lbar, l_bytes);
+        mbar_expect(rbar, h_bytes);
+    }
+    // Every CTA of the cluster has started, zeroed its buffers and armed its
+    // barriers before anyone writes into them.
     cluster_sync();
 
     const int steps = p.P + p.N - 1;
@@ -138,10 +160,10 @@ __device__ void gen_cluster(const GenClusterParams& p) {
                     for (int g = 0; g < 2; ++g) x[g] += bih[g * un + u];
                     const float r = sigmoid_f(x[0] + cl_sum<G>(red, 0, bl - c0, u, un, nkg) + bhh[u]);
                     st[it] = sigmoid_f(x[1] + cl_sum<G>(red, 1, bl - c0, u, un, nkg) + bhh[un + u]);
-                    push_all<CS>(rhbuf + bl * ldh + j, r * hcur[bl * ldh + j]);
+                    push_all_async<CS>(rhbuf + bl * ldh + j, r * hcur[bl * ldh + j], rbar);
                 }
             }
-            cluster_sync();
+            mbar_wait_rearm(rbar, (unsigned)s & 1u, h_bytes);
         }
         for (int c0 = 0; c0 < nbc; c0 += CB) {
             const int nb = min(CB, nbc - c0);
@@ -164,7 +186,7 @@ __device__ void gen_cluster(const GenClusterParams& p) {
                 float c = 0.0f;
                 const float h = cell_h<C>(x, hg, hp, cp, z, &c);
                 const float hv = stored<A>(h);
-                push_all<CS>(hnext + bl * ldh + j, hv);
+                push_all_async<CS>(hnext + bl * ldh + j, hv, hbar0 + 8 * ((s + 1) & 1));
                 if (C == LSTM) st[it] = c;
                 if (last) {
                     const size_t bj = (size_t)(b0 + bl) * H + j;
@@ -173,7 +195,8 @@ __device__ void gen_cluster(const GenClusterParams& p) {
                 }
             }
         }
-        cluster_sync();  // h_s in every CTA
+        // h_s in this CTA (hbuf[(s + 1) & 1]: exchange s >> 1 of its barrier).
+        mbar_wait_rearm(hbar0 + 8 * ((s + 1) & 1), (unsigned)(s >> 1) & 1u, h_bytes);
         if (s < p.P - 1) continue;  // still reading the prefix
         // This CTA's logits rows, to every CTA.
         for (int c0 = 0; c0 < nbc; c0 += CB) {
@@ -184,12 +207,12 @@ __device__ void gen_cluster(const GenClusterParams& p) {
             for (int o = threadIdx.x; o < vn * nb; o += NTHREADS) {
                 const int v = o % vn, bl = c0 + o / vn;
                 const float l = cl_sum<1>(red, 0, bl - c0, v, vn, nkv) + bd[v];
-                push_all<CS>(lbuf + bl * V + v0 + v, l);
+                push_all_async<CS>(lbuf + bl * V + v0 + v, l, lbar);
                 if (last) p.logits[(size_t)(b0 + bl) * V + v0 + v] = l;
             }
         }
-        cluster_sync();  // logits complete in every CTA
         const int index = s - (p.P - 1);
+        mbar_wait_rearm(lbar, (unsigned)index & 1u, l_bytes);  // this CTA's logits complete
         for (int bl = 0; bl < nbc; ++bl) {
             const Row row{nullptr, lbuf + (size_t)bl * V};
             const int t = block_sample_row(row, V, p.inv_temp, splitmix_nth(row_seed(p.seed, b0 + bl), index));
@@ -200,6 +223,8 @@ __device__ void gen_cluster(const GenClusterParams& p) {
         }
         __syncthreads();  // tokbuf
     }
+    // No CTA leaves while stores into its shared memory may be in flight.
+    cluster_sync();
 }
 
 #define GEN_CLUSTER_KERNELS(CS, NAME, C)                                                                   \

@@ -66,46 +66,6 @@ __device__ __forceinline__ float warp_transpose_sum(float (&v)[32]) {
     return v[0];
 }
 
-// ---- mbarriers fed by remote stores (PTX ISA 8.1, sm_90) ---------------------
-// h travels by st.async, which counts its bytes into the receiving CTA's
-// mbarrier; a CTA waits for its own barrier only. No cluster-wide barrier
-// and no memory fence per step: a release at cluster scope (the cluster
-// barrier's arrive) waits for every earlier memory operation of the thread,
-// the global ones included, and was a third of the stall samples (ncu,
-// engine_h100_run6).
-
-__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-
-// The inits visible to the cluster's remote stores (before a cluster barrier).
-__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
-
-// Arms the current phase: `bytes` are to arrive (the one expected arrival).
-__device__ __forceinline__ void mbar_expect(unsigned bar, unsigned bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-
-// Waits until the phase of parity `parity` has completed; acquire at
-// cluster scope makes the remote stores it counted visible.
-__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
-    asm volatile(
-        "{\n\t.reg .pred done;\n"
-        "RC_WAIT:\n\t"
-        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n\t"
-        "@!done bra RC_WAIT;\n}" ::"r"(bar),
-        "r"(parity)
-        : "memory");
-}
-
-// Stores v at `addr` (shared::cluster) and counts 4 bytes into the mbarrier
-// at `bar` (shared::cluster, same CTA as addr).
-__device__ __forceinline__ void st_async(unsigned addr, float v, unsigned bar) {
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];" ::"r"(addr),
-                 "r"(__float_as_uint(v)), "r"(bar)
-                 : "memory");
-}
-
 template <int C, typename W, typename A>
 __device__ void rec_rcluster(const RecParams& p) {
     constexpr int G = Cell<C>::G;
