@@ -13,9 +13,13 @@
 // Forward, per step: the CTA's gate rows of W_hh (shared memory) times the
 // group's whole h_{t-1} (shared memory, f32 of the stored value) → the
 // cell → gates, aux, h (and c) of step t into the training buffers, and the
-// new h into every CTA's next h buffer (distributed shared memory); one
-// cluster barrier per step (two for GRU reset-before: r ⊙ h_{t-1} is
-// exchanged first). Shared memory (bytes; engine/src/train/cluster.rs
+// new h into every CTA's next h buffer (distributed shared memory, st.async
+// counted by the receiver's mbarrier, cluster_step.cuh); one exchange per
+// step (two for GRU reset-before: r ⊙ h_{t-1} is exchanged first), each
+// CTA waiting for its own buffer only: no cluster barrier, whose release
+// would wait for the step's global stores. Ordering (as generate_cluster.cu
+// argues): every CTA owns a hidden unit (the planner) and sends every
+// exchange. Shared memory (bytes; engine/src/train/cluster.rs
 // computes the same), ldh = cl_ldh(H), nq = ceil(H / 4):
 //   W_hh slice   cl_rows_bytes(G·U, H, sizeof(W))
 //   h            2 · BC · ldh floats (ping-pong)
@@ -31,9 +35,9 @@
 // dh_t[j] = dhs[t][j] + the direct share carried from step t+1 + dhh_{t+1}
 // · W_hh[:, j]; the cell's backward gives dih_t, dhh_t of its units
 // (written to global memory for the weight gradients after the loop) and
-// dhh_t goes into every CTA's next buffer; one cluster barrier per step.
+// dhh_t goes into every CTA's next buffer; one exchange per step.
 // GRU reset-before: phase A (dh, dz, dn) exchanges dn, phase B takes
-// d(r⊙h) = dn · W_hn and gives dr; two barriers per step. Shared memory,
+// d(r⊙h) = dn · W_hn and gives dr; two exchanges per step. Shared memory,
 // KA = 2H (reset-before) or G·H, lda = cl_ldh(KA), nqa = ceil(KA / 4):
 //   W_hhᵀ slice  cl_rows_bytes(U, KA, sizeof(W))
 //   W_hnᵀ slice  cl_rows_bytes(U, H, sizeof(W)) (reset-before only)
@@ -85,6 +89,8 @@ template <int C, typename W, int CS>
 __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, const W* w_ih, const float* b_ih,
                        const float* b_hh, const unsigned* tok, int B, int H, int V, int T_, int U, int BC) {
     extern __shared__ float4 smem4[];
+    // mbarriers: h buffers 0 and 1, r ⊙ h.
+    __shared__ __align__(8) unsigned long long fbar[3];
     constexpr int G = Cell<C>::G;
     const int rank = (int)cluster_ctarank();
     const int u0 = rank * U;
@@ -93,6 +99,8 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
     const int nbc = max(0, min(BC, B - b0));
     const int ldw = cl_ldw(H), ldh = cl_ldh(H), nq = (H + 3) / 4;
     const int nkg = cl_nkg(un, nq);
+    const unsigned h_bytes = (unsigned)(nbc * H) * 4u;
+    const unsigned hbar0 = smem_u32(&fbar[0]), rbar = smem_u32(&fbar[2]);
 
     char* base = reinterpret_cast<char*>(smem4);
     W* wsm = reinterpret_cast<W*>(base);
@@ -127,8 +135,13 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
     }
     __syncthreads();  // bih
     tc_load_x<C, W>(xs, w_ih, tok, bih, 0, B, H, V, b0, nbc, u0, un);
-    // Every CTA of the cluster has zeroed its buffers before anyone writes
-    // into them.
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < 3; ++i) mbar_init(smem_u32(&fbar[i]), 1);
+        mbar_init_fence();
+        for (int i = 0; i < 3; ++i) mbar_expect(smem_u32(&fbar[i]), h_bytes);
+    }
+    // Every CTA of the cluster has zeroed its buffers and armed its barriers
+    // before anyone writes into them.
     cluster_sync();
 
     const long long gh = (long long)G * H;
@@ -155,10 +168,10 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
                     g[H + j] = from_f<W>(z);
                     const float rh = r * hcur[bl * ldh + j];
                     aux[row * H + j] = from_f<W>(rh);
-                    push_all<CS>(rhbuf + bl * ldh + j, stored<W>(rh));
+                    push_all_async<CS>(rhbuf + bl * ldh + j, stored<W>(rh), rbar);
                 }
             }
-            cluster_sync();
+            mbar_wait_rearm(rbar, (unsigned)t & 1u, h_bytes);
         }
         for (int c0 = 0; c0 < nbc; c0 += CB) {
             const int nb = min(CB, nbc - c0);
@@ -216,16 +229,20 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
                     *ax = from_f<W>(tc);
                     h = o * tc;
                 }
-                if (!last) push_all<CS>(hnext + bl * ldh + j, stored<W>(h));
+                if (!last) push_all_async<CS>(hnext + bl * ldh + j, stored<W>(h), hbar0 + 8 * ((t + 1) & 1));
                 hcat[(row + B) * H + j] = from_f<W>(h);
             }
         }
-        cluster_arrive();
         // The next step's input part does not depend on h: its loads
-        // overlap the barrier (each thread rewrites only its own items).
-        if (!last) tc_load_x<C, W>(xs, w_ih, tok, bih, t + 1, B, H, V, b0, nbc, u0, un);
-        cluster_wait();
+        // overlap the exchange (each thread rewrites only its own items).
+        if (!last) {
+            tc_load_x<C, W>(xs, w_ih, tok, bih, t + 1, B, H, V, b0, nbc, u0, un);
+            // h_t in this CTA (hbuf[(t + 1) & 1]: exchange t >> 1 of its barrier).
+            mbar_wait_rearm(hbar0 + 8 * ((t + 1) & 1), (unsigned)(t >> 1) & 1u, h_bytes);
+        }
     }
+    // No CTA leaves while stores into its shared memory may be in flight.
+    cluster_sync();
 }
 
 // dih, dhh (T·B, G·H): written whole by the loop (reset-before: the n
@@ -236,6 +253,8 @@ template <int C, typename W, int CS>
 __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, const W* gates, const W* aux,
                        const W* hcat, const float* ccat, int B, int H, int T_, int U, int BC) {
     extern __shared__ float4 smem4[];
+    // mbarriers: dhh buffers 0 and 1, dn.
+    __shared__ __align__(8) unsigned long long bbar[3];
     constexpr int G = Cell<C>::G;
     constexpr bool BEFORE = C == GRU_BEFORE;
     const int rank = (int)cluster_ctarank();
@@ -264,6 +283,18 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
     if (BEFORE) tc_load_cols<W>(wn, wt, GH, 2 * H, H, u0, un, ldwn);
     for (int i = threadIdx.x; i < 2 * BC * lda + (BEFORE ? BC * ldn : 0); i += NTHREADS) gbuf[i] = 0.0f;
     for (int i = threadIdx.x; i < 3 * BC * U; i += NTHREADS) carry[i] = 0.0f;
+    // Bytes per exchange into this CTA: the KA gate gradients (dn: H) of its rows.
+    const unsigned g_bytes = (unsigned)(nbc * KA) * 4u, n_bytes = (unsigned)(nbc * H) * 4u;
+    const unsigned gbar0 = smem_u32(&bbar[0]), nbar = smem_u32(&bbar[2]);
+    if (threadIdx.x == 0) {
+        mbar_init(gbar0, 1);
+        mbar_init(gbar0 + 8, 1);
+        mbar_init(nbar, 1);
+        mbar_init_fence();
+        mbar_expect(gbar0, g_bytes);
+        mbar_expect(gbar0 + 8, g_bytes);
+        mbar_expect(nbar, n_bytes);
+    }
     __syncthreads();
     cluster_sync();
 
@@ -271,6 +302,7 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
         const int i = T_ - 1 - t;
         const float* gcur = gbuf + (i & 1) * BC * lda;
         float* gnext = gbuf + ((i + 1) & 1) * BC * lda;
+        const unsigned gbar = gbar0 + 8 * ((i + 1) & 1);
         for (int c0 = 0; c0 < nbc; c0 += CB) {
             const int nb = min(CB, nbc - c0);
             if (c0 > 0) __syncthreads();
@@ -292,7 +324,7 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
                     const float dp = C == RNN_TANH ? d * (1.0f - hv * hv) : (hv > 0.0f ? d : 0.0f);
                     di[j] = dp;
                     dr_[j] = dp;
-                    push_all<CS>(gn + j, dp);
+                    push_all_async<CS>(gn + j, dp, gbar);
                 } else if (C == GRU_AFTER) {
                     const float r = to_f(g[j]), z = to_f(g[H + j]), n = to_f(g[2 * H + j]);
                     const float av = to_f(aux[e]);
@@ -305,9 +337,9 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
                     dr_[j] = drr;
                     dr_[H + j] = dz;
                     dr_[2 * H + j] = dnp * r;
-                    push_all<CS>(gn + j, drr);
-                    push_all<CS>(gn + H + j, dz);
-                    push_all<CS>(gn + 2 * H + j, dnp * r);
+                    push_all_async<CS>(gn + j, drr, gbar);
+                    push_all_async<CS>(gn + H + j, dz, gbar);
+                    push_all_async<CS>(gn + 2 * H + j, dnp * r, gbar);
                     carry[it] = d * z;
                 } else if (C == GRU_BEFORE) {  // phase A: z, n
                     const float z = to_f(g[H + j]), n = to_f(g[2 * H + j]);
@@ -317,8 +349,8 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
                     dr_[H + j] = dz;
                     di[2 * H + j] = dnp;
                     dr_[2 * H + j] = dnp;
-                    push_all<CS>(gn + H + j, dz);
-                    push_all<CS>(dnbuf + bl * ldn + j, dnp);
+                    push_all_async<CS>(gn + H + j, dz, gbar);
+                    push_all_async<CS>(dnbuf + bl * ldn + j, dnp, nbar);
                     dsv[it] = d;
                 } else {  // LSTM
                     const float ig = to_f(g[j]), f = to_f(g[H + j]), gg = to_f(g[2 * H + j]), og = to_f(g[3 * H + j]);
@@ -337,17 +369,17 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
                     dr_[H + j] = v1;
                     dr_[2 * H + j] = v2;
                     dr_[3 * H + j] = v3;
-                    push_all<CS>(gn + j, v0);
-                    push_all<CS>(gn + H + j, v1);
-                    push_all<CS>(gn + 2 * H + j, v2);
-                    push_all<CS>(gn + 3 * H + j, v3);
+                    push_all_async<CS>(gn + j, v0, gbar);
+                    push_all_async<CS>(gn + H + j, v1, gbar);
+                    push_all_async<CS>(gn + 2 * H + j, v2, gbar);
+                    push_all_async<CS>(gn + 3 * H + j, v3, gbar);
                     dcs[it] = dcj * f;
                 }
             }
         }
         if (BEFORE) {
             // Phase B: d(r ⊙ h) = dn · W_hn → dr, and the direct share.
-            cluster_sync();
+            mbar_wait_rearm(nbar, (unsigned)i & 1u, n_bytes);
             for (int c0 = 0; c0 < nbc; c0 += CB) {
                 const int nb = min(CB, nbc - c0);
                 if (c0 > 0) __syncthreads();
@@ -364,13 +396,16 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
                     const float drr = prod * hp * r * (1.0f - r);
                     dih[row * GH + j] = drr;
                     dhh[row * GH + j] = drr;
-                    push_all<CS>(gnext + bl * lda + j, drr);
+                    push_all_async<CS>(gnext + bl * lda + j, drr, gbar);
                     carry[it] = dsv[it] * z + prod * r;
                 }
             }
         }
-        cluster_sync();
+        // dhh of this step in this CTA (exchange i >> 1 of its buffer's barrier).
+        mbar_wait_rearm(gbar, (unsigned)(i >> 1) & 1u, g_bytes);
     }
+    // No CTA leaves while stores into its shared memory may be in flight.
+    cluster_sync();
 }
 
 #define TC_KERNELS(CS, NAME, C, SFX, W)                                                                         \

@@ -157,7 +157,7 @@ pub(super) struct ClusterPlan {
 
 /// The cluster plan of the forward (`backward` false) or backward loop of a
 /// (B, H) layer of `cell`, or `None` where the device has no clusters or
-/// the loop does not fit.
+/// the loop does not fit (or some CTA would own no hidden unit).
 pub(super) fn plan(
     gpu: &Gpu,
     cell: CellKind,
@@ -172,7 +172,9 @@ pub(super) fn plan(
             continue;
         }
         let units = hidden.div_ceil(cs);
-        if units > NTHREADS {
+        // Every CTA must own a hidden unit: the loops' exchanges are ordered
+        // by each CTA sending every one (ptx/src/train_cluster.cu).
+        if units > NTHREADS || hidden.div_ceil(units) != cs {
             continue;
         }
         let name = kernel(cs, cell, p, backward);
