@@ -20,7 +20,7 @@
 //! Larger layers run the per-step kernels (one launch per step, W_hh read
 //! from global memory / L2), which have no size limit beyond `G·H·H < 2³¹`.
 //!
-//! # Thread-block clusters (sm_90 and later; preferred where they fit)
+//! # Thread-block clusters (sm_90 and later; after `Path::ClusterRegs`)
 //! `Path::Cluster` runs the sequence on clusters of `CS` = 16 (where the
 //! device allows non-portable sizes) or 8 CTAs, one launch, no cooperative
 //! launch and no global barrier (ptx/src/recurrent_cluster.cu). Cluster c

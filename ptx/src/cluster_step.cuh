@@ -1,5 +1,5 @@
 // Pieces of the thread-block-cluster kernels (sm_90: recurrent_cluster.cu,
-// generate_cluster.cu). One cluster of CS CTAs runs a group of batch rows
+// recurrent_cluster_regs.cu, generate_cluster.cu, train_cluster.cu). One cluster of CS CTAs runs a group of batch rows
 // through the whole sequence: CTA `rank` owns hidden units
 // [rank·U, rank·U + un) and holds their gate rows of W_hh in its shared
 // memory; every CTA holds the group's whole h_{t-1} (f32, as stored) in its
@@ -9,7 +9,9 @@
 // (barrier.cluster.arrive.release / wait.acquire) per step replaces the grid
 // barrier of the cooperative kernels. h is double-buffered, so one barrier
 // suffices: a CTA writes buffer (t+1)&1 of the others only after the barrier
-// that ended their reads of it (step t-1).
+// that ended their reads of it (step t-1). That is recurrent_cluster.cu's
+// scheme; the others send with st.async into the receiver's mbarriers
+// (push_all_async, mbar_wait_rearm below) and need no cluster barrier.
 #pragma once
 #include "common.cuh"
 

@@ -27,7 +27,7 @@ pub enum ClusterLoops {
 /// The form a time loop took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeLoop {
-    /// One launch of thread-block clusters, a cluster barrier per step.
+    /// One launch of thread-block clusters, one exchange per step.
     Cluster,
     /// One cooperative launch, a grid barrier per step.
     Persistent,

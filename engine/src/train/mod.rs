@@ -9,7 +9,7 @@
 //! The time loops, each direction, take the first form that fits (where
 //! allowed): thread-block clusters (sm_90, [`ClusterLoops`]; one launch,
 //! the CTAs of a cluster share h or the gate gradients through distributed
-//! shared memory, a cluster barrier per step, ptx/src/train_cluster.cu),
+//! shared memory, one mbarrier-counted exchange per step, ptx/src/train_cluster.cu),
 //! a cooperative persistent kernel (one launch, a grid barrier per step;
 //! not GRU reset-before), or one launch per step (two for GRU
 //! reset-before) with the recurrent product and the cell fused.
