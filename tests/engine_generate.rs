@@ -15,7 +15,9 @@ use recur::core::sample::{argmax, sample, sample_scratch_len};
 use recur::core::{CellKind, ModelLayout, Portable};
 use recur::engine::half::round_f16;
 use recur::engine::rng::{nth, row_seed, SplitMix64};
-use recur::engine::{DeviceModel, Error, GenBuffers, GenPath, Gpu, Precision, Sampling};
+use recur::engine::{
+    every_cta_owns_a_unit, DeviceModel, Error, GenBuffers, GenPath, Gpu, Precision, Sampling,
+};
 
 struct Case {
     cell: CellKind,
@@ -252,7 +254,7 @@ fn cases() -> Vec<Case> {
 fn cluster_takes(gpu: &Gpu, hidden: usize) -> bool {
     [16, 8]
         .iter()
-        .any(|&cs| cs <= gpu.limits().cluster && hidden.div_ceil(hidden.div_ceil(cs)) == cs)
+        .any(|&cs| cs <= gpu.limits().cluster && every_cta_owns_a_unit(hidden, cs))
 }
 
 /// The paths to check on this GPU: automatic, the cooperative persistent

@@ -25,7 +25,10 @@ use recur::core::optim::{self, AdamConfig};
 use recur::core::output::{self, DenseDims};
 use recur::core::{clip, CellKind, ModelLayout, Portable};
 use recur::engine::half::round_f16;
-use recur::engine::{ClusterLoops, DeviceTrainer, Precision, TimeLoop, TrainOptimizer, TrainStats};
+use recur::engine::{
+    every_cta_owns_a_unit, ClusterLoops, DeviceTrainer, Precision, TimeLoop, TrainOptimizer,
+    TrainStats,
+};
 use recur::train::backend::BackendSpec;
 use recur::train::config::OptimizerKind;
 use recur::train::cuda::CudaBackend;
@@ -193,9 +196,7 @@ fn set_loops(t: &mut DeviceTrainer, loops: Loops) -> bool {
 /// Whether the cluster time loops take a hidden size: every CTA of a
 /// cluster of 16 or 8 must own a hidden unit (engine/src/train/cluster.rs).
 fn cluster_takes(hidden: usize) -> bool {
-    [16, 8]
-        .iter()
-        .any(|&cs| hidden.div_ceil(hidden.div_ceil(cs)) == cs)
+    [16, 8].iter().any(|&cs| every_cta_owns_a_unit(hidden, cs))
 }
 
 /// Hidden sizes in 1..=300 the cluster time loops take.

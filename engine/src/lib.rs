@@ -42,6 +42,9 @@ pub use generate::{sampler_seed, GenBuffers, GenPath, Sampling};
 pub use gpu::{DeviceLimits, Gpu};
 pub use mem::Activations;
 pub use model::DeviceModel;
-pub use plan::{reg_cluster_rows, Path, Plan, PlanOptions, Precision, REG_CLUSTER_MAX_HIDDEN};
+pub use plan::{
+    every_cta_owns_a_unit, reg_cluster_rows, Path, Plan, PlanOptions, Precision,
+    REG_CLUSTER_MAX_HIDDEN,
+};
 pub use sequence::{InputKind, SeqBuffers};
 pub use train::{ClusterLoops, DeviceTrainer, TimeLoop, TrainOptimizer, TrainStats};

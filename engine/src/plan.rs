@@ -335,6 +335,14 @@ pub const REG_CLUSTER_MAX_HIDDEN: usize = 256;
 /// CTAs per cluster of the register cluster kernels (RC_CS).
 const REG_CLUSTER_SIZE: usize = 16;
 
+/// Whether every CTA of a cluster of `cluster` CTAs owns at least one of
+/// `hidden` units when each owns `ceil(hidden/cluster)`. The generation and
+/// training cluster kernels need it: their exchanges are ordered by every
+/// CTA sending every one (ptx/src/generate_cluster.cu, train_cluster.cu).
+pub fn every_cta_owns_a_unit(hidden: usize, cluster: usize) -> bool {
+    hidden > 0 && hidden.div_ceil(hidden.div_ceil(cluster)) == cluster
+}
+
 /// Most batch rows per cluster of the register cluster kernels (RcRows):
 /// each lane holds 2 units × G gates × rows ≤ 32 partial sums.
 pub fn reg_cluster_rows(cell: CellKind) -> usize {
@@ -671,9 +679,7 @@ pub(crate) fn plan_generate_cluster(
     for cs in cluster_sizes(limits, cluster) {
         let units = hidden.div_ceil(cs);
         let vrows = vocab.div_ceil(cs);
-        // Every CTA must own a hidden unit: the kernel's exchanges are
-        // ordered by each CTA sending h every step (generate_cluster.cu).
-        if units > NTHREADS || vrows == 0 || hidden.div_ceil(units) != cs {
+        if units > NTHREADS || vrows == 0 || !every_cta_owns_a_unit(hidden, cs) {
             continue;
         }
         let kernel = gen_cluster_kernel(cs, cell, p);
@@ -1102,6 +1108,8 @@ mod tests {
                 .map(|p| p.cluster)
         };
         assert_eq!((gen(100), gen(33), gen(48)), (Some(8), None, Some(16)));
+        assert!(every_cta_owns_a_unit(256, 16) && every_cta_owns_a_unit(241, 16));
+        assert!(!every_cta_owns_a_unit(225, 16) && !every_cta_owns_a_unit(0, 8));
         // An output layer too large for the device's shared memory.
         assert_eq!(
             plan_generate(

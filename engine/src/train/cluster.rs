@@ -10,7 +10,7 @@ use recur_core::CellKind;
 
 use crate::error::Error;
 use crate::gpu::Gpu;
-use crate::plan::Precision;
+use crate::plan::{every_cta_owns_a_unit, Precision};
 
 /// Whether a trainer runs its time loops on thread-block clusters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,9 +172,7 @@ pub(super) fn plan(
             continue;
         }
         let units = hidden.div_ceil(cs);
-        // Every CTA must own a hidden unit: the loops' exchanges are ordered
-        // by each CTA sending every one (ptx/src/train_cluster.cu).
-        if units > NTHREADS || hidden.div_ceil(units) != cs {
+        if units > NTHREADS || !every_cta_owns_a_unit(hidden, cs) {
             continue;
         }
         let name = kernel(cs, cell, p, backward);
