@@ -1,4 +1,4 @@
-//! The device, its context, stream and kernel modules, set up once per [`Gpu`].
+//! The device, its context, streams and kernel modules, set up once per [`Gpu`].
 //!
 //! A module is loaded (and its PTX compiled by the driver) on the first use
 //! of one of its kernels, once per [`Gpu`]: the embedded PTX is ~9.5 MB and
@@ -76,6 +76,35 @@ pub(crate) struct Kernel {
     pub(crate) max_cluster: usize,
 }
 
+/// Which of a [`Gpu`]'s two streams work is queued on. Everything runs on
+/// `Main` unless a caller forks independent work onto `Side` (the trainer's
+/// weight gradients beside its time loop) and joins it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    Main,
+    Side,
+}
+
+/// A driver event that orders one stream after another (no timing; cust's
+/// `Event` does not expose its handle for `cuStreamWaitEvent` without
+/// giving the event up). Drop it before the context (a field before the
+/// owner's `Gpu`).
+pub(crate) struct StreamEvent(sys::CUevent);
+
+// SAFETY: as for `GpuInner`: the driver API is thread-safe and an event may
+// be used from any thread where its context is current.
+unsafe impl Send for StreamEvent {}
+
+impl Drop for StreamEvent {
+    fn drop(&mut self) {
+        // SAFETY: created by `Gpu::event`, destroyed once; an error here
+        // (a context already gone) leaves nothing to free.
+        unsafe {
+            sys::cuEventDestroy_v2(self.0);
+        }
+    }
+}
+
 /// A loaded module and its kernels.
 struct LoadedModule {
     kernels: HashMap<&'static str, Kernel>,
@@ -91,6 +120,9 @@ pub struct Gpu {
 
 pub(crate) struct GpuInner {
     pub(crate) stream: Stream,
+    /// The second stream ([`Lane::Side`]), ordered with `stream` only
+    /// through [`Gpu::fork`] and [`Gpu::join`].
+    side: Stream,
     /// Kernel name → index in [`ptx::MODULES`] (modules this device loads).
     module_of: HashMap<&'static str, usize>,
     /// `ptx::MODULES[i]`, loaded on the first use of one of its kernels.
@@ -116,9 +148,17 @@ impl Gpu {
         let device = Device::get_device(0).doing("opening device 0")?;
         let name = device.name().doing("reading the device name")?;
         let context = Context::new(device).doing("creating the context")?;
-        // A blocking stream: the driver's synchronous copies (on the legacy
-        // default stream) are ordered with the work queued here.
-        let stream = Stream::new(StreamFlags::DEFAULT, None).doing("creating the stream")?;
+        // Blocking streams: the driver's synchronous copies (on the legacy
+        // default stream) are ordered with the work queued on both. The side
+        // stream at the lowest priority: where both have blocks waiting, the
+        // SMs go to the main stream's (the time loops on the critical path)
+        // first.
+        let priorities =
+            CurrentContext::get_stream_priority_range().doing("reading the stream priorities")?;
+        let stream = Stream::new(StreamFlags::DEFAULT, Some(priorities.greatest))
+            .doing("creating the stream")?;
+        let side = Stream::new(StreamFlags::DEFAULT, Some(priorities.least))
+            .doing("creating the side stream")?;
         let attr = |a: sys::CUdevice_attribute, what: &'static str| -> Result<usize, Error> {
             let mut v = 0i32;
             // SAFETY: plain query into a local.
@@ -158,6 +198,7 @@ impl Gpu {
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 stream,
+                side,
                 module_of,
                 loaded: Mutex::new((0..ptx::MODULES.len()).map(|_| None).collect()),
                 limits,
@@ -183,10 +224,68 @@ impl Gpu {
         CurrentContext::set_current(&self.inner.context).doing("binding the context")
     }
 
-    /// Waits until all work queued on the stream is done.
+    /// Waits until all work queued on both streams is done.
     pub fn synchronize(&self) -> Result<(), Error> {
         self.bind()?;
+        self.inner
+            .side
+            .synchronize()
+            .doing("waiting for the GPU (side stream)")?;
         self.inner.stream.synchronize().doing("waiting for the GPU")
+    }
+
+    /// The raw handle of a lane's stream.
+    pub(crate) fn stream(&self, lane: Lane) -> sys::CUstream {
+        match lane {
+            Lane::Main => self.inner.stream.as_inner(),
+            Lane::Side => self.inner.side.as_inner(),
+        }
+    }
+
+    /// An event for [`Gpu::fork`] / [`Gpu::join`].
+    pub(crate) fn event(&self) -> Result<StreamEvent, Error> {
+        self.bind()?;
+        let mut ev = std::ptr::null_mut();
+        // SAFETY: creates an event into a local (the context is current).
+        let r = unsafe {
+            sys::cuEventCreate(
+                &mut ev,
+                sys::CUevent_flags_enum::CU_EVENT_DISABLE_TIMING as u32,
+            )
+        };
+        check(r, "creating an event", None, String::new)?;
+        Ok(StreamEvent(ev))
+    }
+
+    /// Work queued on the side stream from now on starts after everything
+    /// queued on the main stream so far (`ev` is recorded there).
+    pub(crate) fn fork(&self, ev: &StreamEvent) -> Result<(), Error> {
+        self.record(ev, Lane::Main)?;
+        self.wait(Lane::Side, ev)
+    }
+
+    /// Work queued on the main stream from now on starts after everything
+    /// queued on the side stream so far (`ev` is recorded there).
+    pub(crate) fn join(&self, ev: &StreamEvent) -> Result<(), Error> {
+        self.record(ev, Lane::Side)?;
+        self.wait(Lane::Main, ev)
+    }
+
+    /// Records `ev` on `lane`: it completes with the work queued there so far.
+    pub(crate) fn record(&self, ev: &StreamEvent, lane: Lane) -> Result<(), Error> {
+        // SAFETY: live event and stream of this context.
+        let r = unsafe { sys::cuEventRecord(ev.0, self.stream(lane)) };
+        check(r, "recording an event", None, || format!("{lane:?} stream"))
+    }
+
+    /// Work queued on `lane` from now on starts after `ev`'s last record.
+    pub(crate) fn wait(&self, lane: Lane, ev: &StreamEvent) -> Result<(), Error> {
+        // SAFETY: live event and stream of this context; the wait refers to
+        // the record queued last (a later record does not change it).
+        let r = unsafe { sys::cuStreamWaitEvent(self.stream(lane), ev.0, 0) };
+        check(r, "ordering the streams", None, || {
+            format!("{lane:?} stream waiting")
+        })
     }
 
     /// The kernel `name`, loading its module first if no kernel of it has
@@ -263,15 +362,10 @@ impl Gpu {
         Ok(n.max(0) as usize)
     }
 
-    /// Queues `name` on the stream: `grid` blocks of [`BLOCK`] threads,
-    /// `smem` bytes of dynamic shared memory, `params` the addresses of the
-    /// kernel's arguments in order. Cooperative launches guarantee that all
-    /// blocks are resident at once (grid-wide barriers).
+    /// Queues `name` on the main stream; see [`Gpu::launch_on`].
     ///
     /// # Safety
-    /// `params` must match the kernel's parameter list in number, order and
-    /// types, and every device pointer among them must be valid for the
-    /// accesses the kernel makes with the other arguments.
+    /// As [`Gpu::launch_on`].
     pub(crate) unsafe fn launch(
         &self,
         name: &'static str,
@@ -281,8 +375,31 @@ impl Gpu {
         params: &mut [*mut c_void],
         shape: impl FnOnce() -> String,
     ) -> Result<(), Error> {
+        self.launch_on(Lane::Main, name, grid, smem, cooperative, params, shape)
+    }
+
+    /// Queues `name` on `lane`'s stream: `grid` blocks of [`BLOCK`] threads,
+    /// `smem` bytes of dynamic shared memory, `params` the addresses of the
+    /// kernel's arguments in order. Cooperative launches guarantee that all
+    /// blocks are resident at once (grid-wide barriers).
+    ///
+    /// # Safety
+    /// `params` must match the kernel's parameter list in number, order and
+    /// types, and every device pointer among them must be valid for the
+    /// accesses the kernel makes with the other arguments.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn launch_on(
+        &self,
+        lane: Lane,
+        name: &'static str,
+        grid: (u32, u32),
+        smem: usize,
+        cooperative: bool,
+        params: &mut [*mut c_void],
+        shape: impl FnOnce() -> String,
+    ) -> Result<(), Error> {
         let k = self.kernel(name)?;
-        let stream = self.inner.stream.as_inner();
+        let stream = self.stream(lane);
         let r = if cooperative {
             sys::cuLaunchCooperativeKernel(
                 k.func,

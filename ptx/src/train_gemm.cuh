@@ -2,13 +2,18 @@
 // The products read f32 or f16 operands (tr_gemm, tr_gemm_f16,
 // tr_gemm_f32_f16) and always accumulate and write f32.
 //
-// tr_gemm: C(M, N) [+]= Σ_k A(m, k)·B(k, n) [+ bias(n)], f32 FFMA. A(m, k) is
-// at a[m·sam + k·sak], B(k, n) at b[k·sbk + n·sbn], C(m, n) at c[m·ldc + n].
-// Each operand is loaded coalesced for its layout: along k where its k stride
-// is 1 (sak = 1 / sbk = 1), else along m / n. 128×64 tiles of C, k slices
-// of 16 through shared memory (the next slice prefetched into registers
-// while the current one is multiplied), 8×4 outputs per thread read as
-// float4.
+// tr_gemm: C(M, N) [+]= Σ_k A(m, k)·B(k, n) [+ bias(n)] on tensor cores
+// (mma.sync m16n8k8 TF32) with f32 accuracy: every operand x is split into
+// hi = tf32(x) and lo = tf32(x − hi), and a·b is formed as
+// a_lo·b_hi + a_hi·b_lo + a_hi·b_hi ("3xTF32"). The dropped a_lo·b_lo and
+// the rounding of the lo parts are below 2^-21·|a·b|, the order of an f32
+// product's own rounding; f16 operands are exact in TF32 (lo = 0).
+// A(m, k) is at a[m·sam + k·sak], B(k, n) at b[k·sbk + n·sbn], C(m, n) at
+// c[m·ldc + n]. Each operand is loaded coalesced for its layout: along k
+// where its k stride is 1 (sak = 1 / sbk = 1), else along m / n. 128×64
+// tiles of C, k slices of 16 through shared memory (the next slice
+// prefetched into registers while the current one is multiplied), each of
+// the 8 warps owning a 32×32 quarter-column of the tile (2 × 4 mma tiles).
 // Split-K for products with few tiles and a long k: gridDim.y = m-tiles ×
 // splits; with splits > 1 each split writes its partial C to `work`
 // (splits, M, N) and tr_splitk_sum adds the partials in split order (a
@@ -18,7 +23,10 @@
 #define TG_BM 128
 #define TG_BN 64
 #define TG_BK 16
-#define TG_PAD 4
+// Row padding of the staged slices: a row of 136 (A) or 72 (B) words is 8
+// banks on from the previous one, so the mma fragment reads (lanes 4 rows ×
+// 8 columns apart) hit 32 different banks.
+#define TG_PAD 8
 
 // Element i of this thread's share of a 16 × X slice of an operand: at
 // smem[kk][xx], consecutive threads along k when the operand's k stride is
@@ -50,27 +58,54 @@ __device__ __forceinline__ void tg_fetch(float* v, const T* x, int XN, int K, lo
     }
 }
 
+// x = hi + lo, both rounded to TF32 (their bit patterns, as mma reads them).
+__device__ __forceinline__ void tg_split(float x, unsigned* hi, unsigned* lo) {
+    unsigned h, l;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(h) : "f"(x));
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(l) : "f"(x - __uint_as_float(h)));
+    *hi = h;
+    *lo = l;
+}
+
+// The slice in registers into shared memory as its TF32 parts: hi[kk][xx]
+// and lo[kk][xx] (split once here rather than by every warp that reads it).
 template <int X>
-__device__ __forceinline__ void tg_store(float (*s)[X + TG_PAD], const float* v, bool k_major) {
+__device__ __forceinline__ void tg_store(unsigned (*hi)[X + TG_PAD], unsigned (*lo)[X + TG_PAD], const float* v,
+                                         bool k_major) {
 #pragma unroll
     for (int i = 0; i < X * TG_BK / TR_THREADS; ++i) {
         int kk, xx;
         tg_slot<X>(i, k_major, &kk, &xx);
-        s[kk][xx] = v[i];
+        tg_split(v[i], &hi[kk][xx], &lo[kk][xx]);
     }
 }
 
-// 128 × 64 tiles of C, thread (ty, tx) computes rows ty·8 .. +7 and
-// columns tx·4 .. +3 (two float4 reads of A and one of B per k). A's
-// storage TA, B's TB (float or __half); the tiles in shared memory, the
-// products and C are f32.
+// d (16×8, f32) += a (16×8 TF32, row) · b (8×8 TF32, col). Not volatile:
+// a pure function of its operands, so the compiler may interleave the
+// independent tiles' products instead of issuing each tile's three
+// dependent ones back to back.
+__device__ __forceinline__ void tg_mma(float* d, const unsigned* a, const unsigned* b) {
+    asm(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// 128 × 64 tiles of C; warp w owns rows (w % 4)·32 .. +31 and columns
+// (w / 4)·32 .. +31 as 2 × 4 tiles of 16 × 8. In a tile, lane (g = lane / 4,
+// q = lane % 4) holds C rows g and g + 8, columns 2q and 2q + 1 (the mma
+// accumulator layout). A's storage TA, B's TB (float or __half); the
+// slices in shared memory, the products and C are f32.
 template <typename TA, typename TB>
 __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, const float* bias, int M, int N,
                                         int K, long long sam, long long sak, long long sbk, long long sbn,
                                         int ldc, int accumulate, int splits, float* work) {
-    __shared__ __align__(16) float as[TG_BK][TG_BM + TG_PAD];
-    __shared__ __align__(16) float bs[TG_BK][TG_BN + TG_PAD];
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    __shared__ unsigned as_hi[TG_BK][TG_BM + TG_PAD], as_lo[TG_BK][TG_BM + TG_PAD];
+    __shared__ unsigned bs_hi[TG_BK][TG_BN + TG_PAD], bs_lo[TG_BK][TG_BN + TG_PAD];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int g = lane / 4, q = lane % 4;
+    const int wm = (warp % 4) * 32, wn = (warp / 4) * 32;
     const int m_tiles = (M + TG_BM - 1) / TG_BM;
     const int split = blockIdx.y / m_tiles;
     const int m0 = (blockIdx.y % m_tiles) * TG_BM, n0 = blockIdx.x * TG_BN;
@@ -80,60 +115,85 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
     const int k_begin = split * per * TG_BK;
     const int k_end = min(K, k_begin + per * TG_BK);
     const bool a_k = sak == 1, b_k = sbk == 1;
-    float acc[8][4];
+    float acc[2][4][4];
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+    for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
     float ra[TG_BM * TG_BK / TR_THREADS], rb[TG_BN * TG_BK / TR_THREADS];
     if (k_begin < k_end) {
         tg_fetch<TG_BM>(ra, a, M, k_end, sam, sak, m0, k_begin, a_k);
         tg_fetch<TG_BN>(rb, b, N, k_end, sbn, sbk, n0, k_begin, b_k);
     }
     for (int k0 = k_begin; k0 < k_end; k0 += TG_BK) {
-        tg_store<TG_BM>(as, ra, a_k);
-        tg_store<TG_BN>(bs, rb, b_k);
+        tg_store<TG_BM>(as_hi, as_lo, ra, a_k);
+        tg_store<TG_BN>(bs_hi, bs_lo, rb, b_k);
         __syncthreads();
         if (k0 + TG_BK < k_end) {
             tg_fetch<TG_BM>(ra, a, M, k_end, sam, sak, m0, k0 + TG_BK, a_k);
             tg_fetch<TG_BN>(rb, b, N, k_end, sbn, sbk, n0, k0 + TG_BK, b_k);
         }
 #pragma unroll
-        for (int kk = 0; kk < TG_BK; ++kk) {
-            const float4 a0 = *reinterpret_cast<const float4*>(&as[kk][ty * 8]);
-            const float4 a1 = *reinterpret_cast<const float4*>(&as[kk][ty * 8 + 4]);
-            const float4 bv = *reinterpret_cast<const float4*>(&bs[kk][tx * 4]);
-            const float ai[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-            const float bj[4] = {bv.x, bv.y, bv.z, bv.w};
+        for (int kk = 0; kk < TG_BK; kk += 8) {
+            unsigned ah[2][4], al[2][4];
 #pragma unroll
-            for (int i = 0; i < 8; ++i)
+            for (int i = 0; i < 2; ++i) {
+                const int m = wm + i * 16 + g;
+                const int r[4][2] = {{kk + q, m}, {kk + q, m + 8}, {kk + q + 4, m}, {kk + q + 4, m + 8}};
 #pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] += ai[i] * bj[j];
+                for (int e = 0; e < 4; ++e) {
+                    ah[i][e] = as_hi[r[e][0]][r[e][1]];
+                    al[i][e] = as_lo[r[e][0]][r[e][1]];
+                }
+            }
+            unsigned bh[4][2], bl[4][2];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int n = wn + j * 8 + g;
+                bh[j][0] = bs_hi[kk + q][n];
+                bh[j][1] = bs_hi[kk + q + 4][n];
+                bl[j][0] = bs_lo[kk + q][n];
+                bl[j][1] = bs_lo[kk + q + 4][n];
+            }
+            // Term by term over the 8 tiles (8 independent accumulators
+            // between two products of one tile), the small terms first so
+            // the large one is added last.
+#pragma unroll
+            for (int t = 0; t < 3; ++t)
+#pragma unroll
+                for (int i = 0; i < 2; ++i)
+#pragma unroll
+                    for (int j = 0; j < 4; ++j)
+                        tg_mma(acc[i][j], t == 0 ? al[i] : ah[i], t == 1 ? bl[j] : bh[j]);
         }
         __syncthreads();
     }
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        const int m = m0 + ty * 8 + i;
-        if (m >= M) continue;
+    for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int n = n0 + tx * 4 + j;
-            if (n >= N) continue;
-            if (splits > 1) {
-                work[((long long)split * M + m) * N + n] = acc[i][j];
-            } else {
-                float v = acc[i][j];
-                if (bias) v += bias[n];
-                float* out = c + (long long)m * ldc + n;
-                *out = accumulate ? *out + v : v;
+        for (int e = 0; e < 4; ++e) {
+            const int m = m0 + wm + i * 16 + g + (e / 2) * 8;
+            if (m >= M) continue;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int n = n0 + wn + j * 8 + 2 * q + e % 2;
+                if (n >= N) continue;
+                const float v = acc[i][j][e];
+                if (splits > 1) {
+                    work[((long long)split * M + m) * N + n] = v;
+                } else {
+                    float* out = c + (long long)m * ldc + n;
+                    const float r = bias ? v + bias[n] : v;
+                    *out = accumulate ? *out + r : r;
+                }
             }
         }
-    }
 }
 
 #define TR_GEMM_KERNEL(NAME, TA, TB)                                                                          \
-    extern "C" __global__ void __launch_bounds__(TR_THREADS)                                                  \
+    extern "C" __global__ void __launch_bounds__(TR_THREADS, 2)                                               \
         NAME(float* c, const TA* a, const TB* b, const float* bias, int M, int N, int K, long long sam,       \
              long long sak, long long sbk, long long sbn, int ldc, int accumulate, int splits, float* work) { \
         tg_gemm<TA, TB>(c, a, b, bias, M, N, K, sam, sak, sbk, sbn, ldc, accumulate, splits, work);          \

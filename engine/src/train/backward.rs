@@ -1,6 +1,8 @@
 //! Backward through time: output layer and loss gradient, the time loop
 //! (cluster, persistent or per-step), then the weight gradients as products
-//! over all T·B rows.
+//! over all T·B rows. What the time loop does not need runs beside it on
+//! the side stream: the output layer's weight gradients during the loop,
+//! the bias sums and dW_ih's scatter during dW_hh's product.
 
 use super::*;
 
@@ -18,6 +20,16 @@ impl DeviceTrainer {
         }
         self.forward_done = false;
         self.gpu.bind()?;
+        // Joined whatever happens: nothing queued after may race the side
+        // stream's writes of the gradients.
+        let queued = self.queue_backward(freeze_bias_hh);
+        let joined = self.join_side();
+        queued.and(joined)
+    }
+
+    /// [`Self::backward`]'s work, some of it left running on the side
+    /// stream.
+    fn queue_backward(&mut self, freeze_bias_hh: bool) -> Result<(), Error> {
         let l = self.layout;
         let (b, h, v) = (self.batch, l.hidden, l.vocab);
         let gh = l.cell_dims().gate_rows();
@@ -26,41 +38,49 @@ impl DeviceTrainer {
         let g = self.weight_addrs(addr(&self.grads));
         let lstm = l.cell == CellKind::Lstm;
         let before = l.cell == CellKind::GruResetBefore;
-        // Every gradient but dW_ih (scattered, +=) is written whole below.
-        self.zero(g.w_ih, gh * v)?;
         if lstm {
             self.zero(addr(&self.dc), bh)?;
         }
-        self.launch(
-            self.kernel("tr_transpose", "tr_transpose_f16"),
-            (h.div_ceil(32) as u32, gh.div_ceil(32) as u32),
-            &[
-                Arg::Ptr(self.w_hh_t.at(0)),
-                Arg::Ptr(w.w_hh),
-                Arg::I32(gh as i32),
-                Arg::I32(h as i32),
-            ],
-        )?;
+        // W_hhᵀ for the time loop, beside dhs's product.
+        self.beside(|| {
+            self.launch(
+                self.kernel("tr_transpose", "tr_transpose_f16"),
+                (h.div_ceil(32) as u32, gh.div_ceil(32) as u32),
+                &[
+                    Arg::Ptr(self.w_hh_t.at(0)),
+                    Arg::Ptr(w.w_hh),
+                    Arg::I32(gh as i32),
+                    Arg::I32(h as i32),
+                ],
+            )
+        })?;
+        self.gpu.record(&self.transposed, Lane::Side)?;
         let (hcat, ccat, dl) = (self.hcat.at(0), addr(&self.ccat), addr(&self.logits));
         let (dhs, dih, dhh) = (addr(&self.dhs), addr(&self.dih), addr(&self.dhh));
-        // dW_d (V, H) = dlᵀ · hs; db_d = Σ rows of dl; dhs = dl · W_d.
-        self.gemm(Gemm {
-            kernel: self.gemm_kernel(false),
-            c: g.w_d,
-            a: dl,
-            b: self.hcat.at(bh),
-            bias: 0,
-            m: v,
-            n: h,
-            k: tb,
-            sam: 1,
-            sak: v,
-            sbk: h,
-            sbn: 1,
-            ldc: h,
-            accumulate: false,
+        // Beside the time loop (they read only dl and hs): dW_d (V, H) =
+        // dlᵀ · hs, db_d = Σ rows of dl, and dW_ih zeroed for its scatter
+        // (every other gradient is written whole below).
+        self.on_side(|| {
+            self.zero(g.w_ih, gh * v)?;
+            self.gemm(Gemm {
+                kernel: self.gemm_kernel(false),
+                c: g.w_d,
+                a: dl,
+                b: self.hcat.at(bh),
+                bias: 0,
+                m: v,
+                n: h,
+                k: tb,
+                sam: 1,
+                sak: v,
+                sbk: h,
+                sbn: 1,
+                ldc: h,
+                accumulate: false,
+            })?;
+            self.colsum(g.b_d, dl, tb, v, v, false)
         })?;
-        self.colsum(g.b_d, dl, tb, v, v, false)?;
+        // dhs = dl · W_d.
         self.gemm(Gemm {
             kernel: self.gemm_kernel(false),
             c: dhs,
@@ -77,6 +97,7 @@ impl DeviceTrainer {
             ldc: h,
             accumulate: false,
         })?;
+        self.gpu.wait(Lane::Main, &self.transposed)?;
         let grid = (
             h.div_ceil(STEP_UNITS_BWD) as u32,
             b.div_ceil(STEP_ROWS) as u32,
@@ -194,6 +215,27 @@ impl DeviceTrainer {
                 }
             }
         }
+        // Beside dW_hh's product: the bias gradients and dW_ih's scatter.
+        self.beside(|| {
+            self.colsum(g.b_ih, dih, tb, gh, gh, false)?;
+            if freeze_bias_hh {
+                self.zero(g.b_hh, gh)?;
+            } else {
+                self.colsum(g.b_hh, dhh, tb, gh, gh, false)?;
+            }
+            self.launch(
+                "tr_scatter",
+                elementwise(tb * gh),
+                &[
+                    Arg::Ptr(g.w_ih),
+                    Arg::Ptr(dih),
+                    Arg::Ptr(addr(&self.tokens)),
+                    Arg::I32(tb as i32),
+                    Arg::I32(gh as i32),
+                    Arg::I32(v as i32),
+                ],
+            )
+        })?;
         // dW_hh[rows] (rows, H) = dhh[:, rows]ᵀ · h_prev over all T·B rows;
         // reset-before's n block takes r⊙h_prev instead.
         let rows = if before { 2 * h } else { gh };
@@ -231,23 +273,6 @@ impl DeviceTrainer {
                 accumulate: false,
             })?;
         }
-        self.colsum(g.b_ih, dih, tb, gh, gh, false)?;
-        if freeze_bias_hh {
-            self.zero(g.b_hh, gh)?;
-        } else {
-            self.colsum(g.b_hh, dhh, tb, gh, gh, false)?;
-        }
-        self.launch(
-            "tr_scatter",
-            elementwise(tb * gh),
-            &[
-                Arg::Ptr(g.w_ih),
-                Arg::Ptr(dih),
-                Arg::Ptr(addr(&self.tokens)),
-                Arg::I32(tb as i32),
-                Arg::I32(gh as i32),
-                Arg::I32(v as i32),
-            ],
-        )
+        Ok(())
     }
 }

@@ -18,6 +18,8 @@ impl DeviceTrainer {
         recur_core::error::check_tokens("inputs", inputs, l.vocab)?;
         recur_core::error::check_tokens("targets", targets, l.vocab)?;
         self.gpu.bind()?;
+        // The last forward's mean (side stream) has read its row losses.
+        self.join_side()?;
         let (d_tokens, d_targets) = (addr(&self.tokens), addr(&self.targets));
         self.staging
             .upload(&self.gpu, d_tokens, inputs, d_targets, targets)?;
@@ -127,17 +129,22 @@ impl DeviceTrainer {
                 Arg::I32(v as i32),
             ],
         )?;
-        self.launch(
-            "tr_mean",
-            (1, 1),
-            &[
-                Arg::Ptr(addr(&self.loss)),
-                Arg::Ptr(addr(&self.row_loss)),
-                Arg::I32(tb as i32),
-                Arg::Ptr(addr(&self.stats)),
-                Arg::I64(batch_index as i64),
-            ],
-        )?;
+        // The mean loss beside the backward (nothing on the main stream
+        // reads it before the side stream is joined: at the end of the
+        // backward, or by clip and the updates).
+        self.beside(|| {
+            self.launch(
+                "tr_mean",
+                (1, 1),
+                &[
+                    Arg::Ptr(addr(&self.loss)),
+                    Arg::Ptr(addr(&self.row_loss)),
+                    Arg::I32(tb as i32),
+                    Arg::Ptr(addr(&self.stats)),
+                    Arg::I64(batch_index as i64),
+                ],
+            )
+        })?;
         self.forward_done = true;
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! How a [`DeviceTrainer`] queues its kernels: arguments, the products
-//! (tile grid and split-K), column sums, copies and fills on the stream,
-//! each counted (the benchmarks print the operations per step).
+//! (tile grid and split-K), column sums, copies and fills, each counted
+//! (the benchmarks print the operations per step), on the main stream or,
+//! inside [`DeviceTrainer::beside`], on the side stream.
 
 use std::ffi::c_void;
 
@@ -8,6 +9,7 @@ use cust::sys;
 
 use super::DeviceTrainer;
 use crate::error::{check, Error};
+use crate::gpu::Lane;
 
 /// A kernel argument (each passed by address from its own 8-byte slot).
 #[derive(Clone, Copy)]
@@ -84,14 +86,15 @@ pub(super) fn step_chunk(k: usize, rows: usize, max_smem: usize) -> (usize, usiz
     (kc, per_row * (kc + 4))
 }
 
-/// Splits of the k range for a product of `tiles` tiles over `k`: enough to
-/// give every SM two blocks when the tiles alone do not, never more than
-/// `work` floats of partials (m·n each) allow.
+/// Splits of the k range for a product of `tiles` tiles over `k`: as many
+/// as two blocks per SM (what `tr_gemm`'s 128 registers let reside) hold,
+/// so that all run in one wave (a second, partial wave would double the
+/// time), never more than `work` floats of partials (m·n each) allow.
 pub(super) fn splits_for(tiles: usize, k: usize, sms: usize, mn: usize, work: usize) -> usize {
     if tiles >= sms {
         return 1;
     }
-    let by_sms = (2 * sms).div_ceil(tiles);
+    let by_sms = 2 * sms / tiles;
     let by_k = k.div_ceil(K_SLICE) / MIN_SLICES_PER_SPLIT;
     let by_work = work / mn.max(1);
     by_sms.min(by_k).min(by_work).clamp(1, MAX_SPLITS)
@@ -161,8 +164,52 @@ impl DeviceTrainer {
         // and every address is inside a buffer of this trainer sized for its
         // (T, B, H, V) as allocated in `new`.
         unsafe {
-            self.gpu
-                .launch(name, grid, smem, cooperative, &mut ptrs[..n], shape)
+            self.gpu.launch_on(
+                self.lane.get(),
+                name,
+                grid,
+                smem,
+                cooperative,
+                &mut ptrs[..n],
+                shape,
+            )
+        }
+    }
+
+    /// Queues the work `queue` queues on the side stream, after everything
+    /// queued on the main stream so far, so that it overlaps the main
+    /// stream's next work; [`Self::join_side`] orders the main stream after
+    /// it again. The side stream has its own workspace (`work_side`): the
+    /// products and column sums queued there may run beside the main
+    /// stream's. On an error the side stream is joined at once.
+    pub(super) fn beside(&self, queue: impl FnOnce() -> Result<(), Error>) -> Result<(), Error> {
+        self.gpu.fork(&self.fork_event)?;
+        self.on_side(queue)
+    }
+
+    /// [`Self::beside`] without the fork: `queue`'s work starts after the
+    /// side stream's work queued so far (and whatever that waits for).
+    pub(super) fn on_side(&self, queue: impl FnOnce() -> Result<(), Error>) -> Result<(), Error> {
+        self.lane.set(Lane::Side);
+        let r = queue();
+        self.lane.set(Lane::Main);
+        if r.is_err() {
+            let _ = self.join_side();
+        }
+        r
+    }
+
+    /// The main stream's work queued from now on starts after all the side
+    /// stream's work queued so far.
+    pub(super) fn join_side(&self) -> Result<(), Error> {
+        self.gpu.join(&self.join_event)
+    }
+
+    /// The workspace of the stream work is queued on now.
+    fn workspace(&self) -> u64 {
+        match self.lane.get() {
+            Lane::Main => super::addr(&self.work),
+            Lane::Side => super::addr(&self.work_side),
         }
     }
 
@@ -181,7 +228,7 @@ impl DeviceTrainer {
             g.m * g.n,
             self.work.len(),
         );
-        let work = super::addr(&self.work);
+        let work = self.workspace();
         self.launch(
             g.kernel,
             (n_tiles as u32, (m_tiles * splits) as u32),
@@ -234,7 +281,7 @@ impl DeviceTrainer {
         accumulate: bool,
     ) -> Result<(), Error> {
         let chunks = rows.div_ceil(COLSUM_CHUNK).max(1);
-        let work = super::addr(&self.work);
+        let work = self.workspace();
         self.launch(
             "tr_colsum",
             (cols.div_ceil(32) as u32, chunks as u32),
@@ -267,7 +314,7 @@ impl DeviceTrainer {
         // SAFETY: both ranges lie inside buffers of this trainer (callers
         // pass (B, H) slots of buffers sized for them); they do not overlap.
         let r =
-            unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, n * 4, self.gpu.inner.stream.as_inner()) };
+            unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, n * 4, self.gpu.stream(self.lane.get())) };
         check(r, "copying on the device", None, || format!("{n} floats"))
     }
 
@@ -276,7 +323,7 @@ impl DeviceTrainer {
     pub(super) fn zero(&self, dst: u64, words: usize) -> Result<(), Error> {
         self.ops.set(self.ops.get() + 1);
         // SAFETY: callers pass a range inside one of this trainer's buffers.
-        let r = unsafe { sys::cuMemsetD32Async(dst, 0, words, self.gpu.inner.stream.as_inner()) };
+        let r = unsafe { sys::cuMemsetD32Async(dst, 0, words, self.gpu.stream(self.lane.get())) };
         check(r, "zeroing device memory", None, || {
             format!("{words} words")
         })
@@ -307,8 +354,10 @@ mod tests {
     fn splits_fill_the_sms_within_limits() {
         // Enough tiles: no split.
         assert_eq!(splits_for(306, 256, 132, 1120 * 1027, 1 << 30), 1);
-        // 48 tiles over k = 1120 (70 slices): 6 splits.
-        assert_eq!(splits_for(48, 1120, 132, 768 * 256, 1 << 30), 6);
+        // 48 tiles over k = 1120 (70 slices): 5 splits (240 blocks ≤ 264).
+        assert_eq!(splits_for(48, 1120, 132, 768 * 256, 1 << 30), 5);
+        // d2l's dhs and dW_d: 36 tiles, 7 splits, 252 blocks in one wave.
+        assert_eq!(splits_for(36, 1120, 132, 1120 * 256, 1 << 30), 7);
         // Short k: never below 8 slices per split.
         assert_eq!(splits_for(4, 64, 132, 100, 1 << 30), 1);
         // The workspace bounds the splits.

@@ -50,7 +50,7 @@ use recur_core::optim::AdamConfig;
 use recur_core::{CellKind, ModelLayout};
 
 use crate::error::Error;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Lane, StreamEvent};
 use crate::half::F16;
 use crate::mem::{alloc, download, fill32, upload};
 use crate::plan::Precision;
@@ -134,8 +134,17 @@ pub struct DeviceTrainer {
     dhh: DeviceBuffer<f32>,
     /// (H, G·H) W_hhᵀ, refreshed by every backward (storage type).
     w_hh_t: Stored,
-    /// Partial products of split-K and partial column sums.
+    /// Partial products of split-K and partial column sums: of the main
+    /// stream's work, and of the side stream's (backward.rs).
     work: DeviceBuffer<f32>,
+    work_side: DeviceBuffer<f32>,
+    /// The stream the launches, copies and fills queued now go to.
+    lane: Cell<Lane>,
+    /// The events that fork work onto the side stream and join it back.
+    fork_event: StreamEvent,
+    join_event: StreamEvent,
+    /// Recorded on the side stream after the backward's W_hhᵀ.
+    transposed: StreamEvent,
     /// The persistent kernels' grid barrier (64 words, zeroed once).
     barrier: DeviceBuffer<u32>,
     /// Whether the persistent time loops may be used (where they fit).
@@ -242,6 +251,11 @@ impl DeviceTrainer {
             dhh: alloc(tb * gh, "recurrent-side gate gradients")?,
             w_hh_t: Stored::new(h * gh, precision, "transposed recurrent weights")?,
             work: alloc(work_len, "product workspace")?,
+            work_side: alloc(work_len, "side product workspace")?,
+            lane: Cell::new(Lane::Main),
+            fork_event: gpu.event()?,
+            join_event: gpu.event()?,
+            transposed: gpu.event()?,
             barrier: alloc(crate::mem::BARRIER_WORDS, "grid barrier")?,
             persistent: true,
             cluster: CLUSTER_DEFAULT,

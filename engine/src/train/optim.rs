@@ -16,6 +16,8 @@ impl DeviceTrainer {
             }
         }
         self.gpu.bind()?;
+        // The statistics and gradients as the side stream leaves them.
+        self.join_side()?;
         let n = self.layout.len();
         self.zero(addr(&self.sumsq), 2)?;
         // A few blocks per SM: one f64 atomic per block.
@@ -53,6 +55,7 @@ impl DeviceTrainer {
             return Err(recur_core::Error::Value { what: "lr" }.into());
         }
         self.gpu.bind()?;
+        self.join_side()?;
         let n = self.layout.len();
         self.launch(
             "tr_sgd",
@@ -79,6 +82,7 @@ impl DeviceTrainer {
             return Err(recur_core::Error::Value { what: "step" }.into());
         }
         self.gpu.bind()?;
+        self.join_side()?;
         let exp = i32::try_from(step).unwrap_or(i32::MAX);
         let bias_correction1 = 1.0 - cfg.beta1.powi(exp);
         let bias_correction2 = 1.0 - cfg.beta2.powi(exp);
