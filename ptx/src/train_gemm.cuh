@@ -28,36 +28,6 @@
 // 8 columns apart) hit 32 different banks.
 #define TG_PAD 8
 
-// Element i of this thread's share of a 16 × X slice of an operand: at
-// smem[kk][xx], consecutive threads along k when the operand's k stride is
-// 1 (coalesced for that layout), else along x.
-template <int X>
-__device__ __forceinline__ void tg_slot(int i, bool k_major, int* kk, int* xx) {
-    const int e = threadIdx.x + i * TR_THREADS;
-    if (k_major) {
-        *kk = e % TG_BK;
-        *xx = e / TG_BK;
-    } else {
-        *kk = e / X;
-        *xx = e % X;
-    }
-}
-
-// The 16 × X slice of operand (x, k) ↦ x_ptr[x·sx + k·sk] at (x0, k0) into
-// registers (X·16 / 256 per thread), zero outside X × K.
-// The operand's storage T (float or __half) is converted to f32 here.
-template <int X, typename T>
-__device__ __forceinline__ void tg_fetch(float* v, const T* x, int XN, int K, long long sx, long long sk,
-                                         int x0, int k0, bool k_major) {
-#pragma unroll
-    for (int i = 0; i < X * TG_BK / TR_THREADS; ++i) {
-        int kk, xx;
-        tg_slot<X>(i, k_major, &kk, &xx);
-        const int xi = x0 + xx, ki = k0 + kk;
-        v[i] = (xi < XN && ki < K) ? tr_f(x[xi * sx + ki * sk]) : 0.0f;
-    }
-}
-
 // x = hi + lo, both rounded to TF32 (their bit patterns, as mma reads them).
 __device__ __forceinline__ void tg_split(float x, unsigned* hi, unsigned* lo) {
     unsigned h, l;
@@ -67,18 +37,76 @@ __device__ __forceinline__ void tg_split(float x, unsigned* hi, unsigned* lo) {
     *lo = l;
 }
 
-// The slice in registers into shared memory as its TF32 parts: hi[kk][xx]
-// and lo[kk][xx] (split once here rather than by every warp that reads it).
-template <int X>
-__device__ __forceinline__ void tg_store(unsigned (*hi)[X + TG_PAD], unsigned (*lo)[X + TG_PAD], const float* v,
-                                         bool k_major) {
+// A thread's share of the 16 × X slices of one operand, (x, k) ↦
+// ptr[x·sx + k·sk], N = X·16/256 elements per slice. Element i is
+// (x0 + t/16 + 16i, k0 + t%16) for thread t when the operand's k stride is
+// 1 (16 threads read 64 contiguous bytes of a row), else
+// (x0 + t%X, k0 + t/X + (256/X)·i) (X threads along x). Either way the
+// elements are a fixed stride apart in memory and in shared memory, so
+// offsets and bounds are set up once: a slice costs one add, one compare
+// and one load per element.
+template <int X, typename T>
+struct TgLoader {
+    static constexpr int N = X * TG_BK / TR_THREADS;
+    const T* ptr;
+    long long off;     // element 0's offset in the current slice
+    long long step_i;  // element i → i + 1
+    long long step_k;  // slice → next slice (16 k)
+    int kk0, dk;       // element i's k in the slice: kk0 + dk·i
+    unsigned valid_x;  // bit i: element i's x inside [0, XN)
+    int s0, ds;        // element i at word s0 + ds·i of a [16][X + PAD] slice
+
+    __device__ __forceinline__ TgLoader(const T* p, int XN, long long sx, long long sk, int x0, int k_begin,
+                                        bool k_major) {
+        const int t = threadIdx.x;
+        int xx;
+        if (k_major) {
+            xx = t / TG_BK;
+            kk0 = t % TG_BK;
+            dk = 0;
+            step_i = (long long)(TR_THREADS / TG_BK) * sx;
+            ds = TR_THREADS / TG_BK;
+            valid_x = 0;
 #pragma unroll
-    for (int i = 0; i < X * TG_BK / TR_THREADS; ++i) {
-        int kk, xx;
-        tg_slot<X>(i, k_major, &kk, &xx);
-        tg_split(v[i], &hi[kk][xx], &lo[kk][xx]);
+            for (int i = 0; i < N; ++i)
+                if (x0 + xx + i * (TR_THREADS / TG_BK) < XN) valid_x |= 1u << i;
+        } else {
+            xx = t % X;
+            kk0 = t / X;
+            dk = TR_THREADS / X;
+            step_i = (long long)dk * sk;
+            ds = dk * (X + TG_PAD);
+            valid_x = x0 + xx < XN ? ~0u : 0u;
+        }
+        ptr = p;
+        off = (long long)(x0 + xx) * sx + (long long)(k_begin + kk0) * sk;
+        step_k = (long long)TG_BK * sk;
+        s0 = kk0 * (X + TG_PAD) + xx;
     }
-}
+
+    // The slice at k0 into v (f32; zero outside X × [.., k_end)), then on to
+    // the next slice.
+    __device__ __forceinline__ void fetch(float* v, int k0, int k_end) {
+        long long o = off;
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+            const bool in = ((valid_x >> i) & 1u) && k0 + kk0 + dk * i < k_end;
+            v[i] = in ? tr_f(ptr[o]) : 0.0f;
+            o += step_i;
+        }
+        off += step_k;
+    }
+
+    // v into shared memory as its TF32 parts hi and lo (split once here
+    // rather than by every warp that reads them).
+    __device__ __forceinline__ void store(unsigned (*hi)[X + TG_PAD], unsigned (*lo)[X + TG_PAD],
+                                          const float* v) const {
+        unsigned* h = &hi[0][0];
+        unsigned* l = &lo[0][0];
+#pragma unroll
+        for (int i = 0; i < N; ++i) tg_split(v[i], &h[s0 + ds * i], &l[s0 + ds * i]);
+    }
+};
 
 // d (16×8, f32) += a (16×8 TF32, row) · b (8×8 TF32, col). Not volatile:
 // a pure function of its operands, so the compiler may interleave the
@@ -114,7 +142,8 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
     const int per = (slices + splits - 1) / splits;
     const int k_begin = split * per * TG_BK;
     const int k_end = min(K, k_begin + per * TG_BK);
-    const bool a_k = sak == 1, b_k = sbk == 1;
+    TgLoader<TG_BM, TA> la(a, M, sam, sak, m0, k_begin, sak == 1);
+    TgLoader<TG_BN, TB> lb(b, N, sbn, sbk, n0, k_begin, sbk == 1);
     float acc[2][4][4];
 #pragma unroll
     for (int i = 0; i < 2; ++i)
@@ -122,18 +151,18 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
         for (int j = 0; j < 4; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
-    float ra[TG_BM * TG_BK / TR_THREADS], rb[TG_BN * TG_BK / TR_THREADS];
+    float ra[TgLoader<TG_BM, TA>::N], rb[TgLoader<TG_BN, TB>::N];
     if (k_begin < k_end) {
-        tg_fetch<TG_BM>(ra, a, M, k_end, sam, sak, m0, k_begin, a_k);
-        tg_fetch<TG_BN>(rb, b, N, k_end, sbn, sbk, n0, k_begin, b_k);
+        la.fetch(ra, k_begin, k_end);
+        lb.fetch(rb, k_begin, k_end);
     }
     for (int k0 = k_begin; k0 < k_end; k0 += TG_BK) {
-        tg_store<TG_BM>(as_hi, as_lo, ra, a_k);
-        tg_store<TG_BN>(bs_hi, bs_lo, rb, b_k);
+        la.store(as_hi, as_lo, ra);
+        lb.store(bs_hi, bs_lo, rb);
         __syncthreads();
         if (k0 + TG_BK < k_end) {
-            tg_fetch<TG_BM>(ra, a, M, k_end, sam, sak, m0, k0 + TG_BK, a_k);
-            tg_fetch<TG_BN>(rb, b, N, k_end, sbn, sbk, n0, k0 + TG_BK, b_k);
+            la.fetch(ra, k0 + TG_BK, k_end);
+            lb.fetch(rb, k0 + TG_BK, k_end);
         }
 #pragma unroll
         for (int kk = 0; kk < TG_BK; kk += 8) {
