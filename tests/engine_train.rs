@@ -8,7 +8,8 @@
 //! The f16 mode (f16 weight copies and saved activations, f32 masters and
 //! accumulation) against recur-core at the same f16-rounded weights:
 //! gradients, loss, state, a 5-step Adam trajectory with clipping, and the
-//! first loss against the f32 engine's.
+//! first loss against the f32 engine's. The product kernel alone against
+//! an f64 reference at f32 accuracy.
 //! Without a GPU every test prints `skipped: no CUDA device` and passes,
 //! except the one that checks the error the trainer's CUDA backend gives
 //! then.
@@ -322,6 +323,67 @@ proptest! {
     ) {
         check_gradients(CELLS[cell], batch, hidden, vocab, steps, seed, Loops::Cluster);
         check_gradients_f16(CELLS[cell], batch, hidden, vocab, steps, seed, Loops::Cluster);
+    }
+}
+
+/// The trainer's product kernel (3xTF32 on tensor cores) against an f64
+/// reference at f32 accuracy, every layout, split-K included (k up to
+/// 1,200 over at most 15 tiles): |C − C₆₄| ≤ ε₃₂·(4√k + 16)·Σₖ|a·b|, NaN-
+/// poisoned C. One-pass TF32 (11-bit operands, errors near 2⁻¹¹·Σ|a·b|/√k)
+/// fails this bound at the k of a few hundred most cases draw, which the
+/// gradient checks (relative 2·10⁻³) would not notice.
+fn check_product(m: usize, n: usize, k: usize, a_t: bool, b_t: bool, seed: u64) {
+    let Some(gpu) = engine_support::gpu() else {
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
+        return;
+    };
+    let layout = ModelLayout {
+        cell: CellKind::GruResetAfter,
+        hidden: 256,
+        vocab: 1027,
+    };
+    let t = DeviceTrainer::new(&gpu, layout, 32, 35, TrainOptimizer::Sgd).unwrap();
+    let a = engine_support::random_vec(m * k, 1.0, seed);
+    let b = engine_support::random_vec(k * n, 1.0, seed + 1);
+    let got = t.product_for_tests(&a, &b, m, n, k, a_t, b_t).unwrap();
+    let at = |i: usize, p: usize| f64::from(if a_t { a[p * m + i] } else { a[i * k + p] });
+    let bt = |p: usize, j: usize| f64::from(if b_t { b[j * k + p] } else { b[p * n + j] });
+    let scale = f64::from(f32::EPSILON) * (4.0 * (k as f64).sqrt() + 16.0);
+    let mut worst = 0.0f64;
+    for i in 0..m {
+        for j in 0..n {
+            let (mut exact, mut mag) = (0.0f64, 0.0f64);
+            for p in 0..k {
+                let prod = at(i, p) * bt(p, j);
+                exact += prod;
+                mag += prod.abs();
+            }
+            let g = f64::from(got[i * n + j]);
+            let tol = scale * mag + f64::from(f32::MIN_POSITIVE);
+            let err = (g - exact).abs();
+            assert!(
+                err <= tol,
+                "C[{i},{j}] of {m}x{n}x{k} (a_t {a_t}, b_t {b_t}): {g} vs {exact} (|diff| {err:e} > {tol:e})"
+            );
+            worst = worst.max(err / tol);
+        }
+    }
+    eprintln!("product {m}x{n}x{k} a_t={a_t} b_t={b_t}: worst error {worst:.3} of its tolerance");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn product_kernel_has_f32_accuracy(
+        m in 1usize..=300,
+        n in 1usize..=300,
+        k in 1usize..=1200,
+        a_t in any::<bool>(),
+        b_t in any::<bool>(),
+        seed in 0u64..1000,
+    ) {
+        check_product(m, n, k, a_t, b_t, seed);
     }
 }
 

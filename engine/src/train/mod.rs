@@ -39,6 +39,7 @@ mod cluster;
 mod forward;
 mod launch;
 mod optim;
+mod probe;
 mod staging;
 mod stats;
 mod store;
