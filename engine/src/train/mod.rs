@@ -1,7 +1,7 @@
 //! Training on the GPU, f32 or f16 storage: a language model's parameters, gradients and
 //! optimizer state resident on the device, one mini-batch's forward (with
 //! the cache its backward needs), backward through time, global-norm
-//! clipping, SGD and Adam, all queued on the stream (kernels in
+//! clipping, SGD and Adam, all queued on the GPU's streams (kernels in
 //! `ptx/src/train.cu`) without a host wait: tokens go up through
 //! page-locked staging ([`staging`]), and the loss and norm stay on the
 //! device, summed until [`DeviceTrainer::take_stats`] (the one wait).
@@ -18,7 +18,14 @@
 //! clusters, and [`DeviceTrainer::time_loops`] says which form the last
 //! forward and backward took. The weight gradients are formed after the
 //! time loop as products over all T·B rows (the input weights' by a
-//! scatter to the tokens' columns).
+//! scatter to the tokens' columns), on tensor cores at f32 accuracy
+//! (3xTF32, `ptx/src/train_gemm.cuh`).
+//!
+//! Two streams: what the time loops do not wait for (W_hhᵀ, the output
+//! layer's weight gradients, the bias sums, dW_ih's scatter, the mean loss)
+//! runs on the GPU's low-priority side stream beside them
+//! (`beside` in launch.rs); the backward ends joined to it,
+//! and clip, the updates and the next forward join it first.
 //!
 //! Precision ([`DeviceTrainer::new_with_precision`]): in f16 mode the
 //! parameters, gradients, Adam's moments, clipping and the updates stay
