@@ -28,7 +28,7 @@ use recur::core::{clip, CellKind, ModelLayout, Portable};
 use recur::engine::half::round_f16;
 use recur::engine::{
     every_cta_owns_a_unit, ClusterLoops, DeviceTrainer, Precision, TimeLoop, TrainOptimizer,
-    TrainStats,
+    TrainStats, REG_CLUSTER_MAX_HIDDEN,
 };
 use recur::train::backend::BackendSpec;
 use recur::train::config::OptimizerKind;
@@ -155,21 +155,30 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) -> f3
 /// The time-loop form a gradient check asks of the trainer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Loops {
-    /// Thread-block clusters required (sm_90; skipped on older GPUs).
+    /// Thread-block clusters required (sm_90; skipped on older GPUs); the
+    /// forward takes the register kernel where it fits.
     Cluster,
+    /// The same with the register forward forbidden: the shared-memory
+    /// cluster kernels both ways.
+    ClusterShared,
     /// Clusters forbidden: cooperative persistent loops where they fit.
     Persistent,
     /// One launch per step.
     PerStep,
 }
 
-const LOOPS: [Loops; 3] = [Loops::Cluster, Loops::Persistent, Loops::PerStep];
+const LOOPS: [Loops; 4] = [
+    Loops::Cluster,
+    Loops::ClusterShared,
+    Loops::Persistent,
+    Loops::PerStep,
+];
 
 /// Sets `t`'s time loops to `loops`; false (and a printed skip) where the
 /// device has no thread-block clusters for [`Loops::Cluster`].
 fn set_loops(t: &mut DeviceTrainer, loops: Loops) -> bool {
     match loops {
-        Loops::Cluster => {
+        Loops::Cluster | Loops::ClusterShared => {
             if t.gpu().limits().cluster == 0 {
                 let _ = writeln!(
                     std::io::stderr(),
@@ -187,6 +196,7 @@ fn set_loops(t: &mut DeviceTrainer, loops: Loops) -> bool {
                 return false;
             }
             t.set_cluster(ClusterLoops::Required);
+            t.set_register_loops(loops == Loops::Cluster);
         }
         Loops::Persistent => t.set_cluster(ClusterLoops::Never),
         Loops::PerStep => t.set_persistent(false),
@@ -213,8 +223,27 @@ fn cluster_hidden() -> impl Strategy<Value = usize> {
 fn assert_loops(t: &DeviceTrainer, loops: Loops) {
     let (f, b) = t.time_loops();
     match loops {
-        Loops::Cluster => assert_eq!((f, b), (TimeLoop::Cluster, TimeLoop::Cluster)),
-        Loops::Persistent => assert!(f != TimeLoop::Cluster && b != TimeLoop::Cluster),
+        Loops::Cluster => {
+            // The register forward for every cell but reset-before at
+            // H ≤ 256; required up to B = 32 (at most 8 clusters, resident
+            // at once on any sm_90 part), allowed beyond (it then runs only
+            // where all its clusters are resident).
+            let l = t.layout();
+            let regs = l.cell != CellKind::GruResetBefore && l.hidden <= REG_CLUSTER_MAX_HIDDEN;
+            assert_eq!(b, TimeLoop::Cluster);
+            if !regs {
+                assert_eq!(f, TimeLoop::Cluster);
+            } else if t.batch() <= 32 {
+                assert_eq!(f, TimeLoop::ClusterRegs);
+            } else {
+                assert!(matches!(f, TimeLoop::Cluster | TimeLoop::ClusterRegs));
+            }
+        }
+        Loops::ClusterShared => assert_eq!((f, b), (TimeLoop::Cluster, TimeLoop::Cluster)),
+        Loops::Persistent => {
+            let cluster = [TimeLoop::Cluster, TimeLoop::ClusterRegs];
+            assert!(!cluster.contains(&f) && !cluster.contains(&b));
+        }
         Loops::PerStep => assert_eq!((f, b), (TimeLoop::PerStep, TimeLoop::PerStep)),
     }
 }
@@ -303,7 +332,7 @@ proptest! {
         steps in 1usize..=40,
         seed in 0u64..1000,
     ) {
-        check_gradients(CELLS[cell], batch, hidden, vocab, steps, seed, LOOPS[seed as usize % 3]);
+        check_gradients(CELLS[cell], batch, hidden, vocab, steps, seed, LOOPS[seed as usize % 4]);
     }
 }
 
@@ -321,8 +350,10 @@ proptest! {
         steps in 1usize..=40,
         seed in 0u64..1000,
     ) {
-        check_gradients(CELLS[cell], batch, hidden, vocab, steps, seed, Loops::Cluster);
-        check_gradients_f16(CELLS[cell], batch, hidden, vocab, steps, seed, Loops::Cluster);
+        // Both cluster forwards (registers where they fit, shared memory).
+        let loops = if seed % 2 == 0 { Loops::Cluster } else { Loops::ClusterShared };
+        check_gradients(CELLS[cell], batch, hidden, vocab, steps, seed, loops);
+        check_gradients_f16(CELLS[cell], batch, hidden, vocab, steps, seed, loops);
     }
 }
 
@@ -835,7 +866,7 @@ proptest! {
         steps in 1usize..=40,
         seed in 0u64..1000,
     ) {
-        check_gradients_f16(CELLS[cell], batch, hidden, vocab, steps, seed, LOOPS[seed as usize % 3]);
+        check_gradients_f16(CELLS[cell], batch, hidden, vocab, steps, seed, LOOPS[seed as usize % 4]);
     }
 }
 

@@ -222,3 +222,30 @@ __device__ void cl_load_rows(W* dst, const W* src, int H, int K, int u0, int un,
 __host__ __device__ inline int cl_rows_bytes(int rows, int K, int wbytes) {
     return (rows * cl_ldw(K) * wbytes + 15) / 16 * 16;
 }
+
+// ---- register-resident cluster kernels (recurrent_cluster_regs.cu, train_cluster_regs.cuh) ----
+
+// One round of warp_transpose_sum: lanes whose bit S is set keep the upper
+// S of their 2·S values, the others the lower S, each adding its partner's.
+template <int S> __device__ __forceinline__ void transpose_round(float (&v)[32], unsigned lane) {
+    const bool upper = (lane & (unsigned)S) != 0u;
+#pragma unroll
+    for (int i = 0; i < S; ++i) {
+        const float send = upper ? v[i] : v[i + S];
+        const float keep = upper ? v[i + S] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, S);
+    }
+}
+
+// Sum over the warp's 32 lanes of each of the 32 values v[0..32): on
+// return lane j holds the total of value j. Each round halves the values a
+// lane keeps: 16 + 8 + 4 + 2 + 1 shuffles instead of 32 · 5.
+__device__ __forceinline__ float warp_transpose_sum(float (&v)[32]) {
+    const unsigned lane = threadIdx.x & 31u;
+    transpose_round<16>(v, lane);
+    transpose_round<8>(v, lane);
+    transpose_round<4>(v, lane);
+    transpose_round<2>(v, lane);
+    transpose_round<1>(v, lane);
+    return v[0];
+}

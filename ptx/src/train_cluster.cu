@@ -433,3 +433,6 @@ TC_CELLS(8, f32, float)
 TC_CELLS(8, f16, __half)
 TC_CELLS(16, f32, float)
 TC_CELLS(16, f16, __half)
+
+// The forward with W_hh in registers (clusters of 16, H ≤ 256).
+#include "train_cluster_regs.cuh"

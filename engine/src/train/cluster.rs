@@ -4,13 +4,17 @@
 //! way the inference forward's planner chooses (engine/src/plan.rs): 16
 //! CTAs per cluster where they fit, else 8; the fewest batch rows per
 //! cluster for which every cluster is resident at once
-//! (cuOccupancyMaxActiveClusters), else the most that fit.
+//! (cuOccupancyMaxActiveClusters), else the most that fit. The forward
+//! takes the register kernel (`tr_rcluster16_fwd_*`, W_hh in registers;
+//! H ≤ 256, not GRU reset-before, at most `reg_cluster_rows` rows per
+//! cluster) first where all its clusters are resident at once, as the
+//! inference planner's `Path::ClusterRegs`.
 
 use recur_core::CellKind;
 
 use crate::error::Error;
 use crate::gpu::Gpu;
-use crate::plan::{every_cta_owns_a_unit, Precision};
+use crate::plan::{every_cta_owns_a_unit, reg_cluster_rows, Precision, REG_CLUSTER_MAX_HIDDEN};
 
 /// Whether a trainer runs its time loops on thread-block clusters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub enum ClusterLoops {
 pub enum TimeLoop {
     /// One launch of thread-block clusters, one exchange per step.
     Cluster,
+    /// The same with W_hh in registers (the forward only).
+    ClusterRegs,
     /// One cooperative launch, a grid barrier per step.
     Persistent,
     /// One launch per step (two for GRU reset-before).
@@ -137,6 +143,27 @@ const KERNELS: [[[[&str; 5]; 2]; 2]; 2] = [
     ],
 ];
 
+/// `[f32, f16]` register forward kernels by cell (none for GRU reset-before).
+const REG_FWD: [[&str; 5]; 2] = [
+    [
+        "tr_rcluster16_fwd_f32_rnn_tanh",
+        "tr_rcluster16_fwd_f32_rnn_relu",
+        "",
+        "tr_rcluster16_fwd_f32_gru_after",
+        "tr_rcluster16_fwd_f32_lstm",
+    ],
+    [
+        "tr_rcluster16_fwd_f16_rnn_tanh",
+        "tr_rcluster16_fwd_f16_rnn_relu",
+        "",
+        "tr_rcluster16_fwd_f16_gru_after",
+        "tr_rcluster16_fwd_f16_lstm",
+    ],
+];
+
+/// CTAs per cluster of the register forward (TR_RC_CS).
+const REG_CLUSTER: usize = 16;
+
 fn kernel(cluster: usize, cell: CellKind, p: Precision, backward: bool) -> &'static str {
     let c = usize::from(cluster == 16);
     let w = usize::from(p == Precision::F16);
@@ -148,6 +175,8 @@ fn kernel(cluster: usize, cell: CellKind, p: Precision, backward: bool) -> &'sta
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ClusterPlan {
     pub kernel: &'static str,
+    /// The register kernel (W_hh in registers, static shared memory).
+    pub registers: bool,
     pub cluster: usize,
     pub units: usize,
     pub rows: usize,
@@ -158,6 +187,7 @@ pub(super) struct ClusterPlan {
 /// The cluster plan of the forward (`backward` false) or backward loop of a
 /// (B, H) layer of `cell`, or `None` where the device has no clusters or
 /// the loop does not fit (or some CTA would own no hidden unit).
+/// With `registers`, the forward tries the register kernel first.
 pub(super) fn plan(
     gpu: &Gpu,
     cell: CellKind,
@@ -165,7 +195,13 @@ pub(super) fn plan(
     batch: usize,
     p: Precision,
     backward: bool,
+    registers: bool,
 ) -> Result<Option<ClusterPlan>, Error> {
+    if registers && !backward {
+        if let Some(rp) = register_plan(gpu, cell, hidden, batch, p)? {
+            return Ok(Some(rp));
+        }
+    }
     let limits = gpu.limits();
     for cs in [16, 8] {
         if cs > limits.cluster {
@@ -201,6 +237,7 @@ pub(super) fn plan(
         if let Some((rows, smem)) = largest {
             return Ok(Some(ClusterPlan {
                 kernel: name,
+                registers: false,
                 cluster: cs,
                 units,
                 rows,
@@ -210,6 +247,38 @@ pub(super) fn plan(
         }
     }
     Ok(None)
+}
+
+/// The register forward's plan: the fewest batch rows per cluster (at most
+/// `reg_cluster_rows`) for which every cluster is resident at once, else
+/// none (clusters in waves would double the time; the shared-memory kernel,
+/// which holds more rows, runs instead).
+fn register_plan(
+    gpu: &Gpu,
+    cell: CellKind,
+    hidden: usize,
+    batch: usize,
+    p: Precision,
+) -> Result<Option<ClusterPlan>, Error> {
+    let name = REG_FWD[usize::from(p == Precision::F16)][crate::plan::cell_tag(cell)];
+    if name.is_empty()
+        || hidden == 0
+        || hidden > REG_CLUSTER_MAX_HIDDEN
+        || gpu.limits().cluster < REG_CLUSTER
+    {
+        return Ok(None);
+    }
+    let active = gpu.max_active_clusters(name, REG_CLUSTER, 0)?;
+    let rows = (1..=reg_cluster_rows(cell).min(batch)).find(|r| batch.div_ceil(*r) <= active);
+    Ok(rows.map(|rows| ClusterPlan {
+        kernel: name,
+        registers: true,
+        cluster: REG_CLUSTER,
+        units: hidden.div_ceil(REG_CLUSTER),
+        rows,
+        clusters: batch.div_ceil(rows),
+        smem: 0,
+    }))
 }
 
 #[cfg(test)]
@@ -254,7 +323,8 @@ mod tests {
             .expect("train_cluster module");
         assert_eq!(m.min_major, 9);
         let names: Vec<&str> = crate::ptx::entry_names(m.text).collect();
-        for k in KERNELS.iter().flatten().flatten().flatten() {
+        let regs = REG_FWD.iter().flatten().filter(|k| !k.is_empty());
+        for k in KERNELS.iter().flatten().flatten().flatten().chain(regs) {
             assert!(names.contains(k), "{k} missing from train_cluster.ptx");
         }
     }

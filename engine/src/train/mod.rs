@@ -159,6 +159,8 @@ pub struct DeviceTrainer {
     persistent: bool,
     /// Whether the cluster time loops may or must be used.
     cluster: ClusterLoops,
+    /// Whether the forward may use the register cluster kernel.
+    register_loops: bool,
     /// The cluster plans (forward, backward), made at first need.
     cluster_plans: Cell<Option<[Option<ClusterPlan>; 2]>>,
     /// The form of the last forward's and backward's time loop.
@@ -267,6 +269,7 @@ impl DeviceTrainer {
             barrier: alloc(crate::mem::BARRIER_WORDS, "grid barrier")?,
             persistent: true,
             cluster: CLUSTER_DEFAULT,
+            register_loops: true,
             cluster_plans: Cell::new(None),
             loops: Cell::new((TimeLoop::PerStep, TimeLoop::PerStep)),
             sumsq: alloc(1, "squared norm")?,
@@ -409,6 +412,14 @@ impl DeviceTrainer {
         self.cluster = mode;
     }
 
+    /// Whether the forward may take the cluster kernel with W_hh in
+    /// registers where it fits (default true; tests turn it off to run the
+    /// shared-memory cluster forward).
+    pub fn set_register_loops(&mut self, allowed: bool) {
+        self.register_loops = allowed;
+        self.cluster_plans.set(None);
+    }
+
     /// The form the last forward's and backward's time loops took.
     pub fn time_loops(&self) -> (TimeLoop, TimeLoop) {
         self.loops.get()
@@ -425,7 +436,9 @@ impl DeviceTrainer {
             None => {
                 let l = self.layout;
                 let p = self.precision;
-                let of = |bwd| cluster::plan(&self.gpu, l.cell, l.hidden, self.batch, p, bwd);
+                let regs = self.register_loops;
+                let of =
+                    |bwd| cluster::plan(&self.gpu, l.cell, l.hidden, self.batch, p, bwd, regs);
                 let plans = if self.gpu.limits().cluster == 0 {
                     [None, None]
                 } else {
