@@ -224,19 +224,23 @@ fn assert_loops(t: &DeviceTrainer, loops: Loops) {
     let (f, b) = t.time_loops();
     match loops {
         Loops::Cluster => {
-            // The register forward for every cell but reset-before at
-            // H ≤ 256; required up to B = 32 (at most 8 clusters, resident
-            // at once on any sm_90 part), allowed beyond (it then runs only
-            // where all its clusters are resident).
+            // The register loops at H ≤ 256: the forward for every cell but
+            // reset-before, the backward for the RNN cells; required up to
+            // B = 32 (at most 8 clusters, resident at once on an H100),
+            // allowed beyond (they then run only where all their clusters
+            // are resident).
             let l = t.layout();
-            let regs = l.cell != CellKind::GruResetBefore && l.hidden <= REG_CLUSTER_MAX_HIDDEN;
-            assert_eq!(b, TimeLoop::Cluster);
-            if !regs {
-                assert_eq!(f, TimeLoop::Cluster);
-            } else if t.batch() <= 32 {
-                assert_eq!(f, TimeLoop::ClusterRegs);
-            } else {
-                assert!(matches!(f, TimeLoop::Cluster | TimeLoop::ClusterRegs));
+            let fits = l.hidden <= REG_CLUSTER_MAX_HIDDEN;
+            let rnn = matches!(l.cell, CellKind::RnnTanh | CellKind::RnnRelu);
+            let forward = fits && l.cell != CellKind::GruResetBefore;
+            for (form, regs) in [(f, forward), (b, fits && rnn)] {
+                if !regs {
+                    assert_eq!(form, TimeLoop::Cluster);
+                } else if t.batch() <= 32 {
+                    assert_eq!(form, TimeLoop::ClusterRegs);
+                } else {
+                    assert!(matches!(form, TimeLoop::Cluster | TimeLoop::ClusterRegs));
+                }
             }
         }
         Loops::ClusterShared => assert_eq!((f, b), (TimeLoop::Cluster, TimeLoop::Cluster)),

@@ -1,5 +1,7 @@
-// The training forward on clusters of 16 CTAs with W_hh in registers
-// (included by train_cluster.cu): tr_rcluster16_fwd_{f32,f16}_<cell>, every
+// The training time loops on clusters of 16 CTAs with W_hh in registers
+// (included by train_cluster.cu).
+//
+// Forward: tr_rcluster16_fwd_{f32,f16}_<cell>, every
 // cell but GRU reset-before, H ≤ TR_RC_K = 256, at most 32 / (2·G) batch rows
 // per cluster. The scheme is recurrent_cluster_regs.cu's (read its header):
 // warp w of CTA `rank` owns hidden units u0 + 2w, u0 + 2w + 1 and every lane
@@ -204,6 +206,188 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
     cluster_sync();
 }
 
+// Backward: tr_rcluster16_bwd_{f32,f16}_<cell>, written for the same cells
+// and H, instantiated for the RNN cells (see the instances below), at most
+// TrRbRows<C> batch rows per cluster. Warp w of CTA `rank` owns
+// hidden units j = u0 + 2w, u0 + 2w + 1, i.e. rows j of W_hhᵀ (G·H long),
+// and lane l the k ∈ {128·m + 4l .. +3} of them (W_hhᵀ from `wt`, as
+// tc_bwd). Per step t = T−1 .. 0: each lane's partial sums of
+// dhh_{t+1} · W_hh[:, j] for its 2 units × rows, one transposing warp
+// reduction, and every lane the cell's backward for one (unit, row) item
+// with the item's carries (GRU dh ⊙ z, LSTM dc) in registers; lane copy 0
+// writes the item's dih, dhh; the item's lanes split the G × 16 st.async
+// stores of dhh_t into every CTA's next buffer (counted by its mbarrier,
+// as the forward). The step's cache loads (dhs, gates, aux, h_{t-1}, c_{t-1})
+// are issued before the wait. The formulas and their order are tc_bwd's.
+template <int C> struct TrRbRows {
+    // ≤ 40 KB of static shared memory for the two dhh buffers, ≤ 16 rows
+    // (2 units × rows partial sums per lane ≤ 32).
+    static constexpr int v = 40960 / (2 * TR_RC_K * Cell<C>::G * 4);
+    static constexpr int value = v < 16 ? v : 16;
+};
+
+template <int C, typename W>
+__device__ void tc_rbwd(float* dih, float* dhh, const float* dhs, const W* wt, const W* gates, const W* aux,
+                        const W* hcat, const float* ccat, int B, int H, int T_, int U, int BC) {
+    constexpr int G = Cell<C>::G;
+    constexpr int BCMAX = TrRbRows<C>::value;
+    constexpr int KP = TR_RC_K * G;        // dhh row stride (floats)
+    constexpr int MCH = 2 * G;             // 128-wide k chunks of a lane
+    constexpr int NI = TR_RC_UPW * BCMAX;  // items per warp
+    __shared__ __align__(16) float gbuf[2][BCMAX][KP];
+    __shared__ float swap[NWARPS][32];
+    __shared__ __align__(8) unsigned long long mbar[2];
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int rank = (int)cluster_ctarank();
+    const int u0 = rank * U;
+    const int un = max(0, min(U, H - u0));
+    const int b0 = (blockIdx.x / TR_RC_CS) * BC;
+    const int nbc = max(0, min(BC, B - b0));
+    const int GH = G * H;
+    const int ranks = (H + U - 1) / U;
+    const unsigned step_bytes = (unsigned)(nbc * GH) * 4u;
+    const bool working = TR_RC_UPW * warp < un && nbc > 0;
+
+    // Rows j of W_hhᵀ, this lane's k.
+    float w[TR_RC_UPW][MCH][4];
+#pragma unroll
+    for (int ul = 0; ul < TR_RC_UPW; ++ul) {
+        const int u = TR_RC_UPW * warp + ul;
+        const W* row = wt + (size_t)(u0 + u) * GH;
+#pragma unroll
+        for (int m = 0; m < MCH; ++m)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int k = 128 * m + 4 * lane + e;
+                w[ul][m][e] = (u < un && k < GH) ? to_f(row[k]) : 0.0f;
+            }
+    }
+
+    const int item = lane % NI, copy = lane / NI, copies = (32 - item + NI - 1) / NI;
+    const int iu = item / BCMAX, ib = item % BCMAX;
+    const int j = u0 + TR_RC_UPW * warp + iu;
+    const bool valid = TR_RC_UPW * warp + iu < un && ib < nbc;
+    const int b = b0 + ib;
+    // The item's carries: the direct share of dh_{t-1} (GRU), dc (LSTM).
+    float carry = 0.0f, dcs = 0.0f;
+
+    // dhh_T = 0; k ≥ G·H and rows ≥ nbc stay zero.
+    for (int i = threadIdx.x; i < 2 * BCMAX * KP; i += NTHREADS) (&gbuf[0][0][0])[i] = 0.0f;
+    const unsigned bar0 = smem_u32(&mbar[0]);
+    if (threadIdx.x == 0 && un > 0) {
+        mbar_init(bar0, 1);
+        mbar_init(bar0 + 8, 1);
+        mbar_init_fence();
+        mbar_expect(bar0, step_bytes);
+        mbar_expect(bar0 + 8, step_bytes);
+    }
+    __syncthreads();
+    cluster_sync();
+
+    // Step i = T−1−t reads gbuf[i & 1] (dhh_{t+1}), filled by exchange
+    // (i − 1) >> 1 of mbar[i & 1] for i ≥ 1, and sends dhh_t into
+    // gbuf[(i + 1) & 1]; the phase argument is the forward's.
+    for (int i = 0; working && i < T_; ++i) {
+        const int t = T_ - 1 - i, cur = i & 1;
+        const bool last = t == 0;
+        const long long row = (long long)t * B + b;
+        const long long e = row * H + j;
+        // The step's cache, loaded before the wait.
+        float dv = 0.0f, hp = 0.0f, av = 0.0f, cp = 0.0f, gv[4] = {0.f, 0.f, 0.f, 0.f};
+        if (valid) {
+            dv = dhs[e];
+            hp = to_f(hcat[e]);
+#pragma unroll
+            for (int g = 0; g < G; ++g) gv[g] = to_f(gates[row * GH + g * H + j]);
+            if (C == GRU_AFTER || C == LSTM) av = to_f(aux[e]);
+            if (C == LSTM) cp = ccat[e];
+        }
+        if (i > 0) {
+            mbar_wait(bar0 + 8 * cur, (unsigned)((i - 1) >> 1) & 1u);
+            if (threadIdx.x == 0) mbar_expect(bar0 + 8 * cur, step_bytes);
+        }
+        float v[32];
+#pragma unroll
+        for (int q = 0; q < 32; ++q) v[q] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < BCMAX; ++r) {
+            if (r < nbc) {
+                float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll
+                for (int m = 0; m < MCH; ++m) {
+                    const float4 g4 = *reinterpret_cast<const float4*>(&gbuf[cur][r][128 * m + 4 * lane]);
+                    a0 = fmaf(w[0][m][0], g4.x, a0);
+                    a0 = fmaf(w[0][m][1], g4.y, a0);
+                    a0 = fmaf(w[0][m][2], g4.z, a0);
+                    a0 = fmaf(w[0][m][3], g4.w, a0);
+                    a1 = fmaf(w[1][m][0], g4.x, a1);
+                    a1 = fmaf(w[1][m][1], g4.y, a1);
+                    a1 = fmaf(w[1][m][2], g4.z, a1);
+                    a1 = fmaf(w[1][m][3], g4.w, a1);
+                }
+                v[r] = a0;
+                v[BCMAX + r] = a1;
+            }
+        }
+        swap[warp][lane] = warp_transpose_sum(v);
+        __syncwarp();
+        if (valid) {
+            const float prod = swap[warp][iu * BCMAX + ib];
+            const float d = (dv + carry) + prod;
+            float dg[4] = {0.f, 0.f, 0.f, 0.f};  // dih of the item's gates
+            float dr[4] = {0.f, 0.f, 0.f, 0.f};  // dhh (sent)
+            if (C == RNN_TANH || C == RNN_RELU) {
+                const float hv = gv[0];
+                const float dp = C == RNN_TANH ? d * (1.0f - hv * hv) : (hv > 0.0f ? d : 0.0f);
+                dg[0] = dp;
+                dr[0] = dp;
+            } else if (C == GRU_AFTER) {
+                const float r = gv[0], z = gv[1], n = gv[2];
+                const float dnp = d * (1.0f - z) * (1.0f - n * n);
+                const float dz = d * (hp - n) * z * (1.0f - z);
+                const float drr = dnp * av * r * (1.0f - r);
+                dg[0] = drr;
+                dg[1] = dz;
+                dg[2] = dnp;
+                dr[0] = drr;
+                dr[1] = dz;
+                dr[2] = dnp * r;
+                carry = d * z;
+            } else {  // LSTM
+                const float ig = gv[0], f = gv[1], gg = gv[2], og = gv[3];
+                const float tc = av;
+                const float dcj = dcs + d * og * (1.0f - tc * tc);
+                dg[0] = dcj * gg * ig * (1.0f - ig);
+                dg[1] = dcj * cp * f * (1.0f - f);
+                dg[2] = dcj * ig * (1.0f - gg * gg);
+                dg[3] = d * tc * og * (1.0f - og);
+#pragma unroll
+                for (int g = 0; g < 4; ++g) dr[g] = dg[g];
+                dcs = dcj * f;
+            }
+            if (copy == 0) {
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    dih[row * GH + g * H + j] = dg[g];
+                    dhh[row * GH + g * H + j] = dr[g];
+                }
+            }
+            if (!last) {
+                const unsigned bar = bar0 + 8 * (cur ^ 1);
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    const unsigned a = smem_u32(&gbuf[cur ^ 1][ib][g * H + j]);
+                    for (int r = copy; r < ranks; r += copies) st_async(map_rank(a, r), dr[g], map_rank(bar, r));
+                }
+            }
+        }
+        __syncwarp();
+    }
+    // No CTA leaves while stores into its shared memory may be in flight.
+    cluster_sync();
+}
+
 #define TRC_KERNEL(NAME, C, SFX, W)                                                                                \
     extern "C" __global__ void __cluster_dims__(TR_RC_CS, 1, 1) __launch_bounds__(NTHREADS, 2)                     \
         tr_rcluster16_fwd_##SFX##_##NAME(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, const W* w_ih,    \
@@ -211,11 +395,28 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
                                          int V, int T_, int U, int BC) {                                          \
         tc_rfwd<C, W>(hcat, ccat, gates, aux, w_hh, w_ih, b_ih, b_hh, tok, B, H, V, T_, U, BC);                   \
     }
-#define TRC_KERNELS(NAME, C)           \
-    TRC_KERNEL(NAME, C, f32, float)    \
+#define TRC_BWD_KERNEL(NAME, C, SFX, W)                                                                    \
+    extern "C" __global__ void __cluster_dims__(TR_RC_CS, 1, 1) __launch_bounds__(NTHREADS, 2)             \
+        tr_rcluster16_bwd_##SFX##_##NAME(float* dih, float* dhh, const float* dhs, const W* wt,          \
+                                         const W* gates, const W* aux, const W* hcat, const float* ccat, \
+                                         int B, int H, int T_, int U, int BC) {                          \
+        tc_rbwd<C, W>(dih, dhh, dhs, wt, gates, aux, hcat, ccat, B, H, T_, U, BC);                        \
+    }
+#define TRC_KERNELS(NAME, C)          \
+    TRC_KERNEL(NAME, C, f32, float)   \
     TRC_KERNEL(NAME, C, f16, __half)
+#define TRC_BWD_KERNELS(NAME, C)         \
+    TRC_BWD_KERNEL(NAME, C, f32, float)  \
+    TRC_BWD_KERNEL(NAME, C, f16, __half)
 
 TRC_KERNELS(rnn_tanh, RNN_TANH)
 TRC_KERNELS(rnn_relu, RNN_RELU)
 TRC_KERNELS(gru_after, GRU_AFTER)
 TRC_KERNELS(lstm, LSTM)
+// The register backward for the RNN cells only. For GRU and LSTM it passed
+// every gradient test but was no faster (GRU 228.8 → 227.4 µs per training
+// step's backward) or slower (LSTM 288.8 → 316.2) than the shared-memory
+// kernel on the H100 (benches/results/engine_train_h100_run7): there the
+// step is the exchange of G·H values per row, not the product.
+TRC_BWD_KERNELS(rnn_tanh, RNN_TANH)
+TRC_BWD_KERNELS(rnn_relu, RNN_RELU)

@@ -123,7 +123,12 @@ impl DeviceTrainer {
         let blocks = (grid.0 * grid.1) as usize;
         let persist = self.kernel("tr_bwd_persist", "tr_bwd_persist_f16");
         if let Some(cp) = self.cluster_plan(true)? {
-            self.note_loop(true, TimeLoop::Cluster);
+            let form = if cp.registers {
+                TimeLoop::ClusterRegs
+            } else {
+                TimeLoop::Cluster
+            };
+            self.note_loop(true, form);
             self.launch_smem(
                 cp.kernel,
                 ((cp.clusters * cp.cluster) as u32, 1),

@@ -4,10 +4,12 @@
 //! way the inference forward's planner chooses (engine/src/plan.rs): 16
 //! CTAs per cluster where they fit, else 8; the fewest batch rows per
 //! cluster for which every cluster is resident at once
-//! (cuOccupancyMaxActiveClusters), else the most that fit. The forward
-//! takes the register kernel (`tr_rcluster16_fwd_*`, W_hh in registers;
-//! H ≤ 256, not GRU reset-before, at most `reg_cluster_rows` rows per
-//! cluster) first where all its clusters are resident at once, as the
+//! (cuOccupancyMaxActiveClusters), else the most that fit. Both loops
+//! take the register kernels (`tr_rcluster16_{fwd,bwd}_*`, W_hh in
+//! registers, ptx/src/train_cluster_regs.cuh; H ≤ 256, not GRU
+//! reset-before, the backward for the RNN cells only; at most
+//! `reg_cluster_rows` rows per cluster forward and [`reg_bwd_rows`]
+//! backward) first where all their clusters are resident at once, as the
 //! inference planner's `Path::ClusterRegs`.
 
 use recur_core::CellKind;
@@ -33,7 +35,7 @@ pub enum ClusterLoops {
 pub enum TimeLoop {
     /// One launch of thread-block clusters, one exchange per step.
     Cluster,
-    /// The same with W_hh in registers (the forward only).
+    /// The same with W_hh in registers.
     ClusterRegs,
     /// One cooperative launch, a grid barrier per step.
     Persistent,
@@ -143,7 +145,27 @@ const KERNELS: [[[[&str; 5]; 2]; 2]; 2] = [
     ],
 ];
 
-/// `[f32, f16]` register forward kernels by cell (none for GRU reset-before).
+/// `[forward, backward][f32, f16]` register kernels by cell (none for GRU
+/// reset-before).
+const REG: [[[&str; 5]; 2]; 2] = [REG_FWD, REG_BWD];
+/// The register backward for the RNN cells only: for GRU and LSTM it was
+/// no faster than the shared-memory kernel (ptx/src/train_cluster_regs.cuh).
+const REG_BWD: [[&str; 5]; 2] = [
+    [
+        "tr_rcluster16_bwd_f32_rnn_tanh",
+        "tr_rcluster16_bwd_f32_rnn_relu",
+        "",
+        "",
+        "",
+    ],
+    [
+        "tr_rcluster16_bwd_f16_rnn_tanh",
+        "tr_rcluster16_bwd_f16_rnn_relu",
+        "",
+        "",
+        "",
+    ],
+];
 const REG_FWD: [[&str; 5]; 2] = [
     [
         "tr_rcluster16_fwd_f32_rnn_tanh",
@@ -161,8 +183,16 @@ const REG_FWD: [[&str; 5]; 2] = [
     ],
 ];
 
-/// CTAs per cluster of the register forward (TR_RC_CS).
+/// CTAs per cluster of the register kernels (TR_RC_CS).
 const REG_CLUSTER: usize = 16;
+
+/// Most batch rows per cluster of the register backward (TrRbRows): its two
+/// dhh buffers (2 · rows · 256·G floats) within 40 KB of static shared
+/// memory, at most 16 (2 units × rows partial sums per lane ≤ 32): 16 RNN,
+/// 6 GRU, 5 LSTM.
+pub fn reg_bwd_rows(cell: CellKind) -> usize {
+    (40_960 / (2 * REG_CLUSTER_MAX_HIDDEN * cell.gates() * 4)).min(16)
+}
 
 fn kernel(cluster: usize, cell: CellKind, p: Precision, backward: bool) -> &'static str {
     let c = usize::from(cluster == 16);
@@ -187,7 +217,7 @@ pub(super) struct ClusterPlan {
 /// The cluster plan of the forward (`backward` false) or backward loop of a
 /// (B, H) layer of `cell`, or `None` where the device has no clusters or
 /// the loop does not fit (or some CTA would own no hidden unit).
-/// With `registers`, the forward tries the register kernel first.
+/// With `registers`, the register kernel is tried first.
 pub(super) fn plan(
     gpu: &Gpu,
     cell: CellKind,
@@ -197,8 +227,8 @@ pub(super) fn plan(
     backward: bool,
     registers: bool,
 ) -> Result<Option<ClusterPlan>, Error> {
-    if registers && !backward {
-        if let Some(rp) = register_plan(gpu, cell, hidden, batch, p)? {
+    if registers {
+        if let Some(rp) = register_plan(gpu, cell, hidden, batch, p, backward)? {
             return Ok(Some(rp));
         }
     }
@@ -249,18 +279,20 @@ pub(super) fn plan(
     Ok(None)
 }
 
-/// The register forward's plan: the fewest batch rows per cluster (at most
-/// `reg_cluster_rows`) for which every cluster is resident at once, else
-/// none (clusters in waves would double the time; the shared-memory kernel,
-/// which holds more rows, runs instead).
+/// A register kernel's plan: the fewest batch rows per cluster (at most
+/// `reg_cluster_rows` forward, [`reg_bwd_rows`] backward) for which every
+/// cluster is resident at once, else none (clusters in waves would double
+/// the time; the shared-memory kernel, which holds more rows, runs instead).
 fn register_plan(
     gpu: &Gpu,
     cell: CellKind,
     hidden: usize,
     batch: usize,
     p: Precision,
+    backward: bool,
 ) -> Result<Option<ClusterPlan>, Error> {
-    let name = REG_FWD[usize::from(p == Precision::F16)][crate::plan::cell_tag(cell)];
+    let name =
+        REG[usize::from(backward)][usize::from(p == Precision::F16)][crate::plan::cell_tag(cell)];
     if name.is_empty()
         || hidden == 0
         || hidden > REG_CLUSTER_MAX_HIDDEN
@@ -269,7 +301,12 @@ fn register_plan(
         return Ok(None);
     }
     let active = gpu.max_active_clusters(name, REG_CLUSTER, 0)?;
-    let rows = (1..=reg_cluster_rows(cell).min(batch)).find(|r| batch.div_ceil(*r) <= active);
+    let most = if backward {
+        reg_bwd_rows(cell)
+    } else {
+        reg_cluster_rows(cell)
+    };
+    let rows = (1..=most.min(batch)).find(|r| batch.div_ceil(*r) <= active);
     Ok(rows.map(|rows| ClusterPlan {
         kernel: name,
         registers: true,
@@ -323,9 +360,20 @@ mod tests {
             .expect("train_cluster module");
         assert_eq!(m.min_major, 9);
         let names: Vec<&str> = crate::ptx::entry_names(m.text).collect();
-        let regs = REG_FWD.iter().flatten().filter(|k| !k.is_empty());
+        let regs = REG.iter().flatten().flatten().filter(|k| !k.is_empty());
         for k in KERNELS.iter().flatten().flatten().flatten().chain(regs) {
             assert!(names.contains(k), "{k} missing from train_cluster.ptx");
+        }
+    }
+
+    #[test]
+    fn register_backward_rows_fit_40_kb() {
+        assert_eq!(reg_bwd_rows(CellKind::RnnTanh), 16);
+        assert_eq!(reg_bwd_rows(CellKind::GruResetAfter), 6);
+        assert_eq!(reg_bwd_rows(CellKind::Lstm), 5);
+        for cell in CellKind::ALL {
+            let bytes = 2 * reg_bwd_rows(cell) * 256 * cell.gates() * 4;
+            assert!(bytes <= 40_960, "{cell:?}: {bytes}");
         }
     }
 

@@ -437,8 +437,7 @@ impl DeviceTrainer {
                 let l = self.layout;
                 let p = self.precision;
                 let regs = self.register_loops;
-                let of =
-                    |bwd| cluster::plan(&self.gpu, l.cell, l.hidden, self.batch, p, bwd, regs);
+                let of = |bwd| cluster::plan(&self.gpu, l.cell, l.hidden, self.batch, p, bwd, regs);
                 let plans = if self.gpu.limits().cluster == 0 {
                     [None, None]
                 } else {
