@@ -9,7 +9,10 @@
 //! The time loops, each direction, take the first form that fits (where
 //! allowed): thread-block clusters (sm_90, [`ClusterLoops`]; one launch,
 //! the CTAs of a cluster share h or the gate gradients through distributed
-//! shared memory, one mbarrier-counted exchange per step, ptx/src/train_cluster.cu),
+//! shared memory, one mbarrier-counted exchange per step, ptx/src/train_cluster.cu;
+//! where they take the layer, the forward for every cell but GRU
+//! reset-before and the backward for the RNN cells hold W_hh in registers
+//! instead, ptx/src/train_cluster_regs.cuh, [`TimeLoop::ClusterRegs`]),
 //! a cooperative persistent kernel (one launch, a grid barrier per step;
 //! not GRU reset-before), or one launch per step (two for GRU
 //! reset-before) with the recurrent product and the cell fused.
