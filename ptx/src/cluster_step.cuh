@@ -249,3 +249,60 @@ __device__ __forceinline__ float warp_transpose_sum(float (&v)[32]) {
     transpose_round<1>(v, lane);
     return v[0];
 }
+
+// Their shape: clusters of RC_CS CTAs, warp w of CTA `rank` owns hidden units
+// u0 + RC_UPW·w + ul (ul < RC_UPW), H ≤ RC_K.
+#define RC_CS 16
+#define RC_UPW 2
+#define RC_K 256
+
+// This lane's weights of a row-major (G·H, H) matrix m: rows g·H + u0 +
+// RC_UPW·warp + ul at w[ul·G + g], k ∈ [4·lane, +4) ∪ [128 + 4·lane, +4)
+// (conflict-free 16-byte loads of a 256-float vector), f32, zero for units
+// past the CTA's `un` and k ≥ H.
+template <int G, typename W>
+__device__ __forceinline__ void rc_load_rows(float (&w)[RC_UPW * G][8], const W* m, int H, int u0, int un,
+                                             int warp, int lane) {
+#pragma unroll
+    for (int ul = 0; ul < RC_UPW; ++ul) {
+        const int u = RC_UPW * warp + ul;
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const W* row = m + ((size_t)g * H + u0 + u) * H;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const int k = (i < 4 ? 4 * lane : 128 + 4 * lane) + (i & 3);
+                w[ul * G + g][i] = (u < un && k < H) ? to_f(row[k]) : 0.0f;
+            }
+        }
+    }
+}
+
+// The lane's partial products over its 8 k: v[q·BCMAX + r] = w[q] · h[r]
+// for the rows q < ROWS and batch rows r < nbc (the rest of v zero), ready
+// for warp_transpose_sum.
+template <int ROWS, int BCMAX>
+__device__ __forceinline__ void rc_partials(float (&v)[32], const float (&w)[ROWS][8], const float (*h)[RC_K],
+                                            int nbc, int lane) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) v[i] = 0.0f;
+#pragma unroll
+    for (int r = 0; r < BCMAX; ++r) {
+        if (r < nbc) {
+            const float4 h0 = *reinterpret_cast<const float4*>(&h[r][4 * lane]);
+            const float4 h1 = *reinterpret_cast<const float4*>(&h[r][128 + 4 * lane]);
+#pragma unroll
+            for (int q = 0; q < ROWS; ++q) {
+                float a = w[q][0] * h0.x;
+                a = fmaf(w[q][1], h0.y, a);
+                a = fmaf(w[q][2], h0.z, a);
+                a = fmaf(w[q][3], h0.w, a);
+                float a1 = w[q][4] * h1.x;
+                a1 = fmaf(w[q][5], h1.y, a1);
+                a1 = fmaf(w[q][6], h1.z, a1);
+                a1 = fmaf(w[q][7], h1.w, a1);
+                v[q * BCMAX + r] = a + a1;
+            }
+        }
+    }
+}

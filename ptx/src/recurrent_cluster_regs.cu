@@ -32,10 +32,6 @@
 #include "rec_params.cuh"
 #include "cluster_step.cuh"
 
-#define RC_CS 16
-#define RC_UPW 2
-#define RC_K 256
-
 // Most batch rows per cluster: RC_UPW·G·rows partial sums per lane ≤ 32.
 template <int C> struct RcRows {
     static constexpr int value = 32 / (RC_UPW * Cell<C>::G);
@@ -68,19 +64,7 @@ __device__ void rec_rcluster(const RecParams& p) {
 
     // This lane's weights: row (ul, g) = global row g·H + u0 + RC_UPW·warp + ul.
     float w[ROWS][8];
-#pragma unroll
-    for (int ul = 0; ul < RC_UPW; ++ul) {
-        const int u = RC_UPW * warp + ul;
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-            const W* row = static_cast<const W*>(p.w_hh) + ((size_t)g * H + u0 + u) * H;
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                const int k = (i < 4 ? 4 * lane : 128 + 4 * lane) + (i & 3);
-                w[ul * G + g][i] = (u < un && k < H) ? to_f(row[k]) : 0.0f;
-            }
-        }
-    }
+    rc_load_rows<G, W>(w, static_cast<const W*>(p.w_hh), H, u0, un, warp, lane);
 
     // The item this lane computes the cell for, and which copy of it it is.
     const int item = lane % NI, copy = lane / NI, copies = (32 - item + NI - 1) / NI;
@@ -150,27 +134,7 @@ __device__ void rec_rcluster(const RecParams& p) {
         }
         // Partial products of the lane's k slice.
         float v[32];
-#pragma unroll
-        for (int i = 0; i < 32; ++i) v[i] = 0.0f;
-#pragma unroll
-        for (int r = 0; r < BCMAX; ++r) {
-            if (r < nbc) {
-                const float4 h0 = *reinterpret_cast<const float4*>(&hbuf[cur][r][4 * lane]);
-                const float4 h1 = *reinterpret_cast<const float4*>(&hbuf[cur][r][128 + 4 * lane]);
-#pragma unroll
-                for (int q = 0; q < ROWS; ++q) {
-                    float a = w[q][0] * h0.x;
-                    a = fmaf(w[q][1], h0.y, a);
-                    a = fmaf(w[q][2], h0.z, a);
-                    a = fmaf(w[q][3], h0.w, a);
-                    float a1 = w[q][4] * h1.x;
-                    a1 = fmaf(w[q][5], h1.y, a1);
-                    a1 = fmaf(w[q][6], h1.z, a1);
-                    a1 = fmaf(w[q][7], h1.w, a1);
-                    v[q * BCMAX + r] = a + a1;
-                }
-            }
-        }
+        rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
         swap[warp][lane] = warp_transpose_sum(v);
         __syncwarp();
         if (valid) {

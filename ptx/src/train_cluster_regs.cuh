@@ -2,7 +2,7 @@
 // (included by train_cluster.cu).
 //
 // Forward: tr_rcluster16_fwd_{f32,f16}_<cell>, every
-// cell but GRU reset-before, H ≤ TR_RC_K = 256, at most 32 / (2·G) batch rows
+// cell but GRU reset-before, H ≤ RC_K = 256, at most 32 / (2·G) batch rows
 // per cluster. The scheme is recurrent_cluster_regs.cu's (read its header):
 // warp w of CTA `rank` owns hidden units u0 + 2w, u0 + 2w + 1 and every lane
 // 8 k of their gate rows; one transposing warp reduction per step; every
@@ -17,18 +17,14 @@
 // Same parameters as tr_cluster16_fwd_* (U = ceil(H/16), BC rows per
 // cluster); shared memory static.
 
-#define TR_RC_CS 16
-#define TR_RC_UPW 2
-#define TR_RC_K 256
-
 template <int C, typename W>
 __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, const W* w_ih, const float* b_ih,
                         const float* b_hh, const unsigned* tok, int B, int H, int V, int T_, int U, int BC) {
     constexpr int G = Cell<C>::G;
-    constexpr int BCMAX = 32 / (TR_RC_UPW * G);
-    constexpr int ROWS = TR_RC_UPW * G;    // weight rows per warp
-    constexpr int NI = TR_RC_UPW * BCMAX;  // (unit, batch row) items per warp
-    __shared__ __align__(16) float hbuf[2][BCMAX][TR_RC_K];
+    constexpr int BCMAX = 32 / (RC_UPW * G);
+    constexpr int ROWS = RC_UPW * G;    // weight rows per warp
+    constexpr int NI = RC_UPW * BCMAX;  // (unit, batch row) items per warp
+    __shared__ __align__(16) float hbuf[2][BCMAX][RC_K];
     __shared__ float swap[NWARPS][32];
     __shared__ __align__(8) unsigned long long mbar[2];
 
@@ -36,35 +32,23 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
     const int rank = (int)cluster_ctarank();
     const int u0 = rank * U;
     const int un = max(0, min(U, H - u0));
-    const int b0 = (blockIdx.x / TR_RC_CS) * BC;
+    const int b0 = (blockIdx.x / RC_CS) * BC;
     const int nbc = max(0, min(BC, B - b0));
     // CTAs that own units, and the bytes of h each receives per step.
     const int ranks = (H + U - 1) / U;
     const unsigned step_bytes = (unsigned)(nbc * H) * 4u;
     // Warps past the CTA's units skip the loop, so every waiting warp sends.
-    const bool working = TR_RC_UPW * warp < un && nbc > 0;
+    const bool working = RC_UPW * warp < un && nbc > 0;
 
     // This lane's weights: row (ul, g) = global row g·H + u0 + 2·warp + ul.
     float w[ROWS][8];
-#pragma unroll
-    for (int ul = 0; ul < TR_RC_UPW; ++ul) {
-        const int u = TR_RC_UPW * warp + ul;
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-            const W* row = w_hh + ((size_t)g * H + u0 + u) * H;
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                const int k = (i < 4 ? 4 * lane : 128 + 4 * lane) + (i & 3);
-                w[ul * G + g][i] = (u < un && k < H) ? to_f(row[k]) : 0.0f;
-            }
-        }
-    }
+    rc_load_rows<G, W>(w, w_hh, H, u0, un, warp, lane);
 
     // The item this lane computes the cell for, and which copy of it it is.
     const int item = lane % NI, copy = lane / NI, copies = (32 - item + NI - 1) / NI;
     const int iu = item / BCMAX, ib = item % BCMAX;
-    const int j = u0 + TR_RC_UPW * warp + iu;  // hidden unit
-    const bool valid = TR_RC_UPW * warp + iu < un && ib < nbc;
+    const int j = u0 + RC_UPW * warp + iu;  // hidden unit
+    const bool valid = RC_UPW * warp + iu < un && ib < nbc;
     const int b = b0 + ib;
     float bhh[G], bih[G];
 #pragma unroll
@@ -75,7 +59,7 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
     float c = (C == LSTM && valid) ? ccat[(size_t)b * H + j] : 0.0f;
 
     // h_{-1} from hcat slot 0; k ≥ H and rows ≥ nbc stay zero.
-    for (int i = threadIdx.x; i < 2 * BCMAX * TR_RC_K; i += NTHREADS) (&hbuf[0][0][0])[i] = 0.0f;
+    for (int i = threadIdx.x; i < 2 * BCMAX * RC_K; i += NTHREADS) (&hbuf[0][0][0])[i] = 0.0f;
     __syncthreads();
     for (int i = threadIdx.x; i < nbc * H; i += NTHREADS) {
         const int r = i / H, k = i - r * H;
@@ -121,27 +105,7 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
         }
         // Partial products of the lane's k slice.
         float v[32];
-#pragma unroll
-        for (int i = 0; i < 32; ++i) v[i] = 0.0f;
-#pragma unroll
-        for (int r = 0; r < BCMAX; ++r) {
-            if (r < nbc) {
-                const float4 h0 = *reinterpret_cast<const float4*>(&hbuf[cur][r][4 * lane]);
-                const float4 h1 = *reinterpret_cast<const float4*>(&hbuf[cur][r][128 + 4 * lane]);
-#pragma unroll
-                for (int q = 0; q < ROWS; ++q) {
-                    float a = w[q][0] * h0.x;
-                    a = fmaf(w[q][1], h0.y, a);
-                    a = fmaf(w[q][2], h0.z, a);
-                    a = fmaf(w[q][3], h0.w, a);
-                    float a1 = w[q][4] * h1.x;
-                    a1 = fmaf(w[q][5], h1.y, a1);
-                    a1 = fmaf(w[q][6], h1.z, a1);
-                    a1 = fmaf(w[q][7], h1.w, a1);
-                    v[q * BCMAX + r] = a + a1;
-                }
-            }
-        }
+        rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
         swap[warp][lane] = warp_transpose_sum(v);
         __syncwarp();
         if (valid) {
@@ -222,7 +186,7 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
 template <int C> struct TrRbRows {
     // ≤ 40 KB of static shared memory for the two dhh buffers, ≤ 16 rows
     // (2 units × rows partial sums per lane ≤ 32).
-    static constexpr int v = 40960 / (2 * TR_RC_K * Cell<C>::G * 4);
+    static constexpr int v = 40960 / (2 * RC_K * Cell<C>::G * 4);
     static constexpr int value = v < 16 ? v : 16;
 };
 
@@ -231,9 +195,9 @@ __device__ void tc_rbwd(float* dih, float* dhh, const float* dhs, const W* wt, c
                         const W* hcat, const float* ccat, int B, int H, int T_, int U, int BC) {
     constexpr int G = Cell<C>::G;
     constexpr int BCMAX = TrRbRows<C>::value;
-    constexpr int KP = TR_RC_K * G;        // dhh row stride (floats)
+    constexpr int KP = RC_K * G;        // dhh row stride (floats)
     constexpr int MCH = 2 * G;             // 128-wide k chunks of a lane
-    constexpr int NI = TR_RC_UPW * BCMAX;  // items per warp
+    constexpr int NI = RC_UPW * BCMAX;  // items per warp
     __shared__ __align__(16) float gbuf[2][BCMAX][KP];
     __shared__ float swap[NWARPS][32];
     __shared__ __align__(8) unsigned long long mbar[2];
@@ -242,18 +206,18 @@ __device__ void tc_rbwd(float* dih, float* dhh, const float* dhs, const W* wt, c
     const int rank = (int)cluster_ctarank();
     const int u0 = rank * U;
     const int un = max(0, min(U, H - u0));
-    const int b0 = (blockIdx.x / TR_RC_CS) * BC;
+    const int b0 = (blockIdx.x / RC_CS) * BC;
     const int nbc = max(0, min(BC, B - b0));
     const int GH = G * H;
     const int ranks = (H + U - 1) / U;
     const unsigned step_bytes = (unsigned)(nbc * GH) * 4u;
-    const bool working = TR_RC_UPW * warp < un && nbc > 0;
+    const bool working = RC_UPW * warp < un && nbc > 0;
 
     // Rows j of W_hhᵀ, this lane's k.
-    float w[TR_RC_UPW][MCH][4];
+    float w[RC_UPW][MCH][4];
 #pragma unroll
-    for (int ul = 0; ul < TR_RC_UPW; ++ul) {
-        const int u = TR_RC_UPW * warp + ul;
+    for (int ul = 0; ul < RC_UPW; ++ul) {
+        const int u = RC_UPW * warp + ul;
         const W* row = wt + (size_t)(u0 + u) * GH;
 #pragma unroll
         for (int m = 0; m < MCH; ++m)
@@ -266,8 +230,8 @@ __device__ void tc_rbwd(float* dih, float* dhh, const float* dhs, const W* wt, c
 
     const int item = lane % NI, copy = lane / NI, copies = (32 - item + NI - 1) / NI;
     const int iu = item / BCMAX, ib = item % BCMAX;
-    const int j = u0 + TR_RC_UPW * warp + iu;
-    const bool valid = TR_RC_UPW * warp + iu < un && ib < nbc;
+    const int j = u0 + RC_UPW * warp + iu;
+    const bool valid = RC_UPW * warp + iu < un && ib < nbc;
     const int b = b0 + ib;
     // The item's carries: the direct share of dh_{t-1} (GRU), dc (LSTM).
     float carry = 0.0f, dcs = 0.0f;
@@ -389,14 +353,14 @@ __device__ void tc_rbwd(float* dih, float* dhh, const float* dhs, const W* wt, c
 }
 
 #define TRC_KERNEL(NAME, C, SFX, W)                                                                                \
-    extern "C" __global__ void __cluster_dims__(TR_RC_CS, 1, 1) __launch_bounds__(NTHREADS, 2)                     \
+    extern "C" __global__ void __cluster_dims__(RC_CS, 1, 1) __launch_bounds__(NTHREADS, 2)                     \
         tr_rcluster16_fwd_##SFX##_##NAME(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, const W* w_ih,    \
                                          const float* b_ih, const float* b_hh, const unsigned* tok, int B, int H, \
                                          int V, int T_, int U, int BC) {                                          \
         tc_rfwd<C, W>(hcat, ccat, gates, aux, w_hh, w_ih, b_ih, b_hh, tok, B, H, V, T_, U, BC);                   \
     }
 #define TRC_BWD_KERNEL(NAME, C, SFX, W)                                                                    \
-    extern "C" __global__ void __cluster_dims__(TR_RC_CS, 1, 1) __launch_bounds__(NTHREADS, 2)             \
+    extern "C" __global__ void __cluster_dims__(RC_CS, 1, 1) __launch_bounds__(NTHREADS, 2)             \
         tr_rcluster16_bwd_##SFX##_##NAME(float* dih, float* dhh, const float* dhs, const W* wt,          \
                                          const W* gates, const W* aux, const W* hcat, const float* ccat, \
                                          int B, int H, int T_, int U, int BC) {                          \
