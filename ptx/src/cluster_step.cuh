@@ -256,6 +256,69 @@ __device__ __forceinline__ float warp_transpose_sum(float (&v)[32]) {
 #define RC_UPW 2
 #define RC_K 256
 
+// Most batch rows per cluster of a forward: RC_UPW·G·rows partial sums per
+// lane ≤ 32.
+template <int C> struct RcRows {
+    static constexpr int value = 32 / (RC_UPW * Cell<C>::G);
+};
+
+// Where a thread of a register cluster kernel with at most BCMAX batch rows
+// per cluster stands. CTA `rank` of cluster blockIdx.x / RC_CS owns units
+// [u0, u0 + un) (U = ceil(H / RC_CS) each; `ranks` CTAs own any) and the
+// cluster's rows [b0, b0 + nbc); warp `warp` owns units u0 + RC_UPW·warp +
+// ul. The lane computes the cell for one item, unit j = u0 + RC_UPW·warp +
+// iu of row b = b0 + ib, as copy `copy` of the `copies` lanes holding it
+// (they split the item's remote stores, rc_send). `working`: the warp owns a unit;
+// warps past the CTA's units skip the time loop, so every waiting warp also
+// sends (the kernels' phase argument).
+template <int BCMAX>
+struct RcLane {
+    static constexpr int NI = RC_UPW * BCMAX;  // items per warp
+    int lane, warp, u0, un, b0, nbc, ranks;
+    bool working;
+    int copy, copies, iu, ib, j, b;
+    bool valid;
+
+    __device__ __forceinline__ RcLane(int H, int U, int B, int BC) {
+        lane = threadIdx.x & 31;
+        warp = threadIdx.x >> 5;
+        u0 = (int)cluster_ctarank() * U;
+        un = max(0, min(U, H - u0));
+        b0 = (blockIdx.x / RC_CS) * BC;
+        nbc = max(0, min(BC, B - b0));
+        ranks = (H + U - 1) / U;
+        working = RC_UPW * warp < un && nbc > 0;
+        const int item = lane % NI;
+        copy = lane / NI;
+        copies = (32 - item + NI - 1) / NI;
+        iu = item / BCMAX;
+        ib = item % BCMAX;
+        j = u0 + RC_UPW * warp + iu;
+        valid = RC_UPW * warp + iu < un && ib < nbc;
+        b = b0 + ib;
+    }
+};
+
+// Arms the two ping-pong buffers' mbarriers at bar0 and bar0 + 8 for
+// `bytes` each (thread 0 of a CTA that owns units, un > 0; the others never
+// receive).
+__device__ __forceinline__ void rc_arm(unsigned bar0, unsigned bytes, int un) {
+    if (threadIdx.x == 0 && un > 0) {
+        mbar_init(bar0, 1);
+        mbar_init(bar0 + 8, 1);
+        mbar_init_fence();
+        mbar_expect(bar0, bytes);
+        mbar_expect(bar0 + 8, bytes);
+    }
+}
+
+// v into the shared-memory word `local` (of this CTA's layout) of the
+// unit-owning CTAs r = copy, copy + copies, … < ranks, counted by their
+// mbarrier `bar`: one lane's share of an item's sends (RcLane).
+__device__ __forceinline__ void rc_send(unsigned local, float v, unsigned bar, int copy, int copies, int ranks) {
+    for (int r = copy; r < ranks; r += copies) st_async(map_rank(local, r), v, map_rank(bar, r));
+}
+
 // This lane's weights of a row-major (G·H, H) matrix m: rows g·H + u0 +
 // RC_UPW·warp + ul at w[ul·G + g], k ∈ [4·lane, +4) ∪ [128 + 4·lane, +4)
 // (conflict-free 16-byte loads of a 256-float vector), f32, zero for units

@@ -32,46 +32,28 @@
 #include "rec_params.cuh"
 #include "cluster_step.cuh"
 
-// Most batch rows per cluster: RC_UPW·G·rows partial sums per lane ≤ 32.
-template <int C> struct RcRows {
-    static constexpr int value = 32 / (RC_UPW * Cell<C>::G);
-};
-
 template <int C, typename W, typename A>
 __device__ void rec_rcluster(const RecParams& p) {
     constexpr int G = Cell<C>::G;
     constexpr int BCMAX = RcRows<C>::value;
-    constexpr int ROWS = RC_UPW * G;       // weight rows per warp
-    constexpr int NI = RC_UPW * BCMAX;     // (unit, batch row) items per warp
+    constexpr int ROWS = RC_UPW * G;  // weight rows per warp
     __shared__ __align__(16) float hbuf[2][BCMAX][RC_K];
     __shared__ float swap[NWARPS][32];
     __shared__ __align__(8) unsigned long long mbar[2];
 
-    const int H = p.H, U = p.units, BC = p.ldb;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int rank = (int)cluster_ctarank();
-    const int u0 = rank * U;
-    const int un = max(0, min(U, H - u0));
-    const int b0 = (blockIdx.x / RC_CS) * BC;
-    const int nbc = max(0, min(BC, p.B - b0));
-    // CTAs that own units (the others idle to the closing barrier), and the
-    // bytes of h each of them receives per step (all H units of its rows).
-    const int ranks = (H + U - 1) / U;
+    const int H = p.H;
+    const RcLane<BCMAX> L(H, p.units, p.B, p.ldb);
+    const int lane = L.lane, warp = L.warp, nbc = L.nbc, iu = L.iu, ib = L.ib, j = L.j, b = L.b;
+    const bool valid = L.valid, working = L.working;
+    const int copy = L.copy, copies = L.copies, ranks = L.ranks;
+    // Bytes of h each unit-owning CTA receives per step: all H units of its
+    // rows. CTAs that own no unit idle to the closing barrier.
     const unsigned step_bytes = (unsigned)(nbc * H) * 4u;
-    // A warp with a unit works; warps past the CTA's units skip the loop, so
-    // that every waiting warp also sends (see the phase argument below).
-    const bool working = RC_UPW * warp < un && nbc > 0;
 
     // This lane's weights: row (ul, g) = global row g·H + u0 + RC_UPW·warp + ul.
     float w[ROWS][8];
-    rc_load_rows<G, W>(w, static_cast<const W*>(p.w_hh), H, u0, un, warp, lane);
+    rc_load_rows<G, W>(w, static_cast<const W*>(p.w_hh), H, L.u0, L.un, warp, lane);
 
-    // The item this lane computes the cell for, and which copy of it it is.
-    const int item = lane % NI, copy = lane / NI, copies = (32 - item + NI - 1) / NI;
-    const int iu = item / BCMAX, ib = item % BCMAX;
-    const int j = u0 + RC_UPW * warp + iu;  // hidden unit
-    const bool valid = RC_UPW * warp + iu < un && ib < nbc;
-    const int b = b0 + ib;
     float bhh[G], bih[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) {
@@ -86,18 +68,12 @@ __device__ void rec_rcluster(const RecParams& p) {
     __syncthreads();
     for (int i = threadIdx.x; i < nbc * H; i += NTHREADS) {
         const int r = i / H, k = i - r * H;
-        hbuf[0][r][k] = stored<A>(p.h0[(size_t)(b0 + r) * H + k]);
+        hbuf[0][r][k] = stored<A>(p.h0[(size_t)(L.b0 + r) * H + k]);
     }
     // mbar[s] counts the bytes of h arriving in hbuf[s]: step t ≥ 1 reads
     // hbuf[t & 1] after phase (t - 1) >> 1 of mbar[t & 1] has completed.
     const unsigned bar0 = smem_u32(&mbar[0]);  // mbar[s] at bar0 + 8·s
-    if (threadIdx.x == 0 && un > 0) {
-        mbar_init(bar0, 1);
-        mbar_init(bar0 + 8, 1);
-        mbar_init_fence();
-        mbar_expect(bar0, step_bytes);
-        mbar_expect(bar0 + 8, step_bytes);
-    }
+    rc_arm(bar0, step_bytes, L.un);
     // Input parts (b_ih added) in registers one step ahead, the token two:
     // no global load on a step's critical path.
     float xc[4] = {0.f, 0.f, 0.f, 0.f}, xn[4] = {0.f, 0.f, 0.f, 0.f};
@@ -145,9 +121,7 @@ __device__ void rec_rcluster(const RecParams& p) {
             const float h = cell_h<C>(xc, hg, hp, c, 0.0f, &c);
             const float hv = stored<A>(h);
             if (!last) {
-                const unsigned a = smem_u32(&hbuf[cur ^ 1][ib][j]);
-                for (int r = copy; r < ranks; r += copies)
-                    st_async(map_rank(a, r), hv, map_rank(bar0 + 8 * (cur ^ 1), r));
+                rc_send(smem_u32(&hbuf[cur ^ 1][ib][j]), hv, bar0 + 8 * (cur ^ 1), copy, copies, ranks);
             }
             if (copy == 0) {
                 const size_t bj = (size_t)b * H + j;

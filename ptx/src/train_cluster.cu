@@ -82,6 +82,90 @@ __device__ void tc_load_x(float* xs, const W* w_ih, const unsigned* tok, const f
     }
 }
 
+// One item's forward cell, every cell but GRU reset-before (whose two
+// phases tc_fwd keeps), shared by tc_fwd and tc_rfwd: x the input parts
+// (b_ih added), p the recurrent products, bb b_hh, hp h_{t-1} as stored,
+// c the LSTM cell state (in c_{t-1}, out c_t). Out: the post-activation
+// gates gv[0, G) the backward reads, aux (GRU reset-after W_hn·h + b_hn,
+// LSTM tanh c); returns h_t.
+template <int C>
+__device__ __forceinline__ float tc_cell_fwd(const float* x, const float* p, const float* bb, float hp, float* c,
+                                             float* gv, float* aux) {
+    if (C == RNN_TANH || C == RNN_RELU) {
+        const float pre = x[0] + p[0] + bb[0];
+        const float h = C == RNN_TANH ? tanhf(pre) : relu_f(pre);
+        gv[0] = h;
+        return h;
+    } else if (C == GRU_AFTER) {
+        const float r = sigmoid_f(x[0] + (p[0] + bb[0]));
+        const float z = sigmoid_f(x[1] + (p[1] + bb[1]));
+        const float hn = p[2] + bb[2];
+        const float n = tanhf(x[2] + r * hn);
+        gv[0] = r;
+        gv[1] = z;
+        gv[2] = n;
+        *aux = hn;
+        return n + z * (hp - n);
+    } else {  // LSTM i, f, g, o
+        const float i = sigmoid_f(x[0] + p[0] + bb[0]);
+        const float f = sigmoid_f(x[1] + p[1] + bb[1]);
+        const float gg = tanhf(x[2] + p[2] + bb[2]);
+        const float o = sigmoid_f(x[3] + p[3] + bb[3]);
+        const float cc = f * *c + i * gg;
+        const float tc = tanhf(cc);
+        gv[0] = i;
+        gv[1] = f;
+        gv[2] = gg;
+        gv[3] = o;
+        *c = cc;
+        *aux = tc;
+        return o * tc;
+    }
+}
+
+// One item's backward cell, every cell but GRU reset-before, shared by
+// tc_bwd and tc_rbwd: d = dh_t (the output's share + the direct share from
+// step t+1 + the recurrent product), gv the saved gates, hp h_{t-1} as
+// stored, av aux, cp c_{t-1}, dcs the LSTM dc (in from step t+1, out to
+// step t−1). Out: dg the input-side pre-activation gradients (dih), dr the
+// recurrent-side ones (dhh, exchanged); returns the direct share of
+// dh_{t-1} (GRU reset-after d·z, else 0).
+template <int C>
+__device__ __forceinline__ float tc_cell_bwd(float d, const float* gv, float hp, float av, float cp, float* dcs,
+                                             float* dg, float* dr) {
+    if (C == RNN_TANH || C == RNN_RELU) {
+        const float hv = gv[0];
+        const float dp = C == RNN_TANH ? d * (1.0f - hv * hv) : (hv > 0.0f ? d : 0.0f);
+        dg[0] = dp;
+        dr[0] = dp;
+        return 0.0f;
+    } else if (C == GRU_AFTER) {
+        const float r = gv[0], z = gv[1], n = gv[2];
+        const float dnp = d * (1.0f - z) * (1.0f - n * n);
+        const float dz = d * (hp - n) * z * (1.0f - z);
+        const float drr = dnp * av * r * (1.0f - r);
+        dg[0] = drr;
+        dg[1] = dz;
+        dg[2] = dnp;
+        dr[0] = drr;
+        dr[1] = dz;
+        dr[2] = dnp * r;
+        return d * z;
+    } else {  // LSTM
+        const float ig = gv[0], f = gv[1], gg = gv[2], og = gv[3];
+        const float tc = av;
+        const float dcj = *dcs + d * og * (1.0f - tc * tc);
+        dg[0] = dcj * gg * ig * (1.0f - ig);
+        dg[1] = dcj * cp * f * (1.0f - f);
+        dg[2] = dcj * ig * (1.0f - gg * gg);
+        dg[3] = d * tc * og * (1.0f - og);
+#pragma unroll
+        for (int g = 0; g < 4; ++g) dr[g] = dg[g];
+        *dcs = dcj * f;
+        return 0.0f;
+    }
+}
+
 // hcat ((T+1)·B, H): slot 0 holds the initial h (stored), slot t+1 gets
 // step t's h; ccat the same for the LSTM cell state (f32); gates (T·B, G·H)
 // post-activation; aux (T·B, H) as ts_fwd's.
@@ -194,40 +278,18 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
                 W* g = gates + row * gh;
                 W* ax = aux + row * H + j;
                 float h;
-                if (C == RNN_TANH || C == RNN_RELU) {
-                    const float pre = x[0] + p[0] + bb[0];
-                    h = C == RNN_TANH ? tanhf(pre) : relu_f(pre);
-                    g[j] = from_f<W>(h);
-                } else if (C == GRU_AFTER) {
-                    const float r = sigmoid_f(x[0] + (p[0] + bb[0]));
-                    const float z = sigmoid_f(x[1] + (p[1] + bb[1]));
-                    const float hn = p[2] + bb[2];
-                    const float n = tanhf(x[2] + r * hn);
-                    g[j] = from_f<W>(r);
-                    g[H + j] = from_f<W>(z);
-                    g[2 * H + j] = from_f<W>(n);
-                    *ax = from_f<W>(hn);
-                    h = n + z * (hp - n);
-                } else if (C == GRU_BEFORE) {
+                if (C == GRU_BEFORE) {
                     const float z = st[it];
                     const float n = tanhf(x[2] + (p[2] + bb[2]));
                     g[2 * H + j] = from_f<W>(n);
                     h = n + z * (hp - n);
-                } else {  // LSTM i, f, g, o
-                    const float i = sigmoid_f(x[0] + p[0] + bb[0]);
-                    const float f = sigmoid_f(x[1] + p[1] + bb[1]);
-                    const float gg = tanhf(x[2] + p[2] + bb[2]);
-                    const float o = sigmoid_f(x[3] + p[3] + bb[3]);
-                    const float cc = f * st[it] + i * gg;
-                    const float tc = tanhf(cc);
-                    g[j] = from_f<W>(i);
-                    g[H + j] = from_f<W>(f);
-                    g[2 * H + j] = from_f<W>(gg);
-                    g[3 * H + j] = from_f<W>(o);
-                    st[it] = cc;
-                    ccat[(row + B) * H + j] = cc;
-                    *ax = from_f<W>(tc);
-                    h = o * tc;
+                } else {
+                    float gv[4], av = 0.0f;
+                    h = tc_cell_fwd<C>(x, p, bb, hp, &st[it], gv, &av);
+#pragma unroll
+                    for (int q = 0; q < G; ++q) g[q * H + j] = from_f<W>(gv[q]);
+                    if (C == GRU_AFTER || C == LSTM) *ax = from_f<W>(av);
+                    if (C == LSTM) ccat[(row + B) * H + j] = st[it];
                 }
                 if (!last) push_all_async<CS>(hnext + bl * ldh + j, stored<W>(h), hbar0 + 8 * ((t + 1) & 1));
                 hcat[(row + B) * H + j] = from_f<W>(h);
@@ -319,29 +381,7 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
                 const float prod = cl_sum<1>(red, 0, bl - c0, u, un, nkga);
                 const float d = (dhs[e] + carry[it]) + prod;
                 const float hp = to_f(hcat[e]);
-                if (C == RNN_TANH || C == RNN_RELU) {
-                    const float hv = to_f(g[j]);
-                    const float dp = C == RNN_TANH ? d * (1.0f - hv * hv) : (hv > 0.0f ? d : 0.0f);
-                    di[j] = dp;
-                    dr_[j] = dp;
-                    push_all_async<CS>(gn + j, dp, gbar);
-                } else if (C == GRU_AFTER) {
-                    const float r = to_f(g[j]), z = to_f(g[H + j]), n = to_f(g[2 * H + j]);
-                    const float av = to_f(aux[e]);
-                    const float dnp = d * (1.0f - z) * (1.0f - n * n);
-                    const float dz = d * (hp - n) * z * (1.0f - z);
-                    const float drr = dnp * av * r * (1.0f - r);
-                    di[j] = drr;
-                    di[H + j] = dz;
-                    di[2 * H + j] = dnp;
-                    dr_[j] = drr;
-                    dr_[H + j] = dz;
-                    dr_[2 * H + j] = dnp * r;
-                    push_all_async<CS>(gn + j, drr, gbar);
-                    push_all_async<CS>(gn + H + j, dz, gbar);
-                    push_all_async<CS>(gn + 2 * H + j, dnp * r, gbar);
-                    carry[it] = d * z;
-                } else if (C == GRU_BEFORE) {  // phase A: z, n
+                if (C == GRU_BEFORE) {  // phase A: z, n
                     const float z = to_f(g[H + j]), n = to_f(g[2 * H + j]);
                     const float dnp = d * (1.0f - z) * (1.0f - n * n);
                     const float dz = d * (hp - n) * z * (1.0f - z);
@@ -352,28 +392,19 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
                     push_all_async<CS>(gn + H + j, dz, gbar);
                     push_all_async<CS>(dnbuf + bl * ldn + j, dnp, nbar);
                     dsv[it] = d;
-                } else {  // LSTM
-                    const float ig = to_f(g[j]), f = to_f(g[H + j]), gg = to_f(g[2 * H + j]), og = to_f(g[3 * H + j]);
-                    const float tc = to_f(aux[e]);
-                    const float cp = ccat[e];
-                    const float dcj = dcs[it] + d * og * (1.0f - tc * tc);
-                    const float v0 = dcj * gg * ig * (1.0f - ig);
-                    const float v1 = dcj * cp * f * (1.0f - f);
-                    const float v2 = dcj * ig * (1.0f - gg * gg);
-                    const float v3 = d * tc * og * (1.0f - og);
-                    di[j] = v0;
-                    di[H + j] = v1;
-                    di[2 * H + j] = v2;
-                    di[3 * H + j] = v3;
-                    dr_[j] = v0;
-                    dr_[H + j] = v1;
-                    dr_[2 * H + j] = v2;
-                    dr_[3 * H + j] = v3;
-                    push_all_async<CS>(gn + j, v0, gbar);
-                    push_all_async<CS>(gn + H + j, v1, gbar);
-                    push_all_async<CS>(gn + 2 * H + j, v2, gbar);
-                    push_all_async<CS>(gn + 3 * H + j, v3, gbar);
-                    dcs[it] = dcj * f;
+                } else {
+                    float gv[4], dg[4], dr[4];
+#pragma unroll
+                    for (int q = 0; q < G; ++q) gv[q] = to_f(g[q * H + j]);
+                    const float av = (C == GRU_AFTER || C == LSTM) ? to_f(aux[e]) : 0.0f;
+                    const float cp = C == LSTM ? ccat[e] : 0.0f;
+                    carry[it] = tc_cell_bwd<C>(d, gv, hp, av, cp, &dcs[it], dg, dr);
+#pragma unroll
+                    for (int q = 0; q < G; ++q) {
+                        di[q * H + j] = dg[q];
+                        dr_[q * H + j] = dr[q];
+                        push_all_async<CS>(gn + q * H + j, dr[q], gbar);
+                    }
                 }
             }
         }

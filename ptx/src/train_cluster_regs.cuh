@@ -21,35 +21,23 @@ template <int C, typename W>
 __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, const W* w_ih, const float* b_ih,
                         const float* b_hh, const unsigned* tok, int B, int H, int V, int T_, int U, int BC) {
     constexpr int G = Cell<C>::G;
-    constexpr int BCMAX = 32 / (RC_UPW * G);
-    constexpr int ROWS = RC_UPW * G;    // weight rows per warp
-    constexpr int NI = RC_UPW * BCMAX;  // (unit, batch row) items per warp
+    constexpr int BCMAX = RcRows<C>::value;
+    constexpr int ROWS = RC_UPW * G;  // weight rows per warp
     __shared__ __align__(16) float hbuf[2][BCMAX][RC_K];
     __shared__ float swap[NWARPS][32];
     __shared__ __align__(8) unsigned long long mbar[2];
 
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int rank = (int)cluster_ctarank();
-    const int u0 = rank * U;
-    const int un = max(0, min(U, H - u0));
-    const int b0 = (blockIdx.x / RC_CS) * BC;
-    const int nbc = max(0, min(BC, B - b0));
-    // CTAs that own units, and the bytes of h each receives per step.
-    const int ranks = (H + U - 1) / U;
+    const RcLane<BCMAX> L(H, U, B, BC);
+    const int lane = L.lane, warp = L.warp, nbc = L.nbc, iu = L.iu, ib = L.ib, j = L.j, b = L.b;
+    const bool valid = L.valid, working = L.working;
+    const int copy = L.copy, copies = L.copies, ranks = L.ranks;
+    // Bytes of h each unit-owning CTA receives per step.
     const unsigned step_bytes = (unsigned)(nbc * H) * 4u;
-    // Warps past the CTA's units skip the loop, so every waiting warp sends.
-    const bool working = RC_UPW * warp < un && nbc > 0;
 
     // This lane's weights: row (ul, g) = global row g·H + u0 + 2·warp + ul.
     float w[ROWS][8];
-    rc_load_rows<G, W>(w, w_hh, H, u0, un, warp, lane);
+    rc_load_rows<G, W>(w, w_hh, H, L.u0, L.un, warp, lane);
 
-    // The item this lane computes the cell for, and which copy of it it is.
-    const int item = lane % NI, copy = lane / NI, copies = (32 - item + NI - 1) / NI;
-    const int iu = item / BCMAX, ib = item % BCMAX;
-    const int j = u0 + RC_UPW * warp + iu;  // hidden unit
-    const bool valid = RC_UPW * warp + iu < un && ib < nbc;
-    const int b = b0 + ib;
     float bhh[G], bih[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) {
@@ -63,17 +51,11 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
     __syncthreads();
     for (int i = threadIdx.x; i < nbc * H; i += NTHREADS) {
         const int r = i / H, k = i - r * H;
-        hbuf[0][r][k] = to_f(hcat[(size_t)(b0 + r) * H + k]);
+        hbuf[0][r][k] = to_f(hcat[(size_t)(L.b0 + r) * H + k]);
     }
     // mbar[s] counts the bytes of h arriving in hbuf[s] (as rec_rcluster).
     const unsigned bar0 = smem_u32(&mbar[0]);
-    if (threadIdx.x == 0 && un > 0) {
-        mbar_init(bar0, 1);
-        mbar_init(bar0 + 8, 1);
-        mbar_init_fence();
-        mbar_expect(bar0, step_bytes);
-        mbar_expect(bar0 + 8, step_bytes);
-    }
+    rc_arm(bar0, step_bytes, L.un);
     // Input parts (token gather of W_ih (G·H, V) columns, b_ih added) one
     // step ahead, the token two.
     float xc[4] = {0.f, 0.f, 0.f, 0.f}, xn[4] = {0.f, 0.f, 0.f, 0.f};
@@ -114,51 +96,18 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
             for (int g = 0; g < G; ++g) p[g] = swap[warp][(iu * G + g) * BCMAX + ib];
             const float hp = hbuf[cur][ib][j];
             const long long row = (long long)t * B + b;
-            W* gr = gates + row * gh;
-            float h, ax = 0.0f;
-            if (C == RNN_TANH || C == RNN_RELU) {
-                const float pre = xc[0] + p[0] + bhh[0];
-                h = C == RNN_TANH ? tanhf(pre) : relu_f(pre);
-                if (copy == 0) gr[j] = from_f<W>(h);
-            } else if (C == GRU_AFTER) {
-                const float r = sigmoid_f(xc[0] + (p[0] + bhh[0]));
-                const float z = sigmoid_f(xc[1] + (p[1] + bhh[1]));
-                const float hn = p[2] + bhh[2];
-                const float n = tanhf(xc[2] + r * hn);
-                if (copy == 0) {
-                    gr[j] = from_f<W>(r);
-                    gr[H + j] = from_f<W>(z);
-                    gr[2 * H + j] = from_f<W>(n);
-                }
-                ax = hn;
-                h = n + z * (hp - n);
-            } else {  // LSTM i, f, g, o
-                const float i = sigmoid_f(xc[0] + p[0] + bhh[0]);
-                const float f = sigmoid_f(xc[1] + p[1] + bhh[1]);
-                const float gg = tanhf(xc[2] + p[2] + bhh[2]);
-                const float o = sigmoid_f(xc[3] + p[3] + bhh[3]);
-                c = f * c + i * gg;
-                const float tc = tanhf(c);
-                if (copy == 0) {
-                    gr[j] = from_f<W>(i);
-                    gr[H + j] = from_f<W>(f);
-                    gr[2 * H + j] = from_f<W>(gg);
-                    gr[3 * H + j] = from_f<W>(o);
-                    ccat[(row + B) * H + j] = c;
-                }
-                ax = tc;
-                h = o * tc;
-            }
-            if (!last) {
-                const unsigned a = smem_u32(&hbuf[cur ^ 1][ib][j]);
-                const float hv = stored<W>(h);
-                for (int r = copy; r < ranks; r += copies)
-                    st_async(map_rank(a, r), hv, map_rank(bar0 + 8 * (cur ^ 1), r));
-            }
+            float gv[4], ax = 0.0f;
+            const float h = tc_cell_fwd<C>(xc, p, bhh, hp, &c, gv, &ax);
+            // The cache first: the gates need not stay live across the sends.
             if (copy == 0) {
+                W* gr = gates + row * gh;
+#pragma unroll
+                for (int g = 0; g < G; ++g) gr[g * H + j] = from_f<W>(gv[g]);
                 if (C == GRU_AFTER || C == LSTM) aux[row * H + j] = from_f<W>(ax);
+                if (C == LSTM) ccat[(row + B) * H + j] = c;
                 hcat[(row + B) * H + j] = from_f<W>(h);
             }
+            if (!last) rc_send(smem_u32(&hbuf[cur ^ 1][ib][j]), stored<W>(h), bar0 + 8 * (cur ^ 1), copy, copies, ranks);
 #pragma unroll
             for (int g = 0; g < G; ++g) xc[g] = xn[g];
             tok_next = tok_after;
@@ -195,57 +144,41 @@ __device__ void tc_rbwd(float* dih, float* dhh, const float* dhs, const W* wt, c
                         const W* hcat, const float* ccat, int B, int H, int T_, int U, int BC) {
     constexpr int G = Cell<C>::G;
     constexpr int BCMAX = TrRbRows<C>::value;
-    constexpr int KP = RC_K * G;        // dhh row stride (floats)
-    constexpr int MCH = 2 * G;             // 128-wide k chunks of a lane
-    constexpr int NI = RC_UPW * BCMAX;  // items per warp
+    constexpr int KP = RC_K * G;  // dhh row stride (floats)
+    constexpr int MCH = 2 * G;    // 128-wide k chunks of a lane
     __shared__ __align__(16) float gbuf[2][BCMAX][KP];
     __shared__ float swap[NWARPS][32];
     __shared__ __align__(8) unsigned long long mbar[2];
 
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int rank = (int)cluster_ctarank();
-    const int u0 = rank * U;
-    const int un = max(0, min(U, H - u0));
-    const int b0 = (blockIdx.x / RC_CS) * BC;
-    const int nbc = max(0, min(BC, B - b0));
+    const RcLane<BCMAX> L(H, U, B, BC);
+    const int lane = L.lane, warp = L.warp, nbc = L.nbc, iu = L.iu, ib = L.ib, j = L.j, b = L.b;
+    const bool valid = L.valid, working = L.working;
+    const int copy = L.copy, copies = L.copies, ranks = L.ranks;
     const int GH = G * H;
-    const int ranks = (H + U - 1) / U;
     const unsigned step_bytes = (unsigned)(nbc * GH) * 4u;
-    const bool working = RC_UPW * warp < un && nbc > 0;
 
     // Rows j of W_hhᵀ, this lane's k.
     float w[RC_UPW][MCH][4];
 #pragma unroll
     for (int ul = 0; ul < RC_UPW; ++ul) {
         const int u = RC_UPW * warp + ul;
-        const W* row = wt + (size_t)(u0 + u) * GH;
+        const W* row = wt + (size_t)(L.u0 + u) * GH;
 #pragma unroll
         for (int m = 0; m < MCH; ++m)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int k = 128 * m + 4 * lane + e;
-                w[ul][m][e] = (u < un && k < GH) ? to_f(row[k]) : 0.0f;
+                w[ul][m][e] = (u < L.un && k < GH) ? to_f(row[k]) : 0.0f;
             }
     }
 
-    const int item = lane % NI, copy = lane / NI, copies = (32 - item + NI - 1) / NI;
-    const int iu = item / BCMAX, ib = item % BCMAX;
-    const int j = u0 + RC_UPW * warp + iu;
-    const bool valid = RC_UPW * warp + iu < un && ib < nbc;
-    const int b = b0 + ib;
     // The item's carries: the direct share of dh_{t-1} (GRU), dc (LSTM).
     float carry = 0.0f, dcs = 0.0f;
 
     // dhh_T = 0; k ≥ G·H and rows ≥ nbc stay zero.
     for (int i = threadIdx.x; i < 2 * BCMAX * KP; i += NTHREADS) (&gbuf[0][0][0])[i] = 0.0f;
     const unsigned bar0 = smem_u32(&mbar[0]);
-    if (threadIdx.x == 0 && un > 0) {
-        mbar_init(bar0, 1);
-        mbar_init(bar0 + 8, 1);
-        mbar_init_fence();
-        mbar_expect(bar0, step_bytes);
-        mbar_expect(bar0 + 8, step_bytes);
-    }
+    rc_arm(bar0, step_bytes, L.un);
     __syncthreads();
     cluster_sync();
 
@@ -299,37 +232,8 @@ __device__ void tc_rbwd(float* dih, float* dhh, const float* dhs, const W* wt, c
         if (valid) {
             const float prod = swap[warp][iu * BCMAX + ib];
             const float d = (dv + carry) + prod;
-            float dg[4] = {0.f, 0.f, 0.f, 0.f};  // dih of the item's gates
-            float dr[4] = {0.f, 0.f, 0.f, 0.f};  // dhh (sent)
-            if (C == RNN_TANH || C == RNN_RELU) {
-                const float hv = gv[0];
-                const float dp = C == RNN_TANH ? d * (1.0f - hv * hv) : (hv > 0.0f ? d : 0.0f);
-                dg[0] = dp;
-                dr[0] = dp;
-            } else if (C == GRU_AFTER) {
-                const float r = gv[0], z = gv[1], n = gv[2];
-                const float dnp = d * (1.0f - z) * (1.0f - n * n);
-                const float dz = d * (hp - n) * z * (1.0f - z);
-                const float drr = dnp * av * r * (1.0f - r);
-                dg[0] = drr;
-                dg[1] = dz;
-                dg[2] = dnp;
-                dr[0] = drr;
-                dr[1] = dz;
-                dr[2] = dnp * r;
-                carry = d * z;
-            } else {  // LSTM
-                const float ig = gv[0], f = gv[1], gg = gv[2], og = gv[3];
-                const float tc = av;
-                const float dcj = dcs + d * og * (1.0f - tc * tc);
-                dg[0] = dcj * gg * ig * (1.0f - ig);
-                dg[1] = dcj * cp * f * (1.0f - f);
-                dg[2] = dcj * ig * (1.0f - gg * gg);
-                dg[3] = d * tc * og * (1.0f - og);
-#pragma unroll
-                for (int g = 0; g < 4; ++g) dr[g] = dg[g];
-                dcs = dcj * f;
-            }
+            float dg[4], dr[4];  // dih, dhh (sent) of the item's gates
+            carry = tc_cell_bwd<C>(d, gv, hp, av, cp, &dcs, dg, dr);
             if (copy == 0) {
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
@@ -340,10 +244,7 @@ __device__ void tc_rbwd(float* dih, float* dhh, const float* dhs, const W* wt, c
             if (!last) {
                 const unsigned bar = bar0 + 8 * (cur ^ 1);
 #pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    const unsigned a = smem_u32(&gbuf[cur ^ 1][ib][g * H + j]);
-                    for (int r = copy; r < ranks; r += copies) st_async(map_rank(a, r), dr[g], map_rank(bar, r));
-                }
+                for (int g = 0; g < G; ++g) rc_send(smem_u32(&gbuf[cur ^ 1][ib][g * H + j]), dr[g], bar, copy, copies, ranks);
             }
         }
         __syncwarp();
