@@ -20,16 +20,14 @@ use std::io::Write as _;
 
 mod engine_support;
 
+use engine_support::loops::{assert_loops, cluster_hidden, set_loops, Loops, LOOPS};
 use proptest::prelude::*;
 use recur::core::cell::{self, Input, SeqDims};
 use recur::core::optim::{self, AdamConfig};
 use recur::core::output::{self, DenseDims};
 use recur::core::{clip, CellKind, ModelLayout, Portable};
 use recur::engine::half::round_f16;
-use recur::engine::{
-    every_cta_owns_a_unit, ClusterLoops, DeviceTrainer, Precision, TimeLoop, TrainOptimizer,
-    TrainStats, REG_CLUSTER_MAX_HIDDEN,
-};
+use recur::engine::{DeviceTrainer, Precision, TrainOptimizer, TrainStats};
 use recur::train::backend::BackendSpec;
 use recur::train::config::OptimizerKind;
 use recur::train::cuda::CudaBackend;
@@ -150,106 +148,6 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) -> f3
         worst = worst.max(err / tol);
     }
     worst
-}
-
-/// The time-loop form a gradient check asks of the trainer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Loops {
-    /// Thread-block clusters required (sm_90; skipped on older GPUs); the
-    /// forward takes the register kernel where it fits.
-    Cluster,
-    /// The same with the register forward forbidden: the shared-memory
-    /// cluster kernels both ways.
-    ClusterShared,
-    /// Clusters forbidden: cooperative persistent loops where they fit.
-    Persistent,
-    /// One launch per step.
-    PerStep,
-}
-
-const LOOPS: [Loops; 4] = [
-    Loops::Cluster,
-    Loops::ClusterShared,
-    Loops::Persistent,
-    Loops::PerStep,
-];
-
-/// Sets `t`'s time loops to `loops`; false (and a printed skip) where the
-/// device has no thread-block clusters for [`Loops::Cluster`].
-fn set_loops(t: &mut DeviceTrainer, loops: Loops) -> bool {
-    match loops {
-        Loops::Cluster | Loops::ClusterShared => {
-            if t.gpu().limits().cluster == 0 {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: {} has no thread-block clusters",
-                    t.gpu().name()
-                );
-                return false;
-            }
-            let hidden = t.layout().hidden;
-            if !cluster_takes(hidden) {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: no cluster time loop for H={hidden} (some CTA would own no hidden unit)"
-                );
-                return false;
-            }
-            t.set_cluster(ClusterLoops::Required);
-            t.set_register_loops(loops == Loops::Cluster);
-        }
-        Loops::Persistent => t.set_cluster(ClusterLoops::Never),
-        Loops::PerStep => t.set_persistent(false),
-    }
-    true
-}
-
-/// Whether the cluster time loops take a hidden size: every CTA of a
-/// cluster of 16 or 8 must own a hidden unit (engine/src/train/cluster.rs).
-fn cluster_takes(hidden: usize) -> bool {
-    [16, 8].iter().any(|&cs| every_cta_owns_a_unit(hidden, cs))
-}
-
-/// Hidden sizes in 1..=300 the cluster time loops take.
-fn cluster_hidden() -> impl Strategy<Value = usize> {
-    prop::sample::select(
-        (1usize..=300)
-            .filter(|&h| cluster_takes(h))
-            .collect::<Vec<_>>(),
-    )
-}
-
-/// The forms the last forward and backward took agree with `loops`.
-fn assert_loops(t: &DeviceTrainer, loops: Loops) {
-    let (f, b) = t.time_loops();
-    match loops {
-        Loops::Cluster => {
-            // The register loops at H ≤ 256: the forward for every cell but
-            // reset-before, the backward for the RNN cells; required up to
-            // B = 32 (at most 8 clusters, resident at once on an H100),
-            // allowed beyond (they then run only where all their clusters
-            // are resident).
-            let l = t.layout();
-            let fits = l.hidden <= REG_CLUSTER_MAX_HIDDEN;
-            let rnn = matches!(l.cell, CellKind::RnnTanh | CellKind::RnnRelu);
-            let forward = fits && l.cell != CellKind::GruResetBefore;
-            for (form, regs) in [(f, forward), (b, fits && rnn)] {
-                if !regs {
-                    assert_eq!(form, TimeLoop::Cluster);
-                } else if t.batch() <= 32 {
-                    assert_eq!(form, TimeLoop::ClusterRegs);
-                } else {
-                    assert!(matches!(form, TimeLoop::Cluster | TimeLoop::ClusterRegs));
-                }
-            }
-        }
-        Loops::ClusterShared => assert_eq!((f, b), (TimeLoop::Cluster, TimeLoop::Cluster)),
-        Loops::Persistent => {
-            let cluster = [TimeLoop::Cluster, TimeLoop::ClusterRegs];
-            assert!(!cluster.contains(&f) && !cluster.contains(&b));
-        }
-        Loops::PerStep => assert_eq!((f, b), (TimeLoop::PerStep, TimeLoop::PerStep)),
-    }
 }
 
 fn layout_of(cell: CellKind, vocab: usize, hidden: usize) -> ModelLayout {

@@ -47,4 +47,6 @@ pub use plan::{
     REG_CLUSTER_MAX_HIDDEN,
 };
 pub use sequence::{InputKind, SeqBuffers};
-pub use train::{ClusterLoops, DeviceTrainer, TimeLoop, TrainOptimizer, TrainStats};
+pub use train::{
+    ClusterLoops, DeviceCellTrainer, DeviceTrainer, TimeLoop, TrainOptimizer, TrainStats,
+};

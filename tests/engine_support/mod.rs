@@ -2,6 +2,8 @@
 //! recur-core's reference and the comparison with its tolerance.
 #![allow(dead_code)]
 
+pub mod loops;
+
 use std::sync::OnceLock;
 
 use half::f16;

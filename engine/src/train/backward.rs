@@ -36,27 +36,9 @@ impl DeviceTrainer {
         let (bh, tb) = (b * h, self.steps * b);
         let w = self.read_weights();
         let g = self.weight_addrs(addr(&self.grads));
-        let lstm = l.cell == CellKind::Lstm;
-        let before = l.cell == CellKind::GruResetBefore;
-        if lstm {
-            self.zero(addr(&self.dc), bh)?;
-        }
         // W_hhᵀ for the time loop, beside dhs's product.
-        self.beside(|| {
-            self.launch(
-                self.kernel("tr_transpose", "tr_transpose_f16"),
-                (h.div_ceil(32) as u32, gh.div_ceil(32) as u32),
-                &[
-                    Arg::Ptr(self.w_hh_t.at(0)),
-                    Arg::Ptr(w.w_hh),
-                    Arg::I32(gh as i32),
-                    Arg::I32(h as i32),
-                ],
-            )
-        })?;
-        self.gpu.record(&self.transposed, Lane::Side)?;
-        let (hcat, ccat, dl) = (self.hcat.at(0), addr(&self.ccat), addr(&self.logits));
-        let (dhs, dih, dhh) = (addr(&self.dhs), addr(&self.dih), addr(&self.dhh));
+        self.transpose_beside(w)?;
+        let (dl, dhs, dih) = (addr(&self.logits), addr(&self.dhs), addr(&self.dih));
         // Beside the time loop (they read only dl and hs): dW_d (V, H) =
         // dlᵀ · hs, db_d = Σ rows of dl, and dW_ih zeroed for its scatter
         // (every other gradient is written whole below).
@@ -97,6 +79,64 @@ impl DeviceTrainer {
             ldc: h,
             accumulate: false,
         })?;
+        self.backward_time_loop()?;
+        // Beside dW_hh's product: the bias gradients and dW_ih's scatter.
+        self.beside(|| {
+            self.bias_grads(g, freeze_bias_hh)?;
+            self.launch(
+                "tr_scatter",
+                elementwise(tb * gh),
+                &[
+                    Arg::Ptr(g.w_ih),
+                    Arg::Ptr(dih),
+                    Arg::Ptr(addr(&self.tokens)),
+                    Arg::I32(tb as i32),
+                    Arg::I32(gh as i32),
+                    Arg::I32(v as i32),
+                ],
+            )
+        })?;
+        self.recurrent_weight_grads(g)
+    }
+
+    /// Queues W_hhᵀ (the backward time loop's weights) on the side stream
+    /// and records `transposed` after it.
+    pub(super) fn transpose_beside(&self, w: Weights) -> Result<(), Error> {
+        let h = self.layout.hidden;
+        let gh = self.layout.cell_dims().gate_rows();
+        self.beside(|| {
+            self.launch(
+                self.kernel("tr_transpose", "tr_transpose_f16"),
+                (h.div_ceil(32) as u32, gh.div_ceil(32) as u32),
+                &[
+                    Arg::Ptr(self.w_hh_t.at(0)),
+                    Arg::Ptr(w.w_hh),
+                    Arg::I32(gh as i32),
+                    Arg::I32(h as i32),
+                ],
+            )
+        })?;
+        self.gpu.record(&self.transposed, Lane::Side)
+    }
+
+    /// The backward's time loop (cluster, persistent or per-step; the first
+    /// that fits and is allowed), after W_hhᵀ ([`Self::transpose_beside`]):
+    /// from the upstream gradient on every h in `dhs` to the pre-activation
+    /// gradients `dih` and `dhh` of every step. `dhs` is left undefined:
+    /// the per-step and persistent forms add each step's recurrent share
+    /// into the slot of the step before.
+    pub(super) fn backward_time_loop(&self) -> Result<(), Error> {
+        let l = self.layout;
+        let (b, h) = (self.batch, l.hidden);
+        let gh = l.cell_dims().gate_rows();
+        let bh = b * h;
+        let lstm = l.cell == CellKind::Lstm;
+        let before = l.cell == CellKind::GruResetBefore;
+        let (hcat, ccat) = (self.hcat.at(0), addr(&self.ccat));
+        let (dhs, dih, dhh) = (addr(&self.dhs), addr(&self.dih), addr(&self.dhh));
+        if lstm {
+            self.zero(addr(&self.dc), bh)?;
+        }
         self.gpu.wait(Lane::Main, &self.transposed)?;
         let grid = (
             h.div_ceil(STEP_UNITS_BWD) as u32,
@@ -220,27 +260,31 @@ impl DeviceTrainer {
                 }
             }
         }
-        // Beside dW_hh's product: the bias gradients and dW_ih's scatter.
-        self.beside(|| {
-            self.colsum(g.b_ih, dih, tb, gh, gh, false)?;
-            if freeze_bias_hh {
-                self.zero(g.b_hh, gh)?;
-            } else {
-                self.colsum(g.b_hh, dhh, tb, gh, gh, false)?;
-            }
-            self.launch(
-                "tr_scatter",
-                elementwise(tb * gh),
-                &[
-                    Arg::Ptr(g.w_ih),
-                    Arg::Ptr(dih),
-                    Arg::Ptr(addr(&self.tokens)),
-                    Arg::I32(tb as i32),
-                    Arg::I32(gh as i32),
-                    Arg::I32(v as i32),
-                ],
-            )
-        })?;
+        Ok(())
+    }
+
+    /// Queues the bias gradients, the column sums of `dih` and `dhh` over
+    /// all T·B rows (`b_hh`'s zero when frozen).
+    pub(super) fn bias_grads(&self, g: Weights, freeze_bias_hh: bool) -> Result<(), Error> {
+        let gh = self.layout.cell_dims().gate_rows();
+        let tb = self.steps * self.batch;
+        self.colsum(g.b_ih, addr(&self.dih), tb, gh, gh, false)?;
+        if freeze_bias_hh {
+            self.zero(g.b_hh, gh)
+        } else {
+            self.colsum(g.b_hh, addr(&self.dhh), tb, gh, gh, false)
+        }
+    }
+
+    /// Queues dW_hh, products over all T·B rows of the recurrent-side gate
+    /// gradients and the previous h (reset-before's n block: r⊙h_prev).
+    pub(super) fn recurrent_weight_grads(&self, g: Weights) -> Result<(), Error> {
+        let l = self.layout;
+        let h = l.hidden;
+        let gh = l.cell_dims().gate_rows();
+        let tb = self.steps * self.batch;
+        let before = l.cell == CellKind::GruResetBefore;
+        let (hcat, aux, dhh) = (self.hcat.at(0), self.aux.at(0), addr(&self.dhh));
         // dW_hh[rows] (rows, H) = dhh[:, rows]ᵀ · h_prev over all T·B rows;
         // reset-before's n block takes r⊙h_prev instead.
         let rows = if before { 2 * h } else { gh };

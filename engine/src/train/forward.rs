@@ -29,12 +29,94 @@ impl DeviceTrainer {
         let (b, h, v) = (self.batch, l.hidden, l.vocab);
         let bh = b * h;
         let w = self.read_weights();
-        let lstm = l.cell == CellKind::Lstm;
-        let (hcat, ccat) = (self.hcat.at(0), addr(&self.ccat));
-        self.state_in(hcat, addr(&self.state_h), bh)?;
-        if lstm {
-            self.copy(ccat, addr(&self.state_c), bh)?;
+        self.carried_state_in()?;
+        self.forward_time_loop(w, d_tokens, v)?;
+        self.carried_state_out()?;
+        // logits (T·B, V) = hs · W_dᵀ + b_d
+        self.gemm(Gemm {
+            kernel: self.gemm_kernel(true),
+            c: addr(&self.logits),
+            a: self.hcat.at(bh),
+            b: w.w_d,
+            bias: w.b_d,
+            m: tb,
+            n: v,
+            k: h,
+            sam: h,
+            sak: 1,
+            sbk: 1,
+            sbn: h,
+            ldc: v,
+            accumulate: false,
+        })?;
+        self.launch(
+            "tr_xent",
+            (tb.div_ceil(8) as u32, 1),
+            &[
+                Arg::Ptr(addr(&self.logits)),
+                Arg::Ptr(addr(&self.row_loss)),
+                Arg::Ptr(d_targets),
+                Arg::I32(tb as i32),
+                Arg::I32(v as i32),
+            ],
+        )?;
+        // The mean loss beside the backward (nothing on the main stream
+        // reads it before the side stream is joined: at the end of the
+        // backward, or by clip and the updates).
+        self.beside(|| {
+            self.launch(
+                "tr_mean",
+                (1, 1),
+                &[
+                    Arg::Ptr(addr(&self.loss)),
+                    Arg::Ptr(addr(&self.row_loss)),
+                    Arg::I32(tb as i32),
+                    Arg::Ptr(addr(&self.stats)),
+                    Arg::I64(batch_index as i64),
+                ],
+            )
+        })?;
+        self.forward_done = true;
+        Ok(())
+    }
+
+    /// Queues the carried state into slot 0 of the saved states (h in the
+    /// storage type, the LSTM's c in f32), the time loop's initial state.
+    pub(super) fn carried_state_in(&self) -> Result<(), Error> {
+        let bh = self.batch * self.layout.hidden;
+        self.state_in(self.hcat.at(0), addr(&self.state_h), bh)?;
+        if self.layout.cell == CellKind::Lstm {
+            self.copy(addr(&self.ccat), addr(&self.state_c), bh)?;
         }
+        Ok(())
+    }
+
+    /// Queues the last step's saved state into the carried state.
+    pub(super) fn carried_state_out(&self) -> Result<(), Error> {
+        let last = self.steps * self.batch * self.layout.hidden;
+        let bh = self.batch * self.layout.hidden;
+        self.state_out(addr(&self.state_h), self.hcat.at(last), bh)?;
+        if self.layout.cell == CellKind::Lstm {
+            self.copy(addr(&self.state_c), f32_at(addr(&self.ccat), last), bh)?;
+        }
+        Ok(())
+    }
+
+    /// The forward's time loop over the batch's T steps (cluster,
+    /// persistent or per-step; the first that fits and is allowed), from
+    /// the initial state in slot 0 of the saved states: every step's h
+    /// (and c), gates and gate cache. The input part of row (t, b) is
+    /// column `d_tokens[t·B + b]` of `w.w_ih` (G·H, `v`): a token's column
+    /// of W_ih, or the dense input's projection (dense.rs).
+    pub(super) fn forward_time_loop(
+        &self,
+        w: Weights,
+        d_tokens: u64,
+        v: usize,
+    ) -> Result<(), Error> {
+        let l = self.layout;
+        let (b, h) = (self.batch, l.hidden);
+        let (hcat, ccat) = (self.hcat.at(0), addr(&self.ccat));
         let grid = (
             h.div_ceil(STEP_UNITS_FWD) as u32,
             b.div_ceil(STEP_ROWS) as u32,
@@ -100,57 +182,8 @@ impl DeviceTrainer {
             )?;
         } else {
             self.note_loop(false, TimeLoop::PerStep);
-            self.forward_steps(grid, (kc, smem), w, d_tokens)?;
+            self.forward_steps(grid, (kc, smem), w, d_tokens, v)?;
         }
-        self.state_out(addr(&self.state_h), self.hcat.at(self.steps * bh), bh)?;
-        if lstm {
-            self.copy(addr(&self.state_c), f32_at(ccat, self.steps * bh), bh)?;
-        }
-        // logits (T·B, V) = hs · W_dᵀ + b_d
-        self.gemm(Gemm {
-            kernel: self.gemm_kernel(true),
-            c: addr(&self.logits),
-            a: self.hcat.at(bh),
-            b: w.w_d,
-            bias: w.b_d,
-            m: tb,
-            n: v,
-            k: h,
-            sam: h,
-            sak: 1,
-            sbk: 1,
-            sbn: h,
-            ldc: v,
-            accumulate: false,
-        })?;
-        self.launch(
-            "tr_xent",
-            (tb.div_ceil(8) as u32, 1),
-            &[
-                Arg::Ptr(addr(&self.logits)),
-                Arg::Ptr(addr(&self.row_loss)),
-                Arg::Ptr(d_targets),
-                Arg::I32(tb as i32),
-                Arg::I32(v as i32),
-            ],
-        )?;
-        // The mean loss beside the backward (nothing on the main stream
-        // reads it before the side stream is joined: at the end of the
-        // backward, or by clip and the updates).
-        self.beside(|| {
-            self.launch(
-                "tr_mean",
-                (1, 1),
-                &[
-                    Arg::Ptr(addr(&self.loss)),
-                    Arg::Ptr(addr(&self.row_loss)),
-                    Arg::I32(tb as i32),
-                    Arg::Ptr(addr(&self.stats)),
-                    Arg::I64(batch_index as i64),
-                ],
-            )
-        })?;
-        self.forward_done = true;
         Ok(())
     }
 
@@ -162,9 +195,10 @@ impl DeviceTrainer {
         (kc, smem): (usize, usize),
         w: Weights,
         d_tokens: u64,
+        v: usize,
     ) -> Result<(), Error> {
         let l = self.layout;
-        let (b, h, v) = (self.batch, l.hidden, l.vocab);
+        let (b, h) = (self.batch, l.hidden);
         let gh = l.cell_dims().gate_rows();
         let bh = b * h;
         let lstm = l.cell == CellKind::Lstm;

@@ -151,9 +151,11 @@ impl DeviceTrainer {
             *p = s as *mut u64 as *mut c_void;
         }
         let l = self.layout;
+        // A cell trainer's `vocab` is its input size.
+        let v = if self.dense.is_some() { "I" } else { "V" };
         let shape = || {
             format!(
-                "T={} B={} H={} V={} {:?}",
+                "T={} B={} H={} {v}={} {:?}",
                 self.steps, self.batch, l.hidden, l.vocab, l.cell
             )
         };

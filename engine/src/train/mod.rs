@@ -46,6 +46,7 @@
 
 mod backward;
 mod cluster;
+mod dense;
 mod forward;
 mod launch;
 mod optim;
@@ -67,6 +68,8 @@ use crate::mem::{alloc, download, fill32, upload};
 use crate::plan::Precision;
 use cluster::ClusterPlan;
 pub use cluster::{ClusterLoops, TimeLoop};
+use dense::DenseIo;
+pub use dense::DeviceCellTrainer;
 use launch::{elementwise, f32_at, step_chunk, Arg, Gemm, COLSUM_CHUNK, MAX_SPLITS};
 use staging::TokenRing;
 pub use stats::TrainStats;
@@ -179,6 +182,9 @@ pub struct DeviceTrainer {
     forward_done: bool,
     /// Device operations (launches, copies, fills) queued so far.
     ops: Cell<u64>,
+    /// A bare cell's dense inputs and gradients ([`DeviceCellTrainer`]):
+    /// then there is no output layer, and `layout.vocab` is the input size.
+    dense: Option<DenseIo>,
     /// Page-locked token staging (before `gpu`: freed in the context).
     staging: TokenRing,
     // Last: the context outlives the buffers above.
@@ -209,6 +215,21 @@ impl DeviceTrainer {
         steps: usize,
         optimizer: TrainOptimizer,
         precision: Precision,
+    ) -> Result<DeviceTrainer, Error> {
+        Self::build(gpu, layout, batch, steps, optimizer, precision, false)
+    }
+
+    /// [`Self::new_with_precision`]; with `dense`, for a bare cell fed
+    /// dense vectors of `layout.vocab` (dense.rs): no logits buffer, the
+    /// dense buffers, the tokens the identity.
+    fn build(
+        gpu: &Gpu,
+        layout: ModelLayout,
+        batch: usize,
+        steps: usize,
+        optimizer: TrainOptimizer,
+        precision: Precision,
+        dense: bool,
     ) -> Result<DeviceTrainer, Error> {
         layout.validate()?;
         for (what, value) in [("batch", batch), ("steps", steps)] {
@@ -255,7 +276,7 @@ impl DeviceTrainer {
             ccat: alloc(if lstm { (tb + batch) * h } else { 1 }, "cell states")?,
             state_h: alloc(bh, "carried h")?,
             state_c: alloc(bh, "carried c")?,
-            logits: alloc(tb * v, "logits")?,
+            logits: alloc(if dense { 1 } else { tb * v }, "logits")?,
             row_loss: alloc(tb, "row losses")?,
             loss: alloc(1, "loss")?,
             dhs: alloc(tb * h, "hidden-state gradients")?,
@@ -281,7 +302,12 @@ impl DeviceTrainer {
             batches: 0,
             forward_done: false,
             ops: Cell::new(0),
-            staging: TokenRing::new(tb)?,
+            dense: if dense {
+                Some(DenseIo::new(layout, tb, precision)?)
+            } else {
+                None
+            },
+            staging: TokenRing::new(if dense { 1 } else { tb })?,
             gpu: gpu.clone(),
         };
         for b in [
@@ -300,6 +326,11 @@ impl DeviceTrainer {
         fill32(gpu, &mut t.barrier, 0)?;
         t.zero(addr(&t.stats), STATS_WORDS * 2)?;
         t.refresh_mirror()?;
+        if dense {
+            // Row (t, b) reads column t·B + b of the input projections.
+            let rows: Vec<u32> = (0..tb as u32).collect();
+            upload(gpu, &mut t.tokens, &rows, "input rows")?;
+        }
         Ok(t)
     }
 

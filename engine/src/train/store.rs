@@ -5,7 +5,9 @@
 use cust::memory::DeviceBuffer;
 
 use crate::error::Error;
-use crate::mem::alloc;
+use crate::gpu::Gpu;
+use crate::half::F16;
+use crate::mem::{alloc, download};
 use crate::plan::Precision;
 
 /// `len` elements of f32 or f16.
@@ -25,6 +27,21 @@ impl Stored {
         Ok(Stored {
             words: alloc(len * bytes / 2, what)?,
             bytes,
+        })
+    }
+
+    /// Elements `first..first + n` as f32 (exact for f16), after the
+    /// stream's queued work.
+    pub(super) fn to_host(&self, gpu: &Gpu, first: usize, n: usize) -> Result<Vec<f32>, Error> {
+        let words = download(gpu, &self.words, (first + n) * self.bytes / 2)?;
+        let words = &words[first * self.bytes / 2..];
+        Ok(if self.bytes == 2 {
+            words.iter().map(|&w| F16(w).to_f32()).collect()
+        } else {
+            words
+                .chunks_exact(2)
+                .map(|p| f32::from_bits(u32::from(p[0]) | (u32::from(p[1]) << 16)))
+                .collect()
         })
     }
 

@@ -1,0 +1,422 @@
+//! A bare cell trained on dense input vectors ([`DeviceCellTrainer`]): the
+//! layer of a stacked or sequence-to-sequence model, or of cuDNN's and
+//! nn.LSTM's benchmarks, where the input is (T, B, I) vectors and the
+//! gradient arrives on every hidden state.
+//!
+//! It runs the language model's kernels unchanged. The input part of every
+//! step is one product before the time loop, the projections
+//! P = W_ih·xᵀ (G·H, T·B), stored transposed so that row (t, b)'s part is
+//! column t·B + b of P, exactly where the token loops gather a token's
+//! column of W_ih: the time loops read P with the row indices 0..T·B as
+//! tokens (the kernels add b_ih as always). After the time loop,
+//! dW_ih = dihᵀ·x and dx = dih·W_ih are two products over all T·B rows, beside
+//! dW_hh's. Internally it is a [`DeviceTrainer`] whose layout has
+//! `vocab` = I and whose output layer is never read nor written (its
+//! parameters stay zero, and its gradients, so clipping and the updates
+//! leave them alone).
+//!
+//! In f16 mode the inputs and P are stored in f16 like the other saved
+//! activations (P is formed in f32 and rounded once); the gradients are f32.
+
+use super::*;
+use crate::mem::Activations;
+use recur_core::CellDims;
+
+/// The dense inputs and gradients of a [`DeviceCellTrainer`].
+pub(super) struct DenseIo {
+    /// (T·B, I) the inputs (storage type).
+    x: Activations,
+    /// (G·H, T·B) the input projections W_ih·xᵀ of the last forward
+    /// (storage type).
+    proj: Stored,
+    /// (T·B, H) the gradient on every hidden state (f32).
+    dy: DeviceBuffer<f32>,
+    /// (T·B, I) the inputs' gradient of the last backward (f32).
+    dx: DeviceBuffer<f32>,
+    /// Whether the inputs and the hidden states' gradient were uploaded.
+    has_x: bool,
+    has_dy: bool,
+}
+
+impl DenseIo {
+    pub(super) fn new(
+        layout: ModelLayout,
+        tb: usize,
+        precision: Precision,
+    ) -> Result<DenseIo, Error> {
+        let (i, h) = (layout.vocab, layout.hidden);
+        let gh = layout.cell_dims().gate_rows();
+        let f16 = precision == Precision::F16;
+        Ok(DenseIo {
+            x: Activations::new(tb * i, f16, "dense inputs")?,
+            proj: Stored::new(gh * tb, precision, "input projections")?,
+            dy: alloc(tb * h, "hidden-state gradients (upstream)")?,
+            dx: alloc(tb * i, "input gradients")?,
+            has_x: false,
+            has_dy: false,
+        })
+    }
+}
+
+/// One cell layer in training on the GPU, fed dense (T, B, I) vectors, the
+/// gradient given on every hidden state (module docs). Parameters in
+/// recur-core's cell layout (`weight_ih` (G·H, I), `weight_hh` (G·H, H),
+/// `bias_ih`, `bias_hh`: PyTorch's), f32 or f16 storage as
+/// [`DeviceTrainer`]; the same time loops, clipping and updates.
+pub struct DeviceCellTrainer {
+    inner: DeviceTrainer,
+    dims: CellDims,
+}
+
+impl DeviceCellTrainer {
+    /// Allocates every buffer for `batch` × `steps` sequences through the
+    /// cell `dims`; parameters and state start at zero.
+    pub fn new(
+        gpu: &Gpu,
+        dims: CellDims,
+        batch: usize,
+        steps: usize,
+        optimizer: TrainOptimizer,
+        precision: Precision,
+    ) -> Result<DeviceCellTrainer, Error> {
+        dims.validate()?;
+        let layout = ModelLayout {
+            cell: dims.cell,
+            vocab: dims.input,
+            hidden: dims.hidden,
+        };
+        let inner = DeviceTrainer::build(gpu, layout, batch, steps, optimizer, precision, true)?;
+        Ok(DeviceCellTrainer { inner, dims })
+    }
+
+    /// The cell's dimensions.
+    pub fn dims(&self) -> CellDims {
+        self.dims
+    }
+
+    /// Batch rows B.
+    pub fn batch(&self) -> usize {
+        self.inner.batch
+    }
+
+    /// Time steps T.
+    pub fn steps(&self) -> usize {
+        self.inner.steps
+    }
+
+    /// The storage precision chosen at construction.
+    pub fn precision(&self) -> Precision {
+        self.inner.precision
+    }
+
+    /// The GPU.
+    pub fn gpu(&self) -> &Gpu {
+        &self.inner.gpu
+    }
+
+    /// Device operations queued since the trainer was made.
+    pub fn device_ops(&self) -> u64 {
+        self.inner.device_ops()
+    }
+
+    /// [`DeviceTrainer::set_persistent`].
+    pub fn set_persistent(&mut self, allowed: bool) {
+        self.inner.set_persistent(allowed);
+    }
+
+    /// [`DeviceTrainer::set_cluster`].
+    pub fn set_cluster(&mut self, mode: ClusterLoops) {
+        self.inner.set_cluster(mode);
+    }
+
+    /// [`DeviceTrainer::set_register_loops`].
+    pub fn set_register_loops(&mut self, allowed: bool) {
+        self.inner.set_register_loops(allowed);
+    }
+
+    /// The form the last forward's and backward's time loops took.
+    pub fn time_loops(&self) -> (TimeLoop, TimeLoop) {
+        self.inner.time_loops()
+    }
+
+    /// Elements of the cell's flat parameters (and gradients).
+    pub fn params_len(&self) -> usize {
+        self.inner.layout.tensors()[4].offset
+    }
+
+    /// Replaces the parameters (recur-core's cell layout, [`Self::params_len`]
+    /// elements).
+    pub fn upload_params(&mut self, cell_params: &[f32]) -> Result<(), Error> {
+        recur_core::error::check_len("cell parameters", cell_params, self.params_len())?;
+        // The unused output layer stays zero.
+        let mut flat = vec![0.0f32; self.inner.layout.len()];
+        flat[..cell_params.len()].copy_from_slice(cell_params);
+        self.inner.upload_params(&flat)
+    }
+
+    /// The parameters (cell layout).
+    pub fn download_params(&self) -> Result<Vec<f32>, Error> {
+        let mut p = self.inner.download_params()?;
+        p.truncate(self.params_len());
+        Ok(p)
+    }
+
+    /// The gradients of the last backward (after clipping, if any).
+    pub fn download_grads(&self) -> Result<Vec<f32>, Error> {
+        let mut g = self.inner.download_grads()?;
+        g.truncate(self.params_len());
+        Ok(g)
+    }
+
+    /// Replaces the carried (B, H) state; `c` is ignored unless LSTM. Each
+    /// forward starts from it and leaves its last step's state there.
+    pub fn upload_state(&mut self, h: &[f32], c: &[f32]) -> Result<(), Error> {
+        self.inner.upload_state(h, c)
+    }
+
+    /// The carried state: h (B, H) and c (B, H, empty unless LSTM).
+    pub fn download_state(&self) -> Result<(Vec<f32>, Vec<f32>), Error> {
+        self.inner.download_state()
+    }
+
+    /// Sets the carried state to zeros (queued).
+    pub fn reset_state(&mut self) -> Result<(), Error> {
+        self.inner.reset_state()
+    }
+
+    /// Replaces the inputs of the next forwards, (T, B, I) (rounded to f16
+    /// in f16 mode). Waits for the queued work (which may read them).
+    pub fn upload_inputs(&mut self, x: &[f32]) -> Result<(), Error> {
+        let n = self.steps() * self.batch() * self.dims.input;
+        recur_core::error::check_len("inputs", x, n)?;
+        let gpu = self.inner.gpu.clone();
+        let io = self.io_mut();
+        io.x.upload(&gpu, x, "dense inputs")?;
+        io.has_x = true;
+        Ok(())
+    }
+
+    /// Replaces the gradient on every hidden state that the next backwards
+    /// start from, (T, B, H) (f32). Waits for the queued work.
+    pub fn upload_hidden_grads(&mut self, dhs: &[f32]) -> Result<(), Error> {
+        let n = self.steps() * self.batch() * self.dims.hidden;
+        recur_core::error::check_len("hidden-state gradients", dhs, n)?;
+        let gpu = self.inner.gpu.clone();
+        let io = self.io_mut();
+        upload(&gpu, &mut io.dy, dhs, "hidden-state gradients")?;
+        io.has_dy = true;
+        Ok(())
+    }
+
+    /// Queues the forward through the T steps from the carried state, which
+    /// it advances to the last step's, saving what the backward reads. No
+    /// host wait.
+    pub fn forward(&mut self) -> Result<(), Error> {
+        if !self.io().has_x {
+            return Err(order("inputs uploaded before forward", "no inputs"));
+        }
+        self.inner.forward_dense()
+    }
+
+    /// Queues the gradients of every parameter and of the inputs for the
+    /// uploaded hidden-state gradients, through the last forward's steps
+    /// (the graph cut at its initial state). No host wait.
+    pub fn backward(&mut self) -> Result<(), Error> {
+        if !self.io().has_dy {
+            return Err(order(
+                "hidden-state gradients uploaded before backward",
+                "none",
+            ));
+        }
+        self.inner.backward_dense()
+    }
+
+    /// The hidden state after every step of the last forward, (T, B, H)
+    /// (the stored values: f16-rounded in f16 mode).
+    pub fn download_hidden_states(&self) -> Result<Vec<f32>, Error> {
+        let bh = self.batch() * self.dims.hidden;
+        self.inner
+            .hcat
+            .to_host(&self.inner.gpu, bh, self.steps() * bh)
+    }
+
+    /// The inputs' gradient of the last backward, (T, B, I).
+    pub fn download_input_grads(&self) -> Result<Vec<f32>, Error> {
+        let n = self.steps() * self.batch() * self.dims.input;
+        download(&self.inner.gpu, &self.io().dx, n)
+    }
+
+    /// [`DeviceTrainer::clip`]: global-norm clipping of the gradients.
+    pub fn clip(&mut self, theta: Option<f32>) -> Result<(), Error> {
+        self.inner.clip(theta)
+    }
+
+    /// [`DeviceTrainer::norm`]: the last clip's global norm (a host wait).
+    pub fn norm(&self) -> Result<f32, Error> {
+        self.inner.norm()
+    }
+
+    /// [`DeviceTrainer::sgd_step`].
+    pub fn sgd_step(&mut self, lr: f32) -> Result<(), Error> {
+        self.inner.sgd_step(lr)
+    }
+
+    /// [`DeviceTrainer::adam_step`].
+    pub fn adam_step(&mut self, step: u64, cfg: &AdamConfig) -> Result<(), Error> {
+        self.inner.adam_step(step, cfg)
+    }
+
+    fn io(&self) -> &DenseIo {
+        // Built with `dense` by `new`, never without.
+        self.inner
+            .dense
+            .as_ref()
+            .expect("a cell trainer has dense buffers")
+    }
+
+    fn io_mut(&mut self) -> &mut DenseIo {
+        self.inner
+            .dense
+            .as_mut()
+            .expect("a cell trainer has dense buffers")
+    }
+}
+
+fn order(expected: &str, actual: &str) -> Error {
+    Error::Mismatch {
+        what: "call order",
+        expected: expected.to_owned(),
+        actual: actual.to_owned(),
+    }
+}
+
+impl DeviceTrainer {
+    /// The dense forward ([`DeviceCellTrainer::forward`]): the input
+    /// projections for all steps, then the token loops reading them.
+    fn forward_dense(&mut self) -> Result<(), Error> {
+        self.forward_done = false;
+        let l = self.layout;
+        let (tb, i) = (self.steps * self.batch, l.vocab);
+        let gh = l.cell_dims().gate_rows();
+        let Some(io) = self.dense.as_ref() else {
+            return Err(order("a cell trainer", "a language-model trainer"));
+        };
+        self.gpu.bind()?;
+        // The last backward's side work (dW_ih reads x) is done.
+        self.join_side()?;
+        let w = self.read_weights();
+        // P (G·H, T·B) = W_ih · xᵀ, formed in f32: in P itself, or in dih
+        // (free until the backward, the same size) and rounded to f16.
+        let p32 = match self.precision {
+            Precision::F32 => io.proj.at(0),
+            Precision::F16 => addr(&self.dih),
+        };
+        self.gemm(Gemm {
+            kernel: self.gemm_kernel(true),
+            c: p32,
+            a: w.w_ih,
+            b: io.x.addr(),
+            bias: 0,
+            m: gh,
+            n: tb,
+            k: i,
+            sam: i,
+            sak: 1,
+            sbk: 1,
+            sbn: i,
+            ldc: tb,
+            accumulate: false,
+        })?;
+        if self.precision == Precision::F16 {
+            self.launch(
+                "tr_to_f16",
+                elementwise(gh * tb),
+                &[
+                    Arg::Ptr(io.proj.at(0)),
+                    Arg::Ptr(p32),
+                    Arg::I64((gh * tb) as i64),
+                ],
+            )?;
+        }
+        self.carried_state_in()?;
+        let projections = Weights {
+            w_ih: io.proj.at(0),
+            ..w
+        };
+        self.forward_time_loop(projections, addr(&self.tokens), tb)?;
+        self.carried_state_out()?;
+        self.forward_done = true;
+        Ok(())
+    }
+
+    /// The dense backward ([`DeviceCellTrainer::backward`]); joined to the
+    /// side stream at the end whatever happens.
+    fn backward_dense(&mut self) -> Result<(), Error> {
+        if !self.forward_done {
+            return Err(order(
+                "a forward before backward",
+                "backward without a new forward",
+            ));
+        }
+        self.forward_done = false;
+        self.gpu.bind()?;
+        let queued = self.queue_backward_dense();
+        let joined = self.join_side();
+        queued.and(joined)
+    }
+
+    fn queue_backward_dense(&self) -> Result<(), Error> {
+        let l = self.layout;
+        let (tb, h, i) = (self.steps * self.batch, l.hidden, l.vocab);
+        let gh = l.cell_dims().gate_rows();
+        let Some(io) = self.dense.as_ref() else {
+            return Err(order("a cell trainer", "a language-model trainer"));
+        };
+        let w = self.read_weights();
+        let g = self.weight_addrs(addr(&self.grads));
+        self.transpose_beside(w)?;
+        // The time loop may consume dhs: a copy of the upstream gradient.
+        self.copy(addr(&self.dhs), addr(&io.dy), tb * h)?;
+        self.backward_time_loop()?;
+        let dih = addr(&self.dih);
+        // Beside dW_hh's and dx's products: the biases' and dW_ih
+        // (G·H, I) = dihᵀ · x.
+        self.beside(|| {
+            self.bias_grads(g, false)?;
+            self.gemm(Gemm {
+                kernel: self.gemm_kernel(false),
+                c: g.w_ih,
+                a: dih,
+                b: io.x.addr(),
+                bias: 0,
+                m: gh,
+                n: i,
+                k: tb,
+                sam: 1,
+                sak: gh,
+                sbk: i,
+                sbn: 1,
+                ldc: i,
+                accumulate: false,
+            })
+        })?;
+        self.recurrent_weight_grads(g)?;
+        // dx (T·B, I) = dih · W_ih.
+        self.gemm(Gemm {
+            kernel: self.gemm_kernel(false),
+            c: addr(&io.dx),
+            a: dih,
+            b: w.w_ih,
+            bias: 0,
+            m: tb,
+            n: i,
+            k: gh,
+            sam: gh,
+            sak: 1,
+            sbk: i,
+            sbn: 1,
+            ldc: i,
+            accumulate: false,
+        })
+    }
+}

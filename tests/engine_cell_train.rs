@@ -1,0 +1,584 @@
+//! GPU training of a bare cell on dense inputs (recur-engine's
+//! DeviceCellTrainer) against recur-core, every cell and time-loop form:
+//! the hidden states, the final state, every parameter gradient and the
+//! inputs' gradient for arbitrary small shapes, f32 (against
+//! `sequence_forward` / `sequence_backward` with dense input) and f16.
+//! Every output is first filled with NaN by a pass with a NaN upstream
+//! gradient, so an element the checked pass leaves unwritten fails.
+//! Without a GPU every test prints `skipped: no CUDA device` and passes.
+
+use std::io::Write as _;
+
+mod engine_support;
+
+use engine_support::loops::{assert_loops, cluster_hidden, set_loops, Loops, LOOPS};
+use proptest::prelude::*;
+use recur::core::cell::{self, Input, SeqDims};
+use recur::core::{CellDims, CellGrads, CellKind, CellParams, Portable};
+use recur::engine::half::round_f16;
+use recur::engine::{DeviceCellTrainer, Error, Precision, TrainOptimizer};
+
+const CELLS: [CellKind; 5] = [
+    CellKind::RnnTanh,
+    CellKind::RnnRelu,
+    CellKind::GruResetBefore,
+    CellKind::GruResetAfter,
+    CellKind::Lstm,
+];
+
+/// Straight to stderr: the harness captures eprintln!, and a skipped GPU
+/// test must say so in CI's log.
+fn skipped() {
+    let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
+}
+
+/// One test case: shapes, parameters, inputs, initial state, upstream
+/// gradient.
+struct Case {
+    dims: CellDims,
+    batch: usize,
+    steps: usize,
+    params: Vec<f32>,
+    x: Vec<f32>,
+    h0: Vec<f32>,
+    /// (B, H) for the LSTM, else empty.
+    c0: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+impl Case {
+    fn new(
+        cell: CellKind,
+        batch: usize,
+        hidden: usize,
+        input: usize,
+        steps: usize,
+        seed: u64,
+    ) -> Case {
+        let dims = CellDims {
+            cell,
+            input,
+            hidden,
+        };
+        let (tb, bh) = (steps * batch, batch * hidden);
+        let k = 1.0 / (hidden as f32).sqrt();
+        let c_len = if cell == CellKind::Lstm { bh } else { 0 };
+        Case {
+            dims,
+            batch,
+            steps,
+            params: engine_support::random_vec(params_len(&dims), k, seed),
+            x: engine_support::random_vec(tb * input, 1.0, seed + 1),
+            h0: engine_support::random_vec(bh, 0.5, seed + 2),
+            c0: engine_support::random_vec(c_len, 0.5, seed + 3),
+            dy: engine_support::random_vec(tb * hidden, 1.0, seed + 4),
+        }
+    }
+
+    fn seq(&self) -> SeqDims {
+        SeqDims {
+            cell: self.dims,
+            steps: self.steps,
+            batch: self.batch,
+        }
+    }
+}
+
+fn params_len(d: &CellDims) -> usize {
+    d.weight_ih_len() + d.weight_hh_len() + 2 * d.bias_len()
+}
+
+/// The four tensors' ranges in the flat cell layout.
+fn tensor_ranges(d: &CellDims) -> [std::ops::Range<usize>; 4] {
+    let (a, b) = (d.weight_ih_len(), d.weight_ih_len() + d.weight_hh_len());
+    let c = b + d.bias_len();
+    [0..a, a..b, b..c, c..c + d.bias_len()]
+}
+
+/// recur-core's forward and backward of a case: hs (T, B, H), final h and c,
+/// parameter gradients, and the gradient of `input` (dense only; else the
+/// pre-activation gradient `dih` is in the W_ih part of the gradients, see
+/// `check_f16`).
+struct CoreResult {
+    hs: Vec<f32>,
+    c_last: Vec<f32>,
+    grads: Vec<f32>,
+    dx: Vec<f32>,
+}
+
+fn core_reference(
+    c: &Case,
+    dims: CellDims,
+    params: &[f32],
+    input: Input<'_>,
+    h0: &[f32],
+) -> CoreResult {
+    let seq = SeqDims {
+        cell: dims,
+        ..c.seq()
+    };
+    let (tb, h) = (c.steps * c.batch, dims.hidden);
+    let r = tensor_ranges(&dims);
+    let p = CellParams {
+        weight_ih: &params[r[0].clone()],
+        weight_hh: &params[r[1].clone()],
+        bias_ih: &params[r[2].clone()],
+        bias_hh: &params[r[3].clone()],
+    };
+    let mut hs = vec![f32::NAN; tb * h];
+    let mut c_last = vec![f32::NAN; c.c0.len()];
+    let mut cache = vec![f32::NAN; cell::cache_len(&seq)];
+    let mut ws = vec![f32::NAN; cell::workspace_len(&seq)];
+    cell::sequence_forward(
+        &mut hs,
+        &mut c_last,
+        input,
+        h0,
+        &c.c0,
+        p,
+        &mut cache,
+        &mut ws,
+        &seq,
+        &Portable,
+    )
+    .unwrap();
+    let mut grads = vec![0.0f32; params_len(&dims)];
+    let mut dx = match input {
+        Input::Dense(x) => vec![0.0f32; x.len()],
+        Input::Tokens(_) => Vec::new(),
+    };
+    let mut dh0 = vec![0.0f32; h0.len()];
+    let mut dc0 = vec![0.0f32; c.c0.len()];
+    {
+        let (gih, rest) = grads.split_at_mut(r[1].start);
+        let (ghh, rest) = rest.split_at_mut(r[1].len());
+        let (gbi, gbh) = rest.split_at_mut(dims.bias_len());
+        let mut g = CellGrads {
+            weight_ih: gih,
+            weight_hh: ghh,
+            bias_ih: gbi,
+            bias_hh: gbh,
+        };
+        let dinput = match input {
+            Input::Dense(_) => Some(&mut dx[..]),
+            Input::Tokens(_) => None,
+        };
+        cell::sequence_backward(
+            &mut g, dinput, &mut dh0, &mut dc0, &c.dy, input, h0, &c.c0, p, &hs, &cache, &mut ws,
+            &seq, &Portable,
+        )
+        .unwrap();
+    }
+    CoreResult {
+        hs,
+        c_last,
+        grads,
+        dx,
+    }
+}
+
+/// `|got − want| ≤ abs + |want|·rel` everywhere (NaN fails); returns the
+/// worst ratio of difference to tolerance.
+fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let mut worst = 0.0f32;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let tol = abs + w.abs() * rel;
+        let err = (g - w).abs();
+        assert!(
+            err <= tol,
+            "{what}[{i}]: engine {g}, recur-core {w} (|diff| {err} > {tol})"
+        );
+        worst = worst.max(err / tol);
+    }
+    worst
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+}
+
+/// Runs the case on the engine: a first pass with a NaN upstream gradient
+/// (every gradient and dx NaN), then the checked pass from the same state.
+/// Returns hs, the final (h, c), the gradients and dx; None where the
+/// device lacks the loop form.
+#[allow(clippy::type_complexity)]
+fn run_engine(
+    c: &Case,
+    precision: Precision,
+    loops: Loops,
+) -> Option<(Vec<f32>, (Vec<f32>, Vec<f32>), Vec<f32>, Vec<f32>)> {
+    let gpu = engine_support::gpu()?;
+    let mut t = DeviceCellTrainer::new(
+        &gpu,
+        c.dims,
+        c.batch,
+        c.steps,
+        TrainOptimizer::Sgd,
+        precision,
+    )
+    .unwrap();
+    if !set_loops(&mut t, loops) {
+        return None;
+    }
+    t.upload_params(&c.params).unwrap();
+    t.upload_inputs(&c.x).unwrap();
+    t.upload_state(&c.h0, &c.c0).unwrap();
+    t.forward().unwrap();
+    t.upload_hidden_grads(&vec![f32::NAN; c.dy.len()]).unwrap();
+    t.backward().unwrap();
+    t.upload_state(&c.h0, &c.c0).unwrap();
+    t.forward().unwrap();
+    t.upload_hidden_grads(&c.dy).unwrap();
+    t.backward().unwrap();
+    assert_loops(&t, loops);
+    Some((
+        t.download_hidden_states().unwrap(),
+        t.download_state().unwrap(),
+        t.download_grads().unwrap(),
+        t.download_input_grads().unwrap(),
+    ))
+}
+
+/// f32: against recur-core's dense sequence forward and backward.
+/// Tolerances: the states as the language model's test (abs 1e-5, rel
+/// 1e-4); each gradient tensor and dx within rel 2e-3 of itself plus
+/// 2e-5 of the tensor's largest element: with an upstream gradient of
+/// order 1 on every h, the sums over T·B rows are of order √(T·B), and
+/// the two sides sum them in different orders (a cancelling element is
+/// off by roundoff of its terms, not of itself).
+fn check_f32(
+    cell: CellKind,
+    batch: usize,
+    hidden: usize,
+    input: usize,
+    steps: usize,
+    seed: u64,
+    loops: Loops,
+) {
+    if engine_support::gpu().is_none() {
+        skipped();
+        return;
+    }
+    let c = Case::new(cell, batch, hidden, input, steps, seed);
+    let want = core_reference(&c, c.dims, &c.params, Input::Dense(&c.x), &c.h0);
+    let Some((hs, (h_last, c_last), grads, dx)) = run_engine(&c, Precision::F32, loops) else {
+        return;
+    };
+    let bh = batch * hidden;
+    assert_close("hs", &hs, &want.hs, 1e-5, 1e-4);
+    assert_close(
+        "h_last",
+        &h_last,
+        &want.hs[want.hs.len() - bh..],
+        1e-5,
+        1e-4,
+    );
+    assert_close("c_last", &c_last, &want.c_last, 1e-5, 1e-4);
+    let mut worst = 0.0f32;
+    for (k, r) in tensor_ranges(&c.dims).into_iter().enumerate() {
+        let abs = 2e-5 * max_abs(&want.grads[r.clone()]);
+        let what = format!("gradient tensor {k}");
+        worst = worst.max(assert_close(
+            &what,
+            &grads[r.clone()],
+            &want.grads[r],
+            abs,
+            2e-3,
+        ));
+    }
+    let worst_dx = assert_close("dx", &dx, &want.dx, 2e-5 * max_abs(&want.dx), 2e-3);
+    println!(
+        "{cell:?} B={batch} H={hidden} I={input} T={steps} ({loops:?} loops): worst gradient {worst:.3}, dx {worst_dx:.3} of tolerance"
+    );
+}
+
+// f16 mode: the engine stores x, W_ih, W_hh (the products' copies), the
+// projections P = W_ih·xᵀ, h, the gates and the gate cache in f16. The
+// reference runs recur-core on the engine's own formulation: the
+// projections rounded to f16 (from f64 products of the rounded W_ih and
+// x) as the input weights of a token model whose token for row (t, b) is
+// t·B + b, at the rounded W_hh. Its forward then differs from the engine's
+// only by the activations' f16 storage, the case the language model's f16
+// test bounds (engine_train.rs, "f16 mode": |Δh| ≤ 4u·max|h|, gradient
+// elements within 32u of themselves plus 32u of their tensor's largest);
+// the gradient of that token model's input weights is dih itself, from
+// which dW_ih = dihᵀ·x16 and dx = dih·W16 follow in f64. An f32 P that
+// rounds to the other neighbour than the f64 one (rare: f32 error ≪ f16
+// half-ulp) adds one more u to one pre-activation, inside the margin.
+// ReLU's gradients are checked through their norm only, as there.
+const F16_U: f32 = 1.0 / 2048.0;
+const F16_GRAD_EPS: f32 = 32.0 * F16_U;
+
+/// The engine's formulation on recur-core, each stored value passed
+/// through `store` (f16 rounding, or the identity): the projections
+/// P = W_ih·xᵀ (f64 sums of the stored W_ih and x) as the input weights
+/// (G·H, T·B) of a token model fed t·B + b at row (t, b), at the stored
+/// W_hh and h0. That model's input-weight gradient is dih (transposed),
+/// from which dW_ih = dihᵀ·x and dx = dih·W_ih follow (f64 sums).
+fn token_reference(c: &Case, store: fn(f32) -> f32) -> CoreResult {
+    let d = c.dims;
+    let (tb, gh, i) = (c.steps * c.batch, d.gate_rows(), d.input);
+    let r = tensor_ranges(&d);
+    let w: Vec<f32> = c.params[r[0].clone()].iter().map(|&v| store(v)).collect();
+    let x: Vec<f32> = c.x.iter().map(|&v| store(v)).collect();
+    let mut p = vec![0.0f32; gh * tb];
+    for j in 0..gh {
+        for row in 0..tb {
+            let s: f64 = (0..i)
+                .map(|k| w[j * i + k] as f64 * x[row * i + k] as f64)
+                .sum();
+            p[j * tb + row] = store(s as f32);
+        }
+    }
+    let token_dims = CellDims { input: tb, ..d };
+    let mut token_params = p;
+    token_params.extend(c.params[r[1].clone()].iter().map(|&v| store(v)));
+    token_params.extend_from_slice(&c.params[r[2].start..]);
+    let rows: Vec<u32> = (0..tb as u32).collect();
+    let h0: Vec<f32> = c.h0.iter().map(|&v| store(v)).collect();
+    let tokens = core_reference(c, token_dims, &token_params, Input::Tokens(&rows), &h0);
+    // dih (T·B, G·H) is the token model's W_ih' gradient (G·H, T·B).
+    let tr = tensor_ranges(&token_dims);
+    let dih = &tokens.grads[tr[0].clone()];
+    let mut grads = vec![0.0f32; params_len(&d)];
+    for j in 0..gh {
+        for k in 0..i {
+            let s: f64 = (0..tb)
+                .map(|row| dih[j * tb + row] as f64 * x[row * i + k] as f64)
+                .sum();
+            grads[j * i + k] = s as f32;
+        }
+    }
+    grads[r[1].start..].copy_from_slice(&tokens.grads[tr[1].start..]);
+    let mut dx = vec![0.0f32; tb * i];
+    for row in 0..tb {
+        for k in 0..i {
+            let s: f64 = (0..gh)
+                .map(|j| dih[j * tb + row] as f64 * w[j * i + k] as f64)
+                .sum();
+            dx[row * i + k] = s as f32;
+        }
+    }
+    CoreResult {
+        hs: tokens.hs,
+        c_last: tokens.c_last,
+        grads,
+        dx,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The formulation the engine runs (input projections gathered as a
+    /// token model's columns, dW_ih and dx as products of dih) gives
+    /// recur-core's dense forward and backward: checked on the CPU, GPU or
+    /// not, without rounding.
+    #[test]
+    fn projection_formulation_equals_dense_input(
+        cell in 0usize..5,
+        batch in 1usize..=5,
+        hidden in 1usize..=12,
+        input in 1usize..=9,
+        steps in 1usize..=6,
+        seed in 0u64..1000,
+    ) {
+        let cell = CELLS[cell];
+        let c = Case::new(cell, batch, hidden, input, steps, seed);
+        let want = core_reference(&c, c.dims, &c.params, Input::Dense(&c.x), &c.h0);
+        let got = token_reference(&c, |v| v);
+        assert_close("hs", &got.hs, &want.hs, 1e-6, 1e-5);
+        assert_close("c_last", &got.c_last, &want.c_last, 1e-6, 1e-5);
+        for (k, r) in tensor_ranges(&c.dims).into_iter().enumerate() {
+            let abs = 1e-6 * max_abs(&want.grads[r.clone()]);
+            let what = format!("{cell:?} gradient tensor {k}");
+            assert_close(&what, &got.grads[r.clone()], &want.grads[r], abs, 1e-5);
+        }
+        assert_close("dx", &got.dx, &want.dx, 1e-6 * max_abs(&want.dx), 1e-5);
+    }
+}
+
+fn check_f16(
+    cell: CellKind,
+    batch: usize,
+    hidden: usize,
+    input: usize,
+    steps: usize,
+    seed: u64,
+    loops: Loops,
+) {
+    if engine_support::gpu().is_none() {
+        skipped();
+        return;
+    }
+    let c = Case::new(cell, batch, hidden, input, steps, seed);
+    let (tb, r) = (steps * batch, tensor_ranges(&c.dims));
+    let want = token_reference(&c, round_f16);
+    let Some((hs, (h_last, c_last), grads, dx)) = run_engine(&c, Precision::F16, loops) else {
+        return;
+    };
+    let hmax = match cell {
+        CellKind::RnnRelu => max_abs(&want.hs).max(1.0),
+        _ => 1.0,
+    };
+    let bh = batch * hidden;
+    let h_tol = 4.0 * F16_U * hmax;
+    assert_close("f16 hs", &hs, &want.hs, h_tol, 0.0);
+    assert_close(
+        "f16 h_last",
+        &h_last,
+        &want.hs[tb * hidden - bh..],
+        h_tol,
+        0.0,
+    );
+    assert_close(
+        "f16 c_last",
+        &c_last,
+        &want.c_last,
+        4.0 * F16_U,
+        4.0 * F16_U,
+    );
+    let mut worst = 0.0f32;
+    let mut named: Vec<(String, &[f32], &[f32])> = r
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            (
+                format!("f16 gradient tensor {k}"),
+                &grads[r.clone()],
+                &want.grads[r.clone()],
+            )
+        })
+        .collect();
+    named.push(("f16 dx".to_owned(), &dx, &want.dx));
+    for (what, got, want) in named {
+        let abs = F16_GRAD_EPS * max_abs(want);
+        if cell == CellKind::RnnRelu {
+            // ‖Δ‖ ≤ ‖abs‖ + eps·‖ref‖ over the element bounds.
+            let norm = |v: &[f32]| v.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt() as f32;
+            let tol = abs * (want.len() as f32).sqrt() + F16_GRAD_EPS * norm(want);
+            let diff: Vec<f32> = got.iter().zip(want).map(|(g, w)| g - w).collect();
+            assert!(norm(&diff) <= tol, "{what}: |diff| {} > {tol}", norm(&diff));
+        } else {
+            worst = worst.max(assert_close(&what, got, want, abs, F16_GRAD_EPS));
+        }
+    }
+    println!(
+        "f16 {cell:?} B={batch} H={hidden} I={input} T={steps} ({loops:?} loops): worst gradient/dx {worst:.3} of tolerance"
+    );
+}
+
+#[test]
+fn every_cell_and_loop_form() {
+    for cell in CELLS {
+        for loops in LOOPS {
+            check_f32(cell, 16, 64, 48, 12, 3, loops);
+            check_f16(cell, 16, 64, 48, 12, 3, loops);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cell_gradients_match_recur_core(
+        cell in 0usize..5,
+        batch in 1usize..=64,
+        hidden in 1usize..=300,
+        input in 1usize..=200,
+        steps in 1usize..=40,
+        seed in 0u64..1000,
+    ) {
+        check_f32(CELLS[cell], batch, hidden, input, steps, seed, LOOPS[seed as usize % 4]);
+    }
+
+    #[test]
+    fn f16_cell_gradients_match_recur_core(
+        cell in 0usize..5,
+        batch in 1usize..=32,
+        hidden in 1usize..=200,
+        input in 1usize..=100,
+        steps in 1usize..=20,
+        seed in 0u64..1000,
+    ) {
+        check_f16(CELLS[cell], batch, hidden, input, steps, seed, LOOPS[seed as usize % 4]);
+    }
+
+    #[test]
+    fn cluster_cell_gradients_match_recur_core(
+        cell in 0usize..5,
+        batch in 1usize..=64,
+        hidden in cluster_hidden(),
+        input in 1usize..=200,
+        steps in 1usize..=40,
+        seed in 0u64..1000,
+    ) {
+        let loops = if seed % 2 == 0 { Loops::Cluster } else { Loops::ClusterShared };
+        check_f32(CELLS[cell], batch, hidden, input, steps, seed, loops);
+    }
+}
+
+/// An SGD step moves the parameters by −lr·gradient on the device.
+#[test]
+fn sgd_step_moves_by_the_gradient() {
+    let Some(gpu) = engine_support::gpu() else {
+        skipped();
+        return;
+    };
+    let c = Case::new(CellKind::GruResetAfter, 4, 24, 10, 5, 11);
+    let mut t =
+        DeviceCellTrainer::new(&gpu, c.dims, 4, 5, TrainOptimizer::Sgd, Precision::F32).unwrap();
+    t.upload_params(&c.params).unwrap();
+    t.upload_inputs(&c.x).unwrap();
+    t.upload_state(&c.h0, &c.c0).unwrap();
+    t.forward().unwrap();
+    t.upload_hidden_grads(&c.dy).unwrap();
+    t.backward().unwrap();
+    let g = t.download_grads().unwrap();
+    t.sgd_step(0.5).unwrap();
+    let p = t.download_params().unwrap();
+    let want: Vec<f32> = c.params.iter().zip(&g).map(|(w, g)| w - 0.5 * g).collect();
+    assert_close("params after SGD", &p, &want, 1e-6, 1e-6);
+}
+
+/// Calls out of order or with wrong lengths are errors naming what is
+/// wrong, and change nothing.
+#[test]
+fn bad_calls_are_errors() {
+    let Some(gpu) = engine_support::gpu() else {
+        skipped();
+        return;
+    };
+    let dims = CellDims {
+        cell: CellKind::Lstm,
+        input: 3,
+        hidden: 5,
+    };
+    let mut t =
+        DeviceCellTrainer::new(&gpu, dims, 2, 4, TrainOptimizer::Adam, Precision::F32).unwrap();
+    assert_eq!(t.params_len(), params_len(&dims));
+    let order = |e: Error| assert!(e.to_string().contains("call order"), "{e}");
+    order(t.forward().unwrap_err());
+    t.upload_inputs(&[0.5; 24]).unwrap();
+    order(t.backward().unwrap_err());
+    t.upload_hidden_grads(&[0.1; 40]).unwrap();
+    order(t.backward().unwrap_err());
+    t.forward().unwrap();
+    t.backward().unwrap();
+    order(t.backward().unwrap_err());
+    for (what, e) in [
+        ("inputs", t.upload_inputs(&[0.0; 23]).unwrap_err()),
+        (
+            "hidden-state gradients",
+            t.upload_hidden_grads(&[0.0; 41]).unwrap_err(),
+        ),
+        ("cell parameters", t.upload_params(&[0.0; 7]).unwrap_err()),
+    ] {
+        assert!(e.to_string().contains(what), "{what}: {e}");
+    }
+    let bad = CellDims { input: 0, ..dims };
+    assert!(DeviceCellTrainer::new(&gpu, bad, 2, 4, TrainOptimizer::Sgd, Precision::F32).is_err());
+    assert!(DeviceCellTrainer::new(&gpu, dims, 0, 4, TrainOptimizer::Sgd, Precision::F32).is_err());
+}

@@ -1,0 +1,165 @@
+//! The time-loop forms a training test asks of the engine's trainers
+//! (language model and bare cell), and the check that they ran.
+
+use std::io::Write as _;
+
+use proptest::prelude::*;
+use recur::core::CellKind;
+use recur::engine::{
+    every_cta_owns_a_unit, ClusterLoops, DeviceCellTrainer, DeviceTrainer, Gpu, TimeLoop,
+    REG_CLUSTER_MAX_HIDDEN,
+};
+
+/// What a test sets and reads of a trainer's time loops.
+pub trait LoopControl {
+    fn gpu(&self) -> &Gpu;
+    fn cell(&self) -> CellKind;
+    fn hidden(&self) -> usize;
+    fn batch(&self) -> usize;
+    fn set_cluster(&mut self, mode: ClusterLoops);
+    fn set_register_loops(&mut self, allowed: bool);
+    fn set_persistent(&mut self, allowed: bool);
+    fn time_loops(&self) -> (TimeLoop, TimeLoop);
+}
+
+macro_rules! loop_control {
+    ($ty:ty, $cell:expr, $hidden:expr) => {
+        impl LoopControl for $ty {
+            fn gpu(&self) -> &Gpu {
+                <$ty>::gpu(self)
+            }
+            fn cell(&self) -> CellKind {
+                $cell(self)
+            }
+            fn hidden(&self) -> usize {
+                $hidden(self)
+            }
+            fn batch(&self) -> usize {
+                <$ty>::batch(self)
+            }
+            fn set_cluster(&mut self, mode: ClusterLoops) {
+                <$ty>::set_cluster(self, mode)
+            }
+            fn set_register_loops(&mut self, allowed: bool) {
+                <$ty>::set_register_loops(self, allowed)
+            }
+            fn set_persistent(&mut self, allowed: bool) {
+                <$ty>::set_persistent(self, allowed)
+            }
+            fn time_loops(&self) -> (TimeLoop, TimeLoop) {
+                <$ty>::time_loops(self)
+            }
+        }
+    };
+}
+
+loop_control!(
+    DeviceTrainer,
+    |t: &DeviceTrainer| t.layout().cell,
+    |t: &DeviceTrainer| t.layout().hidden
+);
+loop_control!(
+    DeviceCellTrainer,
+    |t: &DeviceCellTrainer| t.dims().cell,
+    |t: &DeviceCellTrainer| t.dims().hidden
+);
+
+/// The time-loop form a gradient check asks of the trainer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loops {
+    /// Thread-block clusters required (sm_90; skipped on older GPUs); the
+    /// forward takes the register kernel where it fits.
+    Cluster,
+    /// The same with the register forward forbidden: the shared-memory
+    /// cluster kernels both ways.
+    ClusterShared,
+    /// Clusters forbidden: cooperative persistent loops where they fit.
+    Persistent,
+    /// One launch per step.
+    PerStep,
+}
+
+pub const LOOPS: [Loops; 4] = [
+    Loops::Cluster,
+    Loops::ClusterShared,
+    Loops::Persistent,
+    Loops::PerStep,
+];
+
+/// Sets `t`'s time loops to `loops`; false (and a printed skip) where the
+/// device has no thread-block clusters for [`Loops::Cluster`].
+pub fn set_loops(t: &mut impl LoopControl, loops: Loops) -> bool {
+    match loops {
+        Loops::Cluster | Loops::ClusterShared => {
+            if t.gpu().limits().cluster == 0 {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped: {} has no thread-block clusters",
+                    t.gpu().name()
+                );
+                return false;
+            }
+            let hidden = t.hidden();
+            if !cluster_takes(hidden) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped: no cluster time loop for H={hidden} (some CTA would own no hidden unit)"
+                );
+                return false;
+            }
+            t.set_cluster(ClusterLoops::Required);
+            t.set_register_loops(loops == Loops::Cluster);
+        }
+        Loops::Persistent => t.set_cluster(ClusterLoops::Never),
+        Loops::PerStep => t.set_persistent(false),
+    }
+    true
+}
+
+/// Whether the cluster time loops take a hidden size: every CTA of a
+/// cluster of 16 or 8 must own a hidden unit (engine/src/train/cluster.rs).
+pub fn cluster_takes(hidden: usize) -> bool {
+    [16, 8].iter().any(|&cs| every_cta_owns_a_unit(hidden, cs))
+}
+
+/// Hidden sizes in 1..=300 the cluster time loops take.
+pub fn cluster_hidden() -> impl Strategy<Value = usize> {
+    prop::sample::select(
+        (1usize..=300)
+            .filter(|&h| cluster_takes(h))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The forms the last forward and backward took agree with `loops`.
+pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
+    let (f, b) = t.time_loops();
+    match loops {
+        Loops::Cluster => {
+            // The register loops at H ≤ 256: the forward for every cell but
+            // reset-before, the backward for the RNN cells; required up to
+            // B = 32 (at most 8 clusters, resident at once on an H100),
+            // allowed beyond (they then run only where all their clusters
+            // are resident).
+            let (cell, hidden) = (t.cell(), t.hidden());
+            let fits = hidden <= REG_CLUSTER_MAX_HIDDEN;
+            let rnn = matches!(cell, CellKind::RnnTanh | CellKind::RnnRelu);
+            let forward = fits && cell != CellKind::GruResetBefore;
+            for (form, regs) in [(f, forward), (b, fits && rnn)] {
+                if !regs {
+                    assert_eq!(form, TimeLoop::Cluster);
+                } else if t.batch() <= 32 {
+                    assert_eq!(form, TimeLoop::ClusterRegs);
+                } else {
+                    assert!(matches!(form, TimeLoop::Cluster | TimeLoop::ClusterRegs));
+                }
+            }
+        }
+        Loops::ClusterShared => assert_eq!((f, b), (TimeLoop::Cluster, TimeLoop::Cluster)),
+        Loops::Persistent => {
+            let cluster = [TimeLoop::Cluster, TimeLoop::ClusterRegs];
+            assert!(!cluster.contains(&f) && !cluster.contains(&b));
+        }
+        Loops::PerStep => assert_eq!((f, b), (TimeLoop::PerStep, TimeLoop::PerStep)),
+    }
+}
