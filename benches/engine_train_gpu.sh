@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU training checks, timings and a per-kernel profile from binaries built
-# here (the GPU machine has no Rust toolchain):
+# GPU training checks (language model and bare cell), timings and a
+# per-kernel profile from binaries built here (the GPU machine has no Rust
+# toolchain):
 #   bash benches/engine_train_gpu.sh pack   # here: builds, strips into .carry/$CARRY_TAG/
 #                                           # (git-ignored; the corpus copied beside them)
 #   bash benches/engine_train_gpu.sh run    # there, with .carry/$CARRY_TAG carried; logs into $OUT
@@ -27,6 +28,10 @@ if [ "${1:-}" = pack ]; then
   strip -o "$DEST/engine_train" "$(exe_of "$json" engine_train test)"
   json=$(cargo bench --no-run --message-format=json -p recur --bench engine_train)
   strip -o "$DEST/bench_engine_train" "$(exe_of "$json" engine_train bench)"
+  json=$(cargo test --release --no-run --message-format=json -p recur --test engine_cell_train)
+  strip -o "$DEST/engine_cell_train" "$(exe_of "$json" engine_cell_train test)"
+  json=$(cargo bench --no-run --message-format=json -p recur --bench engine_cell_train)
+  strip -o "$DEST/bench_engine_cell_train" "$(exe_of "$json" engine_cell_train bench)"
   if [ "${EXAMPLES:-1}" = 1 ] && json=$(cargo build --release --message-format=json -p recur --example train --example generate); then
     strip -o "$DEST/train" "$(exe_of "$json" train example)"
     strip -o "$DEST/generate" "$(exe_of "$json" generate example)"
@@ -60,6 +65,15 @@ if [ "${TORCH:-1}" = 1 ]; then
   run torch_train ${TORCH_LIMIT:-80} python3 benches/engine_train_torch.py
   grep -h "train step" "$OUT/torch_train.log"
 fi
+# A bare cell on dense inputs: its tests, then LSTM H 768 forward + backward
+# beside nn.LSTM's in the same call.
+run test_engine_cell_train ${TEST_LIMIT:-150} "$BIN/engine_cell_train" --test-threads=8 --nocapture
+run bench_engine_cell_train ${BENCH_LIMIT:-90} "$BIN/bench_engine_cell_train"
+grep -h "cell train" "$OUT/bench_engine_cell_train.log"
+if [ "${TORCH:-1}" = 1 ]; then
+  run torch_cell_train ${TORCH_LIMIT:-80} python3 benches/engine_cell_train_torch.py
+  grep -h "cell train" "$OUT/torch_cell_train.log"
+fi
 if [ -x "$BIN/train" ]; then
   CK=$(mktemp -d)
   run train_d2l_gru_cuda ${TRAIN_LIMIT:-60} "$BIN/train" --preset d2l-gru --device cuda --corpus $BIN/corpus.zip \
@@ -77,4 +91,4 @@ if [ "${PROFILE:-1}" = 1 ] && command -v ncu >/dev/null; then
     --section MemoryWorkloadAnalysis "$BIN/bench_engine_train"
   grep -E "tr_|Stall|Duration|Throughput|Issued|Eligible|Active Warps|Hit Rate" "$OUT/ncu_persist_sections.log" | head -60
 fi
-grep -E "test result|panicked|FAILED" "$OUT/test_engine_train.log" | head
+grep -E "test result|panicked|FAILED" "$OUT/test_engine_train.log" "$OUT/test_engine_cell_train.log" | head

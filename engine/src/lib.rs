@@ -14,10 +14,14 @@
 //!   output layer and the softmax cross-entropy.
 //! - [`GenBuffers`] + [`DeviceModel::generate`]: prefix → N tokens, greedy
 //!   or with a temperature, the loop on the device.
-//! - [`DeviceTrainer`]: training, f32 (forward with its cache, backward
+//! - [`DeviceTrainer`]: training, f32 or f16 storage (forward with its cache, backward
 //!   through time, clipping, SGD / Adam) queued without host waits; the
 //!   loss and norm sums stay on the device until
 //!   [`DeviceTrainer::take_stats`] ([`TrainStats`]).
+//! - [`DeviceCellTrainer`]: a bare cell trained on dense (T, B, I) inputs
+//!   from a gradient on every hidden state (a layer of a larger model, or
+//!   cuDNN's and nn.LSTM's benchmark shape): every parameter gradient and
+//!   the inputs' gradient, through the same time loops.
 //!
 //! Every failure is an [`Error`] naming what was being done, which kernel and
 //! which shapes; [`Error::NoDevice`] where there is no GPU (the build links

@@ -26,9 +26,10 @@ use recur_core::CellDims;
 pub(super) struct DenseIo {
     /// (T·B, I) the inputs (storage type).
     x: Activations,
-    /// (G·H, T·B) the input projections W_ih·xᵀ of the last forward
-    /// (storage type).
-    proj: Stored,
+    /// (G·H, T·B) the input projections W_ih·xᵀ of the last forward in
+    /// f16 (f16 mode); in f32 mode they are formed in `dih`, which the
+    /// backward overwrites only after the time loops have read them.
+    proj16: Option<Stored>,
     /// (T·B, H) the gradient on every hidden state (f32).
     dy: DeviceBuffer<f32>,
     /// (T·B, I) the inputs' gradient of the last backward (f32).
@@ -49,7 +50,10 @@ impl DenseIo {
         let f16 = precision == Precision::F16;
         Ok(DenseIo {
             x: Activations::new(tb * i, f16, "dense inputs")?,
-            proj: Stored::new(gh * tb, precision, "input projections")?,
+            proj16: match precision {
+                Precision::F32 => None,
+                Precision::F16 => Some(Stored::new(gh * tb, precision, "input projections")?),
+            },
             dy: alloc(tb * h, "hidden-state gradients (upstream)")?,
             dx: alloc(tb * i, "input gradients")?,
             has_x: false,
@@ -305,12 +309,10 @@ impl DeviceTrainer {
         // The last backward's side work (dW_ih reads x) is done.
         self.join_side()?;
         let w = self.read_weights();
-        // P (G·H, T·B) = W_ih · xᵀ, formed in f32: in P itself, or in dih
-        // (free until the backward, the same size) and rounded to f16.
-        let p32 = match self.precision {
-            Precision::F32 => io.proj.at(0),
-            Precision::F16 => addr(&self.dih),
-        };
+        // P (G·H, T·B) = W_ih · xᵀ, formed in f32 in dih (the same size,
+        // free until the backward's time loop writes it), rounded to f16 in
+        // f16 mode.
+        let p32 = addr(&self.dih);
         self.gemm(Gemm {
             kernel: self.gemm_kernel(true),
             c: p32,
@@ -327,22 +329,23 @@ impl DeviceTrainer {
             ldc: tb,
             accumulate: false,
         })?;
-        if self.precision == Precision::F16 {
-            self.launch(
-                "tr_to_f16",
-                elementwise(gh * tb),
-                &[
-                    Arg::Ptr(io.proj.at(0)),
-                    Arg::Ptr(p32),
-                    Arg::I64((gh * tb) as i64),
-                ],
-            )?;
-        }
-        self.carried_state_in()?;
-        let projections = Weights {
-            w_ih: io.proj.at(0),
-            ..w
+        let p = match &io.proj16 {
+            None => p32,
+            Some(p16) => {
+                self.launch(
+                    "tr_to_f16",
+                    elementwise(gh * tb),
+                    &[
+                        Arg::Ptr(p16.at(0)),
+                        Arg::Ptr(p32),
+                        Arg::I64((gh * tb) as i64),
+                    ],
+                )?;
+                p16.at(0)
+            }
         };
+        self.carried_state_in()?;
+        let projections = Weights { w_ih: p, ..w };
         self.forward_time_loop(projections, addr(&self.tokens), tb)?;
         self.carried_state_out()?;
         self.forward_done = true;

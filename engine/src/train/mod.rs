@@ -24,6 +24,11 @@
 //! scatter to the tokens' columns), on tensor cores at f32 accuracy
 //! (3xTF32, `ptx/src/train_gemm.cuh`).
 //!
+//! [`DeviceCellTrainer`] (dense.rs) trains a bare cell on dense inputs
+//! through the same time loops: the input projections of all steps are one
+//! product before the loop, stored where the loops gather a token's W_ih
+//! column.
+//!
 //! Two streams: what the time loops do not wait for (W_hhᵀ, the output
 //! layer's weight gradients, the bias sums, dW_ih's scatter, the mean loss)
 //! runs on the GPU's low-priority side stream beside them

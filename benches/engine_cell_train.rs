@@ -1,0 +1,108 @@
+//! Training a bare LSTM layer on dense inputs on the GPU (recur-engine's
+//! DeviceCellTrainer) at the shape of cuDNN's public persistent-RNN figure:
+//! H 768, input 768, B 16, T 1,024; forward (with the cache the backward
+//! reads) + backward (every parameter gradient and the inputs' gradient,
+//! from a gradient on every hidden state), f16 storage with f32
+//! accumulation, then f32. The inputs and the upstream gradient stay on
+//! the device, as they do in PyTorch's twin
+//! (benches/engine_cell_train_torch.py: nn.LSTM forward + backward, same
+//! shapes, same GPU). Timed over whole iterations with a host wait only
+//! at the end; prints the time-loop forms taken and the device operations
+//! per iteration. `BENCH_CELL_SHAPE=H,I,B,T` overrides the shape; prints
+//! `skipped: no CUDA device` without a GPU.
+
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use recur::core::{CellDims, CellKind};
+use recur::engine::{DeviceCellTrainer, Error, Gpu, Precision, TrainOptimizer};
+
+fn main() {
+    let gpu = match Gpu::new() {
+        Ok(g) => g,
+        Err(e) if e.is_no_device() => {
+            println!("skipped: no CUDA device");
+            return;
+        }
+        Err(e) => panic!("opening the GPU: {e}"),
+    };
+    println!("{}", gpu.name());
+    let shape: Vec<usize> = std::env::var("BENCH_CELL_SHAPE")
+        .ok()
+        .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| v.len() == 4)
+        .unwrap_or_else(|| vec![768, 768, 16, 1024]);
+    let (h, i, b, t) = (shape[0], shape[1], shape[2], shape[3]);
+    for precision in [Precision::F16, Precision::F32] {
+        if let Err(e) = bench(&gpu, h, i, b, t, precision) {
+            println!("LSTM H={h} I={i} B={b} T={t} {precision:?}: {e}");
+        }
+    }
+}
+
+fn bench(
+    gpu: &Gpu,
+    h: usize,
+    i: usize,
+    b: usize,
+    t: usize,
+    precision: Precision,
+) -> Result<(), Error> {
+    let dims = CellDims {
+        cell: CellKind::Lstm,
+        input: i,
+        hidden: h,
+    };
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut tr = DeviceCellTrainer::new(gpu, dims, b, t, TrainOptimizer::Sgd, precision)?;
+    let k = 1.0 / (h as f32).sqrt();
+    let params: Vec<f32> = (0..tr.params_len())
+        .map(|_| rng.random_range(-k..k))
+        .collect();
+    let x: Vec<f32> = (0..t * b * i)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let dy: Vec<f32> = (0..t * b * h)
+        .map(|_| rng.random_range(-1e-3..1e-3))
+        .collect();
+    tr.upload_params(&params)?;
+    tr.upload_inputs(&x)?;
+    tr.upload_hidden_grads(&dy)?;
+    let label = format!("LSTM H={h} I={i} B={b} T={t} {precision:?}");
+    // Warm-up (module loads, cluster plans), then forward alone, then
+    // forward + backward.
+    for _ in 0..3 {
+        tr.reset_state()?;
+        tr.forward()?;
+        tr.backward()?;
+    }
+    gpu.synchronize()?;
+    let runs = 10;
+    let start = Instant::now();
+    for _ in 0..runs {
+        tr.reset_state()?;
+        tr.forward()?;
+    }
+    gpu.synchronize()?;
+    let fwd = start.elapsed().as_secs_f64() * 1e3 / runs as f64;
+    let ops0 = tr.device_ops();
+    let start = Instant::now();
+    for _ in 0..runs {
+        tr.reset_state()?;
+        tr.forward()?;
+        tr.backward()?;
+    }
+    gpu.synchronize()?;
+    let both = start.elapsed().as_secs_f64() * 1e3 / runs as f64;
+    let ops = (tr.device_ops() - ops0) / runs as u64;
+    let (lf, lb) = tr.time_loops();
+    let finite = tr.download_grads()?.iter().all(|g| g.is_finite());
+    println!(
+        "cell train {label}: forward {fwd:.3} ms ({:.2} us/step), forward+backward {both:.3} ms \
+         ({:.2} us/step); loops {lf:?}/{lb:?}; {ops} device ops per iteration; gradients finite: {finite}",
+        fwd * 1e3 / t as f64,
+        both * 1e3 / t as f64,
+    );
+    Ok(())
+}
