@@ -11,6 +11,7 @@ use std::io::Write as _;
 
 mod engine_support;
 
+use engine_support::assert_close;
 use engine_support::loops::{assert_loops, cluster_hidden, set_loops, Loops, LOOPS};
 use proptest::prelude::*;
 use recur::core::cell::{self, Input, SeqDims};
@@ -175,23 +176,6 @@ fn core_reference(
         grads,
         dx,
     }
-}
-
-/// `|got − want| ≤ abs + |want|·rel` everywhere (NaN fails); returns the
-/// worst ratio of difference to tolerance.
-fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) -> f32 {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let mut worst = 0.0f32;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let tol = abs + w.abs() * rel;
-        let err = (g - w).abs();
-        assert!(
-            err <= tol,
-            "{what}[{i}]: engine {g}, recur-core {w} (|diff| {err} > {tol})"
-        );
-        worst = worst.max(err / tol);
-    }
-    worst
 }
 
 fn max_abs(v: &[f32]) -> f32 {

@@ -20,6 +20,7 @@ use std::io::Write as _;
 
 mod engine_support;
 
+use engine_support::assert_close;
 use engine_support::loops::{assert_loops, cluster_hidden, set_loops, Loops, LOOPS};
 use proptest::prelude::*;
 use recur::core::cell::{self, Input, SeqDims};
@@ -131,23 +132,6 @@ fn core_reference(
         h_last: hs[hs.len() - batch * h..].to_vec(),
         c_last,
     }
-}
-
-/// `|got − want| ≤ abs + |want|·rel` everywhere; returns the worst excess
-/// ratio for the log. Panics naming the first element outside.
-fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) -> f32 {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let mut worst = 0.0f32;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let tol = abs + w.abs() * rel;
-        let err = (g - w).abs();
-        assert!(
-            err <= tol,
-            "{what}[{i}]: engine {g}, recur-core {w} (|diff| {err} > {tol})"
-        );
-        worst = worst.max(err / tol);
-    }
-    worst
 }
 
 fn layout_of(cell: CellKind, vocab: usize, hidden: usize) -> ModelLayout {

@@ -241,6 +241,23 @@ pub fn compare(what: &str, got: &[f32], want: &[f32], tol: Tol) -> Result<f32, S
     Ok(worst)
 }
 
+/// `|got − want| ≤ abs + |want|·rel` everywhere (NaN fails); returns the
+/// worst ratio of difference to tolerance.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let mut worst = 0.0f32;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let tol = abs + w.abs() * rel;
+        let err = (g - w).abs();
+        assert!(
+            err <= tol,
+            "{what}[{i}]: engine {g}, recur-core {w} (|diff| {err} > {tol})"
+        );
+        worst = worst.max(err / tol);
+    }
+    worst
+}
+
 /// The W_hh block of a cell's flat parameters.
 pub fn w_hh(dims: &CellDims, cell_params: &[f32]) -> Vec<f32> {
     let at = dims.weight_ih_len();
