@@ -23,7 +23,7 @@ use crate::mem::Activations;
 use recur_core::CellDims;
 
 /// The dense inputs and gradients of a [`DeviceCellTrainer`].
-pub(super) struct DenseIo {
+struct DenseIo {
     /// (T·B, I) the inputs (storage type).
     x: Activations,
     /// (G·H, T·B) the input projections W_ih·xᵀ of the last forward in
@@ -40,11 +40,7 @@ pub(super) struct DenseIo {
 }
 
 impl DenseIo {
-    pub(super) fn new(
-        layout: ModelLayout,
-        tb: usize,
-        precision: Precision,
-    ) -> Result<DenseIo, Error> {
+    fn new(layout: ModelLayout, tb: usize, precision: Precision) -> Result<DenseIo, Error> {
         let (i, h) = (layout.vocab, layout.hidden);
         let gh = layout.cell_dims().gate_rows();
         let f16 = precision == Precision::F16;
@@ -68,8 +64,11 @@ impl DenseIo {
 /// `bias_ih`, `bias_hh`: PyTorch's), f32 or f16 storage as
 /// [`DeviceTrainer`]; the same time loops, clipping and updates.
 pub struct DeviceCellTrainer {
-    inner: DeviceTrainer,
+    io: DenseIo,
     dims: CellDims,
+    /// The buffers and loops (`dense_input`, layout `vocab` = I). Last: it
+    /// holds the context, which must outlive `io`'s buffers.
+    inner: DeviceTrainer,
 }
 
 impl DeviceCellTrainer {
@@ -90,7 +89,8 @@ impl DeviceCellTrainer {
             hidden: dims.hidden,
         };
         let inner = DeviceTrainer::build(gpu, layout, batch, steps, optimizer, precision, true)?;
-        Ok(DeviceCellTrainer { inner, dims })
+        let io = DenseIo::new(layout, batch * steps, precision)?;
+        Ok(DeviceCellTrainer { io, dims, inner })
     }
 
     /// The cell's dimensions.
@@ -193,10 +193,8 @@ impl DeviceCellTrainer {
     pub fn upload_inputs(&mut self, x: &[f32]) -> Result<(), Error> {
         let n = self.steps() * self.batch() * self.dims.input;
         recur_core::error::check_len("inputs", x, n)?;
-        let gpu = self.inner.gpu.clone();
-        let io = self.io_mut();
-        io.x.upload(&gpu, x, "dense inputs")?;
-        io.has_x = true;
+        self.io.x.upload(&self.inner.gpu, x, "dense inputs")?;
+        self.io.has_x = true;
         Ok(())
     }
 
@@ -205,10 +203,13 @@ impl DeviceCellTrainer {
     pub fn upload_hidden_grads(&mut self, dhs: &[f32]) -> Result<(), Error> {
         let n = self.steps() * self.batch() * self.dims.hidden;
         recur_core::error::check_len("hidden-state gradients", dhs, n)?;
-        let gpu = self.inner.gpu.clone();
-        let io = self.io_mut();
-        upload(&gpu, &mut io.dy, dhs, "hidden-state gradients")?;
-        io.has_dy = true;
+        upload(
+            &self.inner.gpu,
+            &mut self.io.dy,
+            dhs,
+            "hidden-state gradients",
+        )?;
+        self.io.has_dy = true;
         Ok(())
     }
 
@@ -216,23 +217,23 @@ impl DeviceCellTrainer {
     /// it advances to the last step's, saving what the backward reads. No
     /// host wait.
     pub fn forward(&mut self) -> Result<(), Error> {
-        if !self.io().has_x {
+        if !self.io.has_x {
             return Err(order("inputs uploaded before forward", "no inputs"));
         }
-        self.inner.forward_dense()
+        self.inner.forward_dense(&self.io)
     }
 
     /// Queues the gradients of every parameter and of the inputs for the
     /// uploaded hidden-state gradients, through the last forward's steps
     /// (the graph cut at its initial state). No host wait.
     pub fn backward(&mut self) -> Result<(), Error> {
-        if !self.io().has_dy {
+        if !self.io.has_dy {
             return Err(order(
                 "hidden-state gradients uploaded before backward",
                 "none",
             ));
         }
-        self.inner.backward_dense()
+        self.inner.backward_dense(&self.io)
     }
 
     /// The hidden state after every step of the last forward, (T, B, H)
@@ -247,7 +248,7 @@ impl DeviceCellTrainer {
     /// The inputs' gradient of the last backward, (T, B, I).
     pub fn download_input_grads(&self) -> Result<Vec<f32>, Error> {
         let n = self.steps() * self.batch() * self.dims.input;
-        download(&self.inner.gpu, &self.io().dx, n)
+        download(&self.inner.gpu, &self.io.dx, n)
     }
 
     /// [`DeviceTrainer::clip`]: global-norm clipping of the gradients.
@@ -269,21 +270,6 @@ impl DeviceCellTrainer {
     pub fn adam_step(&mut self, step: u64, cfg: &AdamConfig) -> Result<(), Error> {
         self.inner.adam_step(step, cfg)
     }
-
-    fn io(&self) -> &DenseIo {
-        // Built with `dense` by `new`, never without.
-        self.inner
-            .dense
-            .as_ref()
-            .expect("a cell trainer has dense buffers")
-    }
-
-    fn io_mut(&mut self) -> &mut DenseIo {
-        self.inner
-            .dense
-            .as_mut()
-            .expect("a cell trainer has dense buffers")
-    }
 }
 
 fn order(expected: &str, actual: &str) -> Error {
@@ -297,14 +283,11 @@ fn order(expected: &str, actual: &str) -> Error {
 impl DeviceTrainer {
     /// The dense forward ([`DeviceCellTrainer::forward`]): the input
     /// projections for all steps, then the token loops reading them.
-    fn forward_dense(&mut self) -> Result<(), Error> {
+    fn forward_dense(&mut self, io: &DenseIo) -> Result<(), Error> {
         self.forward_done = false;
         let l = self.layout;
         let (tb, i) = (self.steps * self.batch, l.vocab);
         let gh = l.cell_dims().gate_rows();
-        let Some(io) = self.dense.as_ref() else {
-            return Err(order("a cell trainer", "a language-model trainer"));
-        };
         self.gpu.bind()?;
         // The last backward's side work (dW_ih reads x) is done.
         self.join_side()?;
@@ -354,7 +337,7 @@ impl DeviceTrainer {
 
     /// The dense backward ([`DeviceCellTrainer::backward`]); joined to the
     /// side stream at the end whatever happens.
-    fn backward_dense(&mut self) -> Result<(), Error> {
+    fn backward_dense(&mut self, io: &DenseIo) -> Result<(), Error> {
         if !self.forward_done {
             return Err(order(
                 "a forward before backward",
@@ -363,18 +346,15 @@ impl DeviceTrainer {
         }
         self.forward_done = false;
         self.gpu.bind()?;
-        let queued = self.queue_backward_dense();
+        let queued = self.queue_backward_dense(io);
         let joined = self.join_side();
         queued.and(joined)
     }
 
-    fn queue_backward_dense(&self) -> Result<(), Error> {
+    fn queue_backward_dense(&self, io: &DenseIo) -> Result<(), Error> {
         let l = self.layout;
         let (tb, h, i) = (self.steps * self.batch, l.hidden, l.vocab);
         let gh = l.cell_dims().gate_rows();
-        let Some(io) = self.dense.as_ref() else {
-            return Err(order("a cell trainer", "a language-model trainer"));
-        };
         let w = self.read_weights();
         let g = self.weight_addrs(addr(&self.grads));
         self.transpose_beside(w)?;

@@ -152,7 +152,7 @@ impl DeviceTrainer {
         }
         let l = self.layout;
         // A cell trainer's `vocab` is its input size.
-        let v = if self.dense.is_some() { "I" } else { "V" };
+        let v = if self.dense_input { "I" } else { "V" };
         let shape = || {
             format!(
                 "T={} B={} H={} {v}={} {:?}",

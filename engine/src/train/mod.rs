@@ -73,7 +73,6 @@ use crate::mem::{alloc, download, fill32, upload};
 use crate::plan::Precision;
 use cluster::ClusterPlan;
 pub use cluster::{ClusterLoops, TimeLoop};
-use dense::DenseIo;
 pub use dense::DeviceCellTrainer;
 use launch::{elementwise, f32_at, step_chunk, Arg, Gemm, COLSUM_CHUNK, MAX_SPLITS};
 use staging::TokenRing;
@@ -187,9 +186,9 @@ pub struct DeviceTrainer {
     forward_done: bool,
     /// Device operations (launches, copies, fills) queued so far.
     ops: Cell<u64>,
-    /// A bare cell's dense inputs and gradients ([`DeviceCellTrainer`]):
-    /// then there is no output layer, and `layout.vocab` is the input size.
-    dense: Option<DenseIo>,
+    /// Whether this is a [`DeviceCellTrainer`]'s: a bare cell on dense
+    /// inputs, no output layer, `layout.vocab` the input size.
+    dense_input: bool,
     /// Page-locked token staging (before `gpu`: freed in the context).
     staging: TokenRing,
     // Last: the context outlives the buffers above.
@@ -226,7 +225,7 @@ impl DeviceTrainer {
 
     /// [`Self::new_with_precision`]; with `dense`, for a bare cell fed
     /// dense vectors of `layout.vocab` (dense.rs): no logits buffer, the
-    /// dense buffers, the tokens the identity.
+    /// tokens the identity.
     fn build(
         gpu: &Gpu,
         layout: ModelLayout,
@@ -307,11 +306,7 @@ impl DeviceTrainer {
             batches: 0,
             forward_done: false,
             ops: Cell::new(0),
-            dense: if dense {
-                Some(DenseIo::new(layout, tb, precision)?)
-            } else {
-                None
-            },
+            dense_input: dense,
             staging: TokenRing::new(if dense { 1 } else { tb })?,
             gpu: gpu.clone(),
         };
