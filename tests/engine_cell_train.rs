@@ -463,6 +463,25 @@ fn every_cell_and_loop_form() {
     }
 }
 
+/// Hidden sizes whose per-step products do not fit shared memory in one
+/// chunk (an H100's 227 KB: backward chunks of 1,524 floats against G·H =
+/// 1,560 / 2,080; forward chunks of 1,372 against H = 1,400), the shape
+/// class of the H 768 benchmark, which the language model's tests (H ≤ 300)
+/// never reach.
+#[test]
+fn chunked_products_at_large_hidden_sizes() {
+    for (cell, hidden) in [
+        (CellKind::GruResetAfter, 520),
+        (CellKind::Lstm, 520),
+        (CellKind::Lstm, 1400),
+    ] {
+        for loops in [Loops::Persistent, Loops::PerStep] {
+            check_f32(cell, 3, hidden, 8, 3, 17, loops);
+            check_f16(cell, 3, hidden, 8, 3, 17, loops);
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 10, failure_persistence: None, ..ProptestConfig::default() })]
 
