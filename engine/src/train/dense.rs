@@ -63,6 +63,27 @@ impl DenseIo {
 /// recur-core's cell layout (`weight_ih` (G·H, I), `weight_hh` (G·H, H),
 /// `bias_ih`, `bias_hh`: PyTorch's), f32 or f16 storage as
 /// [`DeviceTrainer`]; the same time loops, clipping and updates.
+///
+/// ```no_run
+/// use recur_core::{CellDims, CellKind};
+/// use recur_engine::{DeviceCellTrainer, Gpu, Precision, TrainOptimizer};
+///
+/// # fn main() -> Result<(), recur_engine::Error> {
+/// let gpu = Gpu::new()?;
+/// let dims = CellDims { cell: CellKind::Lstm, input: 768, hidden: 768 };
+/// let (batch, steps) = (16, 1024);
+/// let mut t = DeviceCellTrainer::new(&gpu, dims, batch, steps, TrainOptimizer::Sgd, Precision::F16)?;
+/// t.upload_params(&vec![0.01; t.params_len()])?;
+/// t.upload_inputs(&vec![0.5; steps * batch * dims.input])?; // (T, B, I)
+/// t.forward()?;
+/// let hs = t.download_hidden_states()?; // (T, B, H)
+/// t.upload_hidden_grads(&vec![1e-3; hs.len()])?; // dLoss/dh for every step
+/// t.backward()?;
+/// let (grads, dx) = (t.download_grads()?, t.download_input_grads()?);
+/// t.sgd_step(0.1)?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct DeviceCellTrainer {
     io: DenseIo,
     dims: CellDims,
