@@ -2,7 +2,7 @@
 # GPU training checks (language model and bare cell), timings and a
 # per-kernel profile from binaries built here (the GPU machine has no Rust
 # toolchain):
-#   bash benches/engine_train_gpu.sh pack   # here: builds, strips into .carry/$CARRY_TAG/
+#   bash benches/engine_train_gpu.sh pack   # here: builds, strips and gzips into .carry/$CARRY_TAG/
 #                                           # (git-ignored; the corpus copied beside them)
 #   bash benches/engine_train_gpu.sh run    # there, with .carry/$CARRY_TAG carried; logs into $OUT
 # Every step has its own time limit. `CARRY_TAG` (both) names the folder,
@@ -41,12 +41,25 @@ if [ "${1:-}" = pack ]; then
   fi
   git rev-parse HEAD > "$DEST/commit.txt"
   git status --short >> "$DEST/commit.txt"
+  # gzip: the binaries embed the PTX text; together they would pass the
+  # device call's carry limit (64 MiB with the working tree) uncompressed.
+  for f in "$DEST"/*; do
+    case $f in *.txt | *.zip | *.gz) ;; *) gzip -9f "$f" ;; esac
+  done
   ls -la "$DEST"
+  du -sh "$DEST"
   exit 0
 fi
 OUT=${OUT:-/tmp/engine-train-out}
 mkdir -p "$OUT"
-BIN=.carry/$TAG
+# The carried binaries, unpacked into a scratch folder.
+BIN=$(mktemp -d)
+for f in .carry/$TAG/*; do
+  case $f in
+    *.gz) gunzip -c "$f" > "$BIN/$(basename "${f%.gz}")" && chmod +x "$BIN/$(basename "${f%.gz}")" ;;
+    *) cp "$f" "$BIN/" ;;
+  esac
+done
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; cat $BIN/commit.txt; } \
   > "$OUT/device.txt" 2>&1
 export RUST_BACKTRACE=1
