@@ -19,14 +19,6 @@ use recur::core::{CellDims, CellGrads, CellKind, CellParams, Portable};
 use recur::engine::half::round_f16;
 use recur::engine::{DeviceCellTrainer, Error, Precision, TrainOptimizer};
 
-const CELLS: [CellKind; 5] = [
-    CellKind::RnnTanh,
-    CellKind::RnnRelu,
-    CellKind::GruResetBefore,
-    CellKind::GruResetAfter,
-    CellKind::Lstm,
-];
-
 /// Straight to stderr: the harness captures eprintln!, and a skipped GPU
 /// test must say so in CI's log.
 fn skipped() {
@@ -368,7 +360,7 @@ proptest! {
         steps in 1usize..=6,
         seed in 0u64..1000,
     ) {
-        let cell = CELLS[cell];
+        let cell = CellKind::ALL[cell];
         let c = Case::new(cell, batch, hidden, input, steps, seed);
         let want = core_reference(&c, c.dims, &c.params, Input::Dense(&c.x), &c.h0);
         let got = token_reference(&c, |v| v);
@@ -455,7 +447,7 @@ fn check_f16(
 
 #[test]
 fn every_cell_and_loop_form() {
-    for cell in CELLS {
+    for cell in CellKind::ALL {
         for loops in LOOPS {
             check_f32(cell, 16, 64, 48, 12, 3, loops);
             check_f16(cell, 16, 64, 48, 12, 3, loops);
@@ -494,7 +486,7 @@ proptest! {
         steps in 1usize..=40,
         seed in 0u64..1000,
     ) {
-        check_f32(CELLS[cell], batch, hidden, input, steps, seed, LOOPS[seed as usize % 4]);
+        check_f32(CellKind::ALL[cell], batch, hidden, input, steps, seed, LOOPS[seed as usize % 4]);
     }
 
     #[test]
@@ -506,7 +498,7 @@ proptest! {
         steps in 1usize..=20,
         seed in 0u64..1000,
     ) {
-        check_f16(CELLS[cell], batch, hidden, input, steps, seed, LOOPS[seed as usize % 4]);
+        check_f16(CellKind::ALL[cell], batch, hidden, input, steps, seed, LOOPS[seed as usize % 4]);
     }
 
     #[test]
@@ -519,7 +511,7 @@ proptest! {
         seed in 0u64..1000,
     ) {
         let loops = if seed % 2 == 0 { Loops::Cluster } else { Loops::ClusterShared };
-        check_f32(CELLS[cell], batch, hidden, input, steps, seed, loops);
+        check_f32(CellKind::ALL[cell], batch, hidden, input, steps, seed, loops);
     }
 }
 

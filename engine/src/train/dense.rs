@@ -86,7 +86,6 @@ impl DenseIo {
 /// ```
 pub struct DeviceCellTrainer {
     io: DenseIo,
-    dims: CellDims,
     /// The buffers and loops (`dense_input`, layout `vocab` = I). Last: it
     /// holds the context, which must outlive `io`'s buffers.
     inner: DeviceTrainer,
@@ -111,12 +110,12 @@ impl DeviceCellTrainer {
         };
         let inner = DeviceTrainer::build(gpu, layout, batch, steps, optimizer, precision, true)?;
         let io = DenseIo::new(layout, batch * steps, precision)?;
-        Ok(DeviceCellTrainer { io, dims, inner })
+        Ok(DeviceCellTrainer { io, inner })
     }
 
     /// The cell's dimensions.
     pub fn dims(&self) -> CellDims {
-        self.dims
+        self.inner.layout.cell_dims()
     }
 
     /// Batch rows B.
@@ -173,24 +172,21 @@ impl DeviceCellTrainer {
     /// elements).
     pub fn upload_params(&mut self, cell_params: &[f32]) -> Result<(), Error> {
         recur_core::error::check_len("cell parameters", cell_params, self.params_len())?;
-        // The unused output layer stays zero.
-        let mut flat = vec![0.0f32; self.inner.layout.len()];
-        flat[..cell_params.len()].copy_from_slice(cell_params);
-        self.inner.upload_params(&flat)
+        // The cell's tensors lead the flat layout; the unused output layer
+        // after them stays zero.
+        let t = &mut self.inner;
+        upload(&t.gpu, &mut t.params, cell_params, "cell parameters")?;
+        t.refresh_mirror()
     }
 
     /// The parameters (cell layout).
     pub fn download_params(&self) -> Result<Vec<f32>, Error> {
-        let mut p = self.inner.download_params()?;
-        p.truncate(self.params_len());
-        Ok(p)
+        download(&self.inner.gpu, &self.inner.params, self.params_len())
     }
 
     /// The gradients of the last backward (after clipping, if any).
     pub fn download_grads(&self) -> Result<Vec<f32>, Error> {
-        let mut g = self.inner.download_grads()?;
-        g.truncate(self.params_len());
-        Ok(g)
+        download(&self.inner.gpu, &self.inner.grads, self.params_len())
     }
 
     /// Replaces the carried (B, H) state; `c` is ignored unless LSTM. Each
@@ -212,7 +208,7 @@ impl DeviceCellTrainer {
     /// Replaces the inputs of the next forwards, (T, B, I) (rounded to f16
     /// in f16 mode). Waits for the queued work (which may read them).
     pub fn upload_inputs(&mut self, x: &[f32]) -> Result<(), Error> {
-        let n = self.steps() * self.batch() * self.dims.input;
+        let n = self.steps() * self.batch() * self.dims().input;
         recur_core::error::check_len("inputs", x, n)?;
         self.io.x.upload(&self.inner.gpu, x, "dense inputs")?;
         self.io.has_x = true;
@@ -222,7 +218,7 @@ impl DeviceCellTrainer {
     /// Replaces the gradient on every hidden state that the next backwards
     /// start from, (T, B, H) (f32). Waits for the queued work.
     pub fn upload_hidden_grads(&mut self, dhs: &[f32]) -> Result<(), Error> {
-        let n = self.steps() * self.batch() * self.dims.hidden;
+        let n = self.steps() * self.batch() * self.dims().hidden;
         recur_core::error::check_len("hidden-state gradients", dhs, n)?;
         upload(
             &self.inner.gpu,
@@ -260,7 +256,7 @@ impl DeviceCellTrainer {
     /// The hidden state after every step of the last forward, (T, B, H)
     /// (the stored values: f16-rounded in f16 mode).
     pub fn download_hidden_states(&self) -> Result<Vec<f32>, Error> {
-        let bh = self.batch() * self.dims.hidden;
+        let bh = self.batch() * self.dims().hidden;
         self.inner
             .hcat
             .to_host(&self.inner.gpu, bh, self.steps() * bh)
@@ -268,7 +264,7 @@ impl DeviceCellTrainer {
 
     /// The inputs' gradient of the last backward, (T, B, I).
     pub fn download_input_grads(&self) -> Result<Vec<f32>, Error> {
-        let n = self.steps() * self.batch() * self.dims.input;
+        let n = self.steps() * self.batch() * self.dims().input;
         download(&self.inner.gpu, &self.io.dx, n)
     }
 
