@@ -82,10 +82,28 @@ fn main() {
             }
         }
     }
-    // Each path forced, d2l GRU, greedy (plain timing loop).
-    for precision in [Precision::F32, Precision::F16] {
+    // Paths forced, greedy (plain timing loop): every path for d2l's GRU;
+    // the shared-memory and the register cluster kernels (16) for the RNN
+    // and the LSTM. The register one is not chosen automatically yet.
+    let forced = |cell| -> &'static [(GenPath, Option<usize>)] {
+        if cell == CellKind::GruResetAfter {
+            &[
+                (GenPath::Persistent, None),
+                (GenPath::Cluster, Some(8)),
+                (GenPath::Cluster, Some(16)),
+                (GenPath::ClusterRegs, None),
+            ]
+        } else {
+            &[(GenPath::Cluster, Some(16)), (GenPath::ClusterRegs, None)]
+        }
+    };
+    let cells = [CellKind::GruResetAfter, CellKind::RnnTanh, CellKind::Lstm];
+    for (precision, cell) in [Precision::F32, Precision::F16]
+        .into_iter()
+        .flat_map(|p| cells.map(|c| (p, c)))
+    {
         let layout = ModelLayout {
-            cell: CellKind::GruResetAfter,
+            cell,
             vocab: 1027,
             hidden: 256,
         };
@@ -96,14 +114,14 @@ fn main() {
         let mut bufs = GenBuffers::new(&model, 1, PREFIX, COUNT).unwrap();
         let prefix: Vec<u32> = (0..PREFIX as u32).map(|i| i * 7 % 1027).collect();
         bufs.set_prefix(&prefix).unwrap();
-        for (path, cluster) in [
-            (GenPath::Persistent, None),
-            (GenPath::Cluster, Some(8)),
-            (GenPath::Cluster, Some(16)),
-        ] {
+        for &(path, cluster) in forced(cell) {
             let mut run = || model.generate_on(&mut bufs, Sampling::Greedy, Some(path), cluster);
-            if run().is_err() {
-                continue; // not on this device
+            if let Err(e) = run() {
+                summary.push(format!(
+                    "  forced {} {precision:?} greedy {path:?} cluster={cluster:?}: not run ({e})",
+                    cell.name()
+                ));
+                continue;
             }
             gpu.synchronize().unwrap();
             let runs = 20;
@@ -114,7 +132,8 @@ fn main() {
             }
             let per = start.elapsed().as_secs_f64() * 1e6 / (runs * COUNT) as f64;
             summary.push(format!(
-                "  forced gru-reset-after {precision:?} greedy {path:?} cluster={cluster:?}: {per:.3} us/char"
+                "  forced {} {precision:?} greedy {path:?} cluster={cluster:?}: {per:.3} us/char",
+                cell.name()
             ));
         }
     }

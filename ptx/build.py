@@ -32,7 +32,8 @@ SRC = os.path.join(HERE, "src")
 ARCH = "compute_80"
 PTXAS_ARCHS = ["sm_80", "sm_90"]
 # Modules that need sm_90 features (engine/src/ptx.rs loads them on sm_90+ only).
-ARCH_90 = {"recurrent_cluster", "recurrent_cluster_regs", "generate_cluster", "train_cluster"}
+ARCH_90 = {"recurrent_cluster", "recurrent_cluster_regs", "generate_cluster", "generate_cluster_regs",
+           "train_cluster"}
 
 
 def module_arch(module):

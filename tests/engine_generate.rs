@@ -5,7 +5,8 @@
 //! up to the logits' rounding tolerance (a near tie, or a draw that falls
 //! within that tolerance of a CDF boundary). Every path runs: the automatic
 //! choice (thread-block clusters on sm_90), and forced the cooperative
-//! persistent kernel, both cluster sizes and the per-step fallback.
+//! persistent kernel, both cluster sizes, the register cluster kernel and
+//! the per-step fallback.
 
 mod engine_support;
 
@@ -59,8 +60,11 @@ fn check(
     bufs.poison().unwrap();
     let path = match model.generate_on(&mut bufs, sampling, path, cluster) {
         Ok(p) => p,
-        // A forced cluster size whose slices do not fit the shared memory.
-        Err(Error::Limit { .. }) if path == Some(GenPath::Cluster) => {
+        // A forced cluster size whose slices do not fit the shared memory,
+        // or a model the register cluster kernel does not take.
+        Err(Error::Limit { .. })
+            if matches!(path, Some(GenPath::Cluster | GenPath::ClusterRegs)) =>
+        {
             println!(
                 "{:?} {precision:?} cluster {cluster:?}: does not fit",
                 c.cell
@@ -246,6 +250,25 @@ fn cases() -> Vec<Case> {
             prefix: 2,
             count: 30,
         },
+        // Shapes the register cluster kernel takes (every CTA of 16 owns a
+        // unit), with more rows than one of its clusters holds (LSTM 4,
+        // RNN 16).
+        Case {
+            cell: CellKind::Lstm,
+            batch: 5,
+            hidden: 128,
+            vocab: 200,
+            prefix: 2,
+            count: 20,
+        },
+        Case {
+            cell: CellKind::RnnTanh,
+            batch: 17,
+            hidden: 256,
+            vocab: 500,
+            prefix: 3,
+            count: 15,
+        },
     ]
 }
 
@@ -276,6 +299,9 @@ fn paths(gpu: &Gpu) -> Vec<(Option<GenPath>, Option<usize>)> {
         if size <= most {
             v.push((Some(GenPath::Cluster), Some(size)));
         }
+    }
+    if most >= 16 {
+        v.push((Some(GenPath::ClusterRegs), None));
     }
     v
 }

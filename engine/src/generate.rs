@@ -16,8 +16,9 @@ use crate::mem::{addr, alloc, download, fill32, upload, Activations, BARRIER_WOR
 use crate::model::DeviceModel;
 use crate::params::{GenParams, RecParams};
 use crate::plan::{
-    gen_cluster_kernel, generate_kernel, kernel_name, plan_generate, plan_generate_cluster,
-    plan_sequence, GenPlan, Path, PlanOptions, Precision,
+    gen_cluster_kernel, gen_reg_cluster_kernel, generate_kernel, kernel_name, plan_generate,
+    plan_generate_cluster, plan_generate_cluster_regs, plan_sequence, GenPlan, Path, PlanOptions,
+    Precision,
 };
 use crate::rng::row_seed;
 
@@ -45,6 +46,11 @@ pub enum GenPath {
     PerStep,
     /// One launch of thread-block clusters (sm_90), no grid-wide barrier.
     Cluster,
+    /// One launch of clusters of 16 holding W_hh in registers (sm_90; H ≤
+    /// 256, not GRU reset-before). Not chosen automatically yet: it has not
+    /// run on a GPU (ptx/src/generate_cluster_regs.cu); tests and benches
+    /// force it.
+    ClusterRegs,
 }
 
 /// Device buffers for generating `count` tokens after a `prefix_len`-token
@@ -200,8 +206,9 @@ impl DeviceModel {
     }
 
     /// [`DeviceModel::generate`] on a forced path (`None`: the fastest that
-    /// fits) and, for [`GenPath::Cluster`], a forced cluster size (8 or 16).
-    /// A forced path that does not fit the device is an error.
+    /// fits, [`GenPath::ClusterRegs`] excepted) and, for [`GenPath::Cluster`],
+    /// a forced cluster size (8 or 16). A forced path that does not fit the
+    /// device or the model is an error.
     pub fn generate_on(
         &self,
         bufs: &mut GenBuffers,
@@ -250,8 +257,13 @@ impl DeviceModel {
             plan_generate(&limits, gpu, l.cell, h, v, b, self.precision())
                 .map(|p| (GenPath::Persistent, p))
         };
+        let reg_cluster_plan = || {
+            plan_generate_cluster_regs(&limits, gpu, l.cell, h, v, b, self.precision())
+                .map(|p| (GenPath::ClusterRegs, p))
+        };
         let plan: Option<(GenPath, GenPlan)> = match path {
             None => cluster_plan().or_else(persistent_plan),
+            Some(GenPath::ClusterRegs) => Some(reg_cluster_plan().ok_or(too_large(h))?),
             Some(GenPath::Cluster) => Some(cluster_plan().ok_or(too_large(h))?),
             Some(GenPath::Persistent) => Some(persistent_plan().ok_or(too_large(h))?),
             Some(GenPath::PerStep) => None,
@@ -290,6 +302,7 @@ impl DeviceModel {
             };
             let mut args: [*mut c_void; 1] = [&mut p as *mut _ as *mut c_void];
             let (kernel, cooperative) = match gen_path {
+                GenPath::ClusterRegs => (gen_reg_cluster_kernel(l.cell, self.precision()), false),
                 GenPath::Cluster => (
                     gen_cluster_kernel(plan.cluster, l.cell, self.precision()),
                     false,
@@ -297,7 +310,7 @@ impl DeviceModel {
                 _ => (generate_kernel(l.cell, self.precision()), true),
             };
             // SAFETY: one GenParams by value (GenClusterParams of
-            // generate_cluster.cu has the same layout); every buffer was
+            // gen_cluster_params.cuh has the same layout); every buffer was
             // sized for (B, H, V, P, N) by GenBuffers::new and checked above;
             // a cluster grid is whole clusters of the kernel's compiled size.
             unsafe {

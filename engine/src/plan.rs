@@ -52,7 +52,12 @@
 //! sm_90 the cluster version (ptx/src/generate_cluster.cu) runs first where
 //! it fits: CTA r also holds output rows `[r·VR, r·VR+VR)`, `VR =
 //! ceil(V/CS)`, and every CTA a copy of the logits (`4·BC·V` bytes)
-//! (`gen_cluster_smem`).
+//! (`gen_cluster_smem`). `GenPath::ClusterRegs`
+//! (ptx/src/generate_cluster_regs.cu) is the same with the cell step of
+//! `Path::ClusterRegs` (W_hh in registers; its limits, and every CTA of 16
+//! owning a unit); only its output-layer rows, logits and partial sums are
+//! in dynamic shared memory (`gen_rcluster_smem`). It is chosen only when
+//! forced until it has run on a GPU.
 
 use recur_core::CellKind;
 
@@ -267,6 +272,21 @@ pub(crate) fn gen_cluster_smem(
     cl_rows_bytes(g * units, hidden, p) + cl_rows_bytes(vrows, hidden, p) + 4 * floats
 }
 
+/// Dynamic shared memory of `gen_rcluster16_*` (layout in
+/// ptx/src/generate_cluster_regs.cu: W_d slice, partial sums, logits, b_d,
+/// tokens), bytes; W_hh is in registers and h in static shared memory.
+pub(crate) fn gen_rcluster_smem(
+    hidden: usize,
+    vocab: usize,
+    vrows: usize,
+    rows: usize,
+    p: Precision,
+) -> usize {
+    let nq = hidden.div_ceil(4);
+    let floats = NTHREADS.min(nq * vrows) * CB + rows * vocab + vrows + rows;
+    cl_rows_bytes(vrows, hidden, p) + 4 * floats
+}
+
 /// Kernel names by cell.
 pub(crate) fn cell_tag(cell: CellKind) -> usize {
     match cell {
@@ -330,6 +350,23 @@ const REG_CLUSTER: [[&str; 5]; 2] = [
         "rec_rcluster16_f16_lstm",
     ],
 ];
+/// `[f32, f16]`; GRU reset-before has none.
+const GEN_REG_CLUSTER: [[&str; 5]; 2] = [
+    [
+        "gen_rcluster16_f32_rnn_tanh",
+        "gen_rcluster16_f32_rnn_relu",
+        "",
+        "gen_rcluster16_f32_gru_after",
+        "gen_rcluster16_f32_lstm",
+    ],
+    [
+        "gen_rcluster16_f16_rnn_tanh",
+        "gen_rcluster16_f16_rnn_relu",
+        "",
+        "gen_rcluster16_f16_gru_after",
+        "gen_rcluster16_f16_lstm",
+    ],
+];
 /// Largest H of the register cluster kernels (RC_K: 32 lanes × 8 k).
 pub const REG_CLUSTER_MAX_HIDDEN: usize = 256;
 /// CTAs per cluster of the register cluster kernels (RC_CS).
@@ -363,6 +400,11 @@ pub(crate) fn cluster_kernel(cluster: usize, cell: CellKind, p: Precision) -> &'
 pub(crate) fn gen_cluster_kernel(cluster: usize, cell: CellKind, p: Precision) -> &'static str {
     let (c, w) = cluster_index(cluster, p);
     GEN_CLUSTER[c][w][cell_tag(cell)]
+}
+
+/// The register cluster generation kernel (`""` for GRU reset-before).
+pub(crate) fn gen_reg_cluster_kernel(cell: CellKind, p: Precision) -> &'static str {
+    GEN_REG_CLUSTER[usize::from(p == Precision::F16)][cell_tag(cell)]
 }
 
 /// The kernel of `path` for `cell` at precision `p`.
@@ -702,6 +744,54 @@ pub(crate) fn plan_generate_cluster(
         });
     }
     None
+}
+
+/// The register cluster generation configuration (sm_90), or `None`: the
+/// cell step of `Path::ClusterRegs` (clusters of 16, W_hh in registers,
+/// H ≤ 256, not GRU reset-before, at most `reg_cluster_rows` batch rows per
+/// cluster) with the output layer of the cluster generation kernel; every
+/// CTA must own a hidden unit.
+pub(crate) fn plan_generate_cluster_regs(
+    limits: &DeviceLimits,
+    occ: &impl Occupancy,
+    cell: CellKind,
+    hidden: usize,
+    vocab: usize,
+    batch: usize,
+    p: Precision,
+) -> Option<GenPlan> {
+    let kernel = gen_reg_cluster_kernel(cell, p);
+    let cs = REG_CLUSTER_SIZE;
+    if kernel.is_empty()
+        || hidden > REG_CLUSTER_MAX_HIDDEN
+        || limits.cluster < cs
+        || !every_cta_owns_a_unit(hidden, cs)
+    {
+        return None;
+    }
+    let vrows = vocab.div_ceil(cs);
+    let most = reg_cluster_rows(cell);
+    let (rows, smem, _) = cluster_rows(
+        limits,
+        batch,
+        None,
+        |rows| {
+            if rows > most {
+                usize::MAX
+            } else {
+                gen_rcluster_smem(hidden, vocab, vrows, rows, p)
+            }
+        },
+        |smem| occ.max_clusters(kernel, cs, smem),
+    )?;
+    Some(GenPlan {
+        blocks: batch.div_ceil(rows) * cs,
+        units: hidden.div_ceil(cs),
+        vrows,
+        ldb: rows,
+        smem,
+        cluster: cs,
+    })
 }
 
 /// The persistent generation configuration, or `None` (per-step fallback).
@@ -1122,6 +1212,40 @@ mod tests {
                 Precision::F32
             ),
             None
+        );
+    }
+
+    #[test]
+    fn register_generation_takes_small_layers_on_clusters_of_16() {
+        let occ = FakeSm { regs_blocks: 1 };
+        let plan = |limits: &DeviceLimits, cell, h, v, b| {
+            plan_generate_cluster_regs(limits, &occ, cell, h, v, b, Precision::F32)
+                .map(|p| (p.cluster, p.units, p.vrows, p.ldb, p.blocks))
+        };
+        // d2l's model at batch 1: one cluster, 16 units and 65 output rows a CTA.
+        let d2l = plan(&H100, CellKind::GruResetAfter, 256, 1027, 1);
+        assert_eq!(d2l, Some((16, 16, 65, 1, 16)));
+        let smem = gen_rcluster_smem(256, 1027, 65, 1, Precision::F32);
+        assert!(smem < 227 * 1024 && smem > 65 * 256 * 4, "{smem}");
+        // Not taken: reset-before, H > 256, a CTA without a unit, no clusters.
+        assert_eq!(plan(&H100, CellKind::GruResetBefore, 256, 1027, 1), None);
+        assert_eq!(plan(&H100, CellKind::Lstm, 300, 100, 1), None);
+        assert_eq!(plan(&H100, CellKind::Lstm, 225, 100, 1), None);
+        assert_eq!(plan(&NO_CLUSTER, CellKind::RnnTanh, 256, 100, 1), None);
+        // The fewest rows a cluster for which all clusters are resident (7
+        // clusters of 16 on this device), within the kernel's rows.
+        assert_eq!(
+            plan(&H100, CellKind::GruResetAfter, 48, 70, 12),
+            Some((16, 3, 5, 2, 96))
+        );
+        assert_eq!(
+            plan(&H100, CellKind::Lstm, 128, 200, 9).map(|p| p.3),
+            Some(2)
+        );
+        // More rows than 7 clusters of the kernel's 16 hold: clusters in waves.
+        assert_eq!(
+            plan(&H100, CellKind::RnnTanh, 64, 50, 200).map(|p| (p.3, p.4)),
+            Some((16, 13 * 16))
         );
     }
 }

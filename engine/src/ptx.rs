@@ -19,7 +19,7 @@ const fn module(name: &'static str, text: &'static str, min_major: u32) -> PtxMo
 }
 
 /// Every module (ptx/build.py compiles `*cluster*` modules for compute_90).
-pub(crate) const MODULES: [PtxModule; 9] = [
+pub(crate) const MODULES: [PtxModule; 10] = [
     module("recurrent", include_str!("../../ptx/recurrent.ptx"), 8),
     module(
         "recurrent_mma",
@@ -42,6 +42,11 @@ pub(crate) const MODULES: [PtxModule; 9] = [
     module(
         "generate_cluster",
         include_str!("../../ptx/generate_cluster.ptx"),
+        9,
+    ),
+    module(
+        "generate_cluster_regs",
+        include_str!("../../ptx/generate_cluster_regs.ptx"),
         9,
     ),
     module(
@@ -77,6 +82,8 @@ mod tests {
             "rec_cluster16_f32_gru_after",
             "rec_cluster8_f16_lstm",
             "gen_cluster16_f16_gru_before",
+            "gen_rcluster16_f32_gru_after",
+            "gen_rcluster16_f16_lstm",
             "tr_cluster16_fwd_f32_gru_before",
             "tr_cluster8_bwd_f16_lstm",
         ] {

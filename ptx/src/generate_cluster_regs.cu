@@ -1,0 +1,184 @@
+// Generation on clusters with W_hh in registers (sm_90):
+// gen_rcluster16_{f32,f16}_<cell>, every cell but GRU reset-before, H ≤
+// RC_K = 256, clusters of RC_CS = 16 CTAs.
+//
+// The cell step is recurrent_cluster_regs.cu's (RcLane, rc_partials,
+// warp_transpose_sum, rc_send); the output layer and the draw are
+// generate_cluster.cu's (W_d rows in shared memory, logits to every CTA,
+// block_sample_row). Per generated token:
+//   cell step: each lane its 8 k of its warp's RC_UPW·G weight rows
+//     (registers), one transposing warp reduction, the cell of one
+//     (unit, batch row) item, the new h sent by st.async to every CTA
+//   → wait for this CTA's whole h (mbarrier)
+//   → this CTA's logits rows [rank·VR, rank·VR + VR), sent to every CTA
+//   → wait for the whole logits (mbarrier) → every CTA draws the same token
+//     with the same code and feeds it back.
+// The input part of the next cell step (a column of W_ih for the drawn
+// token) is loaded before the product, so its latency hides behind it.
+//
+// Ordering without cluster barriers (as generate_cluster.cu): every CTA
+// owns at least one unit and sends its h every step (the planner checks
+// every_cta_owns_a_unit), and only warps that own units read h_{t-1} for
+// the product, each before its own sends (the warp reduction's shuffles
+// order its lanes); so a CTA's store into buffer (s + 1) & 1 at step s
+// follows every reader's last use of that buffer (its step s - 1 product,
+// its step s - 2 logits).
+//
+// Batch rows: cluster c runs rows [c·BC, c·BC + BC) (GenClusterParams::ldb =
+// BC ≤ RcRows<C>: 16 RNN, 5 GRU, 4 LSTM), the clusters are independent.
+// Shared memory: static h (2·BCMAX·256 floats), the warps' swap rows and
+// the mbarriers; dynamic (engine/src/plan.rs::gen_rcluster_smem):
+//   W_d slice   cl_rows_bytes(VR, H, sizeof(W))
+//   red         min(NTHREADS, nq·VR) · CB floats
+//   logits      BC · V floats
+//   b_d         VR floats
+//   tokens      BC ints
+#include "cluster_step.cuh"
+#include "gen_cluster_params.cuh"
+#include "sample.cuh"
+
+template <int C, typename W, typename A>
+__device__ void gen_rcluster(const GenClusterParams& p) {
+    extern __shared__ float4 smem4[];
+    constexpr int G = Cell<C>::G;
+    constexpr int BCMAX = RcRows<C>::value;
+    constexpr int ROWS = RC_UPW * G;  // weight rows per warp
+    __shared__ __align__(16) float hbuf[2][BCMAX][RC_K];
+    __shared__ float swap[NWARPS][32];
+    // mbarriers: h buffers 0 and 1, logits.
+    __shared__ __align__(8) unsigned long long gbar[3];
+
+    const int H = p.H, B = p.B, V = p.V, VR = p.vrows;
+    const RcLane<BCMAX> L(H, p.units, B, p.ldb);
+    const int lane = L.lane, warp = L.warp, nbc = L.nbc, iu = L.iu, ib = L.ib, j = L.j, b0 = L.b0;
+    const bool valid = L.valid;
+    const int rank = (int)cluster_ctarank();
+    const int v0 = rank * VR, vn = max(0, min(VR, V - v0));
+    const int ldw = cl_ldw(H), nq = (H + 3) / 4, nkv = cl_nkg(vn, nq);
+
+    char* base = reinterpret_cast<char*>(smem4);
+    W* dsm = reinterpret_cast<W*>(base);
+    float* red = reinterpret_cast<float*>(base + cl_rows_bytes(VR, H, sizeof(W)));
+    float* lbuf = red + min(NTHREADS, nq * VR) * CB;
+    float* bd = lbuf + p.ldb * V;
+    int* tokbuf = reinterpret_cast<int*>(bd + VR);
+
+    // This lane's weights: row (ul, g) = global row g·H + u0 + RC_UPW·warp + ul.
+    float w[ROWS][8];
+    rc_load_rows<G, W>(w, static_cast<const W*>(p.w_hh), H, L.u0, L.un, warp, lane);
+    cl_load_rows<1, W>(dsm, static_cast<const W*>(p.w_d), V, H, v0, vn, ldw);
+    float bhh[G], bih[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        bhh[g] = valid ? to_f(static_cast<const W*>(p.b_hh)[g * H + j]) : 0.0f;
+        bih[g] = valid ? to_f(static_cast<const W*>(p.b_ih)[g * H + j]) : 0.0f;
+    }
+    const W* b_d = static_cast<const W*>(p.b_d);
+    for (int i = threadIdx.x; i < vn; i += NTHREADS) bd[i] = to_f(b_d[v0 + i]);
+    float c = (C == LSTM && valid) ? p.c0[(size_t)L.b * H + j] : 0.0f;
+
+    // h_{-1} = h0; k ≥ H and rows ≥ nbc stay zero (their weights are zero,
+    // but 0 · NaN would not be).
+    for (int i = threadIdx.x; i < 2 * BCMAX * RC_K; i += NTHREADS) (&hbuf[0][0][0])[i] = 0.0f;
+    __syncthreads();
+    for (int i = threadIdx.x; i < nbc * H; i += NTHREADS) {
+        const int r = i / H, k = i - r * H;
+        hbuf[0][r][k] = stored<A>(p.h0[(size_t)(b0 + r) * H + k]);
+    }
+    // Bytes each exchange brings into this CTA: all H units (or V logits)
+    // of its rows.
+    const unsigned h_bytes = (unsigned)(nbc * H) * 4u, l_bytes = (unsigned)(nbc * V) * 4u;
+    const unsigned hbar0 = smem_u32(&gbar[0]), lbar = smem_u32(&gbar[2]);
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < 3; ++i) mbar_init(smem_u32(&gbar[i]), 1);
+        mbar_init_fence();
+        mbar_expect(hbar0, h_bytes);
+        mbar_expect(hbar0 + 8, h_bytes);
+        mbar_expect(lbar, l_bytes);
+    }
+    // Every CTA of the cluster has started, zeroed its buffers and armed its
+    // barriers before anyone writes into them.
+    cluster_sync();
+
+    const size_t bj = (size_t)L.b * H + j;
+    const int steps = p.P + p.N - 1;
+    for (int s = 0; s < steps; ++s) {
+        const int cur = s & 1, nxt = cur ^ 1;
+        const bool last = s == steps - 1;
+        if (L.working) {
+            // The input part, loaded before the product (the token is known
+            // only now).
+            float x[4] = {0.f, 0.f, 0.f, 0.f};
+            if (valid) {
+                const int tok = s < p.P ? p.prefix[(size_t)s * B + L.b] : tokbuf[ib];
+                gen_x<C, W>(x, p, tok, j);
+            }
+            float v[32];
+            rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
+            swap[warp][lane] = warp_transpose_sum(v);
+            __syncwarp();
+            if (valid) {
+                float hg[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    hg[g] = swap[warp][(iu * G + g) * BCMAX + ib] + bhh[g];
+                    x[g] += bih[g];
+                }
+                const float hp = hbuf[cur][ib][j];
+                const float h = cell_h<C>(x, hg, hp, c, 0.0f, &c);
+                const float hv = stored<A>(h);
+                // Every step's h goes out: the last one feeds the last logits.
+                rc_send(smem_u32(&hbuf[nxt][ib][j]), hv, hbar0 + 8 * nxt, L.copy, L.copies, L.ranks);
+                if (last && L.copy == 0) {
+                    p.h_last[bj] = hv;
+                    if (C == LSTM) p.c_last[bj] = c;
+                }
+            }
+        }
+        // h_s in this CTA (hbuf[nxt]: exchange s >> 1 of its barrier). The
+        // swap rows are rewritten next step only after this wait's barrier.
+        mbar_wait_rearm(hbar0 + 8 * nxt, (unsigned)(s >> 1) & 1u, h_bytes);
+        if (s < p.P - 1) continue;  // still reading the prefix
+        // This CTA's logits rows, to every CTA.
+        for (int c0 = 0; c0 < nbc; c0 += CB) {
+            const int nb = min(CB, nbc - c0);
+            if (c0 > 0) __syncthreads();
+            cl_product<1, W>(red, dsm, ldw, vn, 0, 1, &hbuf[nxt][c0][0], RC_K, nb, nq);
+            __syncthreads();
+            for (int o = threadIdx.x; o < vn * nb; o += NTHREADS) {
+                const int v = o % vn, bl = c0 + o / vn;
+                const float l = cl_sum<1>(red, 0, bl - c0, v, vn, nkv) + bd[v];
+                push_all_async<RC_CS>(lbuf + bl * V + v0 + v, l, lbar);
+                if (last) p.logits[(size_t)(b0 + bl) * V + v0 + v] = l;
+            }
+        }
+        const int index = s - (p.P - 1);
+        mbar_wait_rearm(lbar, (unsigned)index & 1u, l_bytes);  // this CTA's logits complete
+        for (int bl = 0; bl < nbc; ++bl) {
+            const Row row{nullptr, lbuf + (size_t)bl * V};
+            const int t = block_sample_row(row, V, p.inv_temp, splitmix_nth(row_seed(p.seed, b0 + bl), index));
+            if (threadIdx.x == 0) {
+                tokbuf[bl] = t == V ? 0 : t;
+                if (rank == 0) p.out[(size_t)index * B + b0 + bl] = t;
+            }
+        }
+        __syncthreads();  // tokbuf
+    }
+    // No CTA leaves while stores into its shared memory may be in flight.
+    cluster_sync();
+}
+
+#define GEN_RCLUSTER_KERNELS(NAME, C)                                                       \
+    extern "C" __global__ void __cluster_dims__(RC_CS, 1, 1) __launch_bounds__(NTHREADS, 1) \
+        gen_rcluster16_f32_##NAME(GenClusterParams p) {                                     \
+        gen_rcluster<C, float, float>(p);                                                   \
+    }                                                                                       \
+    extern "C" __global__ void __cluster_dims__(RC_CS, 1, 1) __launch_bounds__(NTHREADS, 1) \
+        gen_rcluster16_f16_##NAME(GenClusterParams p) {                                     \
+        gen_rcluster<C, __half, __half>(p);                                                 \
+    }
+
+GEN_RCLUSTER_KERNELS(rnn_tanh, RNN_TANH)
+GEN_RCLUSTER_KERNELS(rnn_relu, RNN_RELU)
+GEN_RCLUSTER_KERNELS(gru_after, GRU_AFTER)
+GEN_RCLUSTER_KERNELS(lstm, LSTM)
