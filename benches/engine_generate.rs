@@ -82,9 +82,9 @@ fn main() {
             }
         }
     }
-    // Paths forced, greedy (plain timing loop): every path for d2l's GRU;
-    // the shared-memory and the register cluster kernels (16) for the RNN
-    // and the LSTM. The register one is not chosen automatically yet.
+    // Paths forced, greedy (plain timing loop): every path for the GRU
+    // (reset-after); the shared-memory and the register cluster kernels
+    // (16) for the others. The register one is not chosen automatically yet.
     let forced = |cell| -> &'static [(GenPath, Option<usize>)] {
         if cell == CellKind::GruResetAfter {
             &[
@@ -97,7 +97,12 @@ fn main() {
             &[(GenPath::Cluster, Some(16)), (GenPath::ClusterRegs, None)]
         }
     };
-    let cells = [CellKind::GruResetAfter, CellKind::RnnTanh, CellKind::Lstm];
+    let cells = [
+        CellKind::GruResetAfter,
+        CellKind::GruResetBefore,
+        CellKind::RnnTanh,
+        CellKind::Lstm,
+    ];
     for (precision, cell) in [Precision::F32, Precision::F16]
         .into_iter()
         .flat_map(|p| cells.map(|c| (p, c)))

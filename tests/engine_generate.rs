@@ -269,6 +269,15 @@ fn cases() -> Vec<Case> {
             prefix: 3,
             count: 15,
         },
+        // d2l's scratch GRU at its size, two clusters of the register kernel.
+        Case {
+            cell: CellKind::GruResetBefore,
+            batch: 6,
+            hidden: 256,
+            vocab: 1027,
+            prefix: 2,
+            count: 15,
+        },
     ]
 }
 

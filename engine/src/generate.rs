@@ -47,9 +47,8 @@ pub enum GenPath {
     /// One launch of thread-block clusters (sm_90), no grid-wide barrier.
     Cluster,
     /// One launch of clusters of 16 holding W_hh in registers (sm_90; H ≤
-    /// 256, not GRU reset-before). Not chosen automatically yet: it has not
-    /// run on a GPU (ptx/src/generate_cluster_regs.cu); tests and benches
-    /// force it.
+    /// 256). Not chosen automatically yet: it has not run on a GPU
+    /// (ptx/src/generate_cluster_regs.cu); tests and benches force it.
     ClusterRegs,
 }
 

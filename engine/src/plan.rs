@@ -54,10 +54,11 @@
 //! ceil(V/CS)`, and every CTA a copy of the logits (`4·BC·V` bytes)
 //! (`gen_cluster_smem`). `GenPath::ClusterRegs`
 //! (ptx/src/generate_cluster_regs.cu) is the same with the cell step of
-//! `Path::ClusterRegs` (W_hh in registers; its limits, and every CTA of 16
-//! owning a unit); only its output-layer rows, logits and partial sums are
-//! in dynamic shared memory (`gen_rcluster_smem`). It is chosen only when
-//! forced until it has run on a GPU.
+//! `Path::ClusterRegs` (W_hh in registers; its limits, GRU reset-before
+//! included, and every CTA of 16 owning a unit); only its output-layer
+//! rows, logits and partial sums are in dynamic shared memory
+//! (`gen_rcluster_smem`). It is chosen only when forced until it has run on
+//! a GPU.
 
 use recur_core::CellKind;
 
@@ -350,23 +351,9 @@ const REG_CLUSTER: [[&str; 5]; 2] = [
         "rec_rcluster16_f16_lstm",
     ],
 ];
-/// `[f32, f16]`; GRU reset-before has none.
-const GEN_REG_CLUSTER: [[&str; 5]; 2] = [
-    [
-        "gen_rcluster16_f32_rnn_tanh",
-        "gen_rcluster16_f32_rnn_relu",
-        "",
-        "gen_rcluster16_f32_gru_after",
-        "gen_rcluster16_f32_lstm",
-    ],
-    [
-        "gen_rcluster16_f16_rnn_tanh",
-        "gen_rcluster16_f16_rnn_relu",
-        "",
-        "gen_rcluster16_f16_gru_after",
-        "gen_rcluster16_f16_lstm",
-    ],
-];
+/// `[f32, f16]`.
+const GEN_REG_CLUSTER: [[&str; 5]; 2] =
+    [names!("gen_rcluster16_f32_"), names!("gen_rcluster16_f16_")];
 /// Largest H of the register cluster kernels (RC_K: 32 lanes × 8 k).
 pub const REG_CLUSTER_MAX_HIDDEN: usize = 256;
 /// CTAs per cluster of the register cluster kernels (RC_CS).
@@ -402,7 +389,7 @@ pub(crate) fn gen_cluster_kernel(cluster: usize, cell: CellKind, p: Precision) -
     GEN_CLUSTER[c][w][cell_tag(cell)]
 }
 
-/// The register cluster generation kernel (`""` for GRU reset-before).
+/// The register cluster generation kernel.
 pub(crate) fn gen_reg_cluster_kernel(cell: CellKind, p: Precision) -> &'static str {
     GEN_REG_CLUSTER[usize::from(p == Precision::F16)][cell_tag(cell)]
 }
@@ -748,9 +735,9 @@ pub(crate) fn plan_generate_cluster(
 
 /// The register cluster generation configuration (sm_90), or `None`: the
 /// cell step of `Path::ClusterRegs` (clusters of 16, W_hh in registers,
-/// H ≤ 256, not GRU reset-before, at most `reg_cluster_rows` batch rows per
-/// cluster) with the output layer of the cluster generation kernel; every
-/// CTA must own a hidden unit.
+/// H ≤ 256, at most `reg_cluster_rows` batch rows per cluster; GRU
+/// reset-before too, in two phases) with the output layer of the cluster
+/// generation kernel; every CTA must own a hidden unit.
 pub(crate) fn plan_generate_cluster_regs(
     limits: &DeviceLimits,
     occ: &impl Occupancy,
@@ -762,10 +749,7 @@ pub(crate) fn plan_generate_cluster_regs(
 ) -> Option<GenPlan> {
     let kernel = gen_reg_cluster_kernel(cell, p);
     let cs = REG_CLUSTER_SIZE;
-    if kernel.is_empty()
-        || hidden > REG_CLUSTER_MAX_HIDDEN
-        || limits.cluster < cs
-        || !every_cta_owns_a_unit(hidden, cs)
+    if hidden > REG_CLUSTER_MAX_HIDDEN || limits.cluster < cs || !every_cta_owns_a_unit(hidden, cs)
     {
         return None;
     }
@@ -1227,8 +1211,12 @@ mod tests {
         assert_eq!(d2l, Some((16, 16, 65, 1, 16)));
         let smem = gen_rcluster_smem(256, 1027, 65, 1, Precision::F32);
         assert!(smem < 227 * 1024 && smem > 65 * 256 * 4, "{smem}");
-        // Not taken: reset-before, H > 256, a CTA without a unit, no clusters.
-        assert_eq!(plan(&H100, CellKind::GruResetBefore, 256, 1027, 1), None);
+        // d2l's scratch GRU (reset-before) too; not taken: H > 256, a CTA
+        // without a unit, no clusters.
+        assert_eq!(
+            plan(&H100, CellKind::GruResetBefore, 256, 1027, 6),
+            Some((16, 16, 65, 1, 96))
+        );
         assert_eq!(plan(&H100, CellKind::Lstm, 300, 100, 1), None);
         assert_eq!(plan(&H100, CellKind::Lstm, 225, 100, 1), None);
         assert_eq!(plan(&NO_CLUSTER, CellKind::RnnTanh, 256, 100, 1), None);

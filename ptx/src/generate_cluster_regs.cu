@@ -1,6 +1,6 @@
 // Generation on clusters with W_hh in registers (sm_90):
-// gen_rcluster16_{f32,f16}_<cell>, every cell but GRU reset-before, H ≤
-// RC_K = 256, clusters of RC_CS = 16 CTAs.
+// gen_rcluster16_{f32,f16}_<cell>, every cell, H ≤ RC_K = 256, clusters of
+// RC_CS = 16 CTAs.
 //
 // The cell step is recurrent_cluster_regs.cu's (RcLane, rc_partials,
 // warp_transpose_sum, rc_send); the output layer and the draw are
@@ -15,6 +15,9 @@
 //     with the same code and feeds it back.
 // The input part of the next cell step (a column of W_ih for the drawn
 // token) is loaded before the product, so its latency hides behind it.
+// GRU reset-before takes two exchanges per step, as in generate_cluster.cu:
+// the r and z rows against h_{t-1}, r ⊙ h_{t-1} (f32) to every CTA, then
+// the n rows against it.
 //
 // Ordering without cluster barriers (as generate_cluster.cu): every CTA
 // owns at least one unit and sends its h every step (the planner checks
@@ -26,8 +29,9 @@
 //
 // Batch rows: cluster c runs rows [c·BC, c·BC + BC) (GenClusterParams::ldb =
 // BC ≤ RcRows<C>: 16 RNN, 5 GRU, 4 LSTM), the clusters are independent.
-// Shared memory: static h (2·BCMAX·256 floats), the warps' swap rows and
-// the mbarriers; dynamic (engine/src/plan.rs::gen_rcluster_smem):
+// Shared memory: static h (2·BCMAX·256 floats; r ⊙ h another BCMAX·256
+// for GRU reset-before), the warps' swap rows and the mbarriers; dynamic
+// (engine/src/plan.rs::gen_rcluster_smem):
 //   W_d slice   cl_rows_bytes(VR, H, sizeof(W))
 //   red         min(NTHREADS, nq·VR) · CB floats
 //   logits      BC · V floats
@@ -37,16 +41,34 @@
 #include "gen_cluster_params.cuh"
 #include "sample.cuh"
 
+// rc_partials for the gates [G0, G0 + GN) of the lane's RC_UPW·G rows
+// (w[ul·G + g]): v[(ul·GN + g - G0)·BCMAX + r] = w[ul·G + g] · h[r] for the
+// batch rows r < nbc, the rest of v zero.
+template <int G, int G0, int GN, int BCMAX>
+__device__ __forceinline__ void rc_partials_gates(float (&v)[32], const float (&w)[RC_UPW * G][8],
+                                                  const float (*h)[RC_K], int nbc, int lane) {
+    float sel[RC_UPW * GN][8];
+#pragma unroll
+    for (int ul = 0; ul < RC_UPW; ++ul)
+#pragma unroll
+        for (int g = 0; g < GN; ++g)
+#pragma unroll
+            for (int i = 0; i < 8; ++i) sel[ul * GN + g][i] = w[ul * G + G0 + g][i];
+    rc_partials<RC_UPW * GN, BCMAX>(v, sel, h, nbc, lane);
+}
+
 template <int C, typename W, typename A>
 __device__ void gen_rcluster(const GenClusterParams& p) {
     extern __shared__ float4 smem4[];
     constexpr int G = Cell<C>::G;
     constexpr int BCMAX = RcRows<C>::value;
     constexpr int ROWS = RC_UPW * G;  // weight rows per warp
+    constexpr bool TWO_PHASES = C == GRU_BEFORE;
     __shared__ __align__(16) float hbuf[2][BCMAX][RC_K];
+    __shared__ __align__(16) float rhbuf[TWO_PHASES ? BCMAX : 1][RC_K];
     __shared__ float swap[NWARPS][32];
-    // mbarriers: h buffers 0 and 1, logits.
-    __shared__ __align__(8) unsigned long long gbar[3];
+    // mbarriers: h buffers 0 and 1, logits, r ⊙ h.
+    __shared__ __align__(8) unsigned long long gbar[4];
 
     const int H = p.H, B = p.B, V = p.V, VR = p.vrows;
     const RcLane<BCMAX> L(H, p.units, B, p.ldb);
@@ -80,6 +102,8 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
     // h_{-1} = h0; k ≥ H and rows ≥ nbc stay zero (their weights are zero,
     // but 0 · NaN would not be).
     for (int i = threadIdx.x; i < 2 * BCMAX * RC_K; i += NTHREADS) (&hbuf[0][0][0])[i] = 0.0f;
+    if (TWO_PHASES)
+        for (int i = threadIdx.x; i < BCMAX * RC_K; i += NTHREADS) (&rhbuf[0][0])[i] = 0.0f;
     __syncthreads();
     for (int i = threadIdx.x; i < nbc * H; i += NTHREADS) {
         const int r = i / H, k = i - r * H;
@@ -88,13 +112,14 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
     // Bytes each exchange brings into this CTA: all H units (or V logits)
     // of its rows.
     const unsigned h_bytes = (unsigned)(nbc * H) * 4u, l_bytes = (unsigned)(nbc * V) * 4u;
-    const unsigned hbar0 = smem_u32(&gbar[0]), lbar = smem_u32(&gbar[2]);
+    const unsigned hbar0 = smem_u32(&gbar[0]), lbar = smem_u32(&gbar[2]), rbar = smem_u32(&gbar[3]);
     if (threadIdx.x == 0) {
-        for (int i = 0; i < 3; ++i) mbar_init(smem_u32(&gbar[i]), 1);
+        for (int i = 0; i < 4; ++i) mbar_init(smem_u32(&gbar[i]), 1);
         mbar_init_fence();
         mbar_expect(hbar0, h_bytes);
         mbar_expect(hbar0 + 8, h_bytes);
         mbar_expect(lbar, l_bytes);
+        mbar_expect(rbar, h_bytes);
     }
     // Every CTA of the cluster has started, zeroed its buffers and armed its
     // barriers before anyone writes into them.
@@ -105,27 +130,48 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
     for (int s = 0; s < steps; ++s) {
         const int cur = s & 1, nxt = cur ^ 1;
         const bool last = s == steps - 1;
-        if (L.working) {
-            // The input part, loaded before the product (the token is known
-            // only now).
-            float x[4] = {0.f, 0.f, 0.f, 0.f};
-            if (valid) {
-                const int tok = s < p.P ? p.prefix[(size_t)s * B + L.b] : tokbuf[ib];
-                gen_x<C, W>(x, p, tok, j);
+        // The input part, loaded before the product (the token is known
+        // only now).
+        float x[4] = {0.f, 0.f, 0.f, 0.f};
+        if (L.working && valid) {
+            const int tok = s < p.P ? p.prefix[(size_t)s * B + L.b] : tokbuf[ib];
+            gen_x<C, W>(x, p, tok, j);
+        }
+        float z = 0.0f;  // GRU reset-before: the update gate of phase 1
+        if (TWO_PHASES) {
+            // Phase 1: r and z; r ⊙ h_{t-1} to every CTA.
+            if (L.working) {
+                float v[32];
+                rc_partials_gates<G, 0, 2, BCMAX>(v, w, hbuf[cur], nbc, lane);
+                swap[warp][lane] = warp_transpose_sum(v);
+                __syncwarp();
+                if (valid) {
+                    const float r = sigmoid_f(x[0] + bih[0] + swap[warp][(iu * 2) * BCMAX + ib] + bhh[0]);
+                    z = sigmoid_f(x[1] + bih[1] + swap[warp][(iu * 2 + 1) * BCMAX + ib] + bhh[1]);
+                    rc_send(smem_u32(&rhbuf[ib][j]), r * hbuf[cur][ib][j], rbar, L.copy, L.copies, L.ranks);
+                }
             }
+            // The whole r ⊙ h_{t-1} here (exchange s of rbar); the swap rows
+            // are rewritten only after this wait's barrier.
+            mbar_wait_rearm(rbar, (unsigned)s & 1u, h_bytes);
+        }
+        if (L.working) {
             float v[32];
-            rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
+            if (TWO_PHASES) rc_partials_gates<G, 2, 1, BCMAX>(v, w, rhbuf, nbc, lane);
+            else rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
             swap[warp][lane] = warp_transpose_sum(v);
             __syncwarp();
             if (valid) {
                 float hg[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
-                    hg[g] = swap[warp][(iu * G + g) * BCMAX + ib] + bhh[g];
+                    // Reset-before: only n's recurrent part, at row iu.
+                    if (!TWO_PHASES) hg[g] = swap[warp][(iu * G + g) * BCMAX + ib] + bhh[g];
                     x[g] += bih[g];
                 }
+                if (TWO_PHASES) hg[2] = swap[warp][iu * BCMAX + ib] + bhh[2];
                 const float hp = hbuf[cur][ib][j];
-                const float h = cell_h<C>(x, hg, hp, c, 0.0f, &c);
+                const float h = cell_h<C>(x, hg, hp, c, z, &c);
                 const float hv = stored<A>(h);
                 // Every step's h goes out: the last one feeds the last logits.
                 rc_send(smem_u32(&hbuf[nxt][ib][j]), hv, hbar0 + 8 * nxt, L.copy, L.copies, L.ranks);
@@ -180,5 +226,6 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
 
 GEN_RCLUSTER_KERNELS(rnn_tanh, RNN_TANH)
 GEN_RCLUSTER_KERNELS(rnn_relu, RNN_RELU)
+GEN_RCLUSTER_KERNELS(gru_before, GRU_BEFORE)
 GEN_RCLUSTER_KERNELS(gru_after, GRU_AFTER)
 GEN_RCLUSTER_KERNELS(lstm, LSTM)
