@@ -445,7 +445,7 @@ impl DeviceModel {
 
 fn too_large(hidden: usize) -> Error {
     Error::Limit {
-        what: "hidden size (the forced generation path does not fit the device)",
+        what: "hidden size (the forced generation path does not take it on this device)",
         value: hidden,
         limit: 0,
     }
