@@ -301,6 +301,50 @@ fn cluster_opts(
     }
 }
 
+/// The tensor-core persistent kernel's three ways of staging h (16-byte
+/// pieces where H is a multiple of 8, pairs of halves where H is even,
+/// halves where it is odd), each with the batch as one n-chunk (the
+/// per-thread carry) and as several, forced with each unit count that fits.
+#[test]
+fn tensor_core_staging_forms_match_core() {
+    let gpu = gpu_or_skip!();
+    let cases = [
+        (CellKind::Lstm, 3, 96),
+        (CellKind::GruResetAfter, 40, 96),
+        (CellKind::RnnTanh, 64, 256),
+        (CellKind::Lstm, 17, 250),
+        (CellKind::GruResetAfter, 5, 66),
+        (CellKind::RnnRelu, 33, 67),
+        (CellKind::Lstm, 9, 13),
+    ];
+    let mut ran = 0;
+    for (i, &(cell, batch, hidden)) in cases.iter().enumerate() {
+        for units in [4, 8, 16, 32] {
+            let opts = PlanOptions {
+                path: Some(Path::PersistentMma),
+                units: Some(units),
+                ..PlanOptions::default()
+            };
+            let seed = 500 + 10 * i as u64 + units as u64;
+            match check_tokens_case(&gpu, cell, batch, hidden, 97, 7, Precision::F16, opts, seed) {
+                Ok(m) => {
+                    ran += 1;
+                    println!("ok {cell:?} B={batch} H={hidden} units={units}: {m}");
+                }
+                // A unit count whose slice does not fit is refused, not run.
+                Err(e) if e.contains("no kernel configuration fits") => {
+                    println!("refused {cell:?} B={batch} H={hidden} units={units}: {e}")
+                }
+                Err(e) => panic!("{cell:?} B={batch} H={hidden} units={units}: {e}"),
+            }
+        }
+    }
+    assert!(
+        ran >= cases.len(),
+        "only {ran} forced tensor-core cases ran"
+    );
+}
+
 /// Dense inputs (the input product for all steps as one matrix product)
 /// through a bare cell, including a large LSTM like the benchmark's.
 #[test]

@@ -41,6 +41,36 @@ __device__ __forceinline__ float ld_cg(const __half* p) {
     return __half2float(__ushort_as_half(__ldcg(reinterpret_cast<const unsigned short*>(p))));
 }
 
+// ---- strided walks over a row-major index space -----------------------------
+
+// (row, column) of the linear index i = row·K + column as i advances by a
+// fixed stride (a block-strided loop: i = threadIdx.x, +NTHREADS, …). A
+// division by a runtime K is some 20 instructions on the conversion pipe;
+// the walk divides twice when it starts and then only adds and compares,
+// which matters in the per-step loops of the persistent kernels.
+struct RowWalk {
+    int r, c;    // the current index's row and column
+    int dr, dc;  // the stride, dr·K + dc (dc < K)
+    int K;
+
+    __device__ __forceinline__ RowWalk(int i, int stride, int K_) : K(K_) {
+        r = i / K;
+        c = i - r * K;
+        dr = stride / K;
+        dc = stride - dr * K;
+    }
+
+    // On to the index `stride` further.
+    __device__ __forceinline__ void next() {
+        r += dr;
+        c += dc;
+        if (c >= K) {
+            c -= K;
+            ++r;
+        }
+    }
+};
+
 // ---- nonlinearities (accurate expf/tanhf, not the fast intrinsics) ----------
 
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }

@@ -24,17 +24,41 @@ __device__ __forceinline__ unsigned pack_half2(__half lo, __half hi) {
     return (unsigned)__half_as_ushort(lo) | ((unsigned)__half_as_ushort(hi) << 16);
 }
 
-// x[g] = input part of gate g (W_ih·x + b_ih) for item o = u·ncols + n of
-// n-chunk nc.
+// x[g] = input part of gate g (W_ih·x + b_ih) of unit u0 + u, batch row b.
 template <int G>
-__device__ __forceinline__ void input_x(float* x, const StepIO& io, const __half* table, const __half* b_ih, int o,
-                                        int ncols, int nc, int u0, int H) {
-    const int u = o / ncols, b = nc * 8 + (o - u * ncols), j = u0 + u;
+__device__ __forceinline__ void input_x(float* x, const StepIO& io, const __half* table, const __half* b_ih, int u,
+                                        int b, int u0, int H) {
+    const int j = u0 + u;
 #pragma unroll
     for (int g = 0; g < G; ++g) {
         const float xin = io.tok ? __half2float(table[(size_t)io.tok[b] * (G * H) + g * H + j])
                                  : io.x_proj[(size_t)b * (G * H) + g * H + j];
         x[g] = xin + __half2float(b_ih[g * H + j]);
+    }
+}
+
+// hsm[b·ldh + k] = src[b·H + k] for the (B, H) halves at src (read through
+// L2), moved in pieces T of P halves (H a multiple of P, src aligned to T),
+// U loads in flight per thread before any store.
+template <typename T, int U>
+__device__ __forceinline__ void stage_h16(__half* hsm, int ldh, const void* src, int B, int H) {
+    constexpr int P = (int)sizeof(T) / 2;
+    const T* s = static_cast<const T*>(src);
+    const int n = B * H / P;
+    RowWalk at(threadIdx.x, NTHREADS, H / P);
+    for (int base = 0; base < n; base += NTHREADS * U) {
+        T v[U];
+#pragma unroll
+        for (int j = 0; j < U; ++j) {
+            const int i = base + j * NTHREADS + threadIdx.x;
+            if (i < n) v[j] = __ldcg(s + i);
+        }
+#pragma unroll
+        for (int j = 0; j < U; ++j) {
+            const int i = base + j * NTHREADS + threadIdx.x;
+            if (i < n) *reinterpret_cast<T*>(hsm + at.r * ldh + at.c * P) = v[j];
+            at.next();
+        }
     }
 }
 
@@ -100,20 +124,24 @@ __device__ void rec_mma(const RecParams& p) {
     Carry carry;
     carry.valid = NT <= NTC && (int)threadIdx.x < un * B;
     if (carry.valid) {
-        const int u = threadIdx.x / B, b = threadIdx.x - u * B, j = u0 + u;
+        carry.u = threadIdx.x / B;
+        carry.b = threadIdx.x - carry.u * B;
+        const int j = u0 + carry.u;
         const StepIO io0 = rec_io<C, __half>(p, 0);
 #pragma unroll
         for (int g = 0; g < 4; ++g) carry.bhh[g] = g < G ? __half2float(b_hh[g * H + j]) : 0.0f;
-        carry.c = C == LSTM ? io0.c_prev[(size_t)b * H + j] : 0.0f;
-        input_x<G>(carry.x, io0, table, b_ih, threadIdx.x, B, 0, u0, H);
+        carry.c = C == LSTM ? io0.c_prev[(size_t)carry.b * H + j] : 0.0f;
+        input_x<G>(carry.x, io0, table, b_ih, carry.u, carry.b, u0, H);
     }
 
     for (int t = 0; t < p.T; ++t) {
         const StepIO io = rec_io<C, __half>(p, t);
         __syncthreads();
-        // Stage h_{t-1} (B, H) as f16, STAGE_UNROLL loads in flight per
-        // thread; pairs of halves as one 32-bit word where H is even.
+        // Stage h_{t-1} (B, H) as f16: 16-byte pieces where H is a multiple
+        // of 8 (and the step's rows so aligned), pairs of halves where H is
+        // even, else halves; row and column walked, not divided, per piece.
         if (io.h0) {
+            RowWalk at(threadIdx.x, NTHREADS, H);
             for (int base = 0; base < B * H; base += NTHREADS * STAGE_UNROLL) {
                 float v[STAGE_UNROLL];
 #pragma unroll
@@ -124,57 +152,49 @@ __device__ void rec_mma(const RecParams& p) {
 #pragma unroll
                 for (int j = 0; j < STAGE_UNROLL; ++j) {
                     const int i = base + j * NTHREADS + threadIdx.x;
-                    if (i < B * H) hsm[(i / H) * LDH + i % H] = __float2half_rn(v[j]);
+                    if (i < B * H) hsm[at.r * LDH + at.c] = __float2half_rn(v[j]);
+                    at.next();
                 }
             }
+        } else if ((H & 7) == 0 && (reinterpret_cast<size_t>(io.h_prev) & 15) == 0) {
+            stage_h16<uint4, 8>(hsm, LDH, io.h_prev, B, H);
         } else if ((H & 1) == 0) {
-            const unsigned* src = static_cast<const unsigned*>(io.h_prev);
-            const int words = B * H / 2, hw = H / 2;
-            for (int base = 0; base < words; base += NTHREADS * STAGE_UNROLL) {
-                unsigned v[STAGE_UNROLL];
-#pragma unroll
-                for (int j = 0; j < STAGE_UNROLL; ++j) {
-                    const int i = base + j * NTHREADS + threadIdx.x;
-                    v[j] = i < words ? __ldcg(src + i) : 0u;
-                }
-#pragma unroll
-                for (int j = 0; j < STAGE_UNROLL; ++j) {
-                    const int i = base + j * NTHREADS + threadIdx.x;
-                    if (i < words) {
-                        const int b = i / hw, k2 = i - b * hw;
-                        *reinterpret_cast<unsigned*>(hsm + b * LDH + 2 * k2) = v[j];
-                    }
-                }
-            }
+            stage_h16<unsigned, 8>(hsm, LDH, io.h_prev, B, H);
         } else {
-            const unsigned short* src = static_cast<const unsigned short*>(io.h_prev);
-            for (int base = 0; base < B * H; base += NTHREADS * STAGE_UNROLL) {
-                unsigned short v[STAGE_UNROLL];
-#pragma unroll
-                for (int j = 0; j < STAGE_UNROLL; ++j) {
-                    const int i = base + j * NTHREADS + threadIdx.x;
-                    v[j] = i < B * H ? __ldcg(src + i) : (unsigned short)0;
-                }
-#pragma unroll
-                for (int j = 0; j < STAGE_UNROLL; ++j) {
-                    const int i = base + j * NTHREADS + threadIdx.x;
-                    if (i < B * H) hsm[(i / H) * LDH + i % H] = __ushort_as_half(v[j]);
-                }
-            }
+            stage_h16<unsigned short, 8>(hsm, LDH, io.h_prev, B, H);
         }
         __syncthreads();
         for (int nc = 0; nc < NT; nc += NTC) {
             const int ntc = min(NTC, NT - nc);
             const int nq = MT * ntc;
             const int ncols = min(ntc * 8, B - nc * 8);
-            // Input part of each thread's first (unit, row) item, loaded
-            // before the product so its latency hides behind it.
+            // This thread's first (unit, column) item of the chunk; the gate
+            // loop walks on from it.
+            const RowWalk first(threadIdx.x, NTHREADS, ncols);
+            // Input part of the first item, loaded before the product so its
+            // latency hides behind it.
             float x0[4] = {0.f, 0.f, 0.f, 0.f};
             if (carry.valid) {
 #pragma unroll
                 for (int g = 0; g < 4; ++g) x0[g] = carry.x[g];
             } else if (threadIdx.x < un * ncols) {
-                input_x<G>(x0, io, table, b_ih, threadIdx.x, ncols, nc, u0, H);
+                input_x<G>(x0, io, table, b_ih, first.r, nc * 8 + first.c, u0, H);
+            }
+            // Tile q = mt·ntc + nt: mt and nt packed 4 bits a tile, set up
+            // once per chunk rather than divided out per k tile (two
+            // registers, not an offset array).
+            unsigned mts = 0u, nts = 0u;
+            {
+                unsigned mt = 0u, nt = 0u;
+#pragma unroll
+                for (int q = 0; q < MMA_TILES; ++q) {
+                    mts |= mt << (4 * q);
+                    nts |= nt << (4 * q);
+                    if (++nt == (unsigned)ntc) {
+                        nt = 0u;
+                        ++mt;
+                    }
+                }
             }
             float acc[MMA_TILES][4];
 #pragma unroll
@@ -183,7 +203,7 @@ __device__ void rec_mma(const RecParams& p) {
 #pragma unroll
                 for (int q = 0; q < MMA_TILES; ++q) {
                     if (q < nq) {
-                        const int mt = q / ntc, nt = q - mt * ntc;
+                        const int mt = (int)((mts >> (4 * q)) & 15u), nt = (int)((nts >> (4 * q)) & 15u);
                         const uint4 a = afrag[(mt * KT + kt) * 32 + lane];
                         const __half* hrow = hsm + ((nc + nt) * 8 + gq) * LDH + kt * 16 + 2 * tg;
                         const unsigned b0 = *reinterpret_cast<const unsigned*>(hrow);
@@ -198,22 +218,26 @@ __device__ void rec_mma(const RecParams& p) {
                     *reinterpret_cast<float4*>(red + ((warp * MMA_TILES + q) * 32 + lane) * 4) =
                         make_float4(acc[q][0], acc[q][1], acc[q][2], acc[q][3]);
             __syncthreads();
-            for (int o = threadIdx.x; o < G * un * ncols; o += NTHREADS) {
-                const int r = o / ncols, n = o - r * ncols;
-                const int mt = r >> 4, rr = r & 15, nt = n >> 3, nn = n & 7;
-                const int q = mt * ntc + nt;
-                const int ln = (rr & 7) * 4 + (nn >> 1), e = (rr >> 3) * 2 + (nn & 1);
-                float v = 0.0f;
+            {
+                RowWalk at = first;  // (gate row r, column n) of output o
+                for (int o = threadIdx.x; o < G * un * ncols; o += NTHREADS, at.next()) {
+                    const int r = at.r, n = at.c;
+                    const int mt = r >> 4, rr = r & 15, nt = n >> 3, nn = n & 7;
+                    const int q = mt * ntc + nt;
+                    const int ln = (rr & 7) * 4 + (nn >> 1), e = (rr >> 3) * 2 + (nn & 1);
+                    float v = 0.0f;
 #pragma unroll
-                for (int w = 0; w < NWARPS; ++w) v += red[((w * MMA_TILES + q) * 32 + ln) * 4 + e];
-                pre[r * PLD + n] = v;
+                    for (int w = 0; w < NWARPS; ++w) v += red[((w * MMA_TILES + q) * 32 + ln) * 4 + e];
+                    pre[r * PLD + n] = v;
+                }
             }
             __syncthreads();
-            for (int o = threadIdx.x; o < un * ncols; o += NTHREADS) {
-                const int u = o / ncols, n = o - u * ncols, b = nc * 8 + n, j = u0 + u;
+            RowWalk item = first;  // (unit u, column n) of item o
+            for (int o = threadIdx.x; o < un * ncols; o += NTHREADS, item.next()) {
+                const int u = item.r, n = item.c, b = nc * 8 + n, j = u0 + u;
                 const size_t bj = (size_t)b * H + j;
                 float x[4] = {x0[0], x0[1], x0[2], x0[3]}, hg[4] = {0.f, 0.f, 0.f, 0.f};
-                if (o != threadIdx.x) input_x<G>(x, io, table, b_ih, o, ncols, nc, u0, H);
+                if (o != threadIdx.x) input_x<G>(x, io, table, b_ih, u, b, u0, H);
                 const bool mine = carry.valid && o == threadIdx.x;
 #pragma unroll
                 for (int g = 0; g < G; ++g)
@@ -233,7 +257,7 @@ __device__ void rec_mma(const RecParams& p) {
         if (t + 1 < p.T) {
             // The next step's input part does not depend on h: load it now,
             // its latency hides behind the barrier.
-            if (carry.valid) input_x<G>(carry.x, rec_io<C, __half>(p, t + 1), table, b_ih, threadIdx.x, B, 0, u0, H);
+            if (carry.valid) input_x<G>(carry.x, rec_io<C, __half>(p, t + 1), table, b_ih, carry.u, carry.b, u0, H);
             grid_sync(p.barrier, gen);
         }
     }

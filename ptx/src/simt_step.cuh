@@ -25,6 +25,7 @@ struct Carry {
     float x[4];   // input part (W_ih·x + b_ih) of each gate, this step
     float bhh[4]; // b_hh of each gate
     float c;      // LSTM cell state
+    int u, b;     // the item: local unit u, batch row b
 };
 
 // Where a step reads and writes; every (B, H) array is row-major.
@@ -116,8 +117,9 @@ __device__ void simt_rows_product(float* pre, float* red, const W* rows, int gst
                     make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
     }
     __syncthreads();
-    for (int o = threadIdx.x; o < R * nb; o += NTHREADS) {
-        const int r = o / nb, b = o - r * nb;
+    RowWalk at(threadIdx.x, NTHREADS, nb);  // (row r, column b) of output o
+    for (int o = threadIdx.x; o < R * nb; o += NTHREADS, at.next()) {
+        const int r = at.r, b = at.c;
         float v = 0.0f;
 #pragma unroll
         for (int w = 0; w < NWARPS; ++w) v += red[(w * RMAX + r) * ldb + b];
@@ -138,6 +140,7 @@ __device__ void load_hT(float* hT, int ldb, const float* h0, const void* src, co
                         int nb, int K) {
     const int n = nb * K;
     const size_t first = (size_t)b0 * K;
+    RowWalk at(threadIdx.x, NTHREADS, K);  // (row b, column k) of element i
     for (int base = 0; base < n; base += NTHREADS * STAGE_UNROLL) {
         float v[STAGE_UNROLL];
 #pragma unroll
@@ -153,10 +156,8 @@ __device__ void load_hT(float* hT, int ldb, const float* h0, const void* src, co
 #pragma unroll
         for (int j = 0; j < STAGE_UNROLL; ++j) {
             const int i = base + j * NTHREADS + threadIdx.x;
-            if (i < n) {
-                const int b = i / K, k = i - b * K;
-                hT[k * (ldb + 1) + b] = v[j];
-            }
+            if (i < n) hT[at.c * (ldb + 1) + at.r] = v[j];
+            at.next();
         }
     }
 }
@@ -167,12 +168,12 @@ template <typename A> __device__ __forceinline__ float h_prev_of(const StepIO& i
     return io.h0 ? stored<A>(io.h0[at]) : ld_cg(static_cast<const A*>(io.h_prev) + at);
 }
 
-// x[g] = input part of gate g (W_ih·x + b_ih) for item o = u·nb + bl.
+// x[g] = input part of gate g (W_ih·x + b_ih) of unit u0 + u, batch row b.
 template <int C, typename W>
-__device__ __forceinline__ void input_part(float* x, const StepIO& io, const CellW<W>& w, int o, int nb, int b0,
-                                           int u0, int H, int g_first, int g_end) {
+__device__ __forceinline__ void input_part(float* x, const StepIO& io, const CellW<W>& w, int u, int b, int u0,
+                                           int H, int g_first, int g_end) {
     constexpr int G = Cell<C>::G;
-    const int u = o / nb, b = b0 + (o - u * nb), j = u0 + u;
+    const int j = u0 + u;
 #pragma unroll
     for (int g = 0; g < G; ++g) {
         if (g < g_first || g >= g_end) continue;  // compile-time indices: x stays in registers
@@ -212,15 +213,15 @@ __device__ void simt_step(const StepIO& io, const CellW<W>& w, int phase, int B,
         if (carried) {
 #pragma unroll
             for (int g = 0; g < 4; ++g) x0[g] = carry->x[g];
-        } else if (threadIdx.x < items) {
-            input_part<C, W>(x0, io, w, threadIdx.x, nb, b0, u0, H, g_first, g_end);
         }
+        RowWalk item(threadIdx.x, NTHREADS, nb);  // (unit u, column bl) of item o
+        if (!carried && threadIdx.x < items) input_part<C, W>(x0, io, w, item.r, b0 + item.c, u0, H, g_first, g_end);
         simt_rows_product<W>(pre, red, w.rows, w.gstride, un, roff, R, hT, ldb, H, nb);
-        for (int o = threadIdx.x; o < items; o += NTHREADS) {
-            const int u = o / nb, bl = o - u * nb, b = b0 + bl, j = u0 + u;
+        for (int o = threadIdx.x; o < items; o += NTHREADS, item.next()) {
+            const int u = item.r, bl = item.c, b = b0 + bl, j = u0 + u;
             const size_t bj = (size_t)b * H + j;
             float x[4] = {x0[0], x0[1], x0[2], x0[3]}, hg[4] = {0.f, 0.f, 0.f, 0.f};
-            if (o != threadIdx.x) input_part<C, W>(x, io, w, o, nb, b0, u0, H, g_first, g_end);
+            if (o != threadIdx.x) input_part<C, W>(x, io, w, u, b, u0, H, g_first, g_end);
             const bool mine = carried && o == threadIdx.x;
 #pragma unroll
             for (int g = 0; g < G; ++g)
@@ -250,7 +251,7 @@ __device__ void simt_step(const StepIO& io, const CellW<W>& w, int phase, int B,
 // Loads the carry's input part for the step `io` describes (all gates).
 template <int C, typename W>
 __device__ __forceinline__ void carry_input(Carry* carry, const StepIO& io, const CellW<W>& w, int B, int H, int u0) {
-    if (carry->valid) input_part<C, W>(carry->x, io, w, threadIdx.x, B, 0, u0, H, 0, Cell<C>::G);
+    if (carry->valid) input_part<C, W>(carry->x, io, w, carry->u, carry->b, u0, H, 0, Cell<C>::G);
 }
 
 // Sets up the thread's carry at the first step of a persistent kernel:
@@ -260,7 +261,9 @@ __device__ void carry_init(Carry* carry, const StepIO& io, const CellW<W>& w, in
     constexpr int G = Cell<C>::G;
     carry->valid = B <= ldb && (int)threadIdx.x < un * B;
     if (!carry->valid) return;
-    const int o = threadIdx.x, u = o / B, b = o - u * B, j = u0 + u;
+    const int u = threadIdx.x / B, b = threadIdx.x - u * B, j = u0 + u;
+    carry->u = u;
+    carry->b = b;
 #pragma unroll
     for (int g = 0; g < 4; ++g) carry->bhh[g] = g < G ? to_f(w.b_hh[g * H + j]) : 0.0f;
     carry->c = C == LSTM ? io.c_prev[(size_t)b * H + j] : 0.0f;
