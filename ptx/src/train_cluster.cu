@@ -311,6 +311,29 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
 // block of dhh is dn, as the per-step kernels leave it); dhs (T·B, H): the
 // output layer's share of every dh (read only); wt: W_hhᵀ (H, G·H); gates,
 // aux, hcat, ccat as the forward left them.
+// What one item's backward reads of step t's cache: the output's share of
+// dh_t, h_{t-1} as stored, the saved gates, aux and c_{t-1} (as needed by
+// the cell). None of it depends on the exchange, so tc_bwd loads the next
+// step's for a thread's first item before it waits, and the global
+// latency hides behind the wait instead of following the product.
+struct TcBwdCache {
+    float d, hp, g[4], av, cp;
+};
+
+template <int C, typename W>
+__device__ __forceinline__ void tc_bwd_load(TcBwdCache& k, const float* dhs, const W* gates, const W* aux,
+                                            const W* hcat, const float* ccat, long long row, int j, int H) {
+    constexpr int G = Cell<C>::G;
+    const long long e = row * H + j;
+    const W* g = gates + row * (G * H);
+    k.d = dhs[e];
+    k.hp = to_f(hcat[e]);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) k.g[q] = q < G ? to_f(g[q * H + j]) : 0.0f;
+    k.av = (C == GRU_AFTER || C == LSTM) ? to_f(aux[e]) : 0.0f;
+    k.cp = C == LSTM ? ccat[e] : 0.0f;
+}
+
 template <int C, typename W, int CS>
 __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, const W* gates, const W* aux,
                        const W* hcat, const float* ccat, int B, int H, int T_, int U, int BC) {
@@ -360,6 +383,13 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
     __syncthreads();
     cluster_sync();
 
+    // This thread's item of the first batch chunk (c0 = 0, o = threadIdx.x),
+    // if any, and its cache of the step about to run.
+    const bool has_first = (int)threadIdx.x < un * min(CB, nbc);
+    const int fu = has_first ? (int)threadIdx.x % un : 0, fbl = has_first ? (int)threadIdx.x / un : 0;
+    TcBwdCache kc;
+    if (has_first) tc_bwd_load<C, W>(kc, dhs, gates, aux, hcat, ccat, (long long)(T_ - 1) * B + b0 + fbl, u0 + fu, H);
+
     for (int t = T_ - 1; t >= 0; --t) {
         const int i = T_ - 1 - t;
         const float* gcur = gbuf + (i & 1) * BC * lda;
@@ -373,16 +403,17 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
             for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
                 const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
                 const long long row = (long long)t * B + b0 + bl;
-                const long long e = row * H + j;
-                const W* g = gates + row * GH;
                 float* di = dih + row * GH;
                 float* dr_ = dhh + row * GH;
                 float* gn = gnext + bl * lda;
+                TcBwdCache k;
+                if (c0 == 0 && o == (int)threadIdx.x) k = kc;
+                else tc_bwd_load<C, W>(k, dhs, gates, aux, hcat, ccat, row, j, H);
                 const float prod = cl_sum<1>(red, 0, bl - c0, u, un, nkga);
-                const float d = (dhs[e] + carry[it]) + prod;
-                const float hp = to_f(hcat[e]);
+                const float d = (k.d + carry[it]) + prod;
+                const float hp = k.hp;
                 if (C == GRU_BEFORE) {  // phase A: z, n
-                    const float z = to_f(g[H + j]), n = to_f(g[2 * H + j]);
+                    const float z = k.g[1], n = k.g[2];
                     const float dnp = d * (1.0f - z) * (1.0f - n * n);
                     const float dz = d * (hp - n) * z * (1.0f - z);
                     di[H + j] = dz;
@@ -393,12 +424,8 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
                     push_all_async<CS>(dnbuf + bl * ldn + j, dnp, nbar);
                     dsv[it] = d;
                 } else {
-                    float gv[4], dg[4], dr[4];
-#pragma unroll
-                    for (int q = 0; q < G; ++q) gv[q] = to_f(g[q * H + j]);
-                    const float av = (C == GRU_AFTER || C == LSTM) ? to_f(aux[e]) : 0.0f;
-                    const float cp = C == LSTM ? ccat[e] : 0.0f;
-                    carry[it] = tc_cell_bwd<C>(d, gv, hp, av, cp, &dcs[it], dg, dr);
+                    float dg[4], dr[4];
+                    carry[it] = tc_cell_bwd<C>(d, k.g, hp, k.av, k.cp, &dcs[it], dg, dr);
 #pragma unroll
                     for (int q = 0; q < G; ++q) {
                         di[q * H + j] = dg[q];
@@ -419,11 +446,12 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
                 for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
                     const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
                     const long long row = (long long)t * B + b0 + bl;
-                    const long long e = row * H + j;
-                    const W* g = gates + row * GH;
+                    TcBwdCache k;
+                    if (c0 == 0 && o == (int)threadIdx.x) k = kc;
+                    else tc_bwd_load<C, W>(k, dhs, gates, aux, hcat, ccat, row, j, H);
                     const float prod = cl_sum<1>(red, 0, bl - c0, u, un, nkgn);
-                    const float r = to_f(g[j]), z = to_f(g[H + j]);
-                    const float hp = to_f(hcat[e]);
+                    const float r = k.g[0], z = k.g[1];
+                    const float hp = k.hp;
                     const float drr = prod * hp * r * (1.0f - r);
                     dih[row * GH + j] = drr;
                     dhh[row * GH + j] = drr;
@@ -432,6 +460,9 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
                 }
             }
         }
+        // The next step's cache, in flight during the wait.
+        if (t > 0 && has_first)
+            tc_bwd_load<C, W>(kc, dhs, gates, aux, hcat, ccat, (long long)(t - 1) * B + b0 + fbl, u0 + fu, H);
         // dhh of this step in this CTA (exchange i >> 1 of its buffer's barrier).
         mbar_wait_rearm(gbar, (unsigned)(i >> 1) & 1u, g_bytes);
     }
