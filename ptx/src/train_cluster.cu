@@ -307,10 +307,6 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
     cluster_sync();
 }
 
-// dih, dhh (T·B, G·H): written whole by the loop (reset-before: the n
-// block of dhh is dn, as the per-step kernels leave it); dhs (T·B, H): the
-// output layer's share of every dh (read only); wt: W_hhᵀ (H, G·H); gates,
-// aux, hcat, ccat as the forward left them.
 // What one item's backward reads of step t's cache: the output's share of
 // dh_t, h_{t-1} as stored, the saved gates, aux and c_{t-1} (as needed by
 // the cell). None of it depends on the exchange, so tc_bwd loads the next
@@ -334,6 +330,10 @@ __device__ __forceinline__ void tc_bwd_load(TcBwdCache& k, const float* dhs, con
     k.cp = C == LSTM ? ccat[e] : 0.0f;
 }
 
+// dih, dhh (T·B, G·H): written whole by the loop (reset-before: the n
+// block of dhh is dn, as the per-step kernels leave it); dhs (T·B, H): the
+// output layer's share of every dh (read only); wt: W_hhᵀ (H, G·H); gates,
+// aux, hcat, ccat as the forward left them.
 template <int C, typename W, int CS>
 __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, const W* gates, const W* aux,
                        const W* hcat, const float* ccat, int B, int H, int T_, int U, int BC) {
