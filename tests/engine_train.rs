@@ -28,7 +28,7 @@ use recur::core::optim::{self, AdamConfig};
 use recur::core::output::{self, DenseDims};
 use recur::core::{clip, CellKind, ModelLayout, Portable};
 use recur::engine::half::round_f16;
-use recur::engine::{DeviceTrainer, Precision, TrainOptimizer, TrainStats};
+use recur::engine::{DeviceTrainer, Precision, ProductOperands, TrainOptimizer, TrainStats};
 use recur::train::backend::BackendSpec;
 use recur::train::config::OptimizerKind;
 use recur::train::cuda::CudaBackend;
@@ -243,13 +243,24 @@ proptest! {
     }
 }
 
-/// The trainer's product kernel (3xTF32 on tensor cores) against an f64
-/// reference at f32 accuracy, every layout, split-K included (k up to
-/// 1,200 over at most 15 tiles): |C − C₆₄| ≤ ε₃₂·(4√k + 16)·Σₖ|a·b|, NaN-
-/// poisoned C. One-pass TF32 (11-bit operands, errors near 2⁻¹¹·Σ|a·b|/√k)
-/// fails this bound at the k of a few hundred most cases draw, which the
-/// gradient checks (relative 2·10⁻³) would not notice.
-fn check_product(m: usize, n: usize, k: usize, a_t: bool, b_t: bool, seed: u64) {
+/// The trainer's product kernels (3xTF32 on tensor cores; fewer products
+/// where an operand is f16, exact in TF32) against an f64 reference of the
+/// operands they read (f16 ones rounded) at f32 accuracy, every layout,
+/// split-K included (k up to 1,200 over at most 15 tiles):
+/// |C − C₆₄| ≤ ε₃₂·(4√k + 16)·Σₖ|a·b|, NaN-poisoned C. One-pass TF32
+/// (11-bit operands, errors near 2⁻¹¹·Σ|a·b|/√k) fails this bound at the k
+/// of a few hundred most cases draw, which the gradient checks (relative
+/// 2·10⁻³) would not notice.
+#[allow(clippy::too_many_arguments)]
+fn check_product(
+    operands: ProductOperands,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_t: bool,
+    b_t: bool,
+    seed: u64,
+) {
     let Some(gpu) = engine_support::gpu() else {
         let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
         return;
@@ -260,9 +271,19 @@ fn check_product(m: usize, n: usize, k: usize, a_t: bool, b_t: bool, seed: u64) 
         vocab: 1027,
     };
     let t = DeviceTrainer::new(&gpu, layout, 32, 35, TrainOptimizer::Sgd).unwrap();
-    let a = engine_support::random_vec(m * k, 1.0, seed);
-    let b = engine_support::random_vec(k * n, 1.0, seed + 1);
-    let got = t.product_for_tests(&a, &b, m, n, k, a_t, b_t).unwrap();
+    let (a16, b16) = operands.f16();
+    let stored = |v: Vec<f32>, f16: bool| -> Vec<f32> {
+        if f16 {
+            v.into_iter().map(round_f16).collect()
+        } else {
+            v
+        }
+    };
+    let a = stored(engine_support::random_vec(m * k, 1.0, seed), a16);
+    let b = stored(engine_support::random_vec(k * n, 1.0, seed + 1), b16);
+    let got = t
+        .product_for_tests(operands, &a, &b, m, n, k, a_t, b_t)
+        .unwrap();
     let at = |i: usize, p: usize| f64::from(if a_t { a[p * m + i] } else { a[i * k + p] });
     let bt = |p: usize, j: usize| f64::from(if b_t { b[j * k + p] } else { b[p * n + j] });
     let scale = f64::from(f32::EPSILON) * (4.0 * (k as f64).sqrt() + 16.0);
@@ -280,16 +301,16 @@ fn check_product(m: usize, n: usize, k: usize, a_t: bool, b_t: bool, seed: u64) 
             let err = (g - exact).abs();
             assert!(
                 err <= tol,
-                "C[{i},{j}] of {m}x{n}x{k} (a_t {a_t}, b_t {b_t}): {g} vs {exact} (|diff| {err:e} > {tol:e})"
+                "{operands:?} C[{i},{j}] of {m}x{n}x{k} (a_t {a_t}, b_t {b_t}): {g} vs {exact} (|diff| {err:e} > {tol:e})"
             );
             worst = worst.max(err / tol);
         }
     }
-    eprintln!("product {m}x{n}x{k} a_t={a_t} b_t={b_t}: worst error {worst:.3} of its tolerance");
+    eprintln!("product {operands:?} {m}x{n}x{k} a_t={a_t} b_t={b_t}: worst error {worst:.3} of its tolerance");
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 36, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn product_kernel_has_f32_accuracy(
@@ -299,8 +320,9 @@ proptest! {
         a_t in any::<bool>(),
         b_t in any::<bool>(),
         seed in 0u64..1000,
+        operands in prop::sample::select(ProductOperands::ALL.to_vec()),
     ) {
-        check_product(m, n, k, a_t, b_t, seed);
+        check_product(operands, m, n, k, a_t, b_t, seed);
     }
 }
 

@@ -51,6 +51,8 @@ pub use plan::{
     REG_CLUSTER_MAX_HIDDEN,
 };
 pub use sequence::{InputKind, SeqBuffers};
+#[doc(hidden)]
+pub use train::ProductOperands;
 pub use train::{
     ClusterLoops, DeviceCellTrainer, DeviceTrainer, TimeLoop, TrainOptimizer, TrainStats,
 };

@@ -7,7 +7,9 @@
 // hi = tf32(x) and lo = tf32(x − hi), and a·b is formed as
 // a_lo·b_hi + a_hi·b_lo + a_hi·b_hi ("3xTF32"). The dropped a_lo·b_lo and
 // the rounding of the lo parts are below 2^-21·|a·b|, the order of an f32
-// product's own rounding; f16 operands are exact in TF32 (lo = 0).
+// product's own rounding; f16 operands are exact in TF32 (lo = 0), so
+// the products with their lo are skipped: one product per tile where both
+// operands are f16, two where one is.
 // A(m, k) is at a[m·sam + k·sak], B(k, n) at b[k·sbk + n·sbn], C(m, n) at
 // c[m·ldc + n]. Each operand is loaded coalesced for its layout: along k
 // where its k stride is 1 (sak = 1 / sbk = 1), else along m / n. 128×64
@@ -28,10 +30,18 @@
 // 8 columns apart) hit 32 different banks.
 #define TG_PAD 8
 
-// x = hi + lo, both rounded to TF32 (their bit patterns, as mma reads them).
+// hi = x rounded to TF32, to nearest with ties away from zero, as
+// cvt.rna.tf32.f32 rounds every finite x (half a TF32 ulp added to the
+// magnitude bits, the 13 low bits cleared; a carry into the exponent is the
+// round up, to infinity past the largest finite), in two instructions
+// instead of cvt.rna's four on sm_90, two of which keep an infinite or NaN
+// x unchanged. Such an x may leave any hi here (a NaN's carry can reach the
+// sign bit: 0x7fffffff gives −0), so lo = x − hi, NaN for a NaN or infinite
+// x, is rounded by cvt.rna itself: it keeps the NaN, which the product
+// then carries into C. For finite x both parts are bit for bit cvt.rna's.
 __device__ __forceinline__ void tg_split(float x, unsigned* hi, unsigned* lo) {
-    unsigned h, l;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(h) : "f"(x));
+    const unsigned h = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+    unsigned l;
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(l) : "f"(x - __uint_as_float(h)));
     *hi = h;
     *lo = l;
@@ -98,13 +108,18 @@ struct TgLoader {
     }
 
     // v into shared memory as its TF32 parts hi and lo (split once here
-    // rather than by every warp that reads them).
+    // rather than by every warp that reads them). An f16 operand is exact
+    // in TF32: its hi is v itself and its lo, zero, is neither stored nor
+    // read (tg_gemm skips the products it would enter).
     __device__ __forceinline__ void store(unsigned (*hi)[X + TG_PAD], unsigned (*lo)[X + TG_PAD],
                                           const float* v) const {
         unsigned* h = &hi[0][0];
         unsigned* l = &lo[0][0];
 #pragma unroll
-        for (int i = 0; i < N; ++i) tg_split(v[i], &h[s0 + ds * i], &l[s0 + ds * i]);
+        for (int i = 0; i < N; ++i) {
+            if (sizeof(T) == 4) tg_split(v[i], &h[s0 + ds * i], &l[s0 + ds * i]);
+            else h[s0 + ds * i] = __float_as_uint(v[i]);
+        }
     }
 };
 
@@ -166,7 +181,9 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
         }
 #pragma unroll
         for (int kk = 0; kk < TG_BK; kk += 8) {
-            unsigned ah[2][4], al[2][4];
+            // Lo parts exist for f32 operands only (TgLoader::store).
+            constexpr bool A_LO = sizeof(TA) == 4, B_LO = sizeof(TB) == 4;
+            unsigned ah[2][4], al[2][4] = {};
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
                 const int m = wm + i * 16 + g;
@@ -174,17 +191,19 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     ah[i][e] = as_hi[r[e][0]][r[e][1]];
-                    al[i][e] = as_lo[r[e][0]][r[e][1]];
+                    if (A_LO) al[i][e] = as_lo[r[e][0]][r[e][1]];
                 }
             }
-            unsigned bh[4][2], bl[4][2];
+            unsigned bh[4][2], bl[4][2] = {};
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
                 const int n = wn + j * 8 + g;
                 bh[j][0] = bs_hi[kk + q][n];
                 bh[j][1] = bs_hi[kk + q + 4][n];
-                bl[j][0] = bs_lo[kk + q][n];
-                bl[j][1] = bs_lo[kk + q + 4][n];
+                if (B_LO) {
+                    bl[j][0] = bs_lo[kk + q][n];
+                    bl[j][1] = bs_lo[kk + q + 4][n];
+                }
             }
             // Term by term over the 8 tiles (8 independent accumulators
             // between two products of one tile), the small terms first so
@@ -195,7 +214,10 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
                 for (int i = 0; i < 2; ++i)
 #pragma unroll
                     for (int j = 0; j < 4; ++j)
-                        tg_mma(acc[i][j], t == 0 ? al[i] : ah[i], t == 1 ? bl[j] : bh[j]);
+                        // The terms with an f16 operand's lo (zero) are skipped:
+                        // adding them would leave every sum as it is.
+                        if ((t != 0 || A_LO) && (t != 1 || B_LO))
+                            tg_mma(acc[i][j], t == 0 ? al[i] : ah[i], t == 1 ? bl[j] : bh[j]);
         }
         __syncthreads();
     }

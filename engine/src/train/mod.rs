@@ -75,6 +75,8 @@ use cluster::ClusterPlan;
 pub use cluster::{ClusterLoops, TimeLoop};
 pub use dense::DeviceCellTrainer;
 use launch::{elementwise, f32_at, step_chunk, Arg, Gemm, COLSUM_CHUNK, MAX_SPLITS};
+#[doc(hidden)]
+pub use probe::ProductOperands;
 use staging::TokenRing;
 pub use stats::TrainStats;
 use stats::STATS_WORDS;

@@ -1,20 +1,65 @@
-//! The trainer's product kernel on its own, for the property test that
-//! holds it to f32 accuracy (tests/engine_train.rs): the gradient checks
-//! around it use tolerances that one-pass TF32 would pass too.
+//! The trainer's product kernels on their own, for the property test that
+//! holds them to f32 accuracy (tests/engine_train.rs): the gradient checks
+//! around them use tolerances that one-pass TF32 would pass too.
 
 use super::*;
+use crate::mem::Activations;
+
+/// The operand storage of a product kernel: `tr_gemm` (both f32),
+/// `tr_gemm_f32_f16` (A f32, B f16: a gradient times stored activations or
+/// weights), `tr_gemm_f16` (both f16: f16 mode's logits).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductOperands {
+    /// A and B f32.
+    F32,
+    /// A f32, B f16.
+    F32F16,
+    /// A and B f16.
+    F16,
+}
+
+impl ProductOperands {
+    /// Every kernel.
+    pub const ALL: [ProductOperands; 3] = [Self::F32, Self::F32F16, Self::F16];
+
+    fn kernel(self) -> &'static str {
+        match self {
+            Self::F32 => "tr_gemm",
+            Self::F32F16 => "tr_gemm_f32_f16",
+            Self::F16 => "tr_gemm_f16",
+        }
+    }
+
+    /// Whether A, B are stored as f16 (the kernel reads them rounded).
+    pub fn f16(self) -> (bool, bool) {
+        match self {
+            Self::F32 => (false, false),
+            Self::F32F16 => (false, true),
+            Self::F16 => (true, true),
+        }
+    }
+}
+
+/// `host` on the device as f32, or rounded to f16.
+fn operand(gpu: &Gpu, host: &[f32], f16: bool, what: &'static str) -> Result<Activations, Error> {
+    let mut buf = Activations::new(host.len(), f16, what)?;
+    buf.upload(gpu, host, what)?;
+    Ok(buf)
+}
 
 impl DeviceTrainer {
-    /// C (m, n) = A · B through the f32 product kernel (`tr_gemm`) and the
+    /// C (m, n) = A · B through the product kernel for `operands` and the
     /// split-K this trainer would choose, on the main stream. `a`: (m, k)
     /// row-major, or with `a_stored_t` its transpose (k, m); `b`: (k, n)
-    /// row-major, or with `b_stored_t` (n, k). C's memory is filled with
-    /// NaN first, so an element the kernel skips stays NaN. Not part of the
-    /// training API: a test hook.
+    /// row-major, or with `b_stored_t` (n, k); an f16 operand is rounded to
+    /// f16 on upload. C's memory is filled with NaN first, so an element the
+    /// kernel skips stays NaN. Not part of the training API: a test hook.
     #[doc(hidden)]
     #[allow(clippy::too_many_arguments)]
     pub fn product_for_tests(
         &self,
+        operands: ProductOperands,
         a: &[f32],
         b: &[f32],
         m: usize,
@@ -26,19 +71,18 @@ impl DeviceTrainer {
         recur_core::error::check_len("a", a, m * k)?;
         recur_core::error::check_len("b", b, k * n)?;
         self.gpu.bind()?;
-        let mut da = alloc::<f32>(a.len(), "product test A")?;
-        let mut db = alloc::<f32>(b.len(), "product test B")?;
+        let (a16, b16) = operands.f16();
+        let da = operand(&self.gpu, a, a16, "product test A")?;
+        let db = operand(&self.gpu, b, b16, "product test B")?;
         let mut dc = alloc::<f32>(m * n, "product test C")?;
-        upload(&self.gpu, &mut da, a, "product test A")?;
-        upload(&self.gpu, &mut db, b, "product test B")?;
         fill32(&self.gpu, &mut dc, f32::NAN.to_bits())?;
         let (sam, sak) = if a_stored_t { (1, m) } else { (k, 1) };
         let (sbk, sbn) = if b_stored_t { (1, k) } else { (n, 1) };
         self.gemm(Gemm {
-            kernel: "tr_gemm",
+            kernel: operands.kernel(),
             c: addr(&dc),
-            a: addr(&da),
-            b: addr(&db),
+            a: da.addr(),
+            b: db.addr(),
             bias: 0,
             m,
             n,
