@@ -96,7 +96,8 @@ fn main() {
     println!("device: {}  {:?}", gpu.name(), gpu.limits());
     for blocks in [8, 32, 64, 96, 128, 132] {
         let us = gpu.time_grid_barrier(blocks, 2000).unwrap();
-        println!("grid barrier, {blocks} blocks: {us:.3} us");
+        let flip = gpu.time_grid_barrier_flip(blocks, 2000).unwrap();
+        println!("grid barrier, {blocks} blocks: {us:.3} us (one-word flip barrier: {flip:.3} us)");
     }
     let mut c = Criterion::default()
         .configure_from_args()

@@ -439,6 +439,22 @@ impl Gpu {
     /// `iters`.
     #[doc(hidden)]
     pub fn time_grid_barrier(&self, blocks: usize, iters: usize) -> Result<f64, Error> {
+        self.time_barrier_kernel("barrier_bench", blocks, iters)
+    }
+
+    /// [`Gpu::time_grid_barrier`] for the one-word barrier the kernels do not
+    /// use yet (`grid_sync_flip`, ptx/src/common.cuh), to compare the two.
+    #[doc(hidden)]
+    pub fn time_grid_barrier_flip(&self, blocks: usize, iters: usize) -> Result<f64, Error> {
+        self.time_barrier_kernel("barrier_bench_flip", blocks, iters)
+    }
+
+    fn time_barrier_kernel(
+        &self,
+        kernel: &'static str,
+        blocks: usize,
+        iters: usize,
+    ) -> Result<f64, Error> {
         self.bind()?;
         let mut bar = crate::mem::alloc::<u32>(crate::mem::BARRIER_WORDS, "barrier")?;
         crate::mem::fill32(self, &mut bar, 0)?;
@@ -451,16 +467,12 @@ impl Gpu {
             ];
             self.synchronize()?;
             let start = std::time::Instant::now();
-            // SAFETY: barrier_bench(unsigned* bar (64 words), int iters).
+            // SAFETY: barrier_bench / barrier_bench_flip(unsigned* bar (64
+            // words), int iters).
             unsafe {
-                self.launch(
-                    "barrier_bench",
-                    (blocks as u32, 1),
-                    0,
-                    true,
-                    &mut args,
-                    || format!("blocks={blocks}"),
-                )?
+                self.launch(kernel, (blocks as u32, 1), 0, true, &mut args, || {
+                    format!("blocks={blocks}")
+                })?
             };
             self.synchronize()?;
             Ok(start.elapsed().as_secs_f64() * 1e6)

@@ -173,6 +173,33 @@ __device__ __forceinline__ void grid_sync(unsigned* bar, unsigned& gen) {
     __syncthreads();
 }
 
+// The same barrier in one word, as CUDA's cooperative groups build it: the
+// first block adds 2^31 − (blocks − 1), every other block 1, so the word's
+// top bit flips exactly when the last block arrives and its low bits come
+// back to where they were (no reset, any block count on the same word).
+// An arrival is one release RMW whose old value says which flip to wait
+// for; the wait polls with acquire loads. Against grid_sync it saves the
+// last arriver's second store and the waiters' fence. Not used by the
+// kernels yet: barrier_bench_flip times it beside grid_sync
+// (Gpu::time_grid_barrier) so that a GPU run can decide.
+__device__ __forceinline__ unsigned atom_add_release(unsigned* p, unsigned v) {
+    unsigned old;
+    asm volatile("atom.add.release.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+    return old;
+}
+
+__device__ __forceinline__ void grid_sync_flip(unsigned* bar) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned blocks = gridDim.x * gridDim.y * gridDim.z;
+        const bool first = blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0;
+        const unsigned old = atom_add_release(bar, first ? 0x80000000u - (blocks - 1u) : 1u);
+        while (((old ^ ld_acquire(bar)) & 0x80000000u) == 0u) {
+        }
+    }
+    __syncthreads();
+}
+
 // ---- sampler random numbers ------------------------------------------------
 // SplitMix64 (Steele et al.): the i-th output (i from 0) of the stream seeded
 // with `s` is mix(s + (i+1)·γ). The engine's host-side SplitMix64 is the same

@@ -247,3 +247,9 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) barrier_bench(unsigned* b
     unsigned gen = barrier_start(bar);
     for (int i = 0; i < iters; ++i) grid_sync(bar, gen);
 }
+
+// The same with grid_sync_flip (a zeroed word, or one the flip barrier
+// left).
+extern "C" __global__ void __launch_bounds__(NTHREADS) barrier_bench_flip(unsigned* bar, int iters) {
+    for (int i = 0; i < iters; ++i) grid_sync_flip(bar);
+}
