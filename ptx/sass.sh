@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash setup.sh
 SASS_PINS=("nvidia-cuda-cuobjdump==13.5.37" "nvidia-cuda-nvdisasm==13.5.37")
-if [ ! -x .venv/lib/python3*/site-packages/nvidia/cu13/bin/nvdisasm ] ||
+# (sass.py sets the execute bits the wheels may lack.)
+if [ ! -e .venv/lib/python3*/site-packages/nvidia/cu13/bin/nvdisasm ] ||
    [ ! -e .venv/lib/python3*/site-packages/nvidia/cu13/bin/cuobjdump ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "${SASS_PINS[@]}"
 fi

@@ -251,7 +251,6 @@ proptest! {
 /// (11-bit operands, errors near 2⁻¹¹·Σ|a·b|/√k) fails this bound at the k
 /// of a few hundred most cases draw, which the gradient checks (relative
 /// 2·10⁻³) would not notice.
-#[allow(clippy::too_many_arguments)]
 fn check_product(
     operands: ProductOperands,
     m: usize,
