@@ -11,7 +11,8 @@
 //! Each iteration queues the work and waits for it (wall time, launch and
 //! synchronisation included). After criterion, a plain timing loop prints
 //! µs per step for each configuration, and a sweep of units per block for
-//! the d2l GRU (to tune the planner's default).
+//! the d2l GRU (to tune the planner's default), the LSTM H 768's with the
+//! tensor-core kernel's grid barrier and with its flagged h exchange.
 
 use std::time::{Duration, Instant};
 
@@ -166,20 +167,24 @@ fn main() {
         proj.as_secs_f64() * 1e6 / 1024.0,
         2.0 * 16384.0 * 3072.0 * 768.0 / proj.as_secs_f64() / 1e12
     ));
-    for units in [8, 16, 32] {
-        let opts = PlanOptions {
-            path: Some(Path::PersistentMma),
-            units: Some(units),
-            ..PlanOptions::default()
-        };
-        if model.plan(16, opts).is_ok() {
-            let d = time_it(&gpu, 10, || {
-                model.forward(&mut bufs, opts).unwrap();
-            });
-            summary.push(format!(
-                "  lstm f16 mma units={units}: {:.3} us/step",
-                d.as_secs_f64() * 1e6 / 1024.0
-            ));
+    // The tensor-core kernel with the grid barrier and with flagged h
+    // words (no barrier), each unit count that fits.
+    for path in [Path::PersistentMma, Path::PersistentMmaFlagged] {
+        for units in [8, 16, 32] {
+            let opts = PlanOptions {
+                path: Some(path),
+                units: Some(units),
+                ..PlanOptions::default()
+            };
+            if model.plan(16, opts).is_ok() {
+                let d = time_it(&gpu, 10, || {
+                    model.forward(&mut bufs, opts).unwrap();
+                });
+                summary.push(format!(
+                    "  lstm f16 {path:?} units={units}: {:.3} us/step",
+                    d.as_secs_f64() * 1e6 / 1024.0
+                ));
+            }
         }
     }
 
@@ -193,6 +198,7 @@ fn main() {
             ],
             Precision::F16 => &[
                 (Path::PersistentMma, &[4, 8, 16, 32]),
+                (Path::PersistentMmaFlagged, &[4, 8, 16, 32]),
                 (Path::PersistentSimt, &[2, 4]),
                 (Path::PerStep, &[2, 5]),
             ],

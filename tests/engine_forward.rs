@@ -139,7 +139,8 @@ proptest! {
 
     /// The per-step fallback, the CUDA-core persistent kernel (f32, and f16
     /// where the planner only picks it for GRU reset-before) and the
-    /// tensor-core persistent kernel (f16), forced.
+    /// tensor-core persistent kernel (f16; with the grid barrier, or with
+    /// flagged h words where H is even), forced.
     #[test]
     fn forced_paths_match_core(
         cell in cell_strategy(),
@@ -148,14 +149,16 @@ proptest! {
         vocab in 2usize..=600,
         steps in 1usize..=20,
         f16 in any::<bool>(),
-        which in 0usize..3,
+        which in 0usize..4,
         seed in any::<u64>(),
     ) {
         let gpu = match engine_support::gpu() { Some(g) => g, None => { let _ = writeln!(std::io::stderr(), "skipped: no CUDA device"); return Ok(()); } };
         let precision = if f16 { Precision::F16 } else { Precision::F32 };
+        let mma = f16 && cell != CellKind::GruResetBefore;
         let path = match which {
             0 => Path::PerStep,
-            2 if f16 && cell != CellKind::GruResetBefore => Path::PersistentMma,
+            2 if mma => Path::PersistentMma,
+            3 if mma && hidden.is_multiple_of(2) => Path::PersistentMmaFlagged,
             _ => Path::PersistentSimt,
         };
         let opts = PlanOptions { path: Some(path), ..PlanOptions::default() };
@@ -343,6 +346,90 @@ fn tensor_core_staging_forms_match_core() {
         ran >= cases.len(),
         "only {ran} forced tensor-core cases ran"
     );
+}
+
+/// The tensor-core kernel with flagged h words instead of a grid barrier:
+/// both word forms (two words a load where H is a multiple of 4, one where
+/// H is 2 mod 4), the batch as one n-chunk and as several, each unit count
+/// that fits; then three launches in a row on the same buffers (each must
+/// wait for its own flags, not take a word a launch before left), the
+/// second across the point where the flags start again on a zeroed buffer.
+#[test]
+fn flagged_tensor_core_exchange_matches_core() {
+    let gpu = gpu_or_skip!();
+    let cases = [
+        (CellKind::Lstm, 3, 96),
+        (CellKind::GruResetAfter, 40, 96),
+        (CellKind::RnnTanh, 64, 256),
+        (CellKind::Lstm, 17, 250),
+        (CellKind::GruResetAfter, 5, 66),
+        (CellKind::RnnRelu, 33, 2),
+    ];
+    let mut ran = 0;
+    for (i, &(cell, batch, hidden)) in cases.iter().enumerate() {
+        for units in [4, 8, 16, 32] {
+            let opts = PlanOptions {
+                path: Some(Path::PersistentMmaFlagged),
+                units: Some(units),
+                ..PlanOptions::default()
+            };
+            let seed = 900 + 10 * i as u64 + units as u64;
+            match check_tokens_case(&gpu, cell, batch, hidden, 97, 9, Precision::F16, opts, seed) {
+                Ok(m) => {
+                    ran += 1;
+                    println!("ok flagged {cell:?} B={batch} H={hidden} units={units}: {m}");
+                }
+                Err(e) if e.contains("no kernel configuration fits") => {
+                    println!("refused flagged {cell:?} B={batch} H={hidden} units={units}: {e}")
+                }
+                Err(e) => panic!("flagged {cell:?} B={batch} H={hidden} units={units}: {e}"),
+            }
+        }
+    }
+    assert!(ran >= cases.len(), "only {ran} flagged cases ran");
+
+    // Repeated launches on one set of buffers.
+    let (cell, batch, hidden, vocab, steps) = (CellKind::Lstm, 16, 128, 61, 11);
+    let layout = ModelLayout {
+        cell,
+        vocab,
+        hidden,
+    };
+    let params = random_params(&layout, 77);
+    let model = DeviceModel::upload(&gpu, layout, &params, Precision::F16).unwrap();
+    let mut bufs = SeqBuffers::new(&model, steps, batch, InputKind::Tokens).unwrap();
+    let opts = PlanOptions {
+        path: Some(Path::PersistentMmaFlagged),
+        ..PlanOptions::default()
+    };
+    let dims = layout.cell_dims();
+    for launch in 0..3u64 {
+        if launch == 1 {
+            bufs.set_exchange_epoch_for_tests(u32::MAX - 3);
+        }
+        let tokens = random_tokens(steps * batch, vocab, 80 + launch);
+        let h0 = random_vec(batch * hidden, 0.5, 90 + launch);
+        let c0 = random_vec(batch * hidden, 0.5, 95 + launch);
+        bufs.set_tokens(&tokens).unwrap();
+        bufs.set_state(&h0, &c0).unwrap();
+        bufs.poison().unwrap();
+        let plan = model.forward(&mut bufs, opts).unwrap();
+        assert_eq!(plan.path, Path::PersistentMmaFlagged);
+        let want = reference(
+            dims,
+            &params,
+            RefInput::Tokens(&tokens),
+            &h0,
+            &c0,
+            steps,
+            batch,
+            Precision::F16,
+        );
+        match compare_outputs(&bufs, &want, &dims, &params, steps, Precision::F16) {
+            Ok(w) => println!("ok flagged launch {launch} on the same buffers: worst {w:.3}"),
+            Err(e) => panic!("flagged launch {launch} on the same buffers: {e}"),
+        }
+    }
 }
 
 /// Dense inputs (the input product for all steps as one matrix product)

@@ -19,6 +19,7 @@ pub(crate) struct RecParams {
     pub rh: u64,
     pub zb: u64,
     pub barrier: u64,
+    pub xchg: u64,
     pub t: i32,
     pub b: i32,
     pub h: i32,
@@ -28,7 +29,7 @@ pub(crate) struct RecParams {
     pub phase: i32,
     pub aux: i32,
     pub tok_fixed: i32,
-    pub pad: i32,
+    pub epoch: u32,
 }
 
 /// `GenParams` of the persistent generation kernels.
@@ -70,8 +71,8 @@ mod tests {
 
     #[test]
     fn sizes_match_the_c_structs() {
-        // 14 pointers + 10 ints; 18 eight-byte fields + float + 8 ints, padded to 8.
-        assert_eq!(std::mem::size_of::<RecParams>(), 14 * 8 + 10 * 4);
+        // 15 pointers + 10 ints; 18 eight-byte fields + float + 8 ints, padded to 8.
+        assert_eq!(std::mem::size_of::<RecParams>(), 15 * 8 + 10 * 4);
         assert_eq!(std::mem::size_of::<GenParams>(), 184);
         assert_eq!(std::mem::offset_of!(GenParams, inv_temp), 144);
     }

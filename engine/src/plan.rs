@@ -16,6 +16,10 @@
 //!   units per block, `MT = ceil(G·U/16)` ≤ 8 row tiles; shared memory
 //!   `MT·ceil(H/16)·512 + ceil(B/8)·8·(16·ceil(H/16) + 8)·2 + 32 KiB +
 //!   MT·16·NTC·8·4` bytes (NTC = n-tiles per chunk, `MT·NTC ≤ 8`).
+//!   `Path::PersistentMmaFlagged` is the same kernel without the grid
+//!   barrier: h goes from block to block in words that carry their step
+//!   (ptx/src/flag_exchange.cuh). It takes even H only (pairs of units per
+//!   word) and is chosen only when forced until it has run on a GPU.
 //!
 //! Larger layers run the per-step kernels (one launch per step, W_hh read
 //! from global memory / L2), which have no size limit beyond `G·H·H < 2³¹`.
@@ -91,6 +95,9 @@ pub enum Path {
     PersistentSimt,
     /// One cooperative launch for all steps, tensor cores (f16).
     PersistentMma,
+    /// [`Path::PersistentMma`] with h exchanged in flagged words instead of
+    /// a grid barrier per step (even H; not chosen automatically yet).
+    PersistentMmaFlagged,
     /// One launch per step (two for GRU reset-before).
     PerStep,
     /// One launch of thread-block clusters (sm_90), CUDA cores.
@@ -322,6 +329,13 @@ const MMA_F16: [&str; 5] = [
     "rec_mma_f16_gru_after",
     "rec_mma_f16_lstm",
 ];
+const MMA_FLAGGED_F16: [&str; 5] = [
+    "rec_mma_flagged_f16_rnn_tanh",
+    "rec_mma_flagged_f16_rnn_relu",
+    "",
+    "rec_mma_flagged_f16_gru_after",
+    "rec_mma_flagged_f16_lstm",
+];
 const GEN_F32: [&str; 5] = names!("gen_persist_f32_");
 const GEN_F16: [&str; 5] = names!("gen_persist_f16_");
 /// `[cluster 8, cluster 16][f32, f16]`.
@@ -402,7 +416,10 @@ pub(crate) fn kernel_name(path: Path, cell: CellKind, p: Precision) -> &'static 
         (Path::PersistentSimt, Precision::F16) => PERSIST_F16[i],
         (Path::PerStep, Precision::F32) => STEP_F32[i],
         (Path::PerStep, Precision::F16) => STEP_F16[i],
-        (Path::PersistentMma, _) => MMA_F16[i],
+        (Path::PersistentMma, Precision::F16) => MMA_F16[i],
+        (Path::PersistentMmaFlagged, Precision::F16) => MMA_FLAGGED_F16[i],
+        // The tensor-core kernels take f16 storage only.
+        (Path::PersistentMma | Path::PersistentMmaFlagged, Precision::F32) => "",
         // The 16-CTA name; the plan's cluster size picks (cluster_kernel).
         (Path::Cluster, _) => cluster_kernel(16, cell, p),
         (Path::ClusterRegs, _) => REG_CLUSTER[usize::from(p == Precision::F16)][i],
@@ -428,6 +445,12 @@ pub(crate) fn plan_sequence(
     opts: PlanOptions,
 ) -> Option<Plan> {
     let mma_ok = p == Precision::F16 && cell != CellKind::GruResetBefore;
+    // Flagged words hold two units (the kernel takes even H and units).
+    if opts.path == Some(Path::PersistentMmaFlagged)
+        && (!hidden.is_multiple_of(2) || opts.units.is_some_and(|u| !u.is_multiple_of(2)))
+    {
+        return None;
+    }
     let forced;
     let order: &[Path] = match opts.path {
         Some(path) => {
@@ -603,14 +626,14 @@ fn plan_path(
     }
     let candidates: Vec<usize> = match (units, path) {
         (Some(u), _) => vec![u],
-        (None, Path::PersistentMma) => vec![4, 8, 16, 32],
+        (None, Path::PersistentMma | Path::PersistentMmaFlagged) => vec![4, 8, 16, 32],
         (None, _) => (1..=RMAX / g).collect(),
     };
     let mut fallback = None;
     for u in candidates {
         let blocks = hidden.div_ceil(u);
         let plan = match path {
-            Path::PersistentMma => {
+            Path::PersistentMma | Path::PersistentMmaFlagged => {
                 let (mt, ntc, smem) = mma_smem(cell, hidden, batch, u);
                 if mt > MMA_TILES {
                     continue;
@@ -943,6 +966,65 @@ mod tests {
     }
 
     #[test]
+    fn flagged_tensor_core_path_is_forced_only_and_takes_even_sizes() {
+        let occ = FakeSm { regs_blocks: 2 };
+        let flagged = PlanOptions {
+            path: Some(Path::PersistentMmaFlagged),
+            ..PlanOptions::default()
+        };
+        let plan = |cell, h, p, opts| plan_sequence(&NO_CLUSTER, &occ, cell, h, 16, p, opts);
+        let lstm = plan(CellKind::Lstm, 768, Precision::F16, flagged).unwrap();
+        assert_eq!(lstm.path, Path::PersistentMmaFlagged);
+        // The same configuration as the barrier kernel's.
+        let barrier = PlanOptions {
+            path: Some(Path::PersistentMma),
+            ..flagged
+        };
+        let same = plan(CellKind::Lstm, 768, Precision::F16, barrier).unwrap();
+        assert_eq!(
+            (lstm.units, lstm.blocks, lstm.ntc, lstm.smem),
+            (same.units, same.blocks, same.ntc, same.smem)
+        );
+        // Not automatic.
+        let auto = plan(CellKind::Lstm, 768, Precision::F16, PlanOptions::default()).unwrap();
+        assert_eq!(auto.path, Path::PersistentMma);
+        // Odd H or odd units: no word pairs; f32 and GRU reset-before: no kernel.
+        assert!(plan(CellKind::Lstm, 767, Precision::F16, flagged).is_none());
+        let odd_units = PlanOptions {
+            units: Some(5),
+            ..flagged
+        };
+        assert!(plan(CellKind::RnnTanh, 100, Precision::F16, odd_units).is_none());
+        assert!(plan(CellKind::Lstm, 768, Precision::F32, flagged).is_none());
+        assert!(plan(CellKind::Lstm, 768, Precision::F32, barrier).is_none());
+        assert!(plan(CellKind::GruResetBefore, 64, Precision::F16, flagged).is_none());
+    }
+
+    #[test]
+    fn every_kernel_name_is_in_the_embedded_ptx() {
+        let all: Vec<&str> = crate::ptx::MODULES
+            .iter()
+            .flat_map(|m| crate::ptx::entry_names(m.text))
+            .collect();
+        let paths = [
+            Path::PersistentSimt,
+            Path::PersistentMma,
+            Path::PersistentMmaFlagged,
+            Path::PerStep,
+            Path::Cluster,
+            Path::ClusterRegs,
+        ];
+        for path in paths {
+            for cell in CellKind::ALL {
+                for p in [Precision::F32, Precision::F16] {
+                    let k = kernel_name(path, cell, p);
+                    assert!(k.is_empty() || all.contains(&k), "{k} ({path:?})");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_plan_respects_the_kernel_limits() {
         let occ = FakeSm { regs_blocks: 2 };
         for limits in [&NO_CLUSTER, &H100] {
@@ -974,7 +1056,7 @@ mod tests {
                                     cluster_smem(cell, h, plan.units, plan.ldb, p)
                                 );
                             }
-                            Path::PersistentMma => {
+                            Path::PersistentMma | Path::PersistentMmaFlagged => {
                                 assert_eq!(plan.blocks, h.div_ceil(plan.units));
                                 assert!(p == Precision::F16 && cell != CellKind::GruResetBefore);
                                 assert!(

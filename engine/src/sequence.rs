@@ -54,6 +54,12 @@ pub struct SeqBuffers {
     rh: DeviceBuffer<f32>,
     zb: DeviceBuffer<f32>,
     barrier: DeviceBuffer<u32>,
+    /// `Path::PersistentMmaFlagged`: h exchanged as (2, B, H/2) words of
+    /// {half2, flag} (ptx/src/flag_exchange.cuh), as u32 pairs; never
+    /// poisoned (NaN bits would be a flag). Two u32 in f32 mode.
+    xchg: DeviceBuffer<u32>,
+    /// The last flag a launch on `xchg` may have written.
+    epoch: u32,
     /// (T·B) targets, logits (T·B, V), per-row losses, mean loss (language models).
     targets: Option<DeviceBuffer<u32>>,
     logits: Option<DeviceBuffer<f32>>,
@@ -110,6 +116,8 @@ impl SeqBuffers {
             rh: alloc(batch * h, "r⊙h")?,
             zb: alloc(batch * h, "z")?,
             barrier: alloc(BARRIER_WORDS, "barrier")?,
+            xchg: alloc(if f16 { 2 * batch * h } else { 2 }, "h exchange")?,
+            epoch: 0,
             targets: if lm {
                 Some(alloc(tb, "targets")?)
             } else {
@@ -129,6 +137,7 @@ impl SeqBuffers {
             gpu,
         };
         fill32(&bufs.gpu, &mut bufs.barrier, 0)?;
+        fill32(&bufs.gpu, &mut bufs.xchg, 0)?;
         fill32(&bufs.gpu, &mut bufs.h0, 0)?;
         fill32(&bufs.gpu, &mut bufs.c0, 0)?;
         fill32(&bufs.gpu, &mut bufs.tokens, 0)?;
@@ -213,6 +222,14 @@ impl SeqBuffers {
         Ok(())
     }
 
+    /// Tests: the last flag written on the h exchange buffer
+    /// (`Path::PersistentMmaFlagged`), as if that many had gone out, to run
+    /// a launch across the point where the flags start again.
+    #[doc(hidden)]
+    pub fn set_exchange_epoch_for_tests(&mut self, last: u32) {
+        self.epoch = last;
+    }
+
     /// (T, B, H) hidden states (as stored: f16 values exactly in f16 mode).
     pub fn hs(&self) -> Result<Vec<f32>, Error> {
         self.hs
@@ -257,6 +274,18 @@ impl SeqBuffers {
                 actual: format!("{:?}", self.kind),
             })
         }
+    }
+}
+
+/// The epoch of a flagged launch of `steps` steps after flags up to `last`
+/// (its flags are epoch + 1 ..= epoch + steps − 1), and whether the exchange
+/// buffer must be zeroed first: 32-bit flags must never repeat on one
+/// buffer, so before they would wrap they start again from 0 on a zeroed
+/// buffer (whose words then carry no step's flag).
+fn flag_epoch(last: u32, steps: usize) -> (u32, bool) {
+    match u32::try_from(steps).ok().and_then(|s| last.checked_add(s)) {
+        Some(_) => (last, false),
+        None => (0, true),
     }
 }
 
@@ -362,6 +391,7 @@ impl DeviceModel {
             rh: addr(&bufs.rh),
             zb: addr(&bufs.zb),
             barrier: addr(&bufs.barrier),
+            xchg: addr(&bufs.xchg),
             t: t as i32,
             b: b as i32,
             h: h as i32,
@@ -387,6 +417,20 @@ impl DeviceModel {
                 // sized for (T, B, H); the grid is whole clusters of the
                 // kernel's compiled size.
                 unsafe { gpu.launch(kernel, grid, plan.smem, false, &mut args, shape)? };
+            }
+            Path::PersistentMmaFlagged => {
+                let (epoch, reset) = flag_epoch(bufs.epoch, t);
+                if reset {
+                    fill32(gpu, &mut bufs.xchg, 0)?;
+                }
+                p.epoch = epoch;
+                // Flags epoch + 1 ..= epoch + T - 1 go out; the next launch
+                // starts past them even if this one fails.
+                bufs.epoch = epoch + t as u32;
+                let mut args: [*mut c_void; 1] = [&mut p as *mut _ as *mut c_void];
+                // SAFETY: one RecParams by value; every address is a live buffer
+                // sized for (T, B, H), `xchg` for (2, B, H/2) words.
+                unsafe { gpu.launch(kernel, grid, plan.smem, true, &mut args, shape)? };
             }
             Path::PersistentSimt | Path::PersistentMma => {
                 let mut args: [*mut c_void; 1] = [&mut p as *mut _ as *mut c_void];
@@ -522,5 +566,28 @@ impl DeviceModel {
         // const T* bias (N) or null, int M, int N, int K); callers pass
         // buffers of those sizes.
         unsafe { self.gpu().launch(kernel, grid, 0, false, &mut args, shape) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flag_epoch;
+
+    #[test]
+    fn flag_epochs_never_repeat_a_flag_and_restart_zeroed_before_wrapping() {
+        // Consecutive launches: each starts past the last flag of the one before.
+        let mut last = 0u32;
+        for steps in [1usize, 35, 1024, 7] {
+            let (epoch, reset) = flag_epoch(last, steps);
+            assert!(!reset);
+            assert_eq!(epoch, last);
+            last = epoch + steps as u32;
+        }
+        assert_eq!(last, 1 + 35 + 1024 + 7);
+        // The highest flag fits exactly: no reset.
+        assert_eq!(flag_epoch(u32::MAX - 10, 10), (u32::MAX - 10, false));
+        // One more would wrap: zero the buffer, start again.
+        assert_eq!(flag_epoch(u32::MAX - 10, 11), (0, true));
+        assert_eq!(flag_epoch(u32::MAX, 1), (0, true));
     }
 }

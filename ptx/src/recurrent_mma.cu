@@ -9,7 +9,11 @@
 // A fragments (one 16-byte load per fragment, no bank conflicts). Every step
 // stages h_{t-1} (B, H) as f16 in shared memory, the 8 warps split the k
 // tiles, their partial sums meet in shared memory, and the gate math runs
-// as in the CUDA-core kernels. One grid-wide barrier per step.
+// as in the CUDA-core kernels. One grid-wide barrier per step, or with
+// FLAGGED (rec_mma_flagged_*, H and units per block even) none: h_t goes
+// from block to block in flagged words (flag_exchange.cuh) that the next
+// step's staging waits on.
+#include "flag_exchange.cuh"
 #include "rec_params.cuh"
 
 __device__ __forceinline__ void mma16816(float* d, const uint4& a, unsigned b0, unsigned b1) {
@@ -65,12 +69,25 @@ __device__ __forceinline__ void stage_h16(__half* hsm, int ldh, const void* src,
 // Most (m-tile, n-tile) pairs a warp accumulates at once (32 registers).
 #define MMA_TILES 8
 
+// (unit u, column n) of the cell items o = threadIdx.x, +NTHREADS, … of a
+// chunk of `ncols` columns: o = u·ncols + n, or with PAIRED o = (u/2)·2·ncols
+// + 2n + u%2, so that lanes 2i and 2i+1 hold units u and u+1 of one column
+// (the flagged exchange sends the two as one word).
+template <bool PAIRED>
+struct ItemWalk {
+    RowWalk w;
+    __device__ __forceinline__ ItemWalk(int o, int ncols) : w(o, NTHREADS, PAIRED ? 2 * ncols : ncols) {}
+    __device__ __forceinline__ int u() const { return PAIRED ? 2 * w.r + (w.c & 1) : w.r; }
+    __device__ __forceinline__ int n() const { return PAIRED ? w.c >> 1 : w.c; }
+    __device__ __forceinline__ void next() { w.next(); }
+};
+
 // Shared memory layout (bytes), shared with engine/src/plan.rs:
 //   A fragments  MT·KT·32 uint4
 //   h            NT·8 rows × LDH halves, LDH = KT·16 + 8
 //   red          NWARPS·MMA_TILES·32·4 floats
 //   pre          MT·16 × NTC·8 floats
-template <int C>
+template <int C, bool FLAGGED>
 __device__ void rec_mma(const RecParams& p) {
     extern __shared__ float4 smem4[];
     constexpr int G = Cell<C>::G;
@@ -118,14 +135,15 @@ __device__ void rec_mma(const RecParams& p) {
     const __half* table = static_cast<const __half*>(p.table);
     const __half* b_ih = static_cast<const __half*>(p.b_ih);
     const __half* b_hh = static_cast<const __half*>(p.b_hh);
-    unsigned gen = barrier_start(p.barrier);
+    [[maybe_unused]] unsigned gen = FLAGGED ? 0u : barrier_start(p.barrier);
     // Per-thread state across steps for its (unit, row) item when the batch
     // is one n-chunk (see Carry in simt_step.cuh).
     Carry carry;
     carry.valid = NT <= NTC && (int)threadIdx.x < un * B;
     if (carry.valid) {
-        carry.u = threadIdx.x / B;
-        carry.b = threadIdx.x - carry.u * B;
+        const ItemWalk<FLAGGED> first(threadIdx.x, B);
+        carry.u = first.u();
+        carry.b = first.n();
         const int j = u0 + carry.u;
         const StepIO io0 = rec_io<C, __half>(p, 0);
 #pragma unroll
@@ -156,6 +174,13 @@ __device__ void rec_mma(const RecParams& p) {
                     at.next();
                 }
             }
+        } else if (FLAGGED) {
+            const unsigned long long* slot = p.xchg + (size_t)((t - 1) & 1) * B * (H / 2);
+            if ((H & 3) == 0) {
+                stage_h_flagged<ulonglong2, 8>(hsm, LDH, slot, p.epoch + (unsigned)t, B, H);
+            } else {
+                stage_h_flagged<unsigned long long, 8>(hsm, LDH, slot, p.epoch + (unsigned)t, B, H);
+            }
         } else if ((H & 7) == 0 && (reinterpret_cast<size_t>(io.h_prev) & 15) == 0) {
             stage_h16<uint4, 8>(hsm, LDH, io.h_prev, B, H);
         } else if ((H & 1) == 0) {
@@ -168,9 +193,9 @@ __device__ void rec_mma(const RecParams& p) {
             const int ntc = min(NTC, NT - nc);
             const int nq = MT * ntc;
             const int ncols = min(ntc * 8, B - nc * 8);
-            // This thread's first (unit, column) item of the chunk; the gate
+            // This thread's first (unit, column) item of the chunk; the cell
             // loop walks on from it.
-            const RowWalk first(threadIdx.x, NTHREADS, ncols);
+            const ItemWalk<FLAGGED> first(threadIdx.x, ncols);
             // Input part of the first item, loaded before the product so its
             // latency hides behind it.
             float x0[4] = {0.f, 0.f, 0.f, 0.f};
@@ -178,7 +203,7 @@ __device__ void rec_mma(const RecParams& p) {
 #pragma unroll
                 for (int g = 0; g < 4; ++g) x0[g] = carry.x[g];
             } else if (threadIdx.x < un * ncols) {
-                input_x<G>(x0, io, table, b_ih, first.r, nc * 8 + first.c, u0, H);
+                input_x<G>(x0, io, table, b_ih, first.u(), nc * 8 + first.n(), u0, H);
             }
             // Tile q = mt·ntc + nt: mt and nt packed 4 bits a tile, set up
             // once per chunk rather than divided out per k tile (two
@@ -219,7 +244,7 @@ __device__ void rec_mma(const RecParams& p) {
                         make_float4(acc[q][0], acc[q][1], acc[q][2], acc[q][3]);
             __syncthreads();
             {
-                RowWalk at = first;  // (gate row r, column n) of output o
+                RowWalk at(threadIdx.x, NTHREADS, ncols);  // (gate row r, column n) of output o
                 for (int o = threadIdx.x; o < G * un * ncols; o += NTHREADS, at.next()) {
                     const int r = at.r, n = at.c;
                     const int mt = r >> 4, rr = r & 15, nt = n >> 3, nn = n & 7;
@@ -232,40 +257,62 @@ __device__ void rec_mma(const RecParams& p) {
                 }
             }
             __syncthreads();
-            RowWalk item = first;  // (unit u, column n) of item o
-            for (int o = threadIdx.x; o < un * ncols; o += NTHREADS, item.next()) {
-                const int u = item.r, n = item.c, b = nc * 8 + n, j = u0 + u;
-                const size_t bj = (size_t)b * H + j;
-                float x[4] = {x0[0], x0[1], x0[2], x0[3]}, hg[4] = {0.f, 0.f, 0.f, 0.f};
-                if (o != threadIdx.x) input_x<G>(x, io, table, b_ih, u, b, u0, H);
-                const bool mine = carry.valid && o == threadIdx.x;
+            // Every thread runs every round (the flagged exchange pairs lanes
+            // by a shuffle); item o = base + threadIdx.x exists where o < items.
+            ItemWalk<FLAGGED> item = first;
+            const int items = un * ncols;
+            for (int base = 0; base < items; base += NTHREADS, item.next()) {
+                const bool active = base + (int)threadIdx.x < items;
+                const int u = item.u(), n = item.n(), b = nc * 8 + n, j = u0 + u;
+                __half h16 = __float2half_rn(0.0f);
+                if (active) {
+                    const size_t bj = (size_t)b * H + j;
+                    float x[4] = {x0[0], x0[1], x0[2], x0[3]}, hg[4] = {0.f, 0.f, 0.f, 0.f};
+                    if (base != 0) input_x<G>(x, io, table, b_ih, u, b, u0, H);
+                    const bool mine = carry.valid && base == 0;
 #pragma unroll
-                for (int g = 0; g < G; ++g)
-                    hg[g] = pre[(g * un + u) * PLD + n] + (mine ? carry.bhh[g] : __half2float(b_hh[g * H + j]));
-                const float hp = __half2float(hsm[b * LDH + j]);
-                const float cp = C == LSTM ? (mine ? carry.c : io.c_prev[bj]) : 0.0f;
-                float c = 0.0f;
-                const float h = cell_h<C>(x, hg, hp, cp, 0.0f, &c);
-                static_cast<__half*>(io.h_out)[bj] = __float2half_rn(h);
-                if (io.h_last) io.h_last[bj] = stored<__half>(h);
-                if (C == LSTM) {
-                    if (mine) carry.c = c;
-                    if (!mine || io.h_last) io.c_out[bj] = c;  // a carried c is stored at the last step only
+                    for (int g = 0; g < G; ++g)
+                        hg[g] = pre[(g * un + u) * PLD + n] + (mine ? carry.bhh[g] : __half2float(b_hh[g * H + j]));
+                    const float hp = __half2float(hsm[b * LDH + j]);
+                    const float cp = C == LSTM ? (mine ? carry.c : io.c_prev[bj]) : 0.0f;
+                    float c = 0.0f;
+                    const float h = cell_h<C>(x, hg, hp, cp, 0.0f, &c);
+                    h16 = __float2half_rn(h);
+                    static_cast<__half*>(io.h_out)[bj] = h16;
+                    if (io.h_last) io.h_last[bj] = stored<__half>(h);
+                    if (C == LSTM) {
+                        if (mine) carry.c = c;
+                        if (!mine || io.h_last) io.c_out[bj] = c;  // a carried c is stored at the last step only
+                    }
+                }
+                if constexpr (FLAGGED) {
+                    // Units u (even lane) and u+1 (odd lane) of column n: one
+                    // word. un is even, so a lane's partner is active with it.
+                    const unsigned short mine16 = __half_as_ushort(h16);
+                    const unsigned short other = (unsigned short)__shfl_xor_sync(0xffffffffu, (unsigned)mine16, 1);
+                    if (active && (u & 1) == 0 && t + 1 < p.T) {
+                        unsigned long long* slot = p.xchg + (size_t)(t & 1) * B * (H / 2);
+                        st_relaxed_u64(slot + (size_t)b * (H / 2) + j / 2,
+                                       flagged_word(mine16, other, p.epoch + (unsigned)t + 1u));
+                    }
                 }
             }
         }
         if (t + 1 < p.T) {
             // The next step's input part does not depend on h: load it now,
-            // its latency hides behind the barrier.
+            // its latency hides behind the barrier (or the flag waits).
             if (carry.valid) input_x<G>(carry.x, rec_io<C, __half>(p, t + 1), table, b_ih, carry.u, carry.b, u0, H);
-            grid_sync(p.barrier, gen);
+            if constexpr (!FLAGGED) grid_sync(p.barrier, gen);
         }
     }
 }
 
-#define MMA_KERNEL(NAME, C)                                                                      \
-    extern "C" __global__ void __launch_bounds__(NTHREADS, 1) rec_mma_f16_##NAME(RecParams p) {     \
-        rec_mma<C>(p);                                                                           \
+#define MMA_KERNEL(NAME, C)                                                                          \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 1) rec_mma_f16_##NAME(RecParams p) {         \
+        rec_mma<C, false>(p);                                                                        \
+    }                                                                                                \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 1) rec_mma_flagged_f16_##NAME(RecParams p) { \
+        rec_mma<C, true>(p);                                                                         \
     }
 
 MMA_KERNEL(rnn_tanh, RNN_TANH)
