@@ -321,6 +321,51 @@ fn cluster_opts(
     }
 }
 
+/// Runs `cases` (cell, B, H) on the forced tensor-core `path` with each
+/// unit count, T `steps`; a unit count whose slice does not fit (or, for
+/// the flagged kernel, an odd H) is refused, not run. Returns the runs.
+fn tensor_core_unit_sweep(
+    gpu: &Gpu,
+    path: Path,
+    cases: &[(CellKind, usize, usize)],
+    steps: usize,
+    seed: u64,
+) -> usize {
+    let mut ran = 0;
+    for (i, &(cell, batch, hidden)) in cases.iter().enumerate() {
+        for units in [4, 8, 16, 32] {
+            let opts = PlanOptions {
+                path: Some(path),
+                units: Some(units),
+                ..PlanOptions::default()
+            };
+            let seed = seed + 10 * i as u64 + units as u64;
+            let what = format!("{path:?} {cell:?} B={batch} H={hidden} units={units}");
+            match check_tokens_case(
+                gpu,
+                cell,
+                batch,
+                hidden,
+                97,
+                steps,
+                Precision::F16,
+                opts,
+                seed,
+            ) {
+                Ok(m) => {
+                    ran += 1;
+                    println!("ok {what}: {m}");
+                }
+                Err(e) if e.contains("no kernel configuration fits") => {
+                    println!("refused {what}: {e}")
+                }
+                Err(e) => panic!("{what}: {e}"),
+            }
+        }
+    }
+    ran
+}
+
 /// The tensor-core persistent kernel's three ways of staging h (16-byte
 /// pieces where H is a multiple of 8, pairs of halves where H is even,
 /// halves where it is odd), each with the batch as one n-chunk (the
@@ -337,28 +382,7 @@ fn tensor_core_staging_forms_match_core() {
         (CellKind::RnnRelu, 33, 67),
         (CellKind::Lstm, 9, 13),
     ];
-    let mut ran = 0;
-    for (i, &(cell, batch, hidden)) in cases.iter().enumerate() {
-        for units in [4, 8, 16, 32] {
-            let opts = PlanOptions {
-                path: Some(Path::PersistentMma),
-                units: Some(units),
-                ..PlanOptions::default()
-            };
-            let seed = 500 + 10 * i as u64 + units as u64;
-            match check_tokens_case(&gpu, cell, batch, hidden, 97, 7, Precision::F16, opts, seed) {
-                Ok(m) => {
-                    ran += 1;
-                    println!("ok {cell:?} B={batch} H={hidden} units={units}: {m}");
-                }
-                // A unit count whose slice does not fit is refused, not run.
-                Err(e) if e.contains("no kernel configuration fits") => {
-                    println!("refused {cell:?} B={batch} H={hidden} units={units}: {e}")
-                }
-                Err(e) => panic!("{cell:?} B={batch} H={hidden} units={units}: {e}"),
-            }
-        }
-    }
+    let ran = tensor_core_unit_sweep(&gpu, Path::PersistentMma, &cases, 7, 500);
     assert!(
         ran >= cases.len(),
         "only {ran} forced tensor-core cases ran"
@@ -382,27 +406,7 @@ fn flagged_tensor_core_exchange_matches_core() {
         (CellKind::GruResetAfter, 5, 66),
         (CellKind::RnnRelu, 33, 2),
     ];
-    let mut ran = 0;
-    for (i, &(cell, batch, hidden)) in cases.iter().enumerate() {
-        for units in [4, 8, 16, 32] {
-            let opts = PlanOptions {
-                path: Some(Path::PersistentMmaFlagged),
-                units: Some(units),
-                ..PlanOptions::default()
-            };
-            let seed = 900 + 10 * i as u64 + units as u64;
-            match check_tokens_case(&gpu, cell, batch, hidden, 97, 9, Precision::F16, opts, seed) {
-                Ok(m) => {
-                    ran += 1;
-                    println!("ok flagged {cell:?} B={batch} H={hidden} units={units}: {m}");
-                }
-                Err(e) if e.contains("no kernel configuration fits") => {
-                    println!("refused flagged {cell:?} B={batch} H={hidden} units={units}: {e}")
-                }
-                Err(e) => panic!("flagged {cell:?} B={batch} H={hidden} units={units}: {e}"),
-            }
-        }
-    }
+    let ran = tensor_core_unit_sweep(&gpu, Path::PersistentMmaFlagged, &cases, 9, 900);
     assert!(ran >= cases.len(), "only {ran} flagged cases ran");
 
     // Repeated launches on one set of buffers.
