@@ -20,7 +20,7 @@ use proptest::prelude::*;
 use recur::core::{CellDims, CellKind, ModelLayout};
 use recur::engine::half::round_f16;
 use recur::engine::{
-    reg_cluster_rows, DeviceModel, Gpu, InputKind, Path, PlanOptions, Precision, SeqBuffers,
+    reg_cluster_rows, DeviceModel, Gpu, InputKind, Path, Plan, PlanOptions, Precision, SeqBuffers,
     REG_CLUSTER_MAX_HIDDEN,
 };
 
@@ -48,19 +48,36 @@ fn check_tokens_case(
     };
     let params = random_params(&layout, seed);
     let model = DeviceModel::upload(gpu, layout, &params, precision).map_err(|e| e.to_string())?;
-    let tokens = random_tokens(steps * batch, vocab, seed + 1);
-    let h0 = random_vec(batch * hidden, 0.5, seed + 2);
-    let c0 = random_vec(batch * hidden, 0.5, seed + 3);
     let mut bufs =
         SeqBuffers::new(&model, steps, batch, InputKind::Tokens).map_err(|e| e.to_string())?;
+    run_and_compare(&model, &params, &mut bufs, opts, seed)
+        .map(|(plan, worst)| format!("{plan:?} worst {worst:.3}"))
+}
+
+/// Random tokens and initial states (from `seed`) into `bufs`, outputs
+/// poisoned, the engine's forward against the reference: the plan it ran
+/// and the worst |diff| / tolerance; Err describes a mismatch.
+fn run_and_compare(
+    model: &DeviceModel,
+    params: &[f32],
+    bufs: &mut SeqBuffers,
+    opts: PlanOptions,
+    seed: u64,
+) -> Result<(Plan, f32), String> {
+    let layout = model.layout();
+    let (steps, batch, hidden) = (bufs.steps(), bufs.batch(), layout.hidden);
+    let precision = model.precision();
+    let tokens = random_tokens(steps * batch, layout.vocab, seed + 1);
+    let h0 = random_vec(batch * hidden, 0.5, seed + 2);
+    let c0 = random_vec(batch * hidden, 0.5, seed + 3);
     bufs.set_tokens(&tokens).map_err(|e| e.to_string())?;
     bufs.set_state(&h0, &c0).map_err(|e| e.to_string())?;
     bufs.poison().map_err(|e| e.to_string())?;
-    let plan = model.forward(&mut bufs, opts).map_err(|e| e.to_string())?;
+    let plan = model.forward(bufs, opts).map_err(|e| e.to_string())?;
     let dims = layout.cell_dims();
     let want = reference(
         dims,
-        &params,
+        params,
         RefInput::Tokens(&tokens),
         &h0,
         &c0,
@@ -68,8 +85,7 @@ fn check_tokens_case(
         batch,
         precision,
     );
-    compare_outputs(&bufs, &want, &dims, &params, steps, precision)
-        .map(|w| format!("{plan:?} worst {w:.3}"))
+    compare_outputs(bufs, &want, &dims, params, steps, precision).map(|w| (plan, w))
 }
 
 fn compare_outputs(
@@ -423,31 +439,15 @@ fn flagged_tensor_core_exchange_matches_core() {
         path: Some(Path::PersistentMmaFlagged),
         ..PlanOptions::default()
     };
-    let dims = layout.cell_dims();
     for launch in 0..3u64 {
         if launch == 1 {
             bufs.set_exchange_epoch_for_tests(u32::MAX - 3);
         }
-        let tokens = random_tokens(steps * batch, vocab, 80 + launch);
-        let h0 = random_vec(batch * hidden, 0.5, 90 + launch);
-        let c0 = random_vec(batch * hidden, 0.5, 95 + launch);
-        bufs.set_tokens(&tokens).unwrap();
-        bufs.set_state(&h0, &c0).unwrap();
-        bufs.poison().unwrap();
-        let plan = model.forward(&mut bufs, opts).unwrap();
-        assert_eq!(plan.path, Path::PersistentMmaFlagged);
-        let want = reference(
-            dims,
-            &params,
-            RefInput::Tokens(&tokens),
-            &h0,
-            &c0,
-            steps,
-            batch,
-            Precision::F16,
-        );
-        match compare_outputs(&bufs, &want, &dims, &params, steps, Precision::F16) {
-            Ok(w) => println!("ok flagged launch {launch} on the same buffers: worst {w:.3}"),
+        match run_and_compare(&model, &params, &mut bufs, opts, 80 + 10 * launch) {
+            Ok((plan, worst)) => {
+                assert_eq!(plan.path, Path::PersistentMmaFlagged);
+                println!("ok flagged launch {launch} on the same buffers: worst {worst:.3}");
+            }
             Err(e) => panic!("flagged launch {launch} on the same buffers: {e}"),
         }
     }

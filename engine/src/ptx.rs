@@ -75,7 +75,6 @@ mod tests {
             "rec_persist_f32_gru_after",
             "rec_step_f16_lstm",
             "rec_mma_f16_lstm",
-            "rec_mma_flagged_f16_gru_after",
             "gemm_nt_f16",
             "xent_rows",
             "gen_persist_f32_gru_before",
