@@ -21,20 +21,32 @@
 // ---- cluster primitives (PTX ISA 7.8+, sm_90) -------------------------------
 
 __device__ __forceinline__ unsigned cluster_ctarank() {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    return emu::cluster_ctarank();
+#else
     unsigned r;
     asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
     return r;
+#endif
 }
 
 // Every thread of every CTA of the cluster arrives; release: this thread's
 // earlier writes (shared, distributed shared, global) are visible to the
 // threads that pass the matching wait.
 __device__ __forceinline__ void cluster_arrive() {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::cluster_arrive();
+#else
     asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+#endif
 }
 
 __device__ __forceinline__ void cluster_wait() {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::cluster_wait();
+#else
     asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
 }
 
 __device__ __forceinline__ void cluster_sync() {
@@ -46,13 +58,21 @@ __device__ __forceinline__ unsigned smem_u32(const void* p) { return (unsigned)_
 
 // The shared::cluster address of the same offset in CTA `rank`'s shared memory.
 __device__ __forceinline__ unsigned map_rank(unsigned addr, unsigned rank) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    return emu::mapa(addr, rank);
+#else
     unsigned r;
     asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(addr), "r"(rank));
     return r;
+#endif
 }
 
 __device__ __forceinline__ void st_cluster(unsigned addr, float v) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::st_shared_cluster_f32(addr, v);
+#else
     asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
+#endif
 }
 
 // Writes v at the same shared-memory location in all CS CTAs of the cluster.
@@ -71,20 +91,37 @@ template <int CS> __device__ __forceinline__ void push_all(const float* local, f
 // sequence kernel (ncu, benches/results/engine_h100_run6).
 
 __device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::mbar_init(bar, count);
+#else
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+#endif
 }
 
 // The inits visible to the cluster's remote stores (before a cluster barrier).
-__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+__device__ __forceinline__ void mbar_init_fence() {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::fence_acq_rel();
+#else
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
 
 // Arms the current phase: `bytes` are to arrive (the one expected arrival).
 __device__ __forceinline__ void mbar_expect(unsigned bar, unsigned bytes) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::mbar_arrive_expect_tx(bar, bytes);
+#else
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+#endif
 }
 
 // Waits until the phase of parity `parity` has completed; acquire at
 // cluster scope makes the remote stores it counted visible.
 __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::mbar_wait_parity(bar, parity);
+#else
     asm volatile(
         "{\n\t.reg .pred done;\n"
         "RC_WAIT:\n\t"
@@ -92,14 +129,19 @@ __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
         "@!done bra RC_WAIT;\n}" ::"r"(bar),
         "r"(parity)
         : "memory");
+#endif
 }
 
 // Stores v at `addr` (shared::cluster) and counts 4 bytes into the mbarrier
 // at `bar` (shared::cluster, same CTA as addr).
 __device__ __forceinline__ void st_async(unsigned addr, float v, unsigned bar) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::st_async_b32(addr, __float_as_uint(v), bar);
+#else
     asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];" ::"r"(addr),
                  "r"(__float_as_uint(v)), "r"(bar)
                  : "memory");
+#endif
 }
 
 // v at the same shared-memory location in all CS CTAs of the cluster, each

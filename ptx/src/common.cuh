@@ -4,6 +4,8 @@
 #pragma once
 #include <cuda_fp16.h>
 
+#include "dynamic_shared.cuh"
+
 // Every kernel runs 256-thread blocks (8 warps); the host relies on it.
 #define NTHREADS 256
 #define NWARPS 8
@@ -116,32 +118,58 @@ __device__ __forceinline__ float cell_h(const float* x, const float* hg, float h
 #define BAR_GEN 32
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    return emu::poll_acquire(p);
+#else
     unsigned v;
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
     return v;
+#endif
 }
 
 __device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    return emu::poll_relaxed(p);
+#else
     unsigned v;
     asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
     return v;
+#endif
 }
 
 __device__ __forceinline__ unsigned atom_add_acq_rel(unsigned* p, unsigned v) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL);
+#else
     unsigned old;
     asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
     return old;
+#endif
 }
 
 __device__ __forceinline__ void st_relaxed(unsigned* p, unsigned v) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::st_relaxed(p, v);
+#else
     asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+#endif
 }
 
 __device__ __forceinline__ void st_release(unsigned* p, unsigned v) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::st_release(p, v);
+#else
     asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+#endif
 }
 
-__device__ __forceinline__ void fence_acq_rel() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+__device__ __forceinline__ void fence_acq_rel() {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::fence_acq_rel();
+#else
+    asm volatile("fence.acq_rel.gpu;" ::: "memory");
+#endif
+}
 
 __device__ __forceinline__ unsigned barrier_start(unsigned* bar) {
     return threadIdx.x == 0 ? ld_acquire(bar + BAR_GEN) : 0u;
@@ -183,9 +211,13 @@ __device__ __forceinline__ void grid_sync(unsigned* bar, unsigned& gen) {
 // kernels yet: barrier_bench_flip times it beside grid_sync
 // (Gpu::time_grid_barrier) so that a GPU run can decide.
 __device__ __forceinline__ unsigned atom_add_release(unsigned* p, unsigned v) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    return __atomic_fetch_add(p, v, __ATOMIC_RELEASE);
+#else
     unsigned old;
     asm volatile("atom.add.release.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
     return old;
+#endif
 }
 
 __device__ __forceinline__ void grid_sync_flip(unsigned* bar) {

@@ -61,11 +61,16 @@ extern "C" __global__ void __launch_bounds__(NTHREADS)
 // padded to 40 halves (80 bytes): fragment loads hit 32 distinct banks.
 __device__ __forceinline__ void mma16816_u(float* d, unsigned a0, unsigned a1, unsigned a2, unsigned a3,
                                            unsigned b0, unsigned b1) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    const unsigned a[4] = {a0, a1, a2, a3}, b[2] = {b0, b1};
+    emu::mma_m16n8k16_f16(d, a, b);
+#else
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
 }
 
 // Rows [r0, r0+128) × k [k0, k0+32) of src (rows × K) into dst[128][40].

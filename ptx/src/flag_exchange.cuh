@@ -23,19 +23,31 @@
 #include "common.cuh"
 
 __device__ __forceinline__ unsigned long long ld_relaxed_u64(const unsigned long long* p) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    return emu::poll_relaxed_u64(p);
+#else
     unsigned long long v;
     asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
     return v;
+#endif
 }
 
 __device__ __forceinline__ ulonglong2 ld_relaxed_u64(const ulonglong2* p) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    return emu::poll_relaxed_u64x2(p);
+#else
     ulonglong2 v;
     asm volatile("ld.relaxed.gpu.global.v2.u64 {%0, %1}, [%2];" : "=l"(v.x), "=l"(v.y) : "l"(p) : "memory");
     return v;
+#endif
 }
 
 __device__ __forceinline__ void st_relaxed_u64(unsigned long long* p, unsigned long long v) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::st_relaxed(p, v);
+#else
     asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+#endif
 }
 
 // The word of units (u, u+1) of one row: `lo`, `hi` their f16 bits.

@@ -38,7 +38,7 @@ struct GenParams {
 
 template <int C, typename W, typename A>
 __device__ void generate(const GenParams& p) {
-    extern __shared__ float4 smem4[];
+    DYNAMIC_SHARED(float4, smem4);
     float* smem = reinterpret_cast<float*>(smem4);
     constexpr int G = Cell<C>::G;
     const int H = p.H, B = p.B, V = p.V;

@@ -33,7 +33,7 @@
 
 template <int C, typename W, typename A, int CS>
 __device__ void gen_cluster(const GenClusterParams& p) {
-    extern __shared__ float4 smem4[];
+    DYNAMIC_SHARED(float4, smem4);
     // mbarriers: h buffers 0 and 1, logits, r ⊙ h.
     __shared__ __align__(8) unsigned long long gbar[4];
     constexpr int G = Cell<C>::G;

@@ -59,7 +59,7 @@ __device__ __forceinline__ void rc_partials_gates(float (&v)[32], const float (&
 
 template <int C, typename W, typename A>
 __device__ void gen_rcluster(const GenClusterParams& p) {
-    extern __shared__ float4 smem4[];
+    DYNAMIC_SHARED(float4, smem4);
     constexpr int G = Cell<C>::G;
     constexpr int BCMAX = RcRows<C>::value;
     constexpr int ROWS = RC_UPW * G;  // weight rows per warp

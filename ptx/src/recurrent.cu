@@ -10,7 +10,7 @@
 
 template <int C, typename W, typename A>
 __device__ void rec_persistent(const RecParams& p) {
-    extern __shared__ float4 smem4[];
+    DYNAMIC_SHARED(float4, smem4);
     float* smem = reinterpret_cast<float*>(smem4);
     constexpr int G = Cell<C>::G;
     const int H = p.H;
@@ -57,7 +57,7 @@ __device__ void rec_persistent(const RecParams& p) {
 
 template <int C, typename W, typename A>
 __device__ void rec_step(const RecParams& p) {
-    extern __shared__ float4 smem4[];
+    DYNAMIC_SHARED(float4, smem4);
     float* smem = reinterpret_cast<float*>(smem4);
     const int H = p.H;
     const int u0 = blockIdx.x * p.units;

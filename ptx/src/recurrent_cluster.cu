@@ -45,7 +45,7 @@ __device__ void cl_load_x(float* xs, const RecParams& p, int t, int b0, int nbc,
 
 template <int C, typename W, typename A, int CS>
 __device__ void rec_cluster(const RecParams& p) {
-    extern __shared__ float4 smem4[];
+    DYNAMIC_SHARED(float4, smem4);
     constexpr int G = Cell<C>::G;
     const int H = p.H, U = p.units, BC = p.ldb;
     const int rank = (int)cluster_ctarank();

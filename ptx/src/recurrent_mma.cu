@@ -17,11 +17,16 @@
 #include "rec_params.cuh"
 
 __device__ __forceinline__ void mma16816(float* d, const uint4& a, unsigned b0, unsigned b1) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    const unsigned af[4] = {a.x, a.y, a.z, a.w}, bf[2] = {b0, b1};
+    emu::mma_m16n8k16_f16(d, af, bf);
+#else
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+#endif
 }
 
 __device__ __forceinline__ unsigned pack_half2(__half lo, __half hi) {
@@ -89,7 +94,7 @@ struct ItemWalk {
 //   pre          MT·16 × NTC·8 floats
 template <int C, bool FLAGGED>
 __device__ void rec_mma(const RecParams& p) {
-    extern __shared__ float4 smem4[];
+    DYNAMIC_SHARED(float4, smem4);
     constexpr int G = Cell<C>::G;
     const int H = p.H, B = p.B, U = p.units;
     const int u0 = blockIdx.x * U;

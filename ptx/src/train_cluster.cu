@@ -172,7 +172,7 @@ __device__ __forceinline__ float tc_cell_bwd(float d, const float* gv, float hp,
 template <int C, typename W, int CS>
 __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, const W* w_ih, const float* b_ih,
                        const float* b_hh, const unsigned* tok, int B, int H, int V, int T_, int U, int BC) {
-    extern __shared__ float4 smem4[];
+    DYNAMIC_SHARED(float4, smem4);
     // mbarriers: h buffers 0 and 1, r ⊙ h.
     __shared__ __align__(8) unsigned long long fbar[3];
     constexpr int G = Cell<C>::G;
@@ -337,7 +337,7 @@ __device__ __forceinline__ void tc_bwd_load(TcBwdCache& k, const float* dhs, con
 template <int C, typename W, int CS>
 __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, const W* gates, const W* aux,
                        const W* hcat, const float* ccat, int B, int H, int T_, int U, int BC) {
-    extern __shared__ float4 smem4[];
+    DYNAMIC_SHARED(float4, smem4);
     // mbarriers: dhh buffers 0 and 1, dn.
     __shared__ __align__(8) unsigned long long bbar[3];
     constexpr int G = Cell<C>::G;

@@ -41,8 +41,12 @@
 // then carries into C. For finite x both parts are bit for bit cvt.rna's.
 __device__ __forceinline__ void tg_split(float x, unsigned* hi, unsigned* lo) {
     const unsigned h = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    const unsigned l = emu::cvt_rna_tf32(x - __uint_as_float(h));
+#else
     unsigned l;
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(l) : "f"(x - __uint_as_float(h)));
+#endif
     *hi = h;
     *lo = l;
 }
@@ -128,11 +132,15 @@ struct TgLoader {
 // independent tiles' products instead of issuing each tile's three
 // dependent ones back to back.
 __device__ __forceinline__ void tg_mma(float* d, const unsigned* a, const unsigned* b) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::mma_m16n8k8_tf32(d, a, b);
+#else
     asm(
         "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
 }
 
 // 128 × 64 tiles of C; warp w owns rows (w % 4)·32 .. +31 and columns

@@ -14,6 +14,7 @@
 // (float, or __half: kernels `*_f16`), converted to f32 as they are staged;
 // the products, the cell, the LSTM cell state c and every gradient are f32.
 #pragma once
+#include "dynamic_shared.cuh"
 
 #define TS_WARPS 8
 #define TS_JF 2  // hidden units per block, forward (rows: up to 4 gates × 2)
@@ -24,8 +25,12 @@ __device__ __forceinline__ int tr_gate_count(int cell) {
 }
 
 __device__ __forceinline__ void ts_cp16(float* dst, const float* src) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu): the copy at once
+    *reinterpret_cast<float4*>(dst) = *reinterpret_cast<const float4*>(src);
+#else
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+#endif
 }
 
 // Four consecutive elements of an operand into f32 shared memory (16
@@ -40,7 +45,9 @@ __device__ __forceinline__ void ts_stage4(float* dst, const __half* src) {
 }
 
 __device__ __forceinline__ void ts_cp_wait() {
+#ifndef RECUR_EMU  // the emulator copies at once (ts_cp16)
     asm volatile("cp.async.commit_group;\ncp.async.wait_all;" ::: "memory");
+#endif
 }
 
 // The block's product, in chunks of kc (a multiple of 4) along k: the
@@ -355,7 +362,7 @@ __device__ __forceinline__ void ts_bwd(float (*red)[32][TS_JB + 1], float* ts_sm
                          const float* b_ih, const float* b_hh, const unsigned* tok, const T* h_prev,            \
                          const float* c_prev, int cell, int phase, int B, int H, int V, int kc) {                \
         __shared__ float red[TS_WARPS][32][4 * TS_JF + 1];                                                      \
-        extern __shared__ __align__(16) float ts_smem[];                                                        \
+        DYNAMIC_SHARED(float, ts_smem);                                                                         \
         ts_fwd<T>(red, ts_smem, h_out, c_out, gates, aux, a, w_hh, w_ih, b_ih, b_hh, tok, h_prev, c_prev, cell, \
                   phase, B, H, V, kc, true);                                                                    \
     }                                                                                                           \
@@ -364,7 +371,7 @@ __device__ __forceinline__ void ts_bwd(float (*red)[32][TS_JB + 1], float* ts_sm
                          const T* wt, const T* gates, const T* aux, const T* h_prev, const float* c_prev,       \
                          int cell, int phase, int B, int H, int kc) {                                           \
         __shared__ float red[TS_WARPS][32][TS_JB + 1];                                                          \
-        extern __shared__ __align__(16) float ts_smem[];                                                        \
+        DYNAMIC_SHARED(float, ts_smem);                                                                         \
         ts_bwd<T>(red, ts_smem, dih, dhh, dh_prev, dc, dh, a, wt, gates, aux, h_prev, c_prev, cell, phase, B,   \
                   H, kc, true);                                                                                 \
     }
@@ -381,9 +388,13 @@ TR_STEP_KERNELS(_f16, __half)
 // bar[32] the generation (any value at launch).
 
 __device__ __forceinline__ unsigned tp_ld_acquire(const unsigned* p) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    return emu::poll_acquire(p);
+#else
     unsigned v;
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
     return v;
+#endif
 }
 
 // Every block's writes before the barrier are visible to every block after
@@ -421,7 +432,7 @@ __device__ __forceinline__ void tp_grid_sync(unsigned* bar, unsigned* gen) {
                             const float* b_ih, const float* b_hh, const unsigned* tok, int cell, int B, int H,  \
                             int V, int T_, int kc, unsigned* bar) {                                             \
         __shared__ float red[TS_WARPS][32][4 * TS_JF + 1];                                                      \
-        extern __shared__ __align__(16) float ts_smem[];                                                        \
+        DYNAMIC_SHARED(float, ts_smem);                                                                         \
         unsigned gen = threadIdx.x == 0 ? tp_ld_acquire(bar + 32) : 0u;                                         \
         const long long bh = (long long)B * H, bgh = bh * tr_gate_count(cell);                                  \
         const bool lstm = cell == TR_LSTM;                                                                      \
@@ -438,7 +449,7 @@ __device__ __forceinline__ void tp_grid_sync(unsigned* bar, unsigned* gen) {
                             const T* aux, const T* hcat, const float* ccat, int cell, int B, int H, int T_,     \
                             int kc, unsigned* bar) {                                                            \
         __shared__ float red[TS_WARPS][32][TS_JB + 1];                                                          \
-        extern __shared__ __align__(16) float ts_smem[];                                                        \
+        DYNAMIC_SHARED(float, ts_smem);                                                                         \
         unsigned gen = threadIdx.x == 0 ? tp_ld_acquire(bar + 32) : 0u;                                         \
         const long long bh = (long long)B * H, bgh = bh * tr_gate_count(cell);                                  \
         const bool lstm = cell == TR_LSTM;                                                                      \
