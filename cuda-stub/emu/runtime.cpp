@@ -89,6 +89,10 @@ struct Fiber {
     bool done = true;
     const char* waits_at = nullptr;  // what it waits for (stall reports)
     unsigned wait_arg = 0;           // which barrier / parity, where it says
+    // Not worth resuming while *wait_word == wait_value (a barrier's
+    // generation it waits to change); null: resume every round (a poll).
+    const unsigned* wait_word = nullptr;
+    unsigned wait_value = 0;
     char* stack = nullptr;       // STACK_BYTES, CANARY at the bottom
 };
 
@@ -138,11 +142,13 @@ struct Runner {
 
 struct Cluster {
     std::atomic<int> arrived{0};
-    std::atomic<unsigned> phase{0};
+    std::atomic<unsigned> phase{0};  // waited on through its address (Fiber::wait_word)
     std::atomic<int> present{0};
     Runner* ranks[16] = {};
     int threads = 0;  // cluster size × threads per block
 };
+
+static_assert(sizeof(std::atomic<unsigned>) == sizeof(unsigned) && std::atomic<unsigned>::is_always_lock_free);
 
 thread_local Runner* runner;
 thread_local Fiber* current;
@@ -163,11 +169,14 @@ char* thread_pointer() { return static_cast<char*>(__builtin_thread_pointer()); 
 }
 
 // Back to the runner's scheduler; returns when this fiber is picked again.
-inline void yield_fiber(const char* waits_at) {
+inline void yield_fiber(const char* waits_at, const unsigned* wait_word = nullptr, unsigned wait_value = 0) {
     Fiber* f = current;
     f->waits_at = waits_at;
+    f->wait_word = wait_word;
+    f->wait_value = wait_value;
     emu_switch(&f->sp, runner->sched_sp);
     f->waits_at = nullptr;
+    f->wait_word = nullptr;
 }
 
 // Which waits the block's live threads are in, for a stall report.
@@ -257,6 +266,7 @@ void run_block(Runner& r, uint3 idx) {
         for (int i = 0; i < r.nthreads; ++i) {
             Fiber& f = r.fibers[i];
             if (f.done) continue;
+            if (f.wait_word && __atomic_load_n(f.wait_word, __ATOMIC_ACQUIRE) == f.wait_value) continue;
             current = &f;
             thread_idx = &f.tid;
             emu_switch(&r.sched_sp, f.sp);
@@ -267,23 +277,19 @@ void run_block(Runner& r, uint3 idx) {
             continue;
         }
         // Every thread waits for another block: give the others the CPU.
-        if (++idle % 64 == 0) {
-            sched_yield();
-            if (idle % 4096 == 0) {
-                if (idle == 4096) last_progress = std::chrono::steady_clock::now();
-                if (seconds_since(last_progress) > stall_limit()) {
-                    std::string what = "no thread of this block has moved for RECUR_EMU_STALL_SECONDS "
-                                       "(default 300), a wait that never ends: " +
-                                       waits_of(r);
-                    // The other CTAs of its cluster (read racily: a report, not a result).
-                    for (unsigned k = 0; r.cluster && k < r.kernel->cluster; ++k) {
-                        if (r.cluster->ranks[k] && r.cluster->ranks[k] != &r) {
-                            what += "\n rank " + std::to_string(k) + ": " + waits_of(*r.cluster->ranks[k]);
-                        }
-                    }
-                    fail(what.c_str());
+        sched_yield();
+        if (++idle == 1) last_progress = std::chrono::steady_clock::now();
+        if (idle % 4096 == 0 && seconds_since(last_progress) > stall_limit()) {
+            std::string what = "no thread of this block has moved for RECUR_EMU_STALL_SECONDS (default 300), a "
+                               "wait that never ends: " +
+                               waits_of(r);
+            // The other CTAs of its cluster (read racily: a report, not a result).
+            for (unsigned k = 0; r.cluster && k < r.kernel->cluster; ++k) {
+                if (r.cluster->ranks[k] && r.cluster->ranks[k] != &r) {
+                    what += "\n rank " + std::to_string(k) + ": " + waits_of(*r.cluster->ranks[k]);
                 }
             }
+            fail(what.c_str());
         }
     }
     for (int i = 0; i < r.nthreads; ++i) {
@@ -559,7 +565,7 @@ void syncthreads() {
         r.bar_gen += 1;
         return;
     }
-    while (r.bar_gen == gen) yield_fiber("__syncthreads");
+    while (r.bar_gen == gen) yield_fiber("__syncthreads", &r.bar_gen, gen);
 }
 
 namespace {
@@ -579,7 +585,7 @@ template <typename Write, typename Read> void warp_collective(unsigned mask, Wri
         w.arrived[buf] = 0;
         w.completed = k + 1;
     } else {
-        while (w.completed != k + 1) yield_fiber("a warp collective");
+        while (w.completed != k + 1) yield_fiber("a warp collective", &w.completed, k);
     }
     read(w.data[buf]);
 }
@@ -600,6 +606,12 @@ unsigned long long warp_exchange(unsigned mask, unsigned long long v, int src) {
 void spin(const char* waits_at) {
     self();
     yield_fiber(waits_at);
+}
+
+// As spin, not resumed while *word == value.
+void wait_while(const char* waits_at, const unsigned* word, unsigned value) {
+    self();
+    yield_fiber(waits_at, word, value);
 }
 
 void trap(const char* why) { fail(why); }
@@ -727,7 +739,10 @@ void cluster_arrive() {
 
 void cluster_wait() {
     Runner& r = self();
-    while (r.cluster->phase.load(std::memory_order_acquire) == current->cluster_phase) spin("a cluster barrier");
+    const unsigned* phase = reinterpret_cast<const unsigned*>(&r.cluster->phase);
+    while (r.cluster->phase.load(std::memory_order_acquire) == current->cluster_phase) {
+        wait_while("a cluster barrier", phase, current->cluster_phase);
+    }
 }
 
 unsigned cvta_shared(const void* p) {

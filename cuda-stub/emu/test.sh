@@ -28,7 +28,7 @@ fi
 args=()
 for t in $targets; do args+=(--test "$t"); done
 # The binaries cargo builds for these targets, from its JSON messages.
-mapfile -t bins < <(cargo test --release --no-run "${args[@]}" --message-format=json 2>/dev/null |
+mapfile -t bins < <(cargo test --workspace --release --no-run "${args[@]}" --message-format=json 2>/dev/null |
   python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -40,7 +40,7 @@ for line in sys.stdin:
         print(m["executable"])
 ')
 if ((${#bins[@]} == 0)); then
-  echo "no test binaries built (cargo test --release --no-run ${args[*]})" >&2
+  echo "no test binaries built (cargo test --workspace --release --no-run ${args[*]})" >&2
   exit 1
 fi
 
