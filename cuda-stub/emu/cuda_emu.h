@@ -138,13 +138,12 @@ void mma_m16n8k8_tf32(float* d, const unsigned* a, const unsigned* b);
 unsigned cvt_rna_tf32(float x);
 
 // ---- global memory at GPU scope (other blocks run on other OS threads) ------
-template <typename T> inline T ld_acquire(const T* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-template <typename T> inline T ld_relaxed(const T* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 template <typename T> inline void st_relaxed(T* p, T v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 template <typename T> inline void st_release(T* p, T v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 inline void fence_acq_rel() { __atomic_thread_fence(__ATOMIC_ACQ_REL); }
-// A poll's load: the value, and a switch to the other threads where it is
-// not what the poller waits for is the caller's (spin) — see poll_*.
+// Loads of memory other blocks write, which the kernels poll: each returns
+// the value after letting the block's other threads run (a poll loop must
+// not keep its fiber to itself).
 unsigned poll_acquire(const unsigned* p);
 unsigned poll_relaxed(const unsigned* p);
 unsigned long long poll_relaxed_u64(const unsigned long long* p);

@@ -124,7 +124,6 @@ struct Runner {
     void** args = nullptr;
     Cluster* cluster = nullptr;
     unsigned rank = 0;
-    unsigned long long block_linear = 0;
 
     Runner() {
         // One mapping for all stacks (a guard page each would cost two
@@ -206,6 +205,14 @@ std::string waits_of(const Runner& r) {
     return out;
 }
 
+// Opens __syncthreads once every live thread has arrived; true if it did.
+bool release_block_barrier_if_complete(Runner& r) {
+    if (r.bar_arrived < r.live) return false;
+    r.bar_arrived = 0;
+    r.bar_gen += 1;
+    return true;
+}
+
 [[noreturn]] void fiber_main() {
     Runner& r = *runner;
     r.kernel->invoke(r.kernel->fn, r.args);
@@ -214,13 +221,9 @@ std::string waits_of(const Runner& r) {
     r.live -= 1;
     r.progress = true;
     // Threads that left count as arrived at the block barrier.
-    if (r.bar_arrived > 0 && r.bar_arrived >= r.live) {
-        r.bar_arrived = 0;
-        r.bar_gen += 1;
-    }
+    if (r.bar_arrived > 0) release_block_barrier_if_complete(r);
     emu_switch(&f->sp, r.sched_sp);
     fail("a finished thread was resumed");
-    std::abort();
 }
 
 void start_fiber(Fiber& f, unsigned tid) {
@@ -254,7 +257,9 @@ double stall_limit() {
 // Runs block `idx` of the current launch to its end on this OS thread.
 void run_block(Runner& r, uint3 idx) {
     block_idx = idx;
-    r.block_linear = idx.x + (unsigned long long)grid_dim.x * (idx.y + (unsigned long long)grid_dim.y * idx.z);
+    // Fresh shared memory holds garbage on a GPU: NaN bytes here, so a
+    // read before a write shows (static __shared__ keeps the last block's).
+    if (r.dyn_bytes) std::memset(static_cast<void*>(r.dyn.data()), 0xff, r.dyn_bytes);
     r.live = r.nthreads;
     r.bar_arrived = 0;
     std::memset(r.warps, 0, sizeof(WarpSync) * (size_t)((r.nthreads + 31) / 32));
@@ -321,9 +326,6 @@ void prepare(Runner& r, const Launch& l) {
     r.nthreads = (int)(l.block.x * l.block.y * l.block.z);
     r.dyn_bytes = l.smem;
     if (r.dyn.size() * sizeof(float4) < l.smem) r.dyn.resize((l.smem + 15) / 16);
-    // Fresh shared memory holds garbage on a GPU: NaN bytes here, so a
-    // read before a write shows.
-    std::memset(static_cast<void*>(r.dyn.data()), 0xff, r.dyn.size() * sizeof(float4));
     r.tp = thread_pointer();
     block_dim = {l.block.x, l.block.y, l.block.z};
     grid_dim = {l.grid.x, l.grid.y, l.grid.z};
@@ -560,11 +562,8 @@ void syncthreads() {
     Runner& r = self();
     const unsigned gen = r.bar_gen;
     r.progress = true;
-    if (++r.bar_arrived >= r.live) {
-        r.bar_arrived = 0;
-        r.bar_gen += 1;
-        return;
-    }
+    r.bar_arrived += 1;
+    if (release_block_barrier_if_complete(r)) return;
     while (r.bar_gen == gen) yield_fiber("__syncthreads", &r.bar_gen, gen);
 }
 

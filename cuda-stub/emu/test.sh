@@ -28,7 +28,7 @@ fi
 args=()
 for t in $targets; do args+=(--test "$t"); done
 # The binaries cargo builds for these targets, from its JSON messages.
-mapfile -t bins < <(cargo test --workspace --release --no-run "${args[@]}" --message-format=json 2>/dev/null |
+mapfile -t bins < <(cargo test --workspace --release --no-run "${args[@]}" --message-format=json |
   python3 -c '
 import json, sys
 for line in sys.stdin:
