@@ -386,6 +386,10 @@ fn tensor_core_unit_sweep(
 /// pieces where H is a multiple of 8, pairs of halves where H is even,
 /// halves where it is odd), each with the batch as one n-chunk (the
 /// per-thread carry) and as several, forced with each unit count that fits.
+/// Between them the cases give the product every tile count per chunk
+/// (16-row tiles × 8-column tiles, 1 to 8; the kernel compiles one loop per
+/// count): B 120 with one row tile is the only way to 7 (chunks of 8 and 7
+/// column tiles).
 #[test]
 fn tensor_core_staging_forms_match_core() {
     let gpu = gpu_or_skip!();
@@ -397,6 +401,7 @@ fn tensor_core_staging_forms_match_core() {
         (CellKind::GruResetAfter, 5, 66),
         (CellKind::RnnRelu, 33, 67),
         (CellKind::Lstm, 9, 13),
+        (CellKind::RnnTanh, 120, 40),
     ];
     let ran = tensor_core_unit_sweep(&gpu, Path::PersistentMma, &cases, 7, 500);
     assert!(

@@ -74,6 +74,52 @@ __device__ __forceinline__ void stage_h16(__half* hsm, int ldh, const void* src,
 // Most (m-tile, n-tile) pairs a warp accumulates at once (32 registers).
 #define MMA_TILES 8
 
+// This warp's share of a chunk's product: the NQ tiles q = mt·ntc + nt
+// (16 gate rows mt of the A fragments × 8 batch columns nc + nt of the staged
+// h) over the k tiles kt = warp, warp + NWARPS, …, left in `red` for the
+// reduction across warps. NQ is a template argument so that the tile loop
+// unrolls to its loads and mma alone: per k tile one 16-byte A load, two
+// 4-byte B loads, an address add or two and the mma per tile, where a
+// predicated loop over MMA_TILES issued every tile's instructions.
+template <int NQ>
+__device__ __forceinline__ void mma_tiles(float* red, const uint4* afrag, const __half* hsm, int KT, int LDH, int ntc,
+                                          int nc) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int gq = lane >> 2, tg = lane & 3;
+    // Each tile's fragment offsets from the k tile's (uint4s of A, halves of
+    // h), walked once per chunk.
+    int aoff[NQ], boff[NQ];
+    {
+        int mt = 0, nt = 0;
+#pragma unroll
+        for (int q = 0; q < NQ; ++q) {
+            aoff[q] = mt * KT * 32;
+            boff[q] = (nc + nt) * 8 * LDH;
+            if (++nt == ntc) {
+                nt = 0;
+                ++mt;
+            }
+        }
+    }
+    float acc[NQ][4];
+#pragma unroll
+    for (int q = 0; q < NQ; ++q) acc[q][0] = acc[q][1] = acc[q][2] = acc[q][3] = 0.0f;
+    const uint4* a = afrag + warp * 32 + lane;
+    const __half* b = hsm + gq * LDH + warp * 16 + 2 * tg;
+    for (int kt = warp; kt < KT; kt += NWARPS, a += NWARPS * 32, b += NWARPS * 16) {
+#pragma unroll
+        for (int q = 0; q < NQ; ++q) {
+            const __half* bq = b + boff[q];
+            mma16816(acc[q], a[aoff[q]], *reinterpret_cast<const unsigned*>(bq),
+                     *reinterpret_cast<const unsigned*>(bq + 8));
+        }
+    }
+#pragma unroll
+    for (int q = 0; q < NQ; ++q)
+        *reinterpret_cast<float4*>(red + ((warp * MMA_TILES + q) * 32 + lane) * 4) =
+            make_float4(acc[q][0], acc[q][1], acc[q][2], acc[q][3]);
+}
+
 // (unit u, column n) of the cell items o = threadIdx.x, +NTHREADS, … of a
 // chunk of `ncols` columns: o = u·ncols + n, or with PAIRED o = (u/2)·2·ncols
 // + 2n + u%2, so that lanes 2i and 2i+1 hold units u and u+1 of one column
@@ -106,8 +152,6 @@ __device__ void rec_mma(const RecParams& p) {
     __half* hsm = reinterpret_cast<__half*>(afrag + MT * KT * 32);
     float* red = reinterpret_cast<float*>(hsm + NT * 8 * LDH);
     float* pre = red + NWARPS * MMA_TILES * 32 * 4;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int gq = lane >> 2, tg = lane & 3;
 
     // A fragments of this block's rows (local row g·un + u; zero padding).
     const __half* w_hh = static_cast<const __half*>(p.w_hh);
@@ -210,43 +254,18 @@ __device__ void rec_mma(const RecParams& p) {
             } else if (threadIdx.x < un * ncols) {
                 input_x<G>(x0, io, table, b_ih, first.u(), nc * 8 + first.n(), u0, H);
             }
-            // Tile q = mt·ntc + nt: mt and nt packed 4 bits a tile, set up
-            // once per chunk rather than divided out per k tile (two
-            // registers, not an offset array).
-            unsigned mts = 0u, nts = 0u;
-            {
-                unsigned mt = 0u, nt = 0u;
-#pragma unroll
-                for (int q = 0; q < MMA_TILES; ++q) {
-                    mts |= mt << (4 * q);
-                    nts |= nt << (4 * q);
-                    if (++nt == (unsigned)ntc) {
-                        nt = 0u;
-                        ++mt;
-                    }
-                }
+            // The product, for the chunk's tile count (MT·ntc ≤ MMA_TILES, the
+            // planner's limit) known at compile time.
+            switch (nq) {
+                case 1: mma_tiles<1>(red, afrag, hsm, KT, LDH, ntc, nc); break;
+                case 2: mma_tiles<2>(red, afrag, hsm, KT, LDH, ntc, nc); break;
+                case 3: mma_tiles<3>(red, afrag, hsm, KT, LDH, ntc, nc); break;
+                case 4: mma_tiles<4>(red, afrag, hsm, KT, LDH, ntc, nc); break;
+                case 5: mma_tiles<5>(red, afrag, hsm, KT, LDH, ntc, nc); break;
+                case 6: mma_tiles<6>(red, afrag, hsm, KT, LDH, ntc, nc); break;
+                case 7: mma_tiles<7>(red, afrag, hsm, KT, LDH, ntc, nc); break;
+                default: mma_tiles<8>(red, afrag, hsm, KT, LDH, ntc, nc); break;
             }
-            float acc[MMA_TILES][4];
-#pragma unroll
-            for (int q = 0; q < MMA_TILES; ++q) acc[q][0] = acc[q][1] = acc[q][2] = acc[q][3] = 0.0f;
-            for (int kt = warp; kt < KT; kt += NWARPS) {
-#pragma unroll
-                for (int q = 0; q < MMA_TILES; ++q) {
-                    if (q < nq) {
-                        const int mt = (int)((mts >> (4 * q)) & 15u), nt = (int)((nts >> (4 * q)) & 15u);
-                        const uint4 a = afrag[(mt * KT + kt) * 32 + lane];
-                        const __half* hrow = hsm + ((nc + nt) * 8 + gq) * LDH + kt * 16 + 2 * tg;
-                        const unsigned b0 = *reinterpret_cast<const unsigned*>(hrow);
-                        const unsigned b1 = *reinterpret_cast<const unsigned*>(hrow + 8);
-                        mma16816(acc[q], a, b0, b1);
-                    }
-                }
-            }
-#pragma unroll
-            for (int q = 0; q < MMA_TILES; ++q)
-                if (q < nq)
-                    *reinterpret_cast<float4*>(red + ((warp * MMA_TILES + q) * 32 + lane) * 4) =
-                        make_float4(acc[q][0], acc[q][1], acc[q][2], acc[q][3]);
             __syncthreads();
             {
                 RowWalk at(threadIdx.x, NTHREADS, ncols);  // (gate row r, column n) of output o
