@@ -35,8 +35,11 @@
 #include "emu_runtime.h"
 
 // void emu_switch(void** save_sp, void* next_sp): saves the callee-saved
-// registers and the FP control words on the current stack, stores its top in
-// *save_sp and resumes the stack at next_sp.
+// registers on the current stack, stores its top in *save_sp and resumes the
+// stack at next_sp. The FP control words (MXCSR, x87) are callee-saved too,
+// but no kernel or runtime code changes them, so every fiber runs with its
+// OS thread's and the switch leaves them alone (fldcw serialises the
+// pipeline).
 extern "C" void emu_switch(void** save_sp, void* next_sp);
 asm(R"(
     .text
@@ -51,14 +54,8 @@ emu_switch:
     pushq %r13
     pushq %r14
     pushq %r15
-    subq $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $8, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -238,11 +235,7 @@ void start_fiber(Fiber& f, unsigned tid) {
     auto* slot = reinterpret_cast<unsigned long long*>((top - 64) & ~uintptr_t{15});
     slot[0] = reinterpret_cast<unsigned long long>(&fiber_main);
     for (int i = 1; i <= 6; ++i) slot[-i] = 0;  // rbp rbx r12 r13 r14 r15
-    unsigned ctl[2];
-    asm volatile("stmxcsr %0" : "=m"(ctl[0]));
-    asm volatile("fnstcw %0" : "=m"(ctl[1]));
-    std::memcpy(&slot[-7], ctl, 8);
-    f.sp = &slot[-7];
+    f.sp = &slot[-6];
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -657,10 +650,21 @@ void mma_m16n8k16_f16(float* d, const unsigned* a, const unsigned* b) {
                 return half_bits(frag(all, n * 4 + (k % 8) / 2, 4 + (k >= 8 ? 1 : 0)), k & 1);
             };
             const int g = lane / 4, t = lane % 4;
+            // This lane's two rows of A and two columns of B, widened once.
+            float ar[2][16], bc[2][16];
+            for (int k = 0; k < 16; ++k) {
+                for (int e = 0; e < 2; ++e) {
+                    ar[e][k] = a_at(g + 8 * e, k);
+                    bc[e][k] = b_at(k, 2 * t + e);
+                }
+            }
             for (int i = 0; i < 4; ++i) {
-                const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
                 double s = 0.0;
-                for (int k = 0; k < 16; ++k) s += (double)a_at(row, k) * (double)b_at(k, col);
+                // A product of two halves is exact in float (11 + 11
+                // significant bits); widening it, not the halves, keeps g++
+                // from folding half → float → double into libgcc's slow
+                // half → double routine.
+                for (int k = 0; k < 16; ++k) s += (double)(ar[i >> 1][k] * bc[i & 1][k]);
                 d[i] = (float)((double)d[i] + s);
             }
         });
