@@ -388,8 +388,8 @@ fn tensor_core_unit_sweep(
 /// per-thread carry) and as several, forced with each unit count that fits.
 /// Between them the cases give the product every tile count per chunk
 /// (16-row tiles × 8-column tiles, 1 to 8; the kernel compiles one loop per
-/// count): B 120 with one row tile is the only way to 7 (chunks of 8 and 7
-/// column tiles).
+/// count): 7 comes from B 120 with one row tile, whose chunks of 8 and 7
+/// column tiles also switch copies within a step.
 #[test]
 fn tensor_core_staging_forms_match_core() {
     let gpu = gpu_or_skip!();
