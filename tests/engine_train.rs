@@ -46,6 +46,8 @@ const CELLS: [CellKind; 5] = [
 struct CoreResult {
     loss: f32,
     grads: Vec<f32>,
+    /// The hidden state after every step, (T, B, H).
+    hs: Vec<f32>,
     h_last: Vec<f32>,
     /// (B, H), LSTM only (else empty).
     c_last: Vec<f32>,
@@ -61,6 +63,7 @@ fn core_reference(
     c0: &[f32],
     inputs: &[u32],
     targets: &[u32],
+    backward_states: Option<&[f32]>,
 ) -> CoreResult {
     let dims = SeqDims {
         cell: layout.cell_dims(),
@@ -118,7 +121,7 @@ fn core_reference(
             h0,
             &c0[..c_len],
             cp,
-            &hs,
+            backward_states.unwrap_or(&hs),
             &cache,
             &mut workspace,
             &dims,
@@ -130,6 +133,7 @@ fn core_reference(
         loss,
         grads,
         h_last: hs[hs.len() - batch * h..].to_vec(),
+        hs,
         c_last,
     }
 }
@@ -164,8 +168,6 @@ fn check_gradients(
     let c0 = engine_support::random_vec(bh, 0.5, seed + 2);
     let inputs = engine_support::random_tokens(steps * batch, vocab, seed + 3);
     let targets = engine_support::random_tokens(steps * batch, vocab, seed + 4);
-    let want = core_reference(layout, batch, steps, &params, &h0, &c0, &inputs, &targets);
-
     let mut t = DeviceTrainer::new(&gpu, layout, batch, steps, TrainOptimizer::Sgd).unwrap();
     if !set_loops(&mut t, loops) {
         return;
@@ -178,7 +180,24 @@ fn check_gradients(
     assert_loops(&t, loops);
     let grads = t.download_grads().unwrap();
     let (h_last, c_last) = t.download_state().unwrap();
+    // The cell backward's reference derives from the engine's hidden states
+    // (as engine_cell_train's check_f32, which says why: ReLU's derivative
+    // at a pre-activation within f32 rounding of 0). They differ from
+    // recur-core's own by rounding only, which the check of hs bounds.
+    let hs = t.download_hidden_states().unwrap();
+    let want = core_reference(
+        layout,
+        batch,
+        steps,
+        &params,
+        &h0,
+        &c0,
+        &inputs,
+        &targets,
+        Some(&hs),
+    );
     assert_close("loss", &[loss], &[want.loss], 1e-5, 1e-5);
+    assert_close("hs", &hs, &want.hs, 1e-5, 1e-4);
     assert_close("h_last", &h_last, &want.h_last, 1e-5, 1e-4);
     assert_close("c_last", &c_last, &want.c_last, 1e-5, 1e-4);
     let worst = assert_close("gradients", &grads, &want.grads, 2e-6, 2e-3);
@@ -357,7 +376,7 @@ fn check_trajectory(cell: CellKind, optimizer: TrainOptimizer, lr: f64, theta: f
         let inputs = engine_support::random_tokens(steps * batch, vocab, seed + 10 * i);
         let targets = engine_support::random_tokens(steps * batch, vocab, seed + 10 * i + 1);
         let mut want = core_reference(
-            layout, batch, steps, &p_cpu, &h_cpu, &c_cpu, &inputs, &targets,
+            layout, batch, steps, &p_cpu, &h_cpu, &c_cpu, &inputs, &targets, None,
         );
         if freeze_bias_hh {
             want.grads[b_hh.offset..b_hh.offset + b_hh.rows].fill(0.0);
@@ -683,7 +702,7 @@ fn check_gradients_f16(
     // The engine stores the initial h in f16 too.
     let h0_16: Vec<f32> = h0.iter().map(|&v| round_f16(v)).collect();
     let want = core_reference(
-        layout, batch, steps, &rounded, &h0_16, &c0, &inputs, &targets,
+        layout, batch, steps, &rounded, &h0_16, &c0, &inputs, &targets, None,
     );
 
     let mut t = DeviceTrainer::new_with_precision(
@@ -831,7 +850,7 @@ fn check_trajectory_f16(cell: CellKind, seed: u64) {
         let rounded = round_weights(&layout, &p_cpu);
         let h16: Vec<f32> = h_cpu.iter().map(|&v| round_f16(v)).collect();
         let mut want = core_reference(
-            layout, batch, steps, &rounded, &h16, &c_cpu, &inputs, &targets,
+            layout, batch, steps, &rounded, &h16, &c_cpu, &inputs, &targets, None,
         );
         if freeze_bias_hh {
             want.grads[b_hh.offset..b_hh.offset + b_hh.rows].fill(0.0);
@@ -877,6 +896,7 @@ fn check_trajectory_f16(cell: CellKind, seed: u64) {
         &c_gpu,
         &inputs,
         &targets,
+        None,
     );
     t.forward(&inputs, &targets).unwrap();
     t.backward(false).unwrap();

@@ -256,10 +256,7 @@ impl DeviceCellTrainer {
     /// The hidden state after every step of the last forward, (T, B, H)
     /// (the stored values: f16-rounded in f16 mode).
     pub fn download_hidden_states(&self) -> Result<Vec<f32>, Error> {
-        let bh = self.batch() * self.dims().hidden;
-        self.inner
-            .hcat
-            .to_host(&self.inner.gpu, bh, self.steps() * bh)
+        self.inner.download_hidden_states()
     }
 
     /// The inputs' gradient of the last backward, (T, B, I).

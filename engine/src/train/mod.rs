@@ -607,6 +607,13 @@ impl DeviceTrainer {
         Ok((h, c))
     }
 
+    /// The hidden state after every step of the last forward, (T, B, H)
+    /// (the stored values: f16-rounded in f16 mode).
+    pub fn download_hidden_states(&self) -> Result<Vec<f32>, Error> {
+        let bh = self.batch * self.layout.hidden;
+        self.hcat.to_host(&self.gpu, bh, self.steps * bh)
+    }
+
     /// Sets the carried state to zeros (queued).
     pub fn reset_state(&mut self) -> Result<(), Error> {
         fill32(&self.gpu, &mut self.state_h, 0)?;
