@@ -497,6 +497,20 @@ fn chunked_products_at_large_hidden_sizes() {
     }
 }
 
+/// The shared-memory cluster backward's two send forms (ptx/src/
+/// cluster_step.cuh, push_block_others): 16-byte stores where H and the
+/// units per CTA are multiples of 4 (H 128: 16 CTAs of 8 units, two stores
+/// per gate and row), 4-byte ones otherwise (H 144: 16 CTAs of 9; H 150: 8
+/// CTAs of 19, the last 17).
+#[test]
+fn cluster_backward_send_forms() {
+    for cell in [CellKind::GruResetAfter, CellKind::Lstm, CellKind::RnnTanh] {
+        for hidden in [128, 144, 150] {
+            check_f32(cell, 11, hidden, 7, 4, 29, Loops::ClusterShared);
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 10, failure_persistence: None, ..ProptestConfig::default() })]
 

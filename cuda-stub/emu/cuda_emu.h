@@ -163,6 +163,8 @@ void mbar_arrive_expect_tx(unsigned bar, unsigned bytes);
 // Until the phase of parity `parity` has completed.
 void mbar_wait_parity(unsigned bar, unsigned parity);
 void st_async_b32(unsigned addr, unsigned v, unsigned bar);
+// st.async .v4.b32: addr 16-byte aligned (else a fault, as on the GPU).
+void st_async_v4_b32(unsigned addr, unsigned x, unsigned y, unsigned z, unsigned w, unsigned bar);
 
 }  // namespace emu
 

@@ -810,4 +810,15 @@ void st_async_b32(unsigned addr, unsigned v, unsigned bar) {
     mbar_update(bar, 0, -4);
 }
 
+void st_async_v4_b32(unsigned addr, unsigned x, unsigned y, unsigned z, unsigned w, unsigned bar) {
+    if (addr % 16 != 0) fail("st.async.v4 to an address that is not 16-byte aligned");
+    const unsigned v[4] = {x, y, z, w};
+    for (unsigned i = 0; i < 4; ++i) {  // each word through shared_ptr: its bounds checked
+        unsigned* p = static_cast<unsigned*>(shared_ptr(addr + 4 * i));
+        std::atomic_ref<unsigned>(*p).store(v[i], std::memory_order_relaxed);
+    }
+    self().progress = true;
+    mbar_update(bar, 0, -16);
+}
+
 }  // namespace emu

@@ -144,12 +144,55 @@ __device__ __forceinline__ void st_async(unsigned addr, float v, unsigned bar) {
 #endif
 }
 
+// The same for 16 bytes: v at `addr` (16-byte aligned), 16 bytes counted.
+__device__ __forceinline__ void st_async4(unsigned addr, float4 v, unsigned bar) {
+#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
+    emu::st_async_v4_b32(addr, __float_as_uint(v.x), __float_as_uint(v.y), __float_as_uint(v.z),
+                         __float_as_uint(v.w), bar);
+#else
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(
+                     addr),
+                 "r"(__float_as_uint(v.x)), "r"(__float_as_uint(v.y)), "r"(__float_as_uint(v.z)),
+                 "r"(__float_as_uint(v.w)), "r"(bar)
+                 : "memory");
+#endif
+}
+
 // v at the same shared-memory location in all CS CTAs of the cluster, each
 // store counted into the mbarrier at `bar` (local shared address) of its CTA.
 template <int CS> __device__ __forceinline__ void push_all_async(const float* local, float v, unsigned bar) {
     const unsigned a = smem_u32(local);
 #pragma unroll
     for (int r = 0; r < CS; ++r) st_async(map_rank(a, r), v, map_rank(bar, r));
+}
+
+// This CTA's block of a vector the cluster gathers, into the same place of
+// the other CS − 1 CTAs, counted by their mbarrier `bar` (local address):
+// rows bl < nbc of `buf` (stride ld floats, 16-byte aligned), in each the G
+// pieces [q·H + u0, +un). The block is already in `buf` (the caller's
+// threads wrote it, then synchronised). Every thread of the CTA shares the
+// sends, 16 bytes each where H, u0 and un are multiples of 4, else 4: the
+// loop that computed the block runs un·nb threads, and sending from them
+// would leave them each G·CS stores of 4 bytes while the rest wait.
+template <int CS, int G>
+__device__ __forceinline__ void push_block_others(const float* buf, int ld, int nbc, int H, int u0, int un,
+                                                  unsigned rank, unsigned bar) {
+    const bool quads = ((H | u0 | un) & 3) == 0;
+    const int width = quads ? 4 : 1;
+    const int per_piece = un / width, per_row = G * per_piece;
+    const int sends = nbc * per_row * (CS - 1);
+    const unsigned base = smem_u32(buf);
+    for (int i = threadIdx.x; i < sends; i += NTHREADS) {
+        // Receivers vary fastest: consecutive threads send to different CTAs.
+        const int d = i % (CS - 1), word = i / (CS - 1);
+        const unsigned to = (unsigned)d < rank ? (unsigned)d : (unsigned)d + 1;
+        const int bl = word / per_row, rem = word - bl * per_row;
+        const int q = rem / per_piece, w = rem - q * per_piece;
+        const int off = bl * ld + q * H + u0 + w * width;
+        const unsigned a = map_rank(base + 4u * (unsigned)off, to), b = map_rank(bar, to);
+        if (quads) st_async4(a, *reinterpret_cast<const float4*>(buf + off), b);
+        else st_async(a, buf[off], b);
+    }
 }
 
 // Waits for phase parity `parity` of the mbarrier at `bar`, then (after every

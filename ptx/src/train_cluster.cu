@@ -35,7 +35,13 @@
 // dh_t[j] = dhs[t][j] + the direct share carried from step t+1 + dhh_{t+1}
 // · W_hh[:, j]; the cell's backward gives dih_t, dhh_t of its units
 // (written to global memory for the weight gradients after the loop) and
-// dhh_t goes into every CTA's next buffer; one exchange per step.
+// dhh_t goes into every CTA's next buffer; one exchange per step. The
+// cell's loop writes its block of dhh_t into the CTA's own buffer, and all
+// threads then send that block on, 16 bytes per store where H and U are
+// multiples of 4 (push_block_others), instead of G·CS 4-byte stores from
+// each of the loop's un·nb threads: run 7 found the exchange, not the
+// product, sets this step (the register backward, same exchange, was no
+// faster).
 // GRU reset-before: phase A (dh, dz, dn) exchanges dn, phase B takes
 // d(r⊙h) = dn · W_hn and gives dr; two exchanges per step. Shared memory,
 // KA = 2H (reset-before) or G·H, lda = cl_ldh(KA), nqa = ceil(KA / 4):
@@ -368,8 +374,10 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
     if (BEFORE) tc_load_cols<W>(wn, wt, GH, 2 * H, H, u0, un, ldwn);
     for (int i = threadIdx.x; i < 2 * BC * lda + (BEFORE ? BC * ldn : 0); i += NTHREADS) gbuf[i] = 0.0f;
     for (int i = threadIdx.x; i < 3 * BC * U; i += NTHREADS) carry[i] = 0.0f;
-    // Bytes per exchange into this CTA: the KA gate gradients (dn: H) of its rows.
-    const unsigned g_bytes = (unsigned)(nbc * KA) * 4u, n_bytes = (unsigned)(nbc * H) * 4u;
+    // Bytes per exchange into this CTA: the KA gate gradients (dn: H) of its
+    // rows, less (but for reset-before) its own G·un, which it writes itself.
+    const unsigned g_bytes = (unsigned)(nbc * (BEFORE ? KA : G * (H - un))) * 4u;
+    const unsigned n_bytes = (unsigned)(nbc * H) * 4u;
     const unsigned gbar0 = smem_u32(&bbar[0]), nbar = smem_u32(&bbar[2]);
     if (threadIdx.x == 0) {
         mbar_init(gbar0, 1);
@@ -430,10 +438,14 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
                     for (int q = 0; q < G; ++q) {
                         di[q * H + j] = dg[q];
                         dr_[q * H + j] = dr[q];
-                        push_all_async<CS>(gn + q * H + j, dr[q], gbar);
+                        gn[q * H + j] = dr[q];  // sent below by push_block_others
                     }
                 }
             }
+        }
+        if (!BEFORE) {
+            __syncthreads();
+            push_block_others<CS, G>(gnext, lda, nbc, H, u0, un, (unsigned)rank, gbar);
         }
         if (BEFORE) {
             // Phase B: d(r ⊙ h) = dn · W_hn → dr, and the direct share.
