@@ -599,9 +599,12 @@ fn bad_calls_are_errors() {
 // ReLU: the bound assumes smooth activations. ReLU's derivative jumps at
 // 0, so a pre-activation within the f16 error of zero switches a whole term
 // of dW_ih (about one term per element) on or off: seen on the H100 (run
-// 3a: an element 0 on the engine, −3.9e-5 on recur-core). For RnnRelu the
-// gradients are checked through their norm only (the kink terms are few;
-// the forward, being continuous, keeps its bounds).
+// 3a: an element 0 on the engine, −3.9e-5 on recur-core). The reference's
+// cell backward therefore runs on the engine's stored hidden states (which
+// the forward checks bound first), so it takes ReLU's derivative where the
+// engine took it, and every cell's gradients are checked per element (as
+// in f32, check_gradients; RnnRelu's were checked through their norm only
+// until session 11).
 //
 // Loss: log-softmax moves by at most 2·max|Δlogit|, and Δlogit[v] =
 // Σ_j W_d[v, j]·Δh_j ≤ max_v Σ_j |W_d[v, j]| · 4u·max|h|.
@@ -641,11 +644,11 @@ fn f16_loss_tol(layout: &ModelLayout, params: &[f32], hmax: f32) -> f32 {
     2.0 * row_l1 * 4.0 * F16_U * hmax
 }
 
-/// Every tensor's gradient within abs + |ref|·eps (the bound above; not for
-/// RnnRelu, see there); the norm within what those element bounds imply;
-/// returns the worst excess ratio (0 when not checked per element).
+/// Every tensor's gradient within abs + |ref|·eps (the bound above); the
+/// norm within what those element bounds imply; returns the worst excess
+/// ratio. `want` comes from a reference whose cell backward ran on the
+/// engine's states (see "ReLU" above).
 fn assert_f16_grads(layout: &ModelLayout, what: &str, got: &[f32], want: &[f32]) -> f32 {
-    let elementwise = layout.cell != CellKind::RnnRelu;
     let mut worst = 0.0f32;
     let mut abs_sq = 0.0f64;
     for (k, t) in layout.tensors().iter().enumerate() {
@@ -653,9 +656,6 @@ fn assert_f16_grads(layout: &ModelLayout, what: &str, got: &[f32], want: &[f32])
         let scale = want[r.clone()].iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let abs = F16_GRAD_EPS * scale;
         abs_sq += (abs as f64).powi(2) * r.len() as f64;
-        if !elementwise {
-            continue;
-        }
         let name = format!("{what} tensor {k}");
         worst = worst.max(assert_close(
             &name,
@@ -701,9 +701,6 @@ fn check_gradients_f16(
     let rounded = round_weights(&layout, &params);
     // The engine stores the initial h in f16 too.
     let h0_16: Vec<f32> = h0.iter().map(|&v| round_f16(v)).collect();
-    let want = core_reference(
-        layout, batch, steps, &rounded, &h0_16, &c0, &inputs, &targets, None,
-    );
 
     let mut t = DeviceTrainer::new_with_precision(
         &gpu,
@@ -726,6 +723,20 @@ fn check_gradients_f16(
     assert_loops(&t, loops);
     let grads = t.download_grads().unwrap();
     let (h_last, c_last) = t.download_state().unwrap();
+    // The cell backward's reference on the engine's (stored) states: see
+    // "ReLU" above.
+    let hs = t.download_hidden_states().unwrap();
+    let want = core_reference(
+        layout,
+        batch,
+        steps,
+        &rounded,
+        &h0_16,
+        &c0,
+        &inputs,
+        &targets,
+        Some(&hs),
+    );
     let hmax = h_max(cell, &want.h_last);
     let loss_tol = f16_loss_tol(&layout, &rounded, hmax);
     assert_close("f16 loss", &[loss], &[want.loss], loss_tol, 0.0);
@@ -849,6 +860,7 @@ fn check_trajectory_f16(cell: CellKind, seed: u64) {
         let targets = engine_support::random_tokens(steps * batch, vocab, seed + 10 * i + 1);
         let rounded = round_weights(&layout, &p_cpu);
         let h16: Vec<f32> = h_cpu.iter().map(|&v| round_f16(v)).collect();
+        let c_in = c_cpu.clone();
         let mut want = core_reference(
             layout, batch, steps, &rounded, &h16, &c_cpu, &inputs, &targets, None,
         );
@@ -856,7 +868,6 @@ fn check_trajectory_f16(cell: CellKind, seed: u64) {
             want.grads[b_hh.offset..b_hh.offset + b_hh.rows].fill(0.0);
         }
         let loss_tol = f16_loss_tol(&layout, &rounded, h_max(cell, &want.h_last));
-        let unclipped = want.grads.clone();
         let n_cpu = clip::clip_global_norm(&mut want.grads, theta).unwrap();
         assert!(n_cpu > theta, "theta {theta} does not clip batch {i}");
         optim::adam_step(&mut p_cpu, &mut m_cpu, &mut v_cpu, &want.grads, i + 1, &cfg).unwrap();
@@ -866,9 +877,25 @@ fn check_trajectory_f16(cell: CellKind, seed: u64) {
         t.forward(&inputs, &targets).unwrap();
         t.backward(freeze_bias_hh).unwrap();
         if i == 0 {
-            // Same parameters on both sides: the unclipped gradients.
+            // Same parameters on both sides: the unclipped gradients, the
+            // reference's cell backward on the engine's states.
             let g = t.download_grads().unwrap();
-            assert_f16_grads(&layout, "f16 trajectory gradients", &g, &unclipped);
+            let hs = t.download_hidden_states().unwrap();
+            let mut on_states = core_reference(
+                layout,
+                batch,
+                steps,
+                &rounded,
+                &h16,
+                &c_in,
+                &inputs,
+                &targets,
+                Some(&hs),
+            );
+            if freeze_bias_hh {
+                on_states.grads[b_hh.offset..b_hh.offset + b_hh.rows].fill(0.0);
+            }
+            assert_f16_grads(&layout, "f16 trajectory gradients", &g, &on_states.grads);
         }
         t.clip(Some(theta)).unwrap();
         t.adam_step(i + 1, &cfg).unwrap();
@@ -887,6 +914,10 @@ fn check_trajectory_f16(cell: CellKind, seed: u64) {
     let (h_gpu, c_gpu) = t.download_state().unwrap();
     let inputs = engine_support::random_tokens(steps * batch, vocab, seed + 99);
     let targets = engine_support::random_tokens(steps * batch, vocab, seed + 98);
+    t.forward(&inputs, &targets).unwrap();
+    t.backward(false).unwrap();
+    let g = t.download_grads().unwrap();
+    let hs = t.download_hidden_states().unwrap();
     let want = core_reference(
         layout,
         batch,
@@ -896,11 +927,8 @@ fn check_trajectory_f16(cell: CellKind, seed: u64) {
         &c_gpu,
         &inputs,
         &targets,
-        None,
+        Some(&hs),
     );
-    t.forward(&inputs, &targets).unwrap();
-    t.backward(false).unwrap();
-    let g = t.download_grads().unwrap();
     let worst = assert_f16_grads(&layout, "f16 gradients after 5 steps", &g, &want.grads);
     let stats = t.take_stats().unwrap();
     assert_eq!((stats.batches, stats.first_non_finite), (6, None));
