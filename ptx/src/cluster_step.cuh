@@ -166,32 +166,70 @@ template <int CS> __device__ __forceinline__ void push_all_async(const float* lo
     for (int r = 0; r < CS; ++r) st_async(map_rank(a, r), v, map_rank(bar, r));
 }
 
-// This CTA's block of a vector the cluster gathers, into the same place of
-// the other CS − 1 CTAs, counted by their mbarrier `bar` (local address):
-// rows bl < nbc of `buf` (stride ld floats, 16-byte aligned), in each the G
-// pieces [q·H + u0, +un). The block is already in `buf` (the caller's
-// threads wrote it, then synchronised). Every thread of the CTA shares the
-// sends, 16 bytes each where H, u0 and un are multiples of 4, else 4: the
-// loop that computed the block runs un·nb threads, and sending from them
-// would leave them each G·CS stores of 4 bytes while the rest wait.
+// Sending this CTA's block of a vector the cluster gathers to the other
+// CS − 1 CTAs (push_block_others): rows bl < nbc of a buffer, in each the G
+// pieces [q·H + u0, +un), in words of 16 bytes where H, u0 and un are
+// multiples of 4, else of 4 bytes. Thread t sends to rank t mod CS (nothing
+// where that is its own CTA) the words t / CS, + NTHREADS / CS, …; the
+// plan holds its first word and that stride as (row, piece, word) so that
+// the per-step loop needs no division. Fixed for the kernel's whole loop.
+struct BlockSendPlan {
+    unsigned to;
+    bool sends, quads;
+    int per_piece;    // words per piece
+    int bl, q, w;     // the first word
+    int sbl, sq, sw;  // the stride
+};
+
 template <int CS, int G>
-__device__ __forceinline__ void push_block_others(const float* buf, int ld, int nbc, int H, int u0, int un,
-                                                  unsigned rank, unsigned bar) {
-    const bool quads = ((H | u0 | un) & 3) == 0;
-    const int width = quads ? 4 : 1;
-    const int per_piece = un / width, per_row = G * per_piece;
-    const int sends = nbc * per_row * (CS - 1);
-    const unsigned base = smem_u32(buf);
-    for (int i = threadIdx.x; i < sends; i += NTHREADS) {
-        // Receivers vary fastest: consecutive threads send to different CTAs.
-        const int d = i % (CS - 1), word = i / (CS - 1);
-        const unsigned to = (unsigned)d < rank ? (unsigned)d : (unsigned)d + 1;
-        const int bl = word / per_row, rem = word - bl * per_row;
-        const int q = rem / per_piece, w = rem - q * per_piece;
+__device__ __forceinline__ BlockSendPlan block_send_plan(int H, int u0, int un, unsigned rank) {
+    BlockSendPlan p;
+    p.quads = ((H | u0 | un) & 3) == 0;
+    p.per_piece = p.quads ? un / 4 : un;
+    p.to = threadIdx.x % CS;
+    p.sends = p.to != rank && p.per_piece > 0;
+    const int per_row = G * (p.per_piece > 0 ? p.per_piece : 1);
+    const int first = (int)threadIdx.x / CS, stride = NTHREADS / CS;
+    const int pp = p.per_piece > 0 ? p.per_piece : 1;
+    p.bl = first / per_row;
+    p.q = first % per_row / pp;
+    p.w = first % per_row % pp;
+    p.sbl = stride / per_row;
+    p.sq = stride % per_row / pp;
+    p.sw = stride % per_row % pp;
+    return p;
+}
+
+// The block, already in `buf` (stride ld floats, 16-byte aligned; the
+// caller's threads wrote it, then synchronised), into the same place of the
+// other CTAs' buffers, counted by their mbarrier `bar` (local address). All
+// threads share the sends: the cell loop that computed the block runs on
+// un·nb threads, and sending from them would leave each G·CS stores of 4
+// bytes while the rest wait.
+template <int G>
+__device__ __forceinline__ void push_block_others(const BlockSendPlan& p, const float* buf, int ld, int nbc, int H,
+                                                  int u0, unsigned bar) {
+    if (!p.sends) return;
+    const unsigned local = smem_u32(buf), rbar = map_rank(bar, p.to);
+    const int width = p.quads ? 4 : 1;
+    int bl = p.bl, q = p.q, w = p.w;
+    while (bl < nbc) {
         const int off = bl * ld + q * H + u0 + w * width;
-        const unsigned a = map_rank(base + 4u * (unsigned)off, to), b = map_rank(bar, to);
-        if (quads) st_async4(a, *reinterpret_cast<const float4*>(buf + off), b);
-        else st_async(a, buf[off], b);
+        const unsigned a = map_rank(local + 4u * (unsigned)off, p.to);
+        if (p.quads) st_async4(a, *reinterpret_cast<const float4*>(buf + off), rbar);
+        else st_async(a, buf[off], rbar);
+        // Advance by the stride: each part stays below its bound after one carry.
+        w += p.sw;
+        q += p.sq;
+        bl += p.sbl;
+        if (w >= p.per_piece) {
+            w -= p.per_piece;
+            ++q;
+        }
+        if (q >= G) {
+            q -= G;
+            ++bl;
+        }
     }
 }
 

@@ -396,6 +396,7 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
     const bool has_first = (int)threadIdx.x < un * min(CB, nbc);
     const int fu = has_first ? (int)threadIdx.x % un : 0, fbl = has_first ? (int)threadIdx.x / un : 0;
     TcBwdCache kc;
+    const BlockSendPlan send = block_send_plan<CS, G>(H, u0, un, (unsigned)rank);
     if (has_first) tc_bwd_load<C, W>(kc, dhs, gates, aux, hcat, ccat, (long long)(T_ - 1) * B + b0 + fbl, u0 + fu, H);
 
     for (int t = T_ - 1; t >= 0; --t) {
@@ -445,7 +446,7 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
         }
         if (!BEFORE) {
             __syncthreads();
-            push_block_others<CS, G>(gnext, lda, nbc, H, u0, un, (unsigned)rank, gbar);
+            push_block_others<G>(send, gnext, lda, nbc, H, u0, gbar);
         }
         if (BEFORE) {
             // Phase B: d(r ⊙ h) = dn · W_hn → dr, and the direct share.
