@@ -496,12 +496,14 @@ fn chunked_products_at_large_hidden_sizes() {
 /// cluster_step.cuh, push_block_others): 16-byte stores where H and the
 /// units per CTA are multiples of 4 (H 128: 16 CTAs of 8 units, two stores
 /// per gate and row), 4-byte ones otherwise (H 144: 16 CTAs of 9; H 150: 8
-/// CTAs of 19, the last 17).
+/// CTAs of 19, the last 17). B 64 puts several rows in each cluster (an
+/// H100 holds at most 16 clusters of 16 at once), so that each thread's
+/// sends cross rows.
 #[test]
 fn cluster_backward_send_forms() {
     for cell in [CellKind::GruResetAfter, CellKind::Lstm, CellKind::RnnTanh] {
         for hidden in [128, 144, 150] {
-            check_f32(cell, 11, hidden, 7, 4, 29, Loops::ClusterShared);
+            check_f32(cell, 64, hidden, 7, 3, 29, Loops::ClusterShared);
         }
     }
 }
