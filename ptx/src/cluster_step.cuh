@@ -188,9 +188,9 @@ __device__ __forceinline__ BlockSendPlan block_send_plan(int H, int u0, int un, 
     p.per_piece = p.quads ? un / 4 : un;
     p.to = threadIdx.x % CS;
     p.sends = p.to != rank && p.per_piece > 0;
-    const int per_row = G * (p.per_piece > 0 ? p.per_piece : 1);
+    // pp, per_row: the divisors, kept nonzero for a CTA without units (which sends nothing).
+    const int pp = p.per_piece > 0 ? p.per_piece : 1, per_row = G * pp;
     const int first = (int)threadIdx.x / CS, stride = NTHREADS / CS;
-    const int pp = p.per_piece > 0 ? p.per_piece : 1;
     p.bl = first / per_row;
     p.q = first % per_row / pp;
     p.w = first % per_row % pp;

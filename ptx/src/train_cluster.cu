@@ -447,8 +447,7 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
         if (!BEFORE) {
             __syncthreads();
             push_block_others<G>(send, gnext, lda, nbc, H, u0, gbar);
-        }
-        if (BEFORE) {
+        } else {
             // Phase B: d(r ⊙ h) = dn · W_hn → dr, and the direct share.
             mbar_wait_rearm(nbar, (unsigned)i & 1u, n_bytes);
             for (int c0 = 0; c0 < nbc; c0 += CB) {
