@@ -8,8 +8,10 @@
 //! device operations (launches, copies, fills) per step. `BENCH_CELL=<cell>`
 //! runs one cell (e.g. `GruResetAfter`, for a profile). Every time-loop
 //! form the device has is timed: thread-block clusters (sm_90), cooperative
-//! persistent kernels, one launch per step; `BENCH_LOOPS=cluster,per-step`
-//! (a comma list of `cluster`, `persistent`, `per-step`) picks some, and
+//! persistent kernels, one launch per step, and for GRU reset-after and the
+//! LSTM the clusters with the reduce-scatter backward (`cluster-rs`, beside
+//! `cluster`'s gather); `BENCH_LOOPS=cluster,per-step` (a comma list of
+//! `cluster`, `cluster-rs`, `persistent`, `per-step`) picks some, and
 //! `BENCH_PER_STEP=1` is `BENCH_LOOPS=per-step`. The PyTorch side (nn.GRU / nn.LSTM + Linear +
 //! CrossEntropy + Adam, same shapes, same GPU) is
 //! benches/engine_train_torch.py.
@@ -20,7 +22,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::core::optim::AdamConfig;
 use recur::core::{CellKind, ModelLayout};
-use recur::engine::{ClusterLoops, DeviceTrainer, Gpu, Precision, TrainOptimizer};
+use recur::engine::{
+    has_reduce_scatter_backward, ClusterLoops, DeviceTrainer, Gpu, Precision, TrainOptimizer,
+};
 
 fn main() {
     let gpu = match Gpu::new() {
@@ -36,14 +40,14 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(1);
     // `BENCH_CELL=GruResetAfter` (a CellKind's name) runs that cell only (profiles).
     let only = std::env::var("BENCH_CELL").ok();
-    let mut forms =
-        std::env::var("BENCH_LOOPS").unwrap_or_else(|_| "cluster,persistent,per-step".to_owned());
+    let mut forms = std::env::var("BENCH_LOOPS")
+        .unwrap_or_else(|_| "cluster,cluster-rs,persistent,per-step".to_owned());
     if std::env::var("BENCH_PER_STEP").is_ok_and(|v| v == "1") {
         forms = "per-step".to_owned();
     }
     let forms: Vec<&str> = forms
         .split(',')
-        .filter(|f| *f != "cluster" || gpu.limits().cluster > 0)
+        .filter(|f| !f.starts_with("cluster") || gpu.limits().cluster > 0)
         .collect();
     for cell in [
         CellKind::RnnTanh,
@@ -71,6 +75,7 @@ fn main() {
         for (precision, form) in [Precision::F32, Precision::F16]
             .into_iter()
             .flat_map(|p| forms.iter().map(move |f| (p, *f)))
+            .filter(|(_, f)| *f != "cluster-rs" || has_reduce_scatter_backward(cell))
         {
             let mut tr = DeviceTrainer::new_with_precision(
                 &gpu,
@@ -83,6 +88,10 @@ fn main() {
             .unwrap();
             match form {
                 "cluster" => tr.set_cluster(ClusterLoops::Required),
+                "cluster-rs" => {
+                    tr.set_cluster(ClusterLoops::Required);
+                    tr.set_reduce_scatter_backward(true);
+                }
                 "persistent" => tr.set_cluster(ClusterLoops::Never),
                 "per-step" => tr.set_persistent(false),
                 other => panic!("BENCH_LOOPS: unknown form {other}"),

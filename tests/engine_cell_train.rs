@@ -12,7 +12,7 @@ use std::io::Write as _;
 mod engine_support;
 
 use engine_support::assert_close;
-use engine_support::loops::{assert_loops, cluster_hidden, set_loops, Loops, LOOPS};
+use engine_support::loops::{assert_loops, cluster_hidden, set_loops, Loops, CLUSTER_LOOPS, LOOPS};
 use proptest::prelude::*;
 use recur::core::cell::{self, Input, SeqDims};
 use recur::core::{CellDims, CellGrads, CellKind, CellParams, Portable};
@@ -508,6 +508,21 @@ fn cluster_backward_send_forms() {
     }
 }
 
+/// The reduce-scatter backward's two piece forms (ptx/src/
+/// train_cluster_rs.cuh): 16-byte partials where H and the units per CTA
+/// are multiples of 4 (H 128: 16 CTAs of 8; H 248: 16 CTAs of 16, the last
+/// 8, so the walk skips columns past H), single floats otherwise (H 144:
+/// 16 CTAs of 9; H 150: 8 CTAs of 19, the last 17). B 64 for several rows
+/// per cluster, so that each thread's items cross rows and owners.
+#[test]
+fn cluster_reduce_scatter_forms() {
+    for cell in [CellKind::GruResetAfter, CellKind::Lstm] {
+        for hidden in [128, 248, 144, 150] {
+            check_f32(cell, 64, hidden, 7, 3, 29, Loops::ClusterReduce);
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 10, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -520,7 +535,7 @@ proptest! {
         steps in 1usize..=40,
         seed in 0u64..1000,
     ) {
-        check_f32(CellKind::ALL[cell], batch, hidden, input, steps, seed, LOOPS[seed as usize % 4]);
+        check_f32(CellKind::ALL[cell], batch, hidden, input, steps, seed, LOOPS[seed as usize % LOOPS.len()]);
     }
 
     #[test]
@@ -532,7 +547,7 @@ proptest! {
         steps in 1usize..=20,
         seed in 0u64..1000,
     ) {
-        check_f16(CellKind::ALL[cell], batch, hidden, input, steps, seed, LOOPS[seed as usize % 4]);
+        check_f16(CellKind::ALL[cell], batch, hidden, input, steps, seed, LOOPS[seed as usize % LOOPS.len()]);
     }
 
     #[test]
@@ -544,7 +559,7 @@ proptest! {
         steps in 1usize..=40,
         seed in 0u64..1000,
     ) {
-        let loops = if seed % 2 == 0 { Loops::Cluster } else { Loops::ClusterShared };
+        let loops = CLUSTER_LOOPS[seed as usize % CLUSTER_LOOPS.len()];
         check_f32(CellKind::ALL[cell], batch, hidden, input, steps, seed, loops);
     }
 }

@@ -21,14 +21,16 @@ use std::io::Write as _;
 mod engine_support;
 
 use engine_support::assert_close;
-use engine_support::loops::{assert_loops, cluster_hidden, set_loops, Loops, LOOPS};
+use engine_support::loops::{assert_loops, cluster_hidden, set_loops, Loops, CLUSTER_LOOPS, LOOPS};
 use proptest::prelude::*;
 use recur::core::cell::{self, Input, SeqDims};
 use recur::core::optim::{self, AdamConfig};
 use recur::core::output::{self, DenseDims};
 use recur::core::{clip, CellKind, ModelLayout, Portable};
 use recur::engine::half::round_f16;
-use recur::engine::{DeviceTrainer, Precision, ProductOperands, TrainOptimizer, TrainStats};
+use recur::engine::{
+    DeviceTrainer, Precision, ProductOperands, TimeLoop, TrainOptimizer, TrainStats,
+};
 use recur::train::backend::BackendSpec;
 use recur::train::config::OptimizerKind;
 use recur::train::cuda::CudaBackend;
@@ -237,7 +239,7 @@ proptest! {
         steps in 1usize..=40,
         seed in 0u64..1000,
     ) {
-        check_gradients(CELLS[cell], batch, hidden, vocab, steps, seed, LOOPS[seed as usize % 4]);
+        check_gradients(CELLS[cell], batch, hidden, vocab, steps, seed, LOOPS[seed as usize % LOOPS.len()]);
     }
 }
 
@@ -255,8 +257,9 @@ proptest! {
         steps in 1usize..=40,
         seed in 0u64..1000,
     ) {
-        // Both cluster forwards (registers where they fit, shared memory).
-        let loops = if seed % 2 == 0 { Loops::Cluster } else { Loops::ClusterShared };
+        // One of the cluster forms (the register forward where it fits, the
+        // shared-memory kernels, the reduce-scatter backward).
+        let loops = CLUSTER_LOOPS[seed as usize % CLUSTER_LOOPS.len()];
         check_gradients(CELLS[cell], batch, hidden, vocab, steps, seed, loops);
         check_gradients_f16(CELLS[cell], batch, hidden, vocab, steps, seed, loops);
     }
@@ -349,7 +352,17 @@ proptest! {
 /// `adam_step`) from the same parameters: losses, norms, the parameters and
 /// the carried state after every step, Adam's moments at the end, and the
 /// device's statistics against the per-batch loss and norm.
-fn check_trajectory(cell: CellKind, optimizer: TrainOptimizer, lr: f64, theta: f32, seed: u64) {
+/// With `reduce_scatter`, the cluster backward takes the reduce-scatter
+/// kernel (where the device has clusters: it must then have run), which
+/// reads W_hh as each update leaves it instead of a transposed copy.
+fn check_trajectory(
+    cell: CellKind,
+    optimizer: TrainOptimizer,
+    lr: f64,
+    theta: f32,
+    seed: u64,
+    reduce_scatter: bool,
+) {
     let Some(gpu) = engine_support::gpu() else {
         let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
         return;
@@ -359,6 +372,7 @@ fn check_trajectory(cell: CellKind, optimizer: TrainOptimizer, lr: f64, theta: f
     let freeze_bias_hh = cell == CellKind::GruResetBefore;
     let mut p_cpu = engine_support::random_params(&layout, seed);
     let mut t = DeviceTrainer::new(&gpu, layout, batch, steps, optimizer).unwrap();
+    t.set_reduce_scatter_backward(reduce_scatter);
     t.upload_params(&p_cpu).unwrap();
     let n = layout.len();
     let (mut m_cpu, mut v_cpu) = (vec![0.0f32; n], vec![0.0f32; n]);
@@ -415,6 +429,9 @@ fn check_trajectory(cell: CellKind, optimizer: TrainOptimizer, lr: f64, theta: f
         clipped,
         "theta {theta} never clipped: the test would not cover clipping"
     );
+    if reduce_scatter && gpu.limits().cluster > 0 {
+        assert_eq!(t.time_loops().1, TimeLoop::ClusterReduce);
+    }
     if optimizer == TrainOptimizer::Adam {
         let (m_gpu, v_gpu) = t.download_moments().unwrap();
         assert_close("exp_avg", &m_gpu, &m_cpu, 1e-6, 1e-3);
@@ -453,8 +470,21 @@ fn assert_close_f64(what: &str, got: f64, want: f64) {
 #[test]
 fn trajectories_sgd_and_adam_with_clipping() {
     for (k, cell) in CELLS.into_iter().enumerate() {
-        check_trajectory(cell, TrainOptimizer::Sgd, 1.0, 0.05, 100 + k as u64);
-        check_trajectory(cell, TrainOptimizer::Adam, 1e-3, 0.05, 200 + k as u64);
+        check_trajectory(cell, TrainOptimizer::Sgd, 1.0, 0.05, 100 + k as u64, false);
+        check_trajectory(
+            cell,
+            TrainOptimizer::Adam,
+            1e-3,
+            0.05,
+            200 + k as u64,
+            false,
+        );
+    }
+    for (k, cell) in [CellKind::GruResetAfter, CellKind::Lstm]
+        .into_iter()
+        .enumerate()
+    {
+        check_trajectory(cell, TrainOptimizer::Sgd, 1.0, 0.05, 300 + k as u64, true);
     }
 }
 
@@ -803,7 +833,7 @@ proptest! {
         steps in 1usize..=40,
         seed in 0u64..1000,
     ) {
-        check_gradients_f16(CELLS[cell], batch, hidden, vocab, steps, seed, LOOPS[seed as usize % 4]);
+        check_gradients_f16(CELLS[cell], batch, hidden, vocab, steps, seed, LOOPS[seed as usize % LOOPS.len()]);
     }
 }
 

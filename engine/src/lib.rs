@@ -54,5 +54,6 @@ pub use sequence::{InputKind, SeqBuffers};
 #[doc(hidden)]
 pub use train::ProductOperands;
 pub use train::{
-    ClusterLoops, DeviceCellTrainer, DeviceTrainer, TimeLoop, TrainOptimizer, TrainStats,
+    has_reduce_scatter_backward, ClusterLoops, DeviceCellTrainer, DeviceTrainer, TimeLoop,
+    TrainOptimizer, TrainStats,
 };

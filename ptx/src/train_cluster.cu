@@ -482,6 +482,16 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
     cluster_sync();
 }
 
+// A backward kernel: FN (tc_bwd, tc_bwd_rs) named tr_cluster<CS>_<KIND>_<SFX>_<NAME>;
+// `w` is W_hhᵀ for tc_bwd, W_hh for tc_bwd_rs.
+#define TC_BWD_KERNEL(CS, KIND, FN, NAME, C, SFX, W)                                                          \
+    extern "C" __global__ void __cluster_dims__(CS, 1, 1) __launch_bounds__(NTHREADS, 1)                       \
+        tr_cluster##CS##_##KIND##_##SFX##_##NAME(float* dih, float* dhh, const float* dhs, const W* w,          \
+                                                 const W* gates, const W* aux, const W* hcat,                   \
+                                                 const float* ccat, int B, int H, int T_, int U, int BC) {       \
+        FN<C, W, CS>(dih, dhh, dhs, w, gates, aux, hcat, ccat, B, H, T_, U, BC);                                \
+    }
+
 #define TC_KERNELS(CS, NAME, C, SFX, W)                                                                         \
     extern "C" __global__ void __cluster_dims__(CS, 1, 1) __launch_bounds__(NTHREADS, 1)                        \
         tr_cluster##CS##_fwd_##SFX##_##NAME(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh,               \
@@ -489,12 +499,7 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
                                             const unsigned* tok, int B, int H, int V, int T_, int U, int BC) {   \
         tc_fwd<C, W, CS>(hcat, ccat, gates, aux, w_hh, w_ih, b_ih, b_hh, tok, B, H, V, T_, U, BC);              \
     }                                                                                                           \
-    extern "C" __global__ void __cluster_dims__(CS, 1, 1) __launch_bounds__(NTHREADS, 1)                        \
-        tr_cluster##CS##_bwd_##SFX##_##NAME(float* dih, float* dhh, const float* dhs, const W* wt,               \
-                                            const W* gates, const W* aux, const W* hcat, const float* ccat,     \
-                                            int B, int H, int T_, int U, int BC) {                               \
-        tc_bwd<C, W, CS>(dih, dhh, dhs, wt, gates, aux, hcat, ccat, B, H, T_, U, BC);                            \
-    }
+    TC_BWD_KERNEL(CS, bwd, tc_bwd, NAME, C, SFX, W)
 
 #define TC_CELLS(CS, SFX, W)                          \
     TC_KERNELS(CS, rnn_tanh, RNN_TANH, SFX, W)        \
@@ -507,6 +512,9 @@ TC_CELLS(8, f32, float)
 TC_CELLS(8, f16, __half)
 TC_CELLS(16, f32, float)
 TC_CELLS(16, f16, __half)
+
+// The backward with a reduce-scatter exchange (GRU reset-after, LSTM).
+#include "train_cluster_rs.cuh"
 
 // The forward with W_hh in registers (clusters of 16, H ≤ 256).
 #include "train_cluster_regs.cuh"

@@ -18,6 +18,7 @@ pub trait LoopControl {
     fn batch(&self) -> usize;
     fn set_cluster(&mut self, mode: ClusterLoops);
     fn set_register_loops(&mut self, allowed: bool);
+    fn set_reduce_scatter_backward(&mut self, on: bool);
     fn set_persistent(&mut self, allowed: bool);
     fn time_loops(&self) -> (TimeLoop, TimeLoop);
 }
@@ -42,6 +43,9 @@ macro_rules! loop_control {
             }
             fn set_register_loops(&mut self, allowed: bool) {
                 <$ty>::set_register_loops(self, allowed)
+            }
+            fn set_reduce_scatter_backward(&mut self, on: bool) {
+                <$ty>::set_reduce_scatter_backward(self, on)
             }
             fn set_persistent(&mut self, allowed: bool) {
                 <$ty>::set_persistent(self, allowed)
@@ -73,15 +77,19 @@ pub enum Loops {
     /// The same with the register forward forbidden: the shared-memory
     /// cluster kernels both ways.
     ClusterShared,
+    /// [`Loops::Cluster`] with the reduce-scatter backward
+    /// (`TimeLoop::ClusterReduce`) for the cells that have it.
+    ClusterReduce,
     /// Clusters forbidden: cooperative persistent loops where they fit.
     Persistent,
     /// One launch per step.
     PerStep,
 }
 
-pub const LOOPS: [Loops; 4] = [
+pub const LOOPS: [Loops; 5] = [
     Loops::Cluster,
     Loops::ClusterShared,
+    Loops::ClusterReduce,
     Loops::Persistent,
     Loops::PerStep,
 ];
@@ -90,7 +98,7 @@ pub const LOOPS: [Loops; 4] = [
 /// device has no thread-block clusters for [`Loops::Cluster`].
 pub fn set_loops(t: &mut impl LoopControl, loops: Loops) -> bool {
     match loops {
-        Loops::Cluster | Loops::ClusterShared => {
+        Loops::Cluster | Loops::ClusterShared | Loops::ClusterReduce => {
             if t.gpu().limits().cluster == 0 {
                 let _ = writeln!(
                     std::io::stderr(),
@@ -108,13 +116,17 @@ pub fn set_loops(t: &mut impl LoopControl, loops: Loops) -> bool {
                 return false;
             }
             t.set_cluster(ClusterLoops::Required);
-            t.set_register_loops(loops == Loops::Cluster);
+            t.set_register_loops(loops != Loops::ClusterShared);
+            t.set_reduce_scatter_backward(loops == Loops::ClusterReduce);
         }
         Loops::Persistent => t.set_cluster(ClusterLoops::Never),
         Loops::PerStep => t.set_persistent(false),
     }
     true
 }
+
+/// The cluster forms, one picked per proptest case.
+pub const CLUSTER_LOOPS: [Loops; 3] = [Loops::Cluster, Loops::ClusterShared, Loops::ClusterReduce];
 
 /// Whether the cluster time loops take a hidden size: every CTA of a
 /// cluster of 16 or 8 must own a hidden unit (engine/src/train/cluster.rs).
@@ -135,7 +147,7 @@ pub fn cluster_hidden() -> impl Strategy<Value = usize> {
 pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
     let (f, b) = t.time_loops();
     match loops {
-        Loops::Cluster => {
+        Loops::Cluster | Loops::ClusterReduce => {
             // The register loops at H ≤ 256: the forward for every cell but
             // reset-before, the backward for the RNN cells; required up to
             // B = 32 (at most 8 clusters, resident at once on an H100),
@@ -145,7 +157,14 @@ pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
             let fits = hidden <= REG_CLUSTER_MAX_HIDDEN;
             let rnn = matches!(cell, CellKind::RnnTanh | CellKind::RnnRelu);
             let forward = fits && cell != CellKind::GruResetBefore;
+            let reduce = matches!(cell, CellKind::GruResetAfter | CellKind::Lstm);
+            if loops == Loops::ClusterReduce && reduce {
+                assert_eq!(b, TimeLoop::ClusterReduce);
+            }
             for (form, regs) in [(f, forward), (b, fits && rnn)] {
+                if form == TimeLoop::ClusterReduce && loops == Loops::ClusterReduce {
+                    continue; // checked above
+                }
                 if !regs {
                     assert_eq!(form, TimeLoop::Cluster);
                 } else if t.batch() <= 32 {
@@ -157,7 +176,11 @@ pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
         }
         Loops::ClusterShared => assert_eq!((f, b), (TimeLoop::Cluster, TimeLoop::Cluster)),
         Loops::Persistent => {
-            let cluster = [TimeLoop::Cluster, TimeLoop::ClusterRegs];
+            let cluster = [
+                TimeLoop::Cluster,
+                TimeLoop::ClusterRegs,
+                TimeLoop::ClusterReduce,
+            ];
             assert!(!cluster.contains(&f) && !cluster.contains(&b));
         }
         Loops::PerStep => assert_eq!((f, b), (TimeLoop::PerStep, TimeLoop::PerStep)),

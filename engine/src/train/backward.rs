@@ -100,10 +100,17 @@ impl DeviceTrainer {
     }
 
     /// Queues W_hhᵀ (the backward time loop's weights) on the side stream
-    /// and records `transposed` after it.
+    /// and records `transposed` after it; the reduce-scatter loop reads
+    /// W_hh itself, and only the event is recorded.
     pub(super) fn transpose_beside(&self, w: Weights) -> Result<(), Error> {
         let h = self.layout.hidden;
         let gh = self.layout.cell_dims().gate_rows();
+        let reduce = self
+            .cluster_plan(true)?
+            .is_some_and(|cp| cp.form == TimeLoop::ClusterReduce);
+        if reduce {
+            return self.gpu.record(&self.transposed, Lane::Side);
+        }
         self.beside(|| {
             self.launch(
                 self.kernel("tr_transpose", "tr_transpose_f16"),
@@ -163,12 +170,7 @@ impl DeviceTrainer {
         let blocks = (grid.0 * grid.1) as usize;
         let persist = self.kernel("tr_bwd_persist", "tr_bwd_persist_f16");
         if let Some(cp) = self.cluster_plan(true)? {
-            let form = if cp.registers {
-                TimeLoop::ClusterRegs
-            } else {
-                TimeLoop::Cluster
-            };
-            self.note_loop(true, form);
+            self.note_loop(true, cp.form);
             self.launch_smem(
                 cp.kernel,
                 ((cp.clusters * cp.cluster) as u32, 1),
@@ -177,7 +179,12 @@ impl DeviceTrainer {
                     Arg::Ptr(dih),
                     Arg::Ptr(dhh),
                     Arg::Ptr(dhs),
-                    Arg::Ptr(wt),
+                    // tc_bwd reads W_hhᵀ, tc_bwd_rs the forward's W_hh.
+                    Arg::Ptr(if cp.form == TimeLoop::ClusterReduce {
+                        self.read_weights().w_hh
+                    } else {
+                        wt
+                    }),
                     Arg::Ptr(gates),
                     Arg::Ptr(aux),
                     Arg::Ptr(hcat),

@@ -10,7 +10,11 @@
 //! reset-before, the backward for the RNN cells only; at most
 //! `reg_cluster_rows` rows per cluster forward and [`reg_bwd_rows`]
 //! backward) first where all their clusters are resident at once, as the
-//! inference planner's `Path::ClusterRegs`.
+//! inference planner's `Path::ClusterRegs`. The backward of GRU
+//! reset-after and the LSTM may instead take the reduce-scatter kernel
+//! (`tr_cluster*_bwdrs_*`, ptx/src/train_cluster_rs.cuh) where asked
+//! ([`super::DeviceTrainer::set_reduce_scatter_backward`]): G times fewer
+//! bytes exchanged per step, not yet measured on a GPU, so not the default.
 
 use recur_core::CellKind;
 
@@ -37,6 +41,11 @@ pub enum TimeLoop {
     Cluster,
     /// The same with W_hh in registers.
     ClusterRegs,
+    /// The cluster backward whose exchange is a reduce-scatter: each CTA
+    /// sends the others its partial sums of their units' dh (H floats per
+    /// batch row in all) instead of its G·un gate gradients to every CTA
+    /// (G·H floats per row); GRU reset-after and LSTM.
+    ClusterReduce,
     /// One cooperative launch, a grid barrier per step.
     Persistent,
     /// One launch per step (two for GRU reset-before).
@@ -82,6 +91,23 @@ pub(super) fn fwd_smem(
     };
     let red = NTHREADS.min(hidden.div_ceil(4) * units) * g * CB;
     let floats = 2 * rows * ldh + rh + red + rows * units * g + rows * units + 2 * g * units;
+    rows_bytes(g * units, hidden, p) + 4 * floats
+}
+
+/// Shared memory (bytes) of `tr_cluster*_bwdrs_*` (layout in
+/// ptx/src/train_cluster_rs.cuh) on clusters of `cluster` CTAs: the CTA's
+/// gate rows of W_hh, two receive buffers of a slot per CTA, the CTA's own
+/// gate gradients and two carries.
+pub(super) fn bwd_rs_smem(
+    cell: CellKind,
+    hidden: usize,
+    units: usize,
+    rows: usize,
+    cluster: usize,
+    p: Precision,
+) -> usize {
+    let g = cell.gates();
+    let floats = 2 * cluster * rows * cl_ldh(units) + rows * g * units + 2 * rows * units;
     rows_bytes(g * units, hidden, p) + 4 * floats
 }
 
@@ -145,6 +171,49 @@ const KERNELS: [[[[&str; 5]; 2]; 2]; 2] = [
     ],
 ];
 
+/// `[cluster 8, cluster 16][f32, f16]` reduce-scatter backward kernels by
+/// cell (GRU reset-after and LSTM only: for the RNN cells, G = 1, the
+/// gather moves the same bytes; reset-before's backward has two phases).
+const REDUCE_SCATTER: [[[&str; 5]; 2]; 2] = [
+    [
+        [
+            "",
+            "",
+            "",
+            "tr_cluster8_bwdrs_f32_gru_after",
+            "tr_cluster8_bwdrs_f32_lstm",
+        ],
+        [
+            "",
+            "",
+            "",
+            "tr_cluster8_bwdrs_f16_gru_after",
+            "tr_cluster8_bwdrs_f16_lstm",
+        ],
+    ],
+    [
+        [
+            "",
+            "",
+            "",
+            "tr_cluster16_bwdrs_f32_gru_after",
+            "tr_cluster16_bwdrs_f32_lstm",
+        ],
+        [
+            "",
+            "",
+            "",
+            "tr_cluster16_bwdrs_f16_gru_after",
+            "tr_cluster16_bwdrs_f16_lstm",
+        ],
+    ],
+];
+
+/// Whether a cell has a reduce-scatter backward.
+pub fn has_reduce_scatter_backward(cell: CellKind) -> bool {
+    !REDUCE_SCATTER[0][0][crate::plan::cell_tag(cell)].is_empty()
+}
+
 /// `[forward, backward][f32, f16]` register kernels by cell (none for GRU
 /// reset-before).
 const REG: [[[&str; 5]; 2]; 2] = [REG_FWD, REG_BWD];
@@ -205,8 +274,10 @@ fn kernel(cluster: usize, cell: CellKind, p: Precision, backward: bool) -> &'sta
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ClusterPlan {
     pub kernel: &'static str,
-    /// The register kernel (W_hh in registers, static shared memory).
-    pub registers: bool,
+    /// [`TimeLoop::Cluster`], [`TimeLoop::ClusterRegs`] (W_hh in
+    /// registers, static shared memory) or [`TimeLoop::ClusterReduce`]
+    /// (the backward reads W_hh, not W_hhᵀ).
+    pub form: TimeLoop,
     pub cluster: usize,
     pub units: usize,
     pub rows: usize,
@@ -217,7 +288,10 @@ pub(super) struct ClusterPlan {
 /// The cluster plan of the forward (`backward` false) or backward loop of a
 /// (B, H) layer of `cell`, or `None` where the device has no clusters or
 /// the loop does not fit (or some CTA would own no hidden unit).
-/// With `registers`, the register kernel is tried first.
+/// With `registers`, the register kernel is tried first; with
+/// `reduce_scatter`, a backward takes the reduce-scatter kernel where the
+/// cell has one (the register backward, RNN cells only, is unaffected).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn plan(
     gpu: &Gpu,
     cell: CellKind,
@@ -226,6 +300,7 @@ pub(super) fn plan(
     p: Precision,
     backward: bool,
     registers: bool,
+    reduce_scatter: bool,
 ) -> Result<Option<ClusterPlan>, Error> {
     if registers {
         if let Some(rp) = register_plan(gpu, cell, hidden, batch, p, backward)? {
@@ -241,9 +316,17 @@ pub(super) fn plan(
         if units > NTHREADS || !every_cta_owns_a_unit(hidden, cs) {
             continue;
         }
-        let name = kernel(cs, cell, p, backward);
+        let rs = backward && reduce_scatter && has_reduce_scatter_backward(cell);
+        let name = if rs {
+            REDUCE_SCATTER[usize::from(cs == 16)][usize::from(p == Precision::F16)]
+                [crate::plan::cell_tag(cell)]
+        } else {
+            kernel(cs, cell, p, backward)
+        };
         let smem_of = |rows| {
-            if backward {
+            if rs {
+                bwd_rs_smem(cell, hidden, units, rows, cs, p)
+            } else if backward {
                 bwd_smem(cell, hidden, units, rows, p)
             } else {
                 fwd_smem(cell, hidden, units, rows, p)
@@ -267,7 +350,11 @@ pub(super) fn plan(
         if let Some((rows, smem)) = largest {
             return Ok(Some(ClusterPlan {
                 kernel: name,
-                registers: false,
+                form: if rs {
+                    TimeLoop::ClusterReduce
+                } else {
+                    TimeLoop::Cluster
+                },
                 cluster: cs,
                 units,
                 rows,
@@ -309,7 +396,7 @@ fn register_plan(
     let rows = (1..=most.min(batch)).find(|r| batch.div_ceil(*r) <= active);
     Ok(rows.map(|rows| ClusterPlan {
         kernel: name,
-        registers: true,
+        form: TimeLoop::ClusterRegs,
         cluster: REG_CLUSTER,
         units: hidden.div_ceil(REG_CLUSTER),
         rows,
@@ -361,8 +448,41 @@ mod tests {
         assert_eq!(m.min_major, 9);
         let names: Vec<&str> = crate::ptx::entry_names(m.text).collect();
         let regs = REG.iter().flatten().flatten().filter(|k| !k.is_empty());
-        for k in KERNELS.iter().flatten().flatten().flatten().chain(regs) {
+        let rs = REDUCE_SCATTER
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|k| !k.is_empty());
+        for k in KERNELS
+            .iter()
+            .flatten()
+            .flatten()
+            .flatten()
+            .chain(regs)
+            .chain(rs)
+        {
             assert!(names.contains(k), "{k} missing from train_cluster.ptx");
+        }
+    }
+
+    #[test]
+    fn reduce_scatter_shared_memory_at_the_d2l_shape() {
+        // GRU, H 256, 16 CTAs of 16 units, 4 rows per cluster, f32: 48 W_hh
+        // rows of 260 floats (the forward's slice); receive 2·16·4·16,
+        // own dhh 4·48, carries 2·4·16 floats.
+        let b = 48 * 260 * 4 + 4 * (2048 + 192 + 128);
+        assert_eq!(
+            bwd_rs_smem(CellKind::GruResetAfter, 256, 16, 4, 16, Precision::F32),
+            b
+        );
+        // Units not a multiple of 4 (H 150 on 8 CTAs of 19): slots of 20.
+        assert_eq!(
+            bwd_rs_smem(CellKind::Lstm, 150, 19, 3, 8, Precision::F16),
+            (76 * 156 * 2usize).div_ceil(16) * 16 + 4 * (2 * 8 * 3 * 20 + 3 * 76 + 2 * 3 * 19)
+        );
+        for cell in CellKind::ALL {
+            let want = matches!(cell, CellKind::GruResetAfter | CellKind::Lstm);
+            assert_eq!(has_reduce_scatter_backward(cell), want, "{cell:?}");
         }
     }
 

@@ -158,6 +158,11 @@ impl DeviceCellTrainer {
         self.inner.set_register_loops(allowed);
     }
 
+    /// [`DeviceTrainer::set_reduce_scatter_backward`].
+    pub fn set_reduce_scatter_backward(&mut self, on: bool) {
+        self.inner.set_reduce_scatter_backward(on);
+    }
+
     /// The form the last forward's and backward's time loops took.
     pub fn time_loops(&self) -> (TimeLoop, TimeLoop) {
         self.inner.time_loops()

@@ -127,12 +127,7 @@ impl DeviceTrainer {
         let blocks = (grid.0 * grid.1) as usize;
         let persist = self.kernel("tr_fwd_persist", "tr_fwd_persist_f16");
         if let Some(cp) = self.cluster_plan(false)? {
-            let form = if cp.registers {
-                TimeLoop::ClusterRegs
-            } else {
-                TimeLoop::Cluster
-            };
-            self.note_loop(false, form);
+            self.note_loop(false, cp.form);
             self.launch_smem(
                 cp.kernel,
                 ((cp.clusters * cp.cluster) as u32, 1),

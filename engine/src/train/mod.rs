@@ -12,7 +12,10 @@
 //! shared memory, one mbarrier-counted exchange per step, ptx/src/train_cluster.cu;
 //! where they take the layer, the forward for every cell but GRU
 //! reset-before and the backward for the RNN cells hold W_hh in registers
-//! instead, ptx/src/train_cluster_regs.cuh, [`TimeLoop::ClusterRegs`]),
+//! instead, ptx/src/train_cluster_regs.cuh, [`TimeLoop::ClusterRegs`];
+//! [`DeviceTrainer::set_reduce_scatter_backward`] gives the GRU
+//! reset-after and LSTM backward a reduce-scatter exchange instead of the
+//! gather, ptx/src/train_cluster_rs.cuh, [`TimeLoop::ClusterReduce`]),
 //! a cooperative persistent kernel (one launch, a grid barrier per step;
 //! not GRU reset-before), or one launch per step (two for GRU
 //! reset-before) with the recurrent product and the cell fused.
@@ -72,7 +75,7 @@ use crate::half::F16;
 use crate::mem::{alloc, download, fill32, upload};
 use crate::plan::Precision;
 use cluster::ClusterPlan;
-pub use cluster::{ClusterLoops, TimeLoop};
+pub use cluster::{has_reduce_scatter_backward, ClusterLoops, TimeLoop};
 pub use dense::DeviceCellTrainer;
 use launch::{elementwise, f32_at, step_chunk, Arg, Gemm, COLSUM_CHUNK, MAX_SPLITS};
 #[doc(hidden)]
@@ -173,6 +176,8 @@ pub struct DeviceTrainer {
     cluster: ClusterLoops,
     /// Whether the forward may use the register cluster kernel.
     register_loops: bool,
+    /// Whether the cluster backward takes the reduce-scatter kernel.
+    reduce_scatter: bool,
     /// The cluster plans (forward, backward), made at first need.
     cluster_plans: Cell<Option<[Option<ClusterPlan>; 2]>>,
     /// The form of the last forward's and backward's time loop.
@@ -300,6 +305,7 @@ impl DeviceTrainer {
             persistent: true,
             cluster: CLUSTER_DEFAULT,
             register_loops: true,
+            reduce_scatter: false,
             cluster_plans: Cell::new(None),
             loops: Cell::new((TimeLoop::PerStep, TimeLoop::PerStep)),
             sumsq: alloc(1, "squared norm")?,
@@ -456,6 +462,16 @@ impl DeviceTrainer {
         self.cluster_plans.set(None);
     }
 
+    /// Whether the cluster backward of GRU reset-after and the LSTM takes
+    /// the reduce-scatter kernel ([`TimeLoop::ClusterReduce`]: G times fewer
+    /// bytes exchanged per step than the gather, the same products; other
+    /// cells keep their kernel). Default false until a GPU has timed it
+    /// against the gather (docs/gpu-pending.md).
+    pub fn set_reduce_scatter_backward(&mut self, on: bool) {
+        self.reduce_scatter = on;
+        self.cluster_plans.set(None);
+    }
+
     /// The form the last forward's and backward's time loops took.
     pub fn time_loops(&self) -> (TimeLoop, TimeLoop) {
         self.loops.get()
@@ -472,8 +488,9 @@ impl DeviceTrainer {
             None => {
                 let l = self.layout;
                 let p = self.precision;
-                let regs = self.register_loops;
-                let of = |bwd| cluster::plan(&self.gpu, l.cell, l.hidden, self.batch, p, bwd, regs);
+                let (regs, rs) = (self.register_loops, self.reduce_scatter);
+                let of =
+                    |bwd| cluster::plan(&self.gpu, l.cell, l.hidden, self.batch, p, bwd, regs, rs);
                 let plans = if self.gpu.limits().cluster == 0 {
                     [None, None]
                 } else {
