@@ -492,3 +492,19 @@ __device__ __forceinline__ void rc_partials(float (&v)[32], const float (&w)[ROW
         }
     }
 }
+
+// rc_partials for the gates [G0, G0 + GN) of the lane's RC_UPW·G rows
+// (w[ul·G + g]): v[(ul·GN + g - G0)·BCMAX + r] = w[ul·G + g] · h[r] for the
+// batch rows r < nbc, the rest of v zero.
+template <int G, int G0, int GN, int BCMAX>
+__device__ __forceinline__ void rc_partials_gates(float (&v)[32], const float (&w)[RC_UPW * G][8],
+                                                  const float (*h)[RC_K], int nbc, int lane) {
+    float sel[RC_UPW * GN][8];
+#pragma unroll
+    for (int ul = 0; ul < RC_UPW; ++ul)
+#pragma unroll
+        for (int g = 0; g < GN; ++g)
+#pragma unroll
+            for (int i = 0; i < 8; ++i) sel[ul * GN + g][i] = w[ul * G + G0 + g][i];
+    rc_partials<RC_UPW * GN, BCMAX>(v, sel, h, nbc, lane);
+}

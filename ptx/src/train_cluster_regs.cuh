@@ -2,8 +2,7 @@
 // (included by train_cluster.cu).
 //
 // Forward: tr_rcluster16_fwd_{f32,f16}_<cell>, every
-// cell but GRU reset-before, H ≤ RC_K = 256, at most 32 / (2·G) batch rows
-// per cluster. The scheme is recurrent_cluster_regs.cu's (read its header):
+// cell, H ≤ RC_K = 256, at most 32 / (2·G) batch rows per cluster. The scheme is recurrent_cluster_regs.cu's (read its header):
 // warp w of CTA `rank` owns hidden units u0 + 2w, u0 + 2w + 1 and every lane
 // 8 k of their gate rows; one transposing warp reduction per step; every
 // lane computes the cell for one (unit, batch row) item and the item's lanes
@@ -12,8 +11,14 @@
 // h0 and c0 come from slot 0 of hcat / ccat, and lane copy 0 of each item
 // stores the step's cache the backward reads: gates (post-activation), aux
 // (GRU reset-after W_hn·h + b_hn, LSTM tanh c), h into hcat slot t + 1 and the
-// LSTM c into ccat slot t + 1. The cell's formulas and operation order are
-// tc_fwd's (so ts_fwd's); only the product's summation order differs.
+// LSTM c into ccat slot t + 1. GRU reset-before takes two exchanges per
+// step, as tc_fwd and the register generation (generate_cluster_regs.cu):
+// the r and z rows against h_{t-1}, r ⊙ h_{t-1} (as stored, also its aux)
+// to every CTA's rhbuf (one buffer, its own mbarrier, exchange t at step t),
+// then the n rows against it. One buffer suffices: a CTA stores step t+1's
+// r ⊙ h only after the whole h_t, so after every warp's step-t reads of it.
+// The cell's formulas and operation order are tc_fwd's (so ts_fwd's); only
+// the product's summation order differs.
 // Same parameters as tr_cluster16_fwd_* (U = ceil(H/16), BC rows per
 // cluster); shared memory static.
 
@@ -23,9 +28,12 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
     constexpr int G = Cell<C>::G;
     constexpr int BCMAX = RcRows<C>::value;
     constexpr int ROWS = RC_UPW * G;  // weight rows per warp
+    constexpr bool TWO_PHASES = C == GRU_BEFORE;
     __shared__ __align__(16) float hbuf[2][BCMAX][RC_K];
+    __shared__ __align__(16) float rhbuf[TWO_PHASES ? BCMAX : 1][RC_K];
     __shared__ float swap[NWARPS][32];
-    __shared__ __align__(8) unsigned long long mbar[2];
+    // mbarriers: h buffers 0 and 1, r ⊙ h.
+    __shared__ __align__(8) unsigned long long mbar[3];
 
     const RcLane<BCMAX> L(H, U, B, BC);
     const int lane = L.lane, warp = L.warp, nbc = L.nbc, iu = L.iu, ib = L.ib, j = L.j, b = L.b;
@@ -48,14 +56,22 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
 
     // h_{-1} from hcat slot 0; k ≥ H and rows ≥ nbc stay zero.
     for (int i = threadIdx.x; i < 2 * BCMAX * RC_K; i += NTHREADS) (&hbuf[0][0][0])[i] = 0.0f;
+    if (TWO_PHASES)
+        for (int i = threadIdx.x; i < BCMAX * RC_K; i += NTHREADS) (&rhbuf[0][0])[i] = 0.0f;
     __syncthreads();
     for (int i = threadIdx.x; i < nbc * H; i += NTHREADS) {
         const int r = i / H, k = i - r * H;
         hbuf[0][r][k] = to_f(hcat[(size_t)(L.b0 + r) * H + k]);
     }
-    // mbar[s] counts the bytes of h arriving in hbuf[s] (as rec_rcluster).
-    const unsigned bar0 = smem_u32(&mbar[0]);
+    // mbar[s] counts the bytes of h arriving in hbuf[s] (as rec_rcluster),
+    // mbar[2] those of r ⊙ h (reset-before).
+    const unsigned bar0 = smem_u32(&mbar[0]), rbar = smem_u32(&mbar[2]);
     rc_arm(bar0, step_bytes, L.un);
+    if (TWO_PHASES && threadIdx.x == 0 && L.un > 0) {
+        mbar_init(rbar, 1);
+        mbar_init_fence();
+        mbar_expect(rbar, step_bytes);
+    }
     // Input parts (token gather of W_ih (G·H, V) columns, b_ih added) one
     // step ahead, the token two.
     float xc[4] = {0.f, 0.f, 0.f, 0.f}, xn[4] = {0.f, 0.f, 0.f, 0.f};
@@ -85,19 +101,53 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
             for (int g = 0; g < G; ++g) xn[g] = to_f(w_ih[((long long)g * H + j) * V + tok_next]) + bih[g];
             if (t + 2 < T_) tok_after = tok[(long long)(t + 2) * B + b];
         }
+        const long long row = (long long)t * B + b;
         // Partial products of the lane's k slice.
         float v[32];
-        rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
+        float r = 0.0f, z = 0.0f;  // reset-before: phase 1's gates
+        if (TWO_PHASES) {
+            // Phase 1: r and z; r ⊙ h_{t-1} to every CTA.
+            rc_partials_gates<G, 0, 2, BCMAX>(v, w, hbuf[cur], nbc, lane);
+            swap[warp][lane] = warp_transpose_sum(v);
+            __syncwarp();
+            if (valid) {
+                r = sigmoid_f(xc[0] + (swap[warp][(iu * 2) * BCMAX + ib] + bhh[0]));
+                z = sigmoid_f(xc[1] + (swap[warp][(iu * 2 + 1) * BCMAX + ib] + bhh[1]));
+                const float rh = r * hbuf[cur][ib][j];
+                if (copy == 0) aux[row * H + j] = from_f<W>(rh);
+                rc_send(smem_u32(&rhbuf[ib][j]), stored<W>(rh), rbar, copy, copies, ranks);
+            }
+            // The whole r ⊙ h_{t-1} here (exchange t of rbar), armed again
+            // for step t + 1 as the h buffers are.
+            mbar_wait(rbar, (unsigned)t & 1u);
+            if (threadIdx.x == 0) mbar_expect(rbar, step_bytes);
+            __syncwarp();  // the swap row's reads before its rewrite
+            rc_partials_gates<G, 2, 1, BCMAX>(v, w, rhbuf, nbc, lane);
+        } else {
+            rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
+        }
         swap[warp][lane] = warp_transpose_sum(v);
         __syncwarp();
         if (valid) {
             float p[4] = {0.f, 0.f, 0.f, 0.f};
+            if (TWO_PHASES) {
+                p[2] = swap[warp][iu * BCMAX + ib];
+            } else {
 #pragma unroll
-            for (int g = 0; g < G; ++g) p[g] = swap[warp][(iu * G + g) * BCMAX + ib];
+                for (int g = 0; g < G; ++g) p[g] = swap[warp][(iu * G + g) * BCMAX + ib];
+            }
             const float hp = hbuf[cur][ib][j];
-            const long long row = (long long)t * B + b;
             float gv[4], ax = 0.0f;
-            const float h = tc_cell_fwd<C>(xc, p, bhh, hp, &c, gv, &ax);
+            float h;
+            if (TWO_PHASES) {
+                const float n = tanhf(xc[2] + (p[2] + bhh[2]));
+                gv[0] = r;
+                gv[1] = z;
+                gv[2] = n;
+                h = n + z * (hp - n);
+            } else {
+                h = tc_cell_fwd<C>(xc, p, bhh, hp, &c, gv, &ax);
+            }
             // The cache first: the gates need not stay live across the sends.
             if (copy == 0) {
                 W* gr = gates + row * gh;
@@ -276,6 +326,7 @@ __device__ void tc_rbwd(float* dih, float* dhh, const float* dhs, const W* wt, c
 
 TRC_KERNELS(rnn_tanh, RNN_TANH)
 TRC_KERNELS(rnn_relu, RNN_RELU)
+TRC_KERNELS(gru_before, GRU_BEFORE)
 TRC_KERNELS(gru_after, GRU_AFTER)
 TRC_KERNELS(lstm, LSTM)
 // The register backward for the RNN cells only. For GRU and LSTM it passed

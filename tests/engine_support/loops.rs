@@ -148,15 +148,15 @@ pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
     let (f, b) = t.time_loops();
     match loops {
         Loops::Cluster | Loops::ClusterReduce => {
-            // The register loops at H ≤ 256: the forward for every cell but
-            // reset-before, the backward for the RNN cells; required up to
+            // The register loops at H ≤ 256: the forward for every cell, the
+            // backward for the RNN cells; required up to
             // B = 32 (at most 8 clusters, resident at once on an H100),
             // allowed beyond (they then run only where all their clusters
             // are resident).
             let (cell, hidden) = (t.cell(), t.hidden());
             let fits = hidden <= REG_CLUSTER_MAX_HIDDEN;
             let rnn = matches!(cell, CellKind::RnnTanh | CellKind::RnnRelu);
-            let forward = fits && cell != CellKind::GruResetBefore;
+            let forward = fits;
             let reduce = matches!(cell, CellKind::GruResetAfter | CellKind::Lstm);
             if loops == Loops::ClusterReduce && reduce {
                 assert_eq!(b, TimeLoop::ClusterReduce);

@@ -6,8 +6,8 @@
 //! cluster for which every cluster is resident at once
 //! (cuOccupancyMaxActiveClusters), else the most that fit. Both loops
 //! take the register kernels (`tr_rcluster16_{fwd,bwd}_*`, W_hh in
-//! registers, ptx/src/train_cluster_regs.cuh; H ≤ 256, not GRU
-//! reset-before, the backward for the RNN cells only; at most
+//! registers, ptx/src/train_cluster_regs.cuh; H ≤ 256, the forward for
+//! every cell, the backward for the RNN cells only; at most
 //! `reg_cluster_rows` rows per cluster forward and [`reg_bwd_rows`]
 //! backward) first where all their clusters are resident at once, as the
 //! inference planner's `Path::ClusterRegs`. The backward of GRU
@@ -239,14 +239,14 @@ const REG_FWD: [[&str; 5]; 2] = [
     [
         "tr_rcluster16_fwd_f32_rnn_tanh",
         "tr_rcluster16_fwd_f32_rnn_relu",
-        "",
+        "tr_rcluster16_fwd_f32_gru_before",
         "tr_rcluster16_fwd_f32_gru_after",
         "tr_rcluster16_fwd_f32_lstm",
     ],
     [
         "tr_rcluster16_fwd_f16_rnn_tanh",
         "tr_rcluster16_fwd_f16_rnn_relu",
-        "",
+        "tr_rcluster16_fwd_f16_gru_before",
         "tr_rcluster16_fwd_f16_gru_after",
         "tr_rcluster16_fwd_f16_lstm",
     ],

@@ -10,8 +10,8 @@
 //! allowed): thread-block clusters (sm_90, [`ClusterLoops`]; one launch,
 //! the CTAs of a cluster share h or the gate gradients through distributed
 //! shared memory, one mbarrier-counted exchange per step, ptx/src/train_cluster.cu;
-//! where they take the layer, the forward for every cell but GRU
-//! reset-before and the backward for the RNN cells hold W_hh in registers
+//! where they take the layer, the forward for every cell and the backward
+//! for the RNN cells hold W_hh in registers
 //! instead, ptx/src/train_cluster_regs.cuh, [`TimeLoop::ClusterRegs`];
 //! [`DeviceTrainer::set_reduce_scatter_backward`] gives the GRU
 //! reset-after and LSTM backward a reduce-scatter exchange instead of the
