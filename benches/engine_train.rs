@@ -5,7 +5,10 @@
 //! activations, f32 masters and accumulation) from the same parameters
 //! and batches, one after the other; no host wait inside an epoch: the loss and norm
 //! sums are taken once per 8 mini-batches, as the trainer does. Prints the
-//! device operations (launches, copies, fills) per step. `BENCH_CELL=<cell>`
+//! device operations (launches, copies, fills) per step, the wall time of
+//! the forward, backward and clip + Adam, and the main stream's GPU time per
+//! phase of the step (`DeviceTrainer::time_phases`: time-stamped events; the
+//! time loops also per time step). `BENCH_CELL=<cell>`
 //! runs one cell (e.g. `GruResetAfter`, for a profile). Every time-loop
 //! form the device has is timed: thread-block clusters (sm_90), cooperative
 //! persistent kernels, one launch per step, and for GRU reset-after and the
@@ -24,6 +27,7 @@ use recur::core::optim::AdamConfig;
 use recur::core::{CellKind, ModelLayout};
 use recur::engine::{
     has_reduce_scatter_backward, ClusterLoops, DeviceTrainer, Gpu, Precision, TrainOptimizer,
+    STEP_PHASES,
 };
 
 fn main() {
@@ -154,6 +158,29 @@ fn main() {
             fwd_bwd - fwd,
             us - fwd_bwd
         );
+            // The main stream's GPU time per phase (time-stamped events, read
+            // once at the end).
+            let timed = 64;
+            tr.time_phases(timed).unwrap();
+            run(timed / batches.len(), &mut tr);
+            let steps = tr.take_phase_times().unwrap();
+            tr.time_phases(0).unwrap();
+            let mut line = format!(
+                "  {cell:?} {precision:?} [{form}] GPU time per phase (main stream, mean of {} steps):",
+                steps.len()
+            );
+            for (i, name) in STEP_PHASES.iter().enumerate() {
+                let v: Vec<f64> = steps.iter().filter_map(|s| s.phases_us[i]).collect();
+                if v.is_empty() {
+                    continue;
+                }
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                line += &format!(" {name} {mean:.1} us,");
+                if name.ends_with("loop") {
+                    line += &format!(" ({:.3} us per time step),", mean / t as f64);
+                }
+            }
+            println!("{}", line.trim_end_matches(','));
         }
     }
 }

@@ -29,7 +29,7 @@ use recur::core::output::{self, DenseDims};
 use recur::core::{clip, CellKind, ModelLayout, Portable};
 use recur::engine::half::round_f16;
 use recur::engine::{
-    DeviceTrainer, Precision, ProductOperands, TimeLoop, TrainOptimizer, TrainStats,
+    DeviceTrainer, Precision, ProductOperands, TimeLoop, TrainOptimizer, TrainStats, STEP_PHASES,
 };
 use recur::train::backend::BackendSpec;
 use recur::train::config::OptimizerKind;
@@ -486,6 +486,53 @@ fn trajectories_sgd_and_adam_with_clipping() {
     {
         check_trajectory(cell, TrainOptimizer::Sgd, 1.0, 0.05, 300 + k as u64, true);
     }
+}
+
+/// Phase timing records every phase of each step up to its capacity and
+/// nothing after, a phase not run (clip) as none, every other a time.
+#[test]
+fn phase_times_cover_every_phase() {
+    let Some(gpu) = engine_support::gpu() else {
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
+        return;
+    };
+    let (batch, steps, hidden, vocab) = (4, 6, 24, 30);
+    let layout = layout_of(CellKind::GruResetAfter, vocab, hidden);
+    let mut t = DeviceTrainer::new(&gpu, layout, batch, steps, TrainOptimizer::Adam).unwrap();
+    t.upload_params(&engine_support::random_params(&layout, 5))
+        .unwrap();
+    let cfg = AdamConfig::default();
+    assert!(t.take_phase_times().unwrap().is_empty(), "off by default");
+    t.time_phases(2).unwrap();
+    for i in 0..3u64 {
+        let x = engine_support::random_tokens(steps * batch, vocab, 40 + i);
+        let y = engine_support::random_tokens(steps * batch, vocab, 50 + i);
+        t.forward(&x, &y).unwrap();
+        t.backward(false).unwrap();
+        if i != 1 {
+            t.clip(Some(1.0)).unwrap();
+        }
+        t.adam_step(i + 1, &cfg).unwrap();
+    }
+    let times = t.take_phase_times().unwrap();
+    assert_eq!(times.len(), 2, "capacity 2: the third step is not recorded");
+    for (i, s) in times.iter().enumerate() {
+        for (p, v) in s.phases_us.iter().enumerate() {
+            let clip = STEP_PHASES[p] == "clip";
+            if clip && i == 1 {
+                assert_eq!(*v, None, "step 1 has no clip");
+            } else {
+                let v = v.unwrap_or_else(|| panic!("step {i}: no {}", STEP_PHASES[p]));
+                assert!(
+                    v.is_finite() && v >= 0.0,
+                    "step {i}: {} {v}",
+                    STEP_PHASES[p]
+                );
+            }
+        }
+    }
+    // Taken: the timer starts over.
+    assert!(t.take_phase_times().unwrap().is_empty());
 }
 
 /// A batch whose loss is not finite (a NaN carried state) makes the device

@@ -244,17 +244,31 @@ impl Gpu {
 
     /// An event for [`Gpu::fork`] / [`Gpu::join`].
     pub(crate) fn event(&self) -> Result<StreamEvent, Error> {
+        self.event_with(sys::CUevent_flags_enum::CU_EVENT_DISABLE_TIMING as u32)
+    }
+
+    /// An event that keeps the GPU's time stamp, for [`Gpu::elapsed_us`].
+    pub(crate) fn timing_event(&self) -> Result<StreamEvent, Error> {
+        self.event_with(sys::CUevent_flags_enum::CU_EVENT_DEFAULT as u32)
+    }
+
+    fn event_with(&self, flags: u32) -> Result<StreamEvent, Error> {
         self.bind()?;
         let mut ev = std::ptr::null_mut();
         // SAFETY: creates an event into a local (the context is current).
-        let r = unsafe {
-            sys::cuEventCreate(
-                &mut ev,
-                sys::CUevent_flags_enum::CU_EVENT_DISABLE_TIMING as u32,
-            )
-        };
+        let r = unsafe { sys::cuEventCreate(&mut ev, flags) };
         check(r, "creating an event", None, String::new)?;
         Ok(StreamEvent(ev))
+    }
+
+    /// GPU time (µs) from timing event `from` to `to`, both recorded and
+    /// completed (after a synchronize).
+    pub(crate) fn elapsed_us(&self, from: &StreamEvent, to: &StreamEvent) -> Result<f64, Error> {
+        let mut ms = 0.0f32;
+        // SAFETY: live events of this context, written into a local.
+        let r = unsafe { sys::cuEventElapsedTime(&mut ms, from.0, to.0) };
+        check(r, "reading the time between two events", None, String::new)?;
+        Ok(f64::from(ms) * 1e3)
     }
 
     /// Work queued on the side stream from now on starts after everything

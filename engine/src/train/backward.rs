@@ -24,7 +24,8 @@ impl DeviceTrainer {
         // stream's writes of the gradients.
         let queued = self.queue_backward(freeze_bias_hh);
         let joined = self.join_side();
-        queued.and(joined)
+        queued.and(joined)?;
+        self.mark(Mark::BackwardEnd)
     }
 
     /// [`Self::backward`]'s work, some of it left running on the side
@@ -79,7 +80,9 @@ impl DeviceTrainer {
             ldc: h,
             accumulate: false,
         })?;
+        self.mark(Mark::BackwardLoopStart)?;
         self.backward_time_loop()?;
+        self.mark(Mark::BackwardLoopEnd)?;
         // Beside dW_hh's product: the bias gradients and dW_ih's scatter.
         self.beside(|| {
             self.bias_grads(g, freeze_bias_hh)?;

@@ -20,6 +20,7 @@ impl DeviceTrainer {
         self.gpu.bind()?;
         // The last forward's mean (side stream) has read its row losses.
         self.join_side()?;
+        self.mark(Mark::ForwardStart)?;
         let (d_tokens, d_targets) = (addr(&self.tokens), addr(&self.targets));
         self.staging
             .upload(&self.gpu, d_tokens, inputs, d_targets, targets)?;
@@ -30,7 +31,9 @@ impl DeviceTrainer {
         let bh = b * h;
         let w = self.read_weights();
         self.carried_state_in()?;
+        self.mark(Mark::ForwardLoopStart)?;
         self.forward_time_loop(w, d_tokens, v)?;
+        self.mark(Mark::ForwardLoopEnd)?;
         self.carried_state_out()?;
         // logits (T·B, V) = hs · W_dᵀ + b_d
         self.gemm(Gemm {
@@ -76,6 +79,7 @@ impl DeviceTrainer {
                 ],
             )
         })?;
+        self.mark(Mark::ForwardEnd)?;
         self.forward_done = true;
         Ok(())
     }

@@ -62,6 +62,7 @@ mod probe;
 mod staging;
 mod stats;
 mod store;
+mod timing;
 
 use std::cell::Cell;
 
@@ -84,6 +85,8 @@ use staging::TokenRing;
 pub use stats::TrainStats;
 use stats::STATS_WORDS;
 use store::{f16_at, Stored};
+use timing::{Mark, PhaseTimer};
+pub use timing::{StepTimes, STEP_PHASES};
 
 fn addr<T: DeviceCopy>(buf: &DeviceSlice<T>) -> u64 {
     crate::mem::addr(buf)
@@ -198,6 +201,8 @@ pub struct DeviceTrainer {
     dense_input: bool,
     /// Page-locked token staging (before `gpu`: freed in the context).
     staging: TokenRing,
+    /// The phase timer's events, where on (before `gpu`, as `staging`).
+    phase_timer: Option<PhaseTimer>,
     // Last: the context outlives the buffers above.
     gpu: Gpu,
 }
@@ -316,6 +321,7 @@ impl DeviceTrainer {
             ops: Cell::new(0),
             dense_input: dense,
             staging: TokenRing::new(if dense { 1 } else { tb })?,
+            phase_timer: None,
             gpu: gpu.clone(),
         };
         for b in [

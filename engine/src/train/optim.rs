@@ -45,7 +45,8 @@ impl DeviceTrainer {
                 Arg::Ptr(addr(&self.stats)),
                 Arg::I64(self.batches.saturating_sub(1) as i64),
             ],
-        )
+        )?;
+        self.mark(Mark::ClipEnd)
     }
 
     /// Queues `params -= lr · grads`, skipped on the device once a
@@ -68,7 +69,8 @@ impl DeviceTrainer {
                 Arg::I64(n as i64),
                 Arg::Ptr(addr(&self.stats)),
             ],
-        )
+        )?;
+        self.mark(Mark::UpdateEnd)
     }
 
     /// Queues Adam update number `step` (from 1), as recur-core's
@@ -106,6 +108,7 @@ impl DeviceTrainer {
                 Arg::I64(n as i64),
                 Arg::Ptr(addr(&self.stats)),
             ],
-        )
+        )?;
+        self.mark(Mark::UpdateEnd)
     }
 }
