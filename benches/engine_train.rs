@@ -11,8 +11,8 @@
 //! time loops also per time step). `BENCH_CELL=<cell>`
 //! runs one cell (e.g. `GruResetAfter`, for a profile). Every time-loop
 //! form the device has is timed: thread-block clusters (sm_90), cooperative
-//! persistent kernels, one launch per step, and for GRU reset-after and the
-//! LSTM the clusters with the reduce-scatter backward (`cluster-rs`, beside
+//! persistent kernels, one launch per step, and for the GRUs and the LSTM
+//! the clusters with the reduce-scatter backward (`cluster-rs`, beside
 //! `cluster`'s gather); `BENCH_LOOPS=cluster,per-step` (a comma list of
 //! `cluster`, `cluster-rs`, `persistent`, `per-step`) picks some, and
 //! `BENCH_PER_STEP=1` is `BENCH_LOOPS=per-step`. The PyTorch side (nn.GRU / nn.LSTM + Linear +

@@ -508,7 +508,7 @@ fn cluster_backward_send_forms() {
     }
 }
 
-/// The reduce-scatter backward's two piece forms (ptx/src/
+/// The reduce-scatter backward's two piece forms, every cell that has it (ptx/src/
 /// train_cluster_rs.cuh): 16-byte partials where H and the units per CTA
 /// are multiples of 4 (H 128: 16 CTAs of 8; H 248: 16 CTAs of 16, the last
 /// 8, so the walk skips columns past H), single floats otherwise (H 144:
@@ -516,7 +516,11 @@ fn cluster_backward_send_forms() {
 /// per cluster, so that each thread's items cross rows and owners.
 #[test]
 fn cluster_reduce_scatter_forms() {
-    for cell in [CellKind::GruResetAfter, CellKind::Lstm] {
+    for cell in [
+        CellKind::GruResetBefore,
+        CellKind::GruResetAfter,
+        CellKind::Lstm,
+    ] {
         for hidden in [128, 248, 144, 150] {
             check_f32(cell, 64, hidden, 7, 3, 29, Loops::ClusterReduce);
         }

@@ -480,10 +480,12 @@ fn trajectories_sgd_and_adam_with_clipping() {
             false,
         );
     }
-    for (k, cell) in [CellKind::GruResetAfter, CellKind::Lstm]
-        .into_iter()
-        .enumerate()
-    {
+    let reduce = [
+        CellKind::GruResetBefore,
+        CellKind::GruResetAfter,
+        CellKind::Lstm,
+    ];
+    for (k, cell) in reduce.into_iter().enumerate() {
         check_trajectory(cell, TrainOptimizer::Sgd, 1.0, 0.05, 300 + k as u64, true);
     }
 }

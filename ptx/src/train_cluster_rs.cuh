@@ -1,7 +1,7 @@
 // The training backward on clusters with a reduce-scatter exchange
 // (included by train_cluster.cu): tr_cluster{8,16}_bwdrs_{f32,f16}_<cell>
-// for GRU reset-after and the LSTM, the cells with G > 1 gates whose
-// recurrent side is one product.
+// for the GRUs and the LSTM, the cells with G > 1 gates (for the RNN cells
+// the gather moves the same bytes).
 //
 // tc_bwd gathers: every CTA receives the whole dhh_{t+1} (G·H floats per
 // batch row) and multiplies it by its units' columns of W_hh. Here each
@@ -22,6 +22,12 @@
 //     slot `rank` of recv[(i + 1) & 1] of the CTA that owns column k (its
 //     own: a plain store), counted by that CTA's mbarrier;
 //   wait for the other CS − 1 slots.
+// GRU reset-before takes two exchanges per step, as tc_bwd: its cell loop
+// (phase A) gives dz and dn; the n rows' partials Σ_u dn[u]·W_hn[u][k]
+// go out as above into nrecv (one buffer, its own mbarrier) and phase B
+// adds them into d(r ⊙ h) for dr and the direct share; then the r and z
+// rows' partials form the next step's recurrent product. Per row a CTA
+// receives 2·(CS − 1)·un floats instead of tc_bwd's (H − un) + 2·H.
 // Pieces are 16-byte quads where H and U are multiples of 4 (so every
 // CTA's block of columns is whole quads and each store is one st.async.v4),
 // single floats otherwise. An item's piece walks (row, owner, piece of the
@@ -34,8 +40,10 @@
 // ldw = cl_ldw(H), ldu = cl_ldh(U):
 //   W_hh slice  cl_rows_bytes(G·U, H, sizeof(W)) (rows g·un + u)
 //   recv        2 · CS · BC · ldu floats (ping-pong, slot s from rank s)
+//   nrecv       CS · BC · ldu floats (reset-before only)
 //   dloc        BC · G · U floats (this step's own dhh, row-major)
-//   carry       2 · BC · U floats (direct share of dh_{t-1}, LSTM dc)
+//   carry       2 · BC · U floats (direct share of dh_{t-1}; LSTM dc,
+//               reset-before's dh between its phases)
 // Same parameters as tr_cluster*_bwd_*, but `w` is W_hh (G·H, H) as stored.
 
 // Where a product item stands: batch row bl, owner rank q, piece p of q's
@@ -122,11 +130,12 @@ __device__ __forceinline__ void rs_product_send(RsWalk wk, float* nxt, const flo
 template <int C, typename W, int CS>
 __device__ void tc_bwd_rs(float* dih, float* dhh, const float* dhs, const W* w_hh, const W* gates, const W* aux,
                           const W* hcat, const float* ccat, int B, int H, int T_, int U, int BC) {
-    static_assert(C == GRU_AFTER || C == LSTM, "the reduce-scatter backward is for GRU reset-after and LSTM");
+    static_assert(Cell<C>::G > 1, "the reduce-scatter backward is for the GRUs and the LSTM");
     DYNAMIC_SHARED(float4, smem4);
-    // mbarriers: recv buffers 0 and 1.
-    __shared__ __align__(8) unsigned long long bbar[2];
+    // mbarriers: recv buffers 0 and 1, nrecv.
+    __shared__ __align__(8) unsigned long long bbar[3];
     constexpr int G = Cell<C>::G;
+    constexpr bool BEFORE = C == GRU_BEFORE;
     const unsigned rank = cluster_ctarank();
     const int u0 = (int)rank * U;
     const int un = max(0, min(U, H - u0));
@@ -134,28 +143,28 @@ __device__ void tc_bwd_rs(float* dih, float* dhh, const float* dhs, const W* w_h
     const int nbc = max(0, min(BC, B - b0));
     const int GH = G * H;
     const int ldw = cl_ldw(H), ldu = cl_ldh(U);
-    const int nr = G * un, ldd = G * U;
+    // Rows of the step's product: every gate's (reset-before: r and z).
+    const int nr = (BEFORE ? 2 : G) * un, ldd = G * U;
     const bool quads = ((H | U) & 3) == 0;
 
     char* base = reinterpret_cast<char*>(smem4);
     W* wsm = reinterpret_cast<W*>(base);
     float* recv = reinterpret_cast<float*>(base + cl_rows_bytes(G * U, H, sizeof(W)));
-    float* dloc = recv + 2 * CS * BC * ldu;
+    float* nrecv = recv + 2 * CS * BC * ldu;
+    float* dloc = nrecv + (BEFORE ? CS * BC * ldu : 0);
     float* carry = dloc + BC * ldd;
-    float* dcs = carry + BC * U;
+    float* dcs = carry + BC * U;  // reset-before: dh between the phases
 
     cl_load_rows<G, W>(wsm, w_hh, H, H, u0, un, ldw);
-    for (int i = threadIdx.x; i < 2 * CS * BC * ldu; i += NTHREADS) recv[i] = 0.0f;
+    for (int i = threadIdx.x; i < (BEFORE ? 3 : 2) * CS * BC * ldu; i += NTHREADS) recv[i] = 0.0f;
     for (int i = threadIdx.x; i < 2 * BC * U; i += NTHREADS) carry[i] = 0.0f;
     // Bytes per exchange into this CTA: un partials per row from each other CTA.
     const unsigned r_bytes = (unsigned)((CS - 1) * nbc * un) * 4u;
-    const unsigned bar0 = smem_u32(&bbar[0]);
+    const unsigned bar0 = smem_u32(&bbar[0]), nbar = smem_u32(&bbar[2]);
     if (threadIdx.x == 0) {
-        mbar_init(bar0, 1);
-        mbar_init(bar0 + 8, 1);
+        for (int b = 0; b < 3; ++b) mbar_init(smem_u32(&bbar[b]), 1);
         mbar_init_fence();
-        mbar_expect(bar0, r_bytes);
-        mbar_expect(bar0 + 8, r_bytes);
+        for (int b = 0; b < 3; ++b) mbar_expect(smem_u32(&bbar[b]), r_bytes);
     }
     __syncthreads();
     cluster_sync();
@@ -186,15 +195,56 @@ __device__ void tc_bwd_rs(float* dih, float* dhh, const float* dhs, const W* w_h
 #pragma unroll
             for (int s = 0; s < CS; ++s) prod += cur[(s * BC + bl) * ldu + u];
             const float d = (k.d + carry[it]) + prod;
-            float dg[4], dr[4];
-            carry[it] = tc_cell_bwd<C>(d, k.g, k.hp, k.av, k.cp, &dcs[it], dg, dr);
             float* di = dih + row * GH;
             float* dr_ = dhh + row * GH;
+            if (BEFORE) {  // phase A: z, n
+                const float z = k.g[1], n = k.g[2];
+                const float dnp = d * (1.0f - z) * (1.0f - n * n);
+                const float dz = d * (k.hp - n) * z * (1.0f - z);
+                di[H + j] = dz;
+                dr_[H + j] = dz;
+                di[2 * H + j] = dnp;
+                dr_[2 * H + j] = dnp;
+                dloc[bl * ldd + un + u] = dz;
+                dloc[bl * ldd + 2 * un + u] = dnp;
+                dcs[it] = d;
+            } else {
+                float dg[4], dr[4];
+                carry[it] = tc_cell_bwd<C>(d, k.g, k.hp, k.av, k.cp, &dcs[it], dg, dr);
 #pragma unroll
-            for (int q = 0; q < G; ++q) {
-                di[q * H + j] = dg[q];
-                dr_[q * H + j] = dr[q];
-                dloc[bl * ldd + q * un + u] = dr[q];
+                for (int q = 0; q < G; ++q) {
+                    di[q * H + j] = dg[q];
+                    dr_[q * H + j] = dr[q];
+                    dloc[bl * ldd + q * un + u] = dr[q];
+                }
+            }
+        }
+        if (BEFORE) {
+            // The n rows' partials, then phase B: d(r ⊙ h) → dr, the direct share.
+            __syncthreads();  // dloc's dn whole
+            if (quads)
+                rs_product_send<true, W>(pieces0, nrecv, dloc + 2 * un, wsm + 2 * un * ldw, ldw, un, ldd, nbc, BC,
+                                         ldu, H, U, rank, nbar);
+            else
+                rs_product_send<false, W>(pieces0, nrecv, dloc + 2 * un, wsm + 2 * un * ldw, ldw, un, ldd, nbc, BC,
+                                          ldu, H, U, rank, nbar);
+            mbar_wait_rearm(nbar, (unsigned)i & 1u, r_bytes);
+            item = items0;
+            for (int o = threadIdx.x; o < un * nbc; o += NTHREADS, item.next()) {
+                const int u = item.c, bl = item.r, it = bl * un + u, j = u0 + u;
+                const long long row = (long long)t * B + b0 + bl;
+                TcBwdCache k;
+                if (o == (int)threadIdx.x) k = kc;
+                else tc_bwd_load<C, W>(k, dhs, gates, aux, hcat, ccat, row, j, H);
+                float prod = 0.0f;
+#pragma unroll
+                for (int s = 0; s < CS; ++s) prod += nrecv[(s * BC + bl) * ldu + u];
+                const float r = k.g[0], z = k.g[1];
+                const float drr = prod * k.hp * r * (1.0f - r);
+                dih[row * GH + j] = drr;
+                dhh[row * GH + j] = drr;
+                dloc[bl * ldd + u] = drr;
+                carry[it] = dcs[it] * z + prod * r;
             }
         }
         if (t == 0) break;  // dh of the initial state is not needed
@@ -212,8 +262,9 @@ __device__ void tc_bwd_rs(float* dih, float* dhh, const float* dhs, const W* w_h
     cluster_sync();
 }
 
-#define TC_RS_CELLS(CS, SFX, W)                                     \
-    TC_BWD_KERNEL(CS, bwdrs, tc_bwd_rs, gru_after, GRU_AFTER, SFX, W) \
+#define TC_RS_CELLS(CS, SFX, W)                                       \
+    TC_BWD_KERNEL(CS, bwdrs, tc_bwd_rs, gru_before, GRU_BEFORE, SFX, W) \
+    TC_BWD_KERNEL(CS, bwdrs, tc_bwd_rs, gru_after, GRU_AFTER, SFX, W)   \
     TC_BWD_KERNEL(CS, bwdrs, tc_bwd_rs, lstm, LSTM, SFX, W)
 
 TC_RS_CELLS(8, f32, float)

@@ -157,7 +157,7 @@ pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
             let fits = hidden <= REG_CLUSTER_MAX_HIDDEN;
             let rnn = matches!(cell, CellKind::RnnTanh | CellKind::RnnRelu);
             let forward = fits;
-            let reduce = matches!(cell, CellKind::GruResetAfter | CellKind::Lstm);
+            let reduce = cell.gates() > 1;
             if loops == Loops::ClusterReduce && reduce {
                 assert_eq!(b, TimeLoop::ClusterReduce);
             }

@@ -10,8 +10,8 @@
 //! every cell, the backward for the RNN cells only; at most
 //! `reg_cluster_rows` rows per cluster forward and [`reg_bwd_rows`]
 //! backward) first where all their clusters are resident at once, as the
-//! inference planner's `Path::ClusterRegs`. The backward of GRU
-//! reset-after and the LSTM may instead take the reduce-scatter kernel
+//! inference planner's `Path::ClusterRegs`. The backward of the GRUs and
+//! the LSTM may instead take the reduce-scatter kernel
 //! (`tr_cluster*_bwdrs_*`, ptx/src/train_cluster_rs.cuh) where asked
 //! ([`super::DeviceTrainer::set_reduce_scatter_backward`]): G times fewer
 //! bytes exchanged per step, not yet measured on a GPU, so not the default.
@@ -44,7 +44,7 @@ pub enum TimeLoop {
     /// The cluster backward whose exchange is a reduce-scatter: each CTA
     /// sends the others its partial sums of their units' dh (H floats per
     /// batch row in all) instead of its G·un gate gradients to every CTA
-    /// (G·H floats per row); GRU reset-after and LSTM.
+    /// (G·H floats per row); the GRUs and the LSTM.
     ClusterReduce,
     /// One cooperative launch, a grid barrier per step.
     Persistent,
@@ -96,8 +96,8 @@ pub(super) fn fwd_smem(
 
 /// Shared memory (bytes) of `tr_cluster*_bwdrs_*` (layout in
 /// ptx/src/train_cluster_rs.cuh) on clusters of `cluster` CTAs: the CTA's
-/// gate rows of W_hh, two receive buffers of a slot per CTA, the CTA's own
-/// gate gradients and two carries.
+/// gate rows of W_hh, two receive buffers of a slot per CTA (a third for
+/// GRU reset-before's n rows), the CTA's own gate gradients and two carries.
 pub(super) fn bwd_rs_smem(
     cell: CellKind,
     hidden: usize,
@@ -107,7 +107,12 @@ pub(super) fn bwd_rs_smem(
     p: Precision,
 ) -> usize {
     let g = cell.gates();
-    let floats = 2 * cluster * rows * cl_ldh(units) + rows * g * units + 2 * rows * units;
+    let buffers = if cell == CellKind::GruResetBefore {
+        3
+    } else {
+        2
+    };
+    let floats = buffers * cluster * rows * cl_ldh(units) + rows * g * units + 2 * rows * units;
     rows_bytes(g * units, hidden, p) + 4 * floats
 }
 
@@ -172,21 +177,21 @@ const KERNELS: [[[[&str; 5]; 2]; 2]; 2] = [
 ];
 
 /// `[cluster 8, cluster 16][f32, f16]` reduce-scatter backward kernels by
-/// cell (GRU reset-after and LSTM only: for the RNN cells, G = 1, the
-/// gather moves the same bytes; reset-before's backward has two phases).
+/// cell (the GRUs and the LSTM: for the RNN cells, G = 1, the gather moves
+/// the same bytes).
 const REDUCE_SCATTER: [[[&str; 5]; 2]; 2] = [
     [
         [
             "",
             "",
-            "",
+            "tr_cluster8_bwdrs_f32_gru_before",
             "tr_cluster8_bwdrs_f32_gru_after",
             "tr_cluster8_bwdrs_f32_lstm",
         ],
         [
             "",
             "",
-            "",
+            "tr_cluster8_bwdrs_f16_gru_before",
             "tr_cluster8_bwdrs_f16_gru_after",
             "tr_cluster8_bwdrs_f16_lstm",
         ],
@@ -195,14 +200,14 @@ const REDUCE_SCATTER: [[[&str; 5]; 2]; 2] = [
         [
             "",
             "",
-            "",
+            "tr_cluster16_bwdrs_f32_gru_before",
             "tr_cluster16_bwdrs_f32_gru_after",
             "tr_cluster16_bwdrs_f32_lstm",
         ],
         [
             "",
             "",
-            "",
+            "tr_cluster16_bwdrs_f16_gru_before",
             "tr_cluster16_bwdrs_f16_gru_after",
             "tr_cluster16_bwdrs_f16_lstm",
         ],
@@ -214,8 +219,8 @@ pub fn has_reduce_scatter_backward(cell: CellKind) -> bool {
     !REDUCE_SCATTER[0][0][crate::plan::cell_tag(cell)].is_empty()
 }
 
-/// `[forward, backward][f32, f16]` register kernels by cell (none for GRU
-/// reset-before).
+/// `[forward, backward][f32, f16]` register kernels by cell (an empty name:
+/// none).
 const REG: [[[&str; 5]; 2]; 2] = [REG_FWD, REG_BWD];
 /// The register backward for the RNN cells only: for GRU and LSTM it was
 /// no faster than the shared-memory kernel (ptx/src/train_cluster_regs.cuh).
@@ -480,8 +485,13 @@ mod tests {
             bwd_rs_smem(CellKind::Lstm, 150, 19, 3, 8, Precision::F16),
             (76 * 156 * 2usize).div_ceil(16) * 16 + 4 * (2 * 8 * 3 * 20 + 3 * 76 + 2 * 3 * 19)
         );
+        // Reset-before: a third buffer (its n rows' partials).
+        assert_eq!(
+            bwd_rs_smem(CellKind::GruResetBefore, 256, 16, 4, 16, Precision::F32),
+            b + 4 * 1024
+        );
         for cell in CellKind::ALL {
-            let want = matches!(cell, CellKind::GruResetAfter | CellKind::Lstm);
+            let want = cell.gates() > 1;
             assert_eq!(has_reduce_scatter_backward(cell), want, "{cell:?}");
         }
     }

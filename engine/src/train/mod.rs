@@ -13,9 +13,8 @@
 //! where they take the layer, the forward for every cell and the backward
 //! for the RNN cells hold W_hh in registers
 //! instead, ptx/src/train_cluster_regs.cuh, [`TimeLoop::ClusterRegs`];
-//! [`DeviceTrainer::set_reduce_scatter_backward`] gives the GRU
-//! reset-after and LSTM backward a reduce-scatter exchange instead of the
-//! gather, ptx/src/train_cluster_rs.cuh, [`TimeLoop::ClusterReduce`]),
+//! [`DeviceTrainer::set_reduce_scatter_backward`] gives the GRU and LSTM
+//! backward a reduce-scatter exchange instead of the gather, ptx/src/train_cluster_rs.cuh, [`TimeLoop::ClusterReduce`]),
 //! a cooperative persistent kernel (one launch, a grid barrier per step;
 //! not GRU reset-before), or one launch per step (two for GRU
 //! reset-before) with the recurrent product and the cell fused.
@@ -468,8 +467,8 @@ impl DeviceTrainer {
         self.cluster_plans.set(None);
     }
 
-    /// Whether the cluster backward of GRU reset-after and the LSTM takes
-    /// the reduce-scatter kernel ([`TimeLoop::ClusterReduce`]: G times fewer
+    /// Whether the cluster backward of the GRUs and the LSTM takes the
+    /// reduce-scatter kernel ([`TimeLoop::ClusterReduce`]: G times fewer
     /// bytes exchanged per step than the gather, the same products; other
     /// cells keep their kernel). Default false until a GPU has timed it
     /// against the gather (docs/gpu-pending.md).
