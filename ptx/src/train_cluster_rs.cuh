@@ -178,6 +178,26 @@ __device__ void tc_bwd_rs(float* dih, float* dhh, const float* dhs, const W* w_h
     const RowWalk items0((int)threadIdx.x, NTHREADS, max(un, 1));
     const RsWalk pieces0((int)threadIdx.x, NTHREADS, quads ? U / 4 : U, CS);
     if (has_first) tc_bwd_load<C, W>(kc, dhs, gates, aux, hcat, ccat, (long long)(T_ - 1) * B + b0 + fbl, u0 + fu, H);
+    // Item o's cache of row `row`, unit j (the prefetched one for the
+    // thread's first item), and its CS slots of `buf` added in rank order.
+    const auto cache_of = [&](int o, long long row, int j) {
+        TcBwdCache k;
+        if (o == (int)threadIdx.x) k = kc;
+        else tc_bwd_load<C, W>(k, dhs, gates, aux, hcat, ccat, row, j, H);
+        return k;
+    };
+    const auto slots_sum = [&](const float* buf, int bl, int u) {
+        float s = 0.0f;
+#pragma unroll
+        for (int q = 0; q < CS; ++q) s += buf[(q * BC + bl) * ldu + u];
+        return s;
+    };
+    // The partial products of `rows` gate rows (dloc from d, W from w) out
+    // to their owners' slot `rank` of `dst`, counted by their mbarrier `b`.
+    const auto product_send = [&](float* dst, const float* d, const W* w, int rows, unsigned b) {
+        if (quads) rs_product_send<true, W>(pieces0, dst, d, w, ldw, rows, ldd, nbc, BC, ldu, H, U, rank, b);
+        else rs_product_send<false, W>(pieces0, dst, d, w, ldw, rows, ldd, nbc, BC, ldu, H, U, rank, b);
+    };
 
     for (int t = T_ - 1; t >= 0; --t) {
         const int i = T_ - 1 - t;
@@ -188,13 +208,8 @@ __device__ void tc_bwd_rs(float* dih, float* dhh, const float* dhs, const W* w_h
         for (int o = threadIdx.x; o < un * nbc; o += NTHREADS, item.next()) {
             const int u = item.c, bl = item.r, it = bl * un + u, j = u0 + u;
             const long long row = (long long)t * B + b0 + bl;
-            TcBwdCache k;
-            if (o == (int)threadIdx.x) k = kc;
-            else tc_bwd_load<C, W>(k, dhs, gates, aux, hcat, ccat, row, j, H);
-            float prod = 0.0f;
-#pragma unroll
-            for (int s = 0; s < CS; ++s) prod += cur[(s * BC + bl) * ldu + u];
-            const float d = (k.d + carry[it]) + prod;
+            const TcBwdCache k = cache_of(o, row, j);
+            const float d = (k.d + carry[it]) + slots_sum(cur, bl, u);
             float* di = dih + row * GH;
             float* dr_ = dhh + row * GH;
             if (BEFORE) {  // phase A: z, n
@@ -222,23 +237,14 @@ __device__ void tc_bwd_rs(float* dih, float* dhh, const float* dhs, const W* w_h
         if (BEFORE) {
             // The n rows' partials, then phase B: d(r ⊙ h) → dr, the direct share.
             __syncthreads();  // dloc's dn whole
-            if (quads)
-                rs_product_send<true, W>(pieces0, nrecv, dloc + 2 * un, wsm + 2 * un * ldw, ldw, un, ldd, nbc, BC,
-                                         ldu, H, U, rank, nbar);
-            else
-                rs_product_send<false, W>(pieces0, nrecv, dloc + 2 * un, wsm + 2 * un * ldw, ldw, un, ldd, nbc, BC,
-                                          ldu, H, U, rank, nbar);
+            product_send(nrecv, dloc + 2 * un, wsm + 2 * un * ldw, un, nbar);
             mbar_wait_rearm(nbar, (unsigned)i & 1u, r_bytes);
             item = items0;
             for (int o = threadIdx.x; o < un * nbc; o += NTHREADS, item.next()) {
                 const int u = item.c, bl = item.r, it = bl * un + u, j = u0 + u;
                 const long long row = (long long)t * B + b0 + bl;
-                TcBwdCache k;
-                if (o == (int)threadIdx.x) k = kc;
-                else tc_bwd_load<C, W>(k, dhs, gates, aux, hcat, ccat, row, j, H);
-                float prod = 0.0f;
-#pragma unroll
-                for (int s = 0; s < CS; ++s) prod += nrecv[(s * BC + bl) * ldu + u];
+                const TcBwdCache k = cache_of(o, row, j);
+                const float prod = slots_sum(nrecv, bl, u);
                 const float r = k.g[0], z = k.g[1];
                 const float drr = prod * k.hp * r * (1.0f - r);
                 dih[row * GH + j] = drr;
@@ -249,8 +255,7 @@ __device__ void tc_bwd_rs(float* dih, float* dhh, const float* dhs, const W* w_h
         }
         if (t == 0) break;  // dh of the initial state is not needed
         __syncthreads();    // dloc whole
-        if (quads) rs_product_send<true, W>(pieces0, nxt, dloc, wsm, ldw, nr, ldd, nbc, BC, ldu, H, U, rank, bar);
-        else rs_product_send<false, W>(pieces0, nxt, dloc, wsm, ldw, nr, ldd, nbc, BC, ldu, H, U, rank, bar);
+        product_send(nxt, dloc, wsm, nr, bar);
         // The next step's cache, in flight during the wait.
         if (has_first)
             tc_bwd_load<C, W>(kc, dhs, gates, aux, hcat, ccat, (long long)(t - 1) * B + b0 + fbl, u0 + fu, H);
