@@ -17,7 +17,10 @@
 //! `cluster`, `cluster-rs`, `persistent`, `per-step`) picks some, and
 //! `BENCH_PER_STEP=1` is `BENCH_LOOPS=per-step`. The PyTorch side (nn.GRU / nn.LSTM + Linear +
 //! CrossEntropy + Adam, same shapes, same GPU) is
-//! benches/engine_train_torch.py.
+//! benches/engine_train_torch.py. `BENCH_SMOKE=1` runs every line at a
+//! small shape (B 8, H 64, V 40, T 6) for a few steps: not a measurement,
+//! a check that the bench runs (CI runs it on the CPU emulator, so that a
+//! GPU session does not find a panic).
 
 use std::time::Instant;
 
@@ -40,7 +43,14 @@ fn main() {
         Err(e) => panic!("opening the GPU: {e}"),
     };
     println!("{}", gpu.name());
-    let (b, h, v, t) = (32, 256, 1027, 35);
+    let smoke = std::env::var("BENCH_SMOKE").is_ok_and(|v| v == "1");
+    let (b, h, v, t) = if smoke {
+        (8, 64, 40, 6)
+    } else {
+        (32, 256, 1027, 35)
+    };
+    // Epochs of 8 mini-batches: warm-up, timed; steps with phase timing.
+    let (warm, epochs, timed) = if smoke { (1, 1, 8) } else { (2, 25, 64) };
     let mut rng = StdRng::seed_from_u64(1);
     // `BENCH_CELL=GruResetAfter` (a CellKind's name) runs that cell only (profiles).
     let only = std::env::var("BENCH_CELL").ok();
@@ -123,9 +133,8 @@ fn main() {
                 }
                 loss
             };
-            run(2, &mut tr);
+            run(warm, &mut tr);
             let ops_before = tr.device_ops();
-            let epochs = 25;
             let n = epochs * batches.len();
             let start = Instant::now();
             let loss = run(epochs, &mut tr);
@@ -160,27 +169,31 @@ fn main() {
         );
             // The main stream's GPU time per phase (time-stamped events, read
             // once at the end).
-            let timed = 64;
             tr.time_phases(timed).unwrap();
             run(timed / batches.len(), &mut tr);
             let steps = tr.take_phase_times().unwrap();
             tr.time_phases(0).unwrap();
-            let mut line = format!(
-                "  {cell:?} {precision:?} [{form}] GPU time per phase (main stream, mean of {} steps):",
-                steps.len()
-            );
+            let mut parts = Vec::new();
             for (i, name) in STEP_PHASES.iter().enumerate() {
                 let v: Vec<f64> = steps.iter().filter_map(|s| s.phases_us[i]).collect();
                 if v.is_empty() {
                     continue;
                 }
                 let mean = v.iter().sum::<f64>() / v.len() as f64;
-                line += &format!(" {name} {mean:.1} us,");
-                if name.ends_with("loop") {
-                    line += &format!(" ({:.3} us per time step),", mean / t as f64);
-                }
+                parts.push(if name.ends_with("loop") {
+                    format!(
+                        "{name} {mean:.1} us ({:.3} us per time step)",
+                        mean / t as f64
+                    )
+                } else {
+                    format!("{name} {mean:.1} us")
+                });
             }
-            println!("{}", line.trim_end_matches(','));
+            println!(
+                "  {cell:?} {precision:?} [{form}] GPU time per phase (main stream, mean of {} steps): {}",
+                steps.len(),
+                parts.join(", ")
+            );
         }
     }
 }

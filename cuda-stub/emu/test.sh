@@ -29,16 +29,7 @@ args=()
 for t in $targets; do args+=(--test "$t"); done
 # The binaries cargo builds for these targets, from its JSON messages.
 mapfile -t bins < <(cargo test --workspace --release --no-run "${args[@]}" --message-format=json |
-  python3 -c '
-import json, sys
-for line in sys.stdin:
-    try:
-        m = json.loads(line)
-    except ValueError:
-        continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-        print(m["executable"])
-')
+  python3 cuda-stub/emu/executables.py)
 if ((${#bins[@]} == 0)); then
   echo "no test binaries built (cargo test --workspace --release --no-run ${args[*]})" >&2
   exit 1
