@@ -17,7 +17,9 @@ use proptest::prelude::*;
 use recur::core::cell::{self, Input, SeqDims};
 use recur::core::{CellDims, CellGrads, CellKind, CellParams, Portable};
 use recur::engine::half::round_f16;
-use recur::engine::{DeviceCellTrainer, Error, Precision, TrainOptimizer};
+use recur::engine::{
+    has_reduce_scatter_backward, DeviceCellTrainer, Error, Precision, TrainOptimizer,
+};
 
 /// Straight to stderr: the harness captures eprintln!, and a skipped GPU
 /// test must say so in CI's log.
@@ -516,11 +518,10 @@ fn cluster_backward_send_forms() {
 /// per cluster, so that each thread's items cross rows and owners.
 #[test]
 fn cluster_reduce_scatter_forms() {
-    for cell in [
-        CellKind::GruResetBefore,
-        CellKind::GruResetAfter,
-        CellKind::Lstm,
-    ] {
+    for cell in CellKind::ALL
+        .into_iter()
+        .filter(|&c| has_reduce_scatter_backward(c))
+    {
         for hidden in [128, 248, 144, 150] {
             check_f32(cell, 64, hidden, 7, 3, 29, Loops::ClusterReduce);
         }

@@ -29,7 +29,8 @@ use recur::core::output::{self, DenseDims};
 use recur::core::{clip, CellKind, ModelLayout, Portable};
 use recur::engine::half::round_f16;
 use recur::engine::{
-    DeviceTrainer, Precision, ProductOperands, TimeLoop, TrainOptimizer, TrainStats, STEP_PHASES,
+    has_reduce_scatter_backward, DeviceTrainer, Precision, ProductOperands, TimeLoop,
+    TrainOptimizer, TrainStats, STEP_PHASES,
 };
 use recur::train::backend::BackendSpec;
 use recur::train::config::OptimizerKind;
@@ -480,12 +481,10 @@ fn trajectories_sgd_and_adam_with_clipping() {
             false,
         );
     }
-    let reduce = [
-        CellKind::GruResetBefore,
-        CellKind::GruResetAfter,
-        CellKind::Lstm,
-    ];
-    for (k, cell) in reduce.into_iter().enumerate() {
+    let reduce = CELLS
+        .into_iter()
+        .filter(|&c| has_reduce_scatter_backward(c));
+    for (k, cell) in reduce.enumerate() {
         check_trajectory(cell, TrainOptimizer::Sgd, 1.0, 0.05, 300 + k as u64, true);
     }
 }

@@ -171,12 +171,12 @@ __device__ void tc_bwd_rs(float* dih, float* dhh, const float* dhs, const W* w_h
 
     // This thread's first item (o = threadIdx.x), if any, and its cache of
     // the step about to run (loaded before each wait, as tc_bwd).
-    const bool has_first = (int)threadIdx.x < un * nbc;
-    const int fu = has_first ? (int)threadIdx.x % un : 0, fbl = has_first ? (int)threadIdx.x / un : 0;
-    TcBwdCache kc;
     // The walks of this thread's cell items (unit, row) and product items.
     const RowWalk items0((int)threadIdx.x, NTHREADS, max(un, 1));
     const RsWalk pieces0((int)threadIdx.x, NTHREADS, quads ? U / 4 : U, CS);
+    const bool has_first = (int)threadIdx.x < un * nbc;
+    const int fu = items0.c, fbl = items0.r;
+    TcBwdCache kc;
     if (has_first) tc_bwd_load<C, W>(kc, dhs, gates, aux, hcat, ccat, (long long)(T_ - 1) * B + b0 + fbl, u0 + fu, H);
     // Item o's cache of row `row`, unit j (the prefetched one for the
     // thread's first item), and its CS slots of `buf` added in rank order.

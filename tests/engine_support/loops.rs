@@ -6,8 +6,8 @@ use std::io::Write as _;
 use proptest::prelude::*;
 use recur::core::CellKind;
 use recur::engine::{
-    every_cta_owns_a_unit, ClusterLoops, DeviceCellTrainer, DeviceTrainer, Gpu, TimeLoop,
-    REG_CLUSTER_MAX_HIDDEN,
+    every_cta_owns_a_unit, has_reduce_scatter_backward, ClusterLoops, DeviceCellTrainer,
+    DeviceTrainer, Gpu, TimeLoop, REG_CLUSTER_MAX_HIDDEN,
 };
 
 /// What a test sets and reads of a trainer's time loops.
@@ -156,15 +156,13 @@ pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
             let (cell, hidden) = (t.cell(), t.hidden());
             let fits = hidden <= REG_CLUSTER_MAX_HIDDEN;
             let rnn = matches!(cell, CellKind::RnnTanh | CellKind::RnnRelu);
-            let forward = fits;
-            let reduce = cell.gates() > 1;
-            if loops == Loops::ClusterReduce && reduce {
+            let mut checks = vec![(f, fits)];
+            if loops == Loops::ClusterReduce && has_reduce_scatter_backward(cell) {
                 assert_eq!(b, TimeLoop::ClusterReduce);
+            } else {
+                checks.push((b, fits && rnn));
             }
-            for (form, regs) in [(f, forward), (b, fits && rnn)] {
-                if form == TimeLoop::ClusterReduce && loops == Loops::ClusterReduce {
-                    continue; // checked above
-                }
+            for (form, regs) in checks {
                 if !regs {
                     assert_eq!(form, TimeLoop::Cluster);
                 } else if t.batch() <= 32 {

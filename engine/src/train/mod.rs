@@ -11,10 +11,11 @@
 //! the CTAs of a cluster share h or the gate gradients through distributed
 //! shared memory, one mbarrier-counted exchange per step, ptx/src/train_cluster.cu;
 //! where they take the layer, the forward for every cell and the backward
-//! for the RNN cells hold W_hh in registers
-//! instead, ptx/src/train_cluster_regs.cuh, [`TimeLoop::ClusterRegs`];
+//! for the RNN cells hold W_hh in registers instead,
+//! ptx/src/train_cluster_regs.cuh, [`TimeLoop::ClusterRegs`];
 //! [`DeviceTrainer::set_reduce_scatter_backward`] gives the GRU and LSTM
-//! backward a reduce-scatter exchange instead of the gather, ptx/src/train_cluster_rs.cuh, [`TimeLoop::ClusterReduce`]),
+//! backward a reduce-scatter exchange instead of the gather,
+//! ptx/src/train_cluster_rs.cuh, [`TimeLoop::ClusterReduce`]),
 //! a cooperative persistent kernel (one launch, a grid barrier per step;
 //! not GRU reset-before), or one launch per step (two for GRU
 //! reset-before) with the recurrent product and the cell fused.

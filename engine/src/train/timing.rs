@@ -49,7 +49,8 @@ pub struct StepTimes {
 /// Time-stamped events of up to `capacity` steps (the first ones after
 /// the timer was made or last taken).
 pub(super) struct PhaseTimer {
-    events: Vec<[StreamEvent; MARKS]>,
+    /// Step s's mark m at s·MARKS + m.
+    events: Vec<StreamEvent>,
     /// Marks recorded per step (bit m: mark m).
     recorded: Vec<Cell<u16>>,
     /// Steps opened so far (the current one is `opened − 1`).
@@ -61,17 +62,9 @@ pub(super) struct PhaseTimer {
 
 impl PhaseTimer {
     pub(super) fn new(gpu: &Gpu, capacity: usize) -> Result<PhaseTimer, Error> {
-        let mut events = Vec::with_capacity(capacity);
-        for _ in 0..capacity {
-            let mut step = Vec::with_capacity(MARKS);
-            for _ in 0..MARKS {
-                step.push(gpu.timing_event()?);
-            }
-            events.push(
-                step.try_into()
-                    .unwrap_or_else(|_| unreachable!("MARKS events")),
-            );
-        }
+        let events = (0..capacity * MARKS)
+            .map(|_| gpu.timing_event())
+            .collect::<Result<_, _>>()?;
         Ok(PhaseTimer {
             recorded: (0..capacity).map(|_| Cell::new(0)).collect(),
             events,
@@ -85,7 +78,7 @@ impl PhaseTimer {
     /// before the first).
     pub(super) fn mark(&self, gpu: &Gpu, mark: Mark) -> Result<(), Error> {
         if mark == Mark::ForwardStart {
-            if self.opened.get() == self.events.len() {
+            if self.opened.get() == self.recorded.len() {
                 self.full.set(true);
             } else {
                 self.opened.set(self.opened.get() + 1);
@@ -98,7 +91,7 @@ impl PhaseTimer {
             return Ok(());
         };
         let m = mark as usize;
-        gpu.record(&self.events[step][m], Lane::Main)?;
+        gpu.record(&self.events[step * MARKS + m], Lane::Main)?;
         let bits = &self.recorded[step];
         bits.set(bits.get() | 1 << m);
         Ok(())
@@ -116,7 +109,7 @@ impl PhaseTimer {
                     continue;
                 }
                 if let Some(from) = last {
-                    let ev = &self.events[step];
+                    let ev = &self.events[step * MARKS..];
                     phases_us[m - 1] = Some(gpu.elapsed_us(&ev[from], &ev[m])?);
                 }
                 last = Some(m);
