@@ -8,8 +8,10 @@
 //! (benches/engine_cell_train_torch.py: nn.LSTM forward + backward, same
 //! shapes, same GPU). Timed over whole iterations with a host wait only
 //! at the end; prints the time-loop forms taken and the device operations
-//! per iteration. `BENCH_CELL_SHAPE=H,I,B,T` overrides the shape; prints
-//! `skipped: no CUDA device` without a GPU.
+//! per iteration. `BENCH_CELL_SHAPE=H,I,B,T` overrides the shape;
+//! `BENCH_SMOKE=1` takes a small one (64,48,8,12) where it is not given:
+//! not a measurement, a check that the bench runs (CI runs it on the CPU
+//! emulator). Prints `skipped: no CUDA device` without a GPU.
 
 use std::time::Instant;
 
@@ -32,7 +34,13 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
         .filter(|v: &Vec<usize>| v.len() == 4)
-        .unwrap_or_else(|| vec![768, 768, 16, 1024]);
+        .unwrap_or_else(|| {
+            if std::env::var("BENCH_SMOKE").is_ok_and(|v| v == "1") {
+                vec![64, 48, 8, 12]
+            } else {
+                vec![768, 768, 16, 1024]
+            }
+        });
     let (h, i, b, t) = (shape[0], shape[1], shape[2], shape[3]);
     for precision in [Precision::F16, Precision::F32] {
         if let Err(e) = bench(&gpu, h, i, b, t, precision) {

@@ -13,6 +13,12 @@
 //! µs per step for each configuration, and a sweep of units per block for
 //! the d2l GRU (to tune the planner's default), the LSTM H 768's with the
 //! tensor-core kernel's grid barrier and with its flagged h exchange.
+//!
+//! `BENCH_SMOKE=1` runs every summary line at small shapes (d2l's as B 8,
+//! H 64, V 40, T 6; the LSTM as H 64, I 48, B 8, T 12), once each and
+//! without criterion: not a measurement, a check that the bench runs (CI
+//! runs it on the CPU emulator, so that a GPU session does not find a
+//! panic).
 
 use std::time::{Duration, Instant};
 
@@ -27,8 +33,57 @@ fn random(n: usize, k: f32, seed: u64) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-k..k)).collect()
 }
 
-fn d2l_setup(gpu: &Gpu, cell: CellKind, precision: Precision) -> (DeviceModel, SeqBuffers) {
-    let (b, h, v, t) = (32, 256, 1027, 35);
+/// The bench's shapes and run counts: the published ones, or small ones
+/// for `BENCH_SMOKE=1`.
+#[derive(Clone, Copy)]
+struct Scale {
+    smoke: bool,
+    /// d2l's model: batch, hidden, vocabulary, time steps.
+    d2l: (usize, usize, usize, usize),
+    /// The dense LSTM: hidden, input, batch, time steps.
+    lstm: (usize, usize, usize, usize),
+}
+
+impl Scale {
+    fn from_env() -> Self {
+        if std::env::var("BENCH_SMOKE").is_ok_and(|v| v == "1") {
+            Scale {
+                smoke: true,
+                d2l: (8, 64, 40, 6),
+                lstm: (64, 48, 8, 12),
+            }
+        } else {
+            Scale {
+                smoke: false,
+                d2l: (32, 256, 1027, 35),
+                lstm: (768, 768, 16, 1024),
+            }
+        }
+    }
+
+    /// Timed runs: `n`, or one in a smoke run.
+    fn runs(self, n: usize) -> usize {
+        if self.smoke {
+            1
+        } else {
+            n
+        }
+    }
+
+    /// d2l's shape as the summary lines name it.
+    fn d2l_label(self) -> String {
+        let (b, h, v, t) = self.d2l;
+        format!("B={b} H={h} V={v} T={t}")
+    }
+}
+
+fn d2l_setup(
+    gpu: &Gpu,
+    scale: Scale,
+    cell: CellKind,
+    precision: Precision,
+) -> (DeviceModel, SeqBuffers) {
+    let (b, h, v, t) = scale.d2l;
     let layout = ModelLayout {
         cell,
         vocab: v,
@@ -44,8 +99,8 @@ fn d2l_setup(gpu: &Gpu, cell: CellKind, precision: Precision) -> (DeviceModel, S
     (model, bufs)
 }
 
-fn lstm_setup(gpu: &Gpu) -> (DeviceModel, SeqBuffers) {
-    let (b, h, i, t) = (16, 768, 768, 1024);
+fn lstm_setup(gpu: &Gpu, scale: Scale) -> (DeviceModel, SeqBuffers) {
+    let (h, i, b, t) = scale.lstm;
     let dims = CellDims {
         cell: CellKind::Lstm,
         input: i,
@@ -64,9 +119,11 @@ fn lstm_setup(gpu: &Gpu) -> (DeviceModel, SeqBuffers) {
     (model, bufs)
 }
 
-/// Mean wall time of `f` (queued and waited for) over `runs`, after warm-up.
-fn time_it(gpu: &Gpu, runs: usize, mut f: impl FnMut()) -> Duration {
-    for _ in 0..5 {
+/// Mean wall time of `f` (queued and waited for) over `runs`, after warm-up
+/// (one run in a smoke run).
+fn time_it(gpu: &Gpu, scale: Scale, runs: usize, mut f: impl FnMut()) -> Duration {
+    let runs = scale.runs(runs);
+    for _ in 0..scale.runs(5) {
         f();
     }
     gpu.synchronize().unwrap();
@@ -95,9 +152,15 @@ fn main() {
         Err(e) => panic!("{e}"),
     };
     println!("device: {}  {:?}", gpu.name(), gpu.limits());
+    let scale = Scale::from_env();
+    let (d2l_b, _, _, d2l_t) = scale.d2l;
+    let (lstm_h, lstm_i, lstm_b, lstm_t) = scale.lstm;
+    let d2l_steps = d2l_t as f64;
+    let lstm_steps = lstm_t as f64;
+    let rounds = scale.runs(2000);
     for blocks in [8, 32, 64, 96, 128, 132] {
-        let us = gpu.time_grid_barrier(blocks, 2000).unwrap();
-        let flip = gpu.time_grid_barrier_flip(blocks, 2000).unwrap();
+        let us = gpu.time_grid_barrier(blocks, rounds).unwrap();
+        let flip = gpu.time_grid_barrier_flip(blocks, rounds).unwrap();
         println!("grid barrier, {blocks} blocks: {us:.3} us (one-word flip barrier: {flip:.3} us)");
     }
     let mut c = Criterion::default()
@@ -109,25 +172,28 @@ fn main() {
     let mut summary = Vec::new();
     for precision in [Precision::F32, Precision::F16] {
         for cell in CellKind::ALL {
-            let (model, mut bufs) = d2l_setup(&gpu, cell, precision);
-            let plan = model.plan(32, PlanOptions::default()).unwrap();
+            let (model, mut bufs) = d2l_setup(&gpu, scale, cell, precision);
+            let plan = model.plan(d2l_b, PlanOptions::default()).unwrap();
             let name = format!("d2l_layer/{}/{}", cell.name(), prec_name(precision));
-            c.bench_function(&name, |bch| {
-                bch.iter(|| {
-                    model.forward(&mut bufs, PlanOptions::default()).unwrap();
-                    gpu.synchronize().unwrap();
-                })
-            });
-            let layer = time_it(&gpu, 200, || {
+            if !scale.smoke {
+                c.bench_function(&name, |bch| {
+                    bch.iter(|| {
+                        model.forward(&mut bufs, PlanOptions::default()).unwrap();
+                        gpu.synchronize().unwrap();
+                    })
+                });
+            }
+            let layer = time_it(&gpu, scale, 200, || {
                 model.forward(&mut bufs, PlanOptions::default()).unwrap();
             });
-            let full = time_it(&gpu, 200, || {
+            let full = time_it(&gpu, scale, 200, || {
                 model.forward(&mut bufs, PlanOptions::default()).unwrap();
                 model.output_loss(&mut bufs).unwrap();
             });
-            let per_step = |d: Duration| d.as_secs_f64() * 1e6 / 35.0;
+            let per_step = |d: Duration| d.as_secs_f64() * 1e6 / d2l_steps;
             summary.push(format!(
-                "d2l B=32 H=256 V=1027 T=35 {:<16} {}: layer {:.3} us/step, layer+output+loss {:.3} us/step  ({:?} units={} blocks={} cluster={} rows={})",
+                "d2l {} {:<16} {}: layer {:.3} us/step, layer+output+loss {:.3} us/step  ({:?} units={} blocks={} cluster={} rows={})",
+                scale.d2l_label(),
                 cell.name(),
                 prec_name(precision),
                 per_step(layer),
@@ -141,31 +207,34 @@ fn main() {
         }
     }
 
-    let (model, mut bufs) = lstm_setup(&gpu);
-    let plan = model.plan(16, PlanOptions::default()).unwrap();
-    c.bench_function("lstm_h768_b16_t1024/f16", |bch| {
-        bch.iter(|| {
-            model.forward(&mut bufs, PlanOptions::default()).unwrap();
-            gpu.synchronize().unwrap();
-        })
-    });
-    let d = time_it(&gpu, 20, || {
+    let (model, mut bufs) = lstm_setup(&gpu, scale);
+    let plan = model.plan(lstm_b, PlanOptions::default()).unwrap();
+    if !scale.smoke {
+        c.bench_function("lstm_h768_b16_t1024/f16", |bch| {
+            bch.iter(|| {
+                model.forward(&mut bufs, PlanOptions::default()).unwrap();
+                gpu.synchronize().unwrap();
+            })
+        });
+    }
+    let d = time_it(&gpu, scale, 20, || {
         model.forward(&mut bufs, PlanOptions::default()).unwrap();
     });
     summary.push(format!(
-        "lstm H=768 I=768 B=16 T=1024 f16 dense input: {:.3} us/step ({:?} units={} blocks={})",
-        d.as_secs_f64() * 1e6 / 1024.0,
+        "lstm H={lstm_h} I={lstm_i} B={lstm_b} T={lstm_t} f16 dense input: {:.3} us/step ({:?} units={} blocks={})",
+        d.as_secs_f64() * 1e6 / lstm_steps,
         plan.path,
         plan.units,
         plan.blocks
     ));
-    let proj = time_it(&gpu, 20, || {
+    let proj = time_it(&gpu, scale, 20, || {
         model.input_projection(&mut bufs).unwrap();
     });
+    let (m, n, k) = (lstm_t * lstm_b, 4 * lstm_h, lstm_i);
     summary.push(format!(
-        "  of which the input product (16384x3072x768 f16 GEMM): {:.3} us/step, {:.0} TFLOP/s",
-        proj.as_secs_f64() * 1e6 / 1024.0,
-        2.0 * 16384.0 * 3072.0 * 768.0 / proj.as_secs_f64() / 1e12
+        "  of which the input product ({m}x{n}x{k} f16 GEMM): {:.3} us/step, {:.0} TFLOP/s",
+        proj.as_secs_f64() * 1e6 / lstm_steps,
+        2.0 * (m * n * k) as f64 / proj.as_secs_f64() / 1e12
     ));
     for units in [8, 16, 32] {
         let opts = PlanOptions {
@@ -173,20 +242,20 @@ fn main() {
             units: Some(units),
             ..PlanOptions::default()
         };
-        if model.plan(16, opts).is_ok() {
-            let d = time_it(&gpu, 10, || {
+        if model.plan(lstm_b, opts).is_ok() {
+            let d = time_it(&gpu, scale, 10, || {
                 model.forward(&mut bufs, opts).unwrap();
             });
             summary.push(format!(
                 "  lstm f16 mma units={units}: {:.3} us/step",
-                d.as_secs_f64() * 1e6 / 1024.0
+                d.as_secs_f64() * 1e6 / lstm_steps
             ));
         }
     }
 
     // Units-per-block sweep for the d2l GRU (planner tuning).
     for precision in [Precision::F32, Precision::F16] {
-        let (model, mut bufs) = d2l_setup(&gpu, CellKind::GruResetAfter, precision);
+        let (model, mut bufs) = d2l_setup(&gpu, scale, CellKind::GruResetAfter, precision);
         let paths: &[(Path, &[usize])] = match precision {
             Precision::F32 => &[
                 (Path::PersistentSimt, &[1, 2, 3, 4, 5]),
@@ -205,16 +274,16 @@ fn main() {
                     units: Some(u),
                     ..PlanOptions::default()
                 };
-                if model.plan(32, opts).is_err() {
+                if model.plan(d2l_b, opts).is_err() {
                     continue;
                 }
-                let d = time_it(&gpu, 100, || {
+                let d = time_it(&gpu, scale, 100, || {
                     model.forward(&mut bufs, opts).unwrap();
                 });
                 summary.push(format!(
                     "  sweep d2l gru-reset-after {} {path:?} units={u}: {:.3} us/step",
                     prec_name(precision),
-                    d.as_secs_f64() * 1e6 / 35.0
+                    d.as_secs_f64() * 1e6 / d2l_steps
                 ));
             }
         }
@@ -224,7 +293,7 @@ fn main() {
     if gpu.limits().cluster > 0 {
         for precision in [Precision::F32, Precision::F16] {
             for cell in [CellKind::GruResetAfter, CellKind::Lstm] {
-                let (model, mut bufs) = d2l_setup(&gpu, cell, precision);
+                let (model, mut bufs) = d2l_setup(&gpu, scale, cell, precision);
                 for (path, cluster) in [
                     (Path::Cluster, 8),
                     (Path::Cluster, 16),
@@ -237,10 +306,10 @@ fn main() {
                             rows: Some(rows),
                             ..PlanOptions::default()
                         };
-                        let Ok(plan) = model.plan(32, opts) else {
+                        let Ok(plan) = model.plan(d2l_b, opts) else {
                             continue;
                         };
-                        let d = time_it(&gpu, 100, || {
+                        let d = time_it(&gpu, scale, 100, || {
                             model.forward(&mut bufs, opts).unwrap();
                         });
                         summary.push(format!(
@@ -248,7 +317,7 @@ fn main() {
                             cell.name(),
                             prec_name(precision),
                             plan.blocks,
-                            d.as_secs_f64() * 1e6 / 35.0
+                            d.as_secs_f64() * 1e6 / d2l_steps
                         ));
                     }
                 }
@@ -258,23 +327,24 @@ fn main() {
     // Last, because a failing kernel can leave the context unusable: the
     // tensor-core kernel with flagged h words instead of the grid barrier
     // (forced only until it has run on a GPU), beside the barrier lines above.
-    let (lstm, mut lstm_bufs) = lstm_setup(&gpu);
-    let (gru, mut gru_bufs) = d2l_setup(&gpu, CellKind::GruResetAfter, Precision::F16);
+    let (lstm, mut lstm_bufs) = lstm_setup(&gpu, scale);
+    let (gru, mut gru_bufs) = d2l_setup(&gpu, scale, CellKind::GruResetAfter, Precision::F16);
+    let lstm_label = format!("lstm H={lstm_h} B={lstm_b}");
     let flagged = [
         (
-            "lstm H=768 B=16",
+            lstm_label.as_str(),
             &lstm,
             &mut lstm_bufs,
-            16,
-            1024.0,
+            lstm_b,
+            lstm_steps,
             &[8, 16, 32][..],
         ),
         (
             "d2l gru-reset-after f16",
             &gru,
             &mut gru_bufs,
-            32,
-            35.0,
+            d2l_b,
+            d2l_steps,
             &[4, 8, 16, 32][..],
         ),
     ];
@@ -295,7 +365,7 @@ fn main() {
                 ));
                 break 'flagged;
             }
-            let d = time_it(&gpu, 10, || {
+            let d = time_it(&gpu, scale, 10, || {
                 model.forward(bufs, opts).unwrap();
             });
             summary.push(format!(

@@ -2,7 +2,10 @@
 //! d2l's model (H 256, vocabulary 1,027): prefix of 10 characters, then
 //! 500 generated, greedy and with temperature, every cell, f32 and f16
 //! (target ≤ 5 µs per character). Criterion; prints `skipped: no CUDA device`
-//! without a GPU.
+//! without a GPU. `BENCH_SMOKE=1` runs every summary line for a small model
+//! (H 64, vocabulary 40, 20 characters), once each and without criterion:
+//! not a measurement, a check that the bench runs (CI runs it on the CPU
+//! emulator, so that a GPU session does not find a panic).
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +16,59 @@ use recur::core::{CellKind, ModelLayout};
 use recur::engine::{DeviceModel, GenBuffers, GenPath, Gpu, Precision, Sampling};
 
 const PREFIX: usize = 10;
-const COUNT: usize = 500;
+
+/// The model's shape and the run lengths: the published ones, or small ones
+/// for `BENCH_SMOKE=1`.
+#[derive(Clone, Copy)]
+struct Scale {
+    smoke: bool,
+    hidden: usize,
+    vocab: usize,
+    /// Characters generated after the prefix.
+    count: usize,
+    /// Timed generations per line.
+    runs: usize,
+}
+
+impl Scale {
+    fn from_env() -> Self {
+        if std::env::var("BENCH_SMOKE").is_ok_and(|v| v == "1") {
+            Scale {
+                smoke: true,
+                hidden: 64,
+                vocab: 40,
+                count: 20,
+                runs: 1,
+            }
+        } else {
+            Scale {
+                smoke: false,
+                hidden: 256,
+                vocab: 1027,
+                count: 500,
+                runs: 20,
+            }
+        }
+    }
+
+    /// The bench's model for `cell` at `precision`, with a prefix set.
+    fn model(self, gpu: &Gpu, cell: CellKind, precision: Precision) -> (DeviceModel, GenBuffers) {
+        let layout = ModelLayout {
+            cell,
+            vocab: self.vocab,
+            hidden: self.hidden,
+        };
+        let mut rng = StdRng::seed_from_u64(5);
+        let k = 1.0 / (self.hidden as f32).sqrt();
+        let params: Vec<f32> = (0..layout.len()).map(|_| rng.random_range(-k..k)).collect();
+        let model = DeviceModel::upload(gpu, layout, &params, precision).unwrap();
+        let mut bufs = GenBuffers::new(&model, 1, PREFIX, self.count).unwrap();
+        let v = self.vocab as u32;
+        let prefix: Vec<u32> = (0..PREFIX as u32).map(|i| i * 7 % v).collect();
+        bufs.set_prefix(&prefix).unwrap();
+        (model, bufs)
+    }
+}
 
 fn main() {
     let gpu = match Gpu::new() {
@@ -25,6 +80,8 @@ fn main() {
         Err(e) => panic!("{e}"),
     };
     println!("device: {}", gpu.name());
+    let scale = Scale::from_env();
+    let (h, v, count, runs) = (scale.hidden, scale.vocab, scale.count, scale.runs);
     let mut c = Criterion::default()
         .configure_from_args()
         .sample_size(10)
@@ -33,18 +90,7 @@ fn main() {
     let mut summary = Vec::new();
     for precision in [Precision::F32, Precision::F16] {
         for cell in CellKind::ALL {
-            let layout = ModelLayout {
-                cell,
-                vocab: 1027,
-                hidden: 256,
-            };
-            let mut rng = StdRng::seed_from_u64(5);
-            let k = 1.0 / 16.0;
-            let params: Vec<f32> = (0..layout.len()).map(|_| rng.random_range(-k..k)).collect();
-            let model = DeviceModel::upload(&gpu, layout, &params, precision).unwrap();
-            let mut bufs = GenBuffers::new(&model, 1, PREFIX, COUNT).unwrap();
-            let prefix: Vec<u32> = (0..PREFIX as u32).map(|i| i * 7 % 1027).collect();
-            bufs.set_prefix(&prefix).unwrap();
+            let (model, mut bufs) = scale.model(&gpu, cell, precision);
             for (label, sampling) in [
                 ("greedy", Sampling::Greedy),
                 (
@@ -57,26 +103,27 @@ fn main() {
             ] {
                 let name = format!("generate_b1_h256/{}/{label}/{precision:?}", cell.name());
                 let mut path = None;
-                c.bench_function(&name, |bch| {
-                    bch.iter(|| {
-                        path = Some(model.generate(&mut bufs, sampling, false).unwrap());
-                        gpu.synchronize().unwrap();
-                    })
-                });
+                if !scale.smoke {
+                    c.bench_function(&name, |bch| {
+                        bch.iter(|| {
+                            path = Some(model.generate(&mut bufs, sampling, false).unwrap());
+                            gpu.synchronize().unwrap();
+                        })
+                    });
+                }
                 for _ in 0..3 {
-                    model.generate(&mut bufs, sampling, false).unwrap();
+                    path = Some(model.generate(&mut bufs, sampling, false).unwrap());
                 }
                 gpu.synchronize().unwrap();
-                let runs = 20;
                 let start = Instant::now();
                 for _ in 0..runs {
                     model.generate(&mut bufs, sampling, false).unwrap();
                     gpu.synchronize().unwrap();
                 }
-                let per = start.elapsed().as_secs_f64() * 1e6 / (runs * COUNT) as f64;
+                let per = start.elapsed().as_secs_f64() * 1e6 / (runs * count) as f64;
                 // The prefix steps are included; per generated character.
                 summary.push(format!(
-                    "generate B=1 H=256 V=1027 P={PREFIX} N={COUNT} {:<16} {precision:?} {label}: {per:.3} us/char ({path:?})",
+                    "generate B=1 H={h} V={v} P={PREFIX} N={count} {:<16} {precision:?} {label}: {per:.3} us/char ({path:?})",
                     cell.name()
                 ));
             }
@@ -107,18 +154,7 @@ fn main() {
         .into_iter()
         .flat_map(|p| cells.map(|c| (p, c)))
     {
-        let layout = ModelLayout {
-            cell,
-            vocab: 1027,
-            hidden: 256,
-        };
-        let mut rng = StdRng::seed_from_u64(5);
-        let k = 1.0 / 16.0;
-        let params: Vec<f32> = (0..layout.len()).map(|_| rng.random_range(-k..k)).collect();
-        let model = DeviceModel::upload(&gpu, layout, &params, precision).unwrap();
-        let mut bufs = GenBuffers::new(&model, 1, PREFIX, COUNT).unwrap();
-        let prefix: Vec<u32> = (0..PREFIX as u32).map(|i| i * 7 % 1027).collect();
-        bufs.set_prefix(&prefix).unwrap();
+        let (model, mut bufs) = scale.model(&gpu, cell, precision);
         for &(path, cluster) in forced(cell) {
             let mut run = || model.generate_on(&mut bufs, Sampling::Greedy, Some(path), cluster);
             if let Err(e) = run() {
@@ -129,13 +165,12 @@ fn main() {
                 continue;
             }
             gpu.synchronize().unwrap();
-            let runs = 20;
             let start = Instant::now();
             for _ in 0..runs {
                 run().unwrap();
                 gpu.synchronize().unwrap();
             }
-            let per = start.elapsed().as_secs_f64() * 1e6 / (runs * COUNT) as f64;
+            let per = start.elapsed().as_secs_f64() * 1e6 / (runs * count) as f64;
             summary.push(format!(
                 "  forced {} {precision:?} greedy {path:?} cluster={cluster:?}: {per:.3} us/char",
                 cell.name()

@@ -3,24 +3,44 @@
 # without a GPU they would only print "skipped: no CUDA device"; here every
 # kernel runs and is compared with recur-core. Fewer property cases than on
 # a GPU (the emulator runs a kernel's threads one after another); the
-# fixed-shape tests run whole. Then the training bench at a small shape
+# fixed-shape tests run whole. Then every GPU bench at small shapes
 # (BENCH_SMOKE=1): that every line of it runs, not how fast (emulated times
 # mean nothing), so that a GPU session's device time is not lost to a panic.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PROPTEST_CASES="${PROPTEST_CASES:-4}" bash cuda-stub/emu/test.sh
 
-echo "== emulated: bench engine_train (BENCH_SMOKE=1)"
-bench="$(cargo bench --bench engine_train --no-run --message-format=json |
-  python3 cuda-stub/emu/executables.py --target engine_train)"
-log="$(mktemp)"
-BENCH_SMOKE=1 LD_LIBRARY_PATH="$PWD/target/cuda-emu" "$bench" 2>&1 | tee "$log"
-# Every form of every cell printed its step, phase and per-phase lines.
-for what in "recur train step" "phases:" "GPU time per phase"; do
-  n="$(grep -c "$what" "$log" || true)"
-  if ((n != 30)); then
-    echo "error: the smoke bench printed $n \"$what\" lines, not 30 (4 cells × 2 precisions, 4 forms each but RnnTanh's 3)" >&2
+# smoke BENCH "PATTERN=COUNT" ...: runs the bench on the emulator and checks
+# that it printed COUNT lines containing PATTERN (COUNT "+": at least one,
+# "0": none).
+smoke() {
+  local name="$1" bin log what n
+  shift
+  echo "== emulated: bench $name (BENCH_SMOKE=1)"
+  bin="$(cargo bench --bench "$name" --no-run --message-format=json |
+    python3 cuda-stub/emu/executables.py --target "$name")"
+  log="$(mktemp)"
+  BENCH_SMOKE=1 LD_LIBRARY_PATH="$PWD/target/cuda-emu" "$bin" 2>&1 | tee "$log"
+  for what in "$@"; do
+    local pattern="${what%=*}" want="${what##*=}"
+    n="$(grep -c -- "$pattern" "$log" || true)"
+    if [[ "$want" == "+" && "$n" -ge 1 ]] || [[ "$n" == "$want" ]]; then continue; fi
+    echo "error: the smoke bench $name printed $n \"$pattern\" lines, not $want" >&2
     exit 1
-  fi
-done
-rm -f "$log"
+  done
+  rm -f "$log"
+}
+
+# 4 cells × 2 precisions, 4 forms each but RnnTanh's 3.
+smoke engine_train "recur train step=30" "phases:=30" "GPU time per phase=30"
+# 5 cells × 2 precisions; 6 block counts; the LSTM's line and its input
+# product; the sweeps and the flagged kernel where their plans fit.
+smoke engine_forward "d2l B=8 H=64 V=40 T=6 =10" "one-word flip barrier=6" \
+  "dense input:=1" "of which the input product=1" "lstm f16 mma units=+" \
+  "sweep d2l gru-reset-after f32 PersistentSimt=+" "ClusterRegs cluster=16 rows=+" \
+  "PersistentMmaFlagged units=+" "FAILED=0"
+# 5 cells × 2 precisions × greedy and temperature; forced paths: the GRU's
+# 4, 2 for each of the 3 other cells, both precisions; none refused.
+smoke engine_generate "generate B=1 H=64=20" "  forced =20" "not run=0"
+# The LSTM in f16 and f32, gradients finite.
+smoke engine_cell_train "gradients finite: true=2"
