@@ -46,12 +46,9 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
     float w[ROWS][8];
     rc_load_rows<G, W>(w, w_hh, H, L.u0, L.un, warp, lane);
 
-    float bhh[G], bih[G];
+    float bhh[G];
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-        bhh[g] = valid ? b_hh[g * H + j] : 0.0f;
-        bih[g] = valid ? b_ih[g * H + j] : 0.0f;
-    }
+    for (int g = 0; g < G; ++g) bhh[g] = valid ? b_hh[g * H + j] : 0.0f;
     float c = (C == LSTM && valid) ? ccat[(size_t)b * H + j] : 0.0f;
 
     // h_{-1} from hcat slot 0; k ≥ H and rows ≥ nbc stay zero.
@@ -79,7 +76,7 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
     if (valid) {
         const unsigned tk = tok[b];
 #pragma unroll
-        for (int g = 0; g < G; ++g) xc[g] = to_f(w_ih[((long long)g * H + j) * V + tk]) + bih[g];
+        for (int g = 0; g < G; ++g) xc[g] = to_f(w_ih[((long long)g * H + j) * V + tk]) + b_ih[g * H + j];
         if (T_ > 1) tok_next = tok[(long long)B + b];
     }
     // Every CTA has zeroed its buffers and armed its barriers before anyone
@@ -98,7 +95,7 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
         unsigned tok_after = 0;
         if (valid && t + 1 < T_) {
 #pragma unroll
-            for (int g = 0; g < G; ++g) xn[g] = to_f(w_ih[((long long)g * H + j) * V + tok_next]) + bih[g];
+            for (int g = 0; g < G; ++g) xn[g] = to_f(w_ih[((long long)g * H + j) * V + tok_next]) + b_ih[g * H + j];
             if (t + 2 < T_) tok_after = tok[(long long)(t + 2) * B + b];
         }
         const long long row = (long long)t * B + b;
