@@ -12,14 +12,16 @@ PROPTEST_CASES="${PROPTEST_CASES:-4}" bash cuda-stub/emu/test.sh
 
 # smoke BENCH "PATTERN=COUNT" ...: runs the bench on the emulator and checks
 # that it printed COUNT lines containing PATTERN (COUNT "+": at least one,
-# "0": none).
+# "0": none). The log stays in $logs as bench_BENCH.log, the name the GPU
+# scripts give it.
+logs="$(mktemp -d)"
 smoke() {
   local name="$1" bin log what n
   shift
   echo "== emulated: bench $name (BENCH_SMOKE=1)"
   bin="$(cargo bench --bench "$name" --no-run --message-format=json |
     python3 cuda-stub/emu/executables.py --target "$name")"
-  log="$(mktemp)"
+  log="$logs/bench_$name.log"
   BENCH_SMOKE=1 LD_LIBRARY_PATH="$PWD/target/cuda-emu" "$bin" 2>&1 | tee "$log"
   for what in "$@"; do
     local pattern="${what%=*}" want="${what##*=}"
@@ -28,7 +30,6 @@ smoke() {
     echo "error: the smoke bench $name printed $n \"$pattern\" lines, not $want" >&2
     exit 1
   done
-  rm -f "$log"
 }
 
 # 4 cells × 2 precisions, 4 forms each but RnnTanh's 3.
@@ -44,3 +45,19 @@ smoke engine_forward "d2l B=8 H=64 V=40 T=6 =10" "one-word flip barrier=6" \
 smoke engine_generate "generate B=1 H=64=20" "  forced =20" "not run=0"
 # The LSTM in f16 and f32, gradients finite.
 smoke engine_cell_train "gradients finite: true=2"
+
+# The script that reads a GPU session's bench logs reads these (its --check
+# fails where a bench's line format has moved away from its parsers).
+echo "== benches/gpu_verdicts.py on the smoke logs"
+python3 benches/gpu_verdicts.py --new "$logs" --check > "$logs/verdicts.md"
+# Its pairs: 3 figures of 3 cells × 2 precisions; 4 cells × 2 precisions;
+# two kernels; 6 block counts.
+for pair in "reduce-scatter vs gather=18" "ClusterRegs vs Cluster 16=8" \
+  "flagged vs grid barrier=2" "one-word flip vs grid_sync=6"; do
+  n="$(grep -c -- "${pair%=*}" "$logs/verdicts.md" || true)"
+  if [[ "$n" != "${pair##*=}" ]]; then
+    echo "error: gpu_verdicts.py printed $n \"${pair%=*}\" rows, not ${pair##*=}" >&2
+    exit 1
+  fi
+done
+rm -rf "$logs"

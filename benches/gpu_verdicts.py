@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""What a GPU session's bench logs say about the code in docs/gpu-pending.md.
+
+    python3 benches/gpu_verdicts.py --new CALL1_OUT CALL2_OUT \\
+        [--base benches/results/engine_train_h100_run7 benches/results/engine_h100_run6/call4 ...] [--check]
+
+Reads the bench logs of the new run (the folders `engine_train_gpu.sh run`
+and `engine_gpu_run.sh` write: bench_engine_train.log,
+bench_engine_cell_train.log, bench_engine_forward.log,
+bench_engine_generate.log, torch_train.log, torch_cell_train.log,
+torch_forward.log) and of a baseline run (the same files, committed under
+benches/results/), and prints markdown:
+
+- every figure present in both runs, new against baseline;
+- the choices gpu-pending.md's "Once it passes" leaves to the GPU, each
+  from two lines of the new run (reduce-scatter against gather backward,
+  register against shared-memory cluster generation, flagged against
+  barrier tensor-core kernel, one-word against two-word grid barrier);
+- the new run against PyTorch's figures from the same run.
+
+It decides nothing and edits nothing: the ratios are for the person
+reading them. `--check` fails if a bench log present in --new has none
+of the lines its parser reads (a bench's line format changed): CI runs it
+on the smoke benches' logs so that the format is kept.
+"""
+import argparse
+import os
+import re
+import sys
+
+NUM = r"(-?[\d.]+)"
+
+
+def read(folders, name):
+    """The lines of `name` in the first folder that has it, or None."""
+    for folder in folders:
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return f.read().splitlines()
+    return None
+
+
+SHAPE = r"((?:[BHVTIPN]=\d+ ?)+)"
+# The lines whose shapes two logs of a bench must share to be compared.
+SHAPE_LINES = {"train": "^recur train step " + SHAPE, "forward": "^(?:d2l|lstm) " + SHAPE,
+               "generate": "^generate " + SHAPE, "cell": "^cell train LSTM " + SHAPE}
+
+
+def shapes(lines, kind):
+    """The shapes of a log's main lines (`B=32 H=256 V=1027 T=35`, …)."""
+    found = set()
+    for line in lines or []:
+        if m := re.match(SHAPE_LINES[kind], line):
+            found.add(m[1].strip())
+    return frozenset(found)
+
+
+def norm(label):
+    return " ".join(label.split())
+
+
+def train_steps(lines):
+    """bench_engine_train: {(cell, prec, form): {"step", "loops", phases…}}."""
+    out = {}
+    step = re.compile(r"^recur train step B=\d+ H=\d+ V=\d+ T=\d+ (\w+) (F32|F16) \S+ "
+                      r"\[([\w-]+): \(([^)]*)\)\]: " + NUM + " us/step")
+    wall = re.compile(r"^\s+(\w+) (F32|F16) \[([\w-]+)\] phases: forward " + NUM + r" us, backward " + NUM +
+                      r" us, clip \+ Adam " + NUM + " us")
+    gpu = re.compile(r"^\s+(\w+) (F32|F16) \[([\w-]+)\] GPU time per phase \([^)]*\): (.*)$")
+    for line in lines or []:
+        if m := step.match(line):
+            out.setdefault(m.group(1, 2, 3), {}).update(step=float(m[5]), loops=m[4])
+        elif m := wall.match(line):
+            out.setdefault(m.group(1, 2, 3), {}).update(
+                {"forward (wall)": float(m[4]), "backward (wall)": float(m[5]), "clip + Adam (wall)": float(m[6])})
+        elif m := gpu.match(line):
+            phases = re.findall(r"(?:^|, )([^,(]+?) " + NUM + " us", m[4])
+            out.setdefault(m.group(1, 2, 3), {}).update({f"{k} (GPU)": float(v) for k, v in phases})
+    return out
+
+
+def figures(lines):
+    """Summary lines `LABEL: [layer ]X us/step|us/char…` of the forward,
+    generation and PyTorch benches: {label: X}; grid barrier lines as
+    `grid barrier, N blocks` and `one-word flip barrier, N blocks`."""
+    out = {}
+    fig = re.compile(r"^\s*([^:]+): (?:layer )?" + NUM + r" us/(?:step|char)")
+    bar = re.compile(r"^grid barrier, (\d+) blocks: " + NUM + r" us \(one-word flip barrier: " + NUM + " us\\)")
+    for line in lines or []:
+        if m := bar.match(line):
+            out[f"grid barrier, {m[1]} blocks"] = float(m[2])
+            out[f"one-word flip barrier, {m[1]} blocks"] = float(m[3])
+        elif m := fig.match(line):
+            out[norm(m[1])] = float(m[2])
+    return out
+
+
+def cell_train(lines, prefix):
+    """bench_engine_cell_train / its torch twin: {precision: (fwd ms, fwd+bwd ms)}."""
+    out = {}
+    pat = re.compile("^" + prefix + r"cell train LSTM H=\d+ I=\d+ B=\d+ T=\d+ (F16|F32): forward " + NUM +
+                     r" ms .*forward\+backward " + NUM + " ms")
+    for line in lines or []:
+        if m := pat.match(line):
+            out[m[1]] = (float(m[2]), float(m[3]))
+    return out
+
+
+def ratio(new, old):
+    """How many times faster `new` is than `old` (old / new; < 1: slower)."""
+    if old is None or new is None or new <= 0 or old <= 0:
+        return "—"
+    return f"{old / new:.2f}×"
+
+
+def table(rows, head):
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()
+
+
+LOGS = {"train": "bench_engine_train.log", "forward": "bench_engine_forward.log",
+        "generate": "bench_engine_generate.log", "cell": "bench_engine_cell_train.log"}
+
+
+def load(folders):
+    return {
+        "train": train_steps(read(folders, LOGS["train"])),
+        "forward": figures(read(folders, LOGS["forward"])),
+        "generate": figures(read(folders, LOGS["generate"])),
+        "cell": cell_train(read(folders, LOGS["cell"]), ""),
+        "shapes": {kind: shapes(read(folders, log), kind) for kind, log in LOGS.items()},
+        "torch_train": figures(read(folders, "torch_train.log")),
+        "torch_forward": figures(read(folders, "torch_forward.log")),
+        "torch_cell": cell_train(read(folders, "torch_cell_train.log"), "torch "),
+    }
+
+
+def against_baseline(new, base, every):
+    """Rows for the figures in both runs: the default training form
+    (`cluster`) and the forward lines but the sweeps, or `every` one."""
+    print("## New run against the baseline run\n")
+    rows = []
+    for kind in LOGS:
+        if new["shapes"][kind] != base["shapes"][kind] and new[kind] and base[kind]:
+            print(f"- {LOGS[kind]}: not compared, the runs' shapes differ\n")
+            new = dict(new, **{kind: {}})
+    for key in sorted(set(new["train"]) & set(base["train"])):
+        if not every and key[2] != "cluster":
+            continue
+        for what, v in new["train"][key].items():
+            old = base["train"][key].get(what)
+            if what != "loops" and old is not None:
+                rows.append([" ".join(key), what, f"{old:.1f}", f"{v:.1f}", ratio(v, old)])
+    for kind in ("forward", "generate"):
+        for label in sorted(set(new[kind]) & set(base[kind])):
+            if not every and label.startswith("sweep "):
+                continue
+            old, v = base[kind][label], new[kind][label]
+            rows.append([label, "µs", f"{old:.3f}", f"{v:.3f}", ratio(v, old)])
+    for prec in sorted(set(new["cell"]) & set(base["cell"])):
+        for i, what in enumerate(("forward ms", "forward+backward ms")):
+            old, v = base["cell"][prec][i], new["cell"][prec][i]
+            rows.append([f"cell train LSTM {prec}", what, f"{old:.3f}", f"{v:.3f}", ratio(v, old)])
+    if rows:
+        table(rows, ["what", "figure", "baseline", "new", "faster by"])
+    else:
+        print("(no figure in both runs)\n")
+
+
+def best(figs, pattern):
+    """The smallest figure whose label matches `pattern`, with its label."""
+    hits = [(v, k) for k, v in figs.items() if re.search(pattern, k)]
+    return min(hits) if hits else (None, None)
+
+
+def choices(new):
+    print("## The choices gpu-pending.md leaves to the GPU (new run only)\n")
+    rows = []
+    train = new["train"]
+    for (cell, prec, form), v in sorted(train.items()):
+        if form != "cluster-rs":
+            continue
+        gather = train.get((cell, prec, "cluster"), {})
+        for what in ("backward loop (GPU)", "backward (wall)", "step"):
+            a, b = gather.get(what), v.get(what)
+            if a is not None and b is not None:
+                rows.append([f"{cell} {prec} backward: reduce-scatter vs gather", what, f"{a:.1f}", f"{b:.1f}",
+                             ratio(b, a)])
+    gen = new["generate"]
+    for label, v in sorted(gen.items()):
+        if m := re.match(r"forced (\S+) (F32|F16) greedy ClusterRegs", label):
+            old, _ = best(gen, rf"^forced {re.escape(m[1])} {m[2]} greedy Cluster cluster=Some\(16\)")
+            rows.append([f"generation {m[1]} {m[2]}: ClusterRegs vs Cluster 16", "µs/char",
+                         f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
+    fwd = new["forward"]
+    for what, flagged, barrier in (
+        ("H 768 LSTM", r"^lstm H=\d+ B=\d+ PersistentMmaFlagged", r"^lstm f16 mma units="),
+        ("d2l GRU f16", r"^d2l gru-reset-after f16 PersistentMmaFlagged",
+         r"^sweep d2l gru-reset-after f16 PersistentMma units="),
+    ):
+        (a, la), (b, lb) = best(fwd, barrier), best(fwd, flagged)
+        if b is not None:
+            rows.append([f"{what}: flagged vs grid barrier (best units)", f"{la} / {lb}",
+                         f"{a:.3f}" if a is not None else "—", f"{b:.3f}", ratio(b, a)])
+    for label, v in sorted(fwd.items(), key=lambda kv: int(re.sub(r"\D", "", kv[0]) or 0)):
+        if m := re.match(r"one-word flip barrier, (\d+) blocks", label):
+            old = fwd.get(f"grid barrier, {m[1]} blocks")
+            rows.append([f"grid barrier, {m[1]} blocks: one-word flip vs grid_sync", "µs",
+                         f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
+    if rows:
+        table(rows, ["choice", "figure", "now", "candidate", "candidate faster by"])
+    else:
+        print("(none of these lines in the new run)\n")
+
+
+TORCH_TRAIN = {"rnn-tanh": ["RnnTanh"], "gru": ["GruResetAfter", "GruResetBefore"], "lstm": ["Lstm"]}
+TORCH_FORWARD = {"rnn-tanh": "rnn-tanh", "gru": "gru-reset-after", "lstm": "lstm"}
+
+
+def against_torch(new):
+    print("## New run against PyTorch (same run)\n")
+    rows = []
+    for label, us in sorted(new["torch_train"].items()):
+        # Both of PyTorch's loops: `.item()` every step (the seeds') and
+        # every 8 steps (as recur's bench reads its statistics).
+        m = re.match(r"torch train step B=\d+ H=\d+ V=\d+ T=\d+ (\S+) f32 Adam\+clip \((item every [^)]*)\)", label)
+        for cell in TORCH_TRAIN.get(m[1] if m else "", []):
+            ours = new["train"].get((cell, "F32", "cluster"), {}).get("step")
+            if ours is not None:
+                rows.append([f"train step {cell} F32 [cluster] vs {m[1]} ({m[2]})", f"{us:.1f}", f"{ours:.1f}",
+                             ratio(ours, us)])
+    for label, us in sorted(new["torch_forward"].items()):
+        if m := re.match(r"torch d2l (B=\d+ H=\d+ V=\d+ T=\d+) (\S+) float(32|16)$", label):
+            ours = new["forward"].get(f"d2l {m[1]} {TORCH_FORWARD.get(m[2], m[2])} f{m[3]}")
+            if ours is not None:
+                rows.append([f"d2l layer {m[2]} f{m[3]}", f"{us:.3f}", f"{ours:.3f}", ratio(ours, us)])
+        elif m := re.match(r"torch lstm (H=\d+ I=\d+ B=\d+ T=\d+) f16$", label):
+            ours, _ = best(new["forward"], rf"^lstm {m[1]} f16 dense input$")
+            if ours is not None:
+                rows.append([f"LSTM {m[1]} f16 forward", f"{us:.3f}", f"{ours:.3f}", ratio(ours, us)])
+    for prec, (fwd, both) in sorted(new["torch_cell"].items()):
+        if prec in new["cell"]:
+            rows.append([f"cell train LSTM {prec} forward+backward (ms)", f"{both:.3f}",
+                         f"{new['cell'][prec][1]:.3f}", ratio(new["cell"][prec][1], both)])
+    if rows:
+        table(rows, ["what", "PyTorch", "recur", "recur faster by"])
+    else:
+        print("(no PyTorch log in the new run)\n")
+
+
+def check(folders, new):
+    """Each bench log present in `folders` gave at least one figure."""
+    bad = [log for kind, log in LOGS.items() if read(folders, log) is not None and not new[kind]]
+    phases = [v for v in new["train"].values() if "backward loop (GPU)" in v and "forward (wall)" in v]
+    if read(folders, LOGS["train"]) is not None and not phases:
+        bad.append(LOGS["train"] + " (phases)")
+    for log in bad:
+        print(f"error: {log}: no line this script reads (has its format changed?)", file=sys.stderr)
+    return not bad
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--new", nargs="+", required=True, help="folders of the new run's logs")
+    results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    ap.add_argument("--base", nargs="*", default=[
+        os.path.join(results, "engine_train_h100_run7"), os.path.join(results, "engine_h100_run6", "call4"),
+        os.path.join(results, "engine_h100_run6", "call5")],
+        help="folders of the baseline run's logs, the first that has a log is read "
+        "(default: training run 7, forward and generation run 6)")
+    ap.add_argument("--check", action="store_true", help="fail if a present bench log has no line read")
+    ap.add_argument("--all", action="store_true", help="every figure in both runs (all training forms, sweeps)")
+    args = ap.parse_args()
+    if not any(read(args.new, log) is not None for log in list(LOGS.values()) + ["torch_train.log"]):
+        sys.exit(f"error: no bench log ({', '.join(LOGS.values())}) in {' '.join(args.new)}")
+    new, base = load(args.new), load(args.base)
+    print(f"# Bench logs: {' '.join(args.new)} against {' '.join(args.base)}\n")
+    against_baseline(new, base, args.all)
+    choices(new)
+    against_torch(new)
+    if args.check and not check(args.new, new):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
