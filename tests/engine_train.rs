@@ -648,6 +648,41 @@ fn bad_calls_are_errors() {
     assert_eq!((fresh.batches, fresh.first_non_finite), (0, None));
 }
 
+/// A trainer too large for the GPU is refused with the buffer's name and
+/// sizes, and the GPU stays usable: the buffers allocated before the one
+/// that failed are freed, and a trainer that fits trains.
+#[test]
+fn out_of_memory_is_a_clear_error() {
+    let Some(gpu) = engine_support::gpu() else {
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
+        return;
+    };
+    let (free, total) = gpu.memory().unwrap();
+    assert!(0 < total && free <= total, "free {free} of {total}");
+    // The GRU's W_hh alone, 3·H² f32 = 12·H² bytes, is twice the GPU.
+    let hidden = (total as f64 / 6.0).sqrt() as usize + 1;
+    let huge = layout_of(CellKind::GruResetAfter, 1027, hidden);
+    let err = match DeviceTrainer::new(&gpu, huge, 2, 3, TrainOptimizer::Adam) {
+        Ok(_) => panic!(
+            "a trainer of {} parameters fit in {total} bytes",
+            huge.len()
+        ),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(err.is_out_of_memory(), "{msg}");
+    assert!(
+        msg.contains("out of device memory: the parameters need") && msg.contains(" GiB free of "),
+        "{msg}"
+    );
+    let small = layout_of(CellKind::GruResetAfter, 10, 8);
+    let mut t = DeviceTrainer::new(&gpu, small, 2, 3, TrainOptimizer::Sgd).unwrap();
+    t.forward(&[1; 6], &[2; 6]).unwrap();
+    t.backward(false).unwrap();
+    t.sgd_step(0.1).unwrap();
+    assert_eq!(t.take_stats().unwrap().batches, 1);
+}
+
 // ---- f16 mode ----------------------------------------------------------------
 //
 // The bounds below were fixed before the tests were first run on a GPU.

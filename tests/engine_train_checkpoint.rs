@@ -137,3 +137,66 @@ fn checkpoints_move_between_cpu_and_gpu() {
         }
     }
 }
+
+/// `--device cuda` with a model beyond the GPU's memory: a clear error that
+/// names the buffer and the sizes, and nothing is lost: the checkpoint and
+/// the metrics of an earlier run at the same paths stay as they were.
+#[test]
+fn out_of_device_memory_is_a_clear_error_and_loses_nothing() {
+    let Some(gpu) = engine_support::gpu() else {
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
+        return;
+    };
+    let (_, total) = gpu.memory().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    let ckpt = dir.path().join("run.safetensors");
+    let metrics = dir.path().join("run.jsonl");
+    let (ckpt_s, metrics_s) = (ckpt.to_str().unwrap(), metrics.to_str().unwrap());
+    train(
+        &corpus,
+        &[
+            "--epochs",
+            "1",
+            "--checkpoint",
+            ckpt_s,
+            "--metrics",
+            metrics_s,
+        ],
+    );
+    let before = (
+        std::fs::read(&ckpt).unwrap(),
+        std::fs::read(&metrics).unwrap(),
+    );
+    // The GRU's W_hh alone, 3·H² f32 = 12·H² bytes, is twice the GPU.
+    let hidden = ((total as f64 / 6.0).sqrt() as usize + 1).to_string();
+    let args = TrainArgs::try_parse_from([
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--device",
+        "cuda",
+        "--hidden",
+        &hidden,
+        "--epochs",
+        "1",
+        "--checkpoint",
+        ckpt_s,
+        "--metrics",
+        metrics_s,
+        "--quiet",
+    ])
+    .unwrap();
+    let err = run_train(&args).unwrap_err().to_string();
+    assert!(
+        err.contains("--device cuda: out of device memory: the parameters need")
+            && err.contains(" GiB free of ")
+            && err.contains("a smaller --hidden"),
+        "{err}"
+    );
+    let after = (
+        std::fs::read(&ckpt).unwrap(),
+        std::fs::read(&metrics).unwrap(),
+    );
+    assert!(before == after, "the earlier run's files changed");
+}

@@ -313,11 +313,27 @@ impl ModelLayout {
         self.len() == 0
     }
 
-    /// Checks the dimensions (non-zero, no overflow).
+    /// Checks the dimensions (non-zero, no overflow, the flat buffer's
+    /// length and every offset in it included).
     pub fn validate(&self) -> Result<(), Error> {
-        self.cell_dims().validate()?;
+        let d = self.cell_dims();
+        d.validate()?;
         let vh = mul("vocab", self.vocab, self.hidden)?;
         let _ = mul("vocab", vh, 2)?;
+        // Each tensor fits, but their sum may not (`len` adds them).
+        [
+            d.weight_hh_len(),
+            d.bias_len(),
+            d.bias_len(),
+            vh,
+            self.vocab,
+        ]
+        .iter()
+        .try_fold(d.weight_ih_len(), |total, &n| total.checked_add(n))
+        .ok_or(Error::Dim {
+            what: "hidden",
+            value: self.hidden,
+        })?;
         Ok(())
     }
 
@@ -359,5 +375,32 @@ impl ModelLayout {
             dw,
             db,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_refuses_a_total_beyond_usize() {
+        // 3·H² fits in usize, 3·H² + 3·H·V (the flat length) does not.
+        let hidden = ((usize::MAX / 3) as f64).sqrt() as usize - 1;
+        let layout = ModelLayout {
+            cell: CellKind::GruResetAfter,
+            vocab: 1 << 20,
+            hidden,
+        };
+        assert!(layout.cell_dims().validate().is_ok());
+        assert!(matches!(
+            layout.validate(),
+            Err(Error::Dim { what: "hidden", .. })
+        ));
+        let small = ModelLayout {
+            cell: CellKind::GruResetAfter,
+            vocab: 1027,
+            hidden: 256,
+        };
+        assert!(small.validate().is_ok());
     }
 }

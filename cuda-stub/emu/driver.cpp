@@ -65,9 +65,24 @@ struct Event {
 struct Mapping {
     void* base;
     size_t len;
+    size_t bytes;  // counted against the capacity
 };
 std::mutex mem_lock;
 std::map<CUdeviceptr, Mapping> allocations;
+// Bytes the allocations hold (as asked for, rounded to 256), against the
+// device's capacity: the host's memory, or RECUR_EMU_MEMORY_BYTES where
+// set. An allocation past it fails with CUDA_ERROR_OUT_OF_MEMORY, as on a
+// GPU, before any page is mapped or touched.
+size_t allocated_bytes = 0;
+
+size_t memory_capacity() {
+    static const size_t capacity = [] {
+        const char* v = std::getenv("RECUR_EMU_MEMORY_BYTES");
+        if (v && *v) return (size_t)std::strtoull(v, nullptr, 10);
+        return (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+    }();
+    return capacity;
+}
 
 unsigned long long fnv1a(const char* s, size_t n) {
     unsigned long long h = 0xcbf29ce484222325ull;
@@ -187,14 +202,14 @@ EXPORT CUresult cuDeviceGetName(char* name, int len, int dev) {
 EXPORT CUresult cuDeviceTotalMem_v2(size_t* bytes, int dev) {
     if (!bytes) return INVALID_VALUE;
     if (dev != 0) return INVALID_DEVICE;
-    *bytes = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+    *bytes = memory_capacity();
     return SUCCESS;
 }
 
 EXPORT CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
-    const size_t all = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
-    const size_t avail = (size_t)sysconf(_SC_AVPHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
-    if (free_bytes) *free_bytes = avail;
+    std::lock_guard<std::mutex> lock(mem_lock);
+    const size_t all = memory_capacity();
+    if (free_bytes) *free_bytes = all - std::min(all, allocated_bytes);
     if (total) *total = all;
     return SUCCESS;
 }
@@ -483,11 +498,21 @@ EXPORT CUresult cuEventElapsedTime(float* ms, void* start, void* end) {
 EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
     if (!ptr || bytes == 0) return INVALID_VALUE;
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (bytes > memory_capacity()) return OUT_OF_MEMORY;
     const size_t rounded = (bytes + 255) / 256 * 256;
+    {
+        std::lock_guard<std::mutex> lock(mem_lock);
+        if (rounded > memory_capacity() - std::min(memory_capacity(), allocated_bytes)) return OUT_OF_MEMORY;
+        allocated_bytes += rounded;  // reserved now, so that no other thread takes the room
+    }
     const size_t pages = (rounded + page - 1) / page;
     const size_t len = (pages + 1) * page;
     void* base = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED) return OUT_OF_MEMORY;
+    if (base == MAP_FAILED) {
+        std::lock_guard<std::mutex> lock(mem_lock);
+        allocated_bytes -= rounded;
+        return OUT_OF_MEMORY;
+    }
     char* guard = static_cast<char*>(base) + pages * page;
     mprotect(guard, page, PROT_NONE);
     char* start = guard - rounded;
@@ -495,7 +520,7 @@ EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
     // here, so a read before a write shows.
     std::memset(start, 0xff, rounded);
     std::lock_guard<std::mutex> lock(mem_lock);
-    allocations[(CUdeviceptr)start] = {base, len};
+    allocations[(CUdeviceptr)start] = {base, len, rounded};
     *ptr = (CUdeviceptr)start;
     return SUCCESS;
 }
@@ -506,6 +531,7 @@ EXPORT CUresult cuMemFree_v2(CUdeviceptr ptr) {
     auto it = allocations.find(ptr);
     if (it == allocations.end()) return INVALID_VALUE;
     munmap(it->second.base, it->second.len);
+    allocated_bytes -= it->second.bytes;
     allocations.erase(it);
     return SUCCESS;
 }

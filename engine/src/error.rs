@@ -27,6 +27,18 @@ pub enum Error {
         /// The driver's name and text for it.
         message: String,
     },
+    /// A device buffer did not fit in the GPU's memory (or its size in
+    /// bytes is beyond `usize`). Nothing was changed on the device: the
+    /// buffers allocated before it are freed, and the GPU stays usable.
+    OutOfMemory {
+        /// Which buffer, e.g. `"parameters"`.
+        what: &'static str,
+        /// The bytes it needs (saturated at `usize::MAX`).
+        bytes: usize,
+        /// The device's free and total memory in bytes when it failed, if
+        /// the driver said.
+        free_total: Option<(usize, usize)>,
+    },
     /// The caller's arguments are wrong (lengths, token ids, dimensions);
     /// recur-core's check names what.
     Input(recur_core::Error),
@@ -75,6 +87,22 @@ impl Error {
     pub fn is_no_device(&self) -> bool {
         matches!(self, Error::NoDevice)
     }
+
+    /// Whether this is [`Error::OutOfMemory`].
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, Error::OutOfMemory { .. })
+    }
+}
+
+/// Bytes as GiB with two decimals (MiB below one GiB).
+fn gib(bytes: usize) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let b = bytes as f64;
+    if b >= 1024.0 * MIB {
+        format!("{:.2} GiB", b / (1024.0 * MIB))
+    } else {
+        format!("{:.1} MiB", b / MIB)
+    }
 }
 
 impl fmt::Display for Error {
@@ -99,6 +127,17 @@ impl fmt::Display for Error {
                     write!(f, " ({shape})")?;
                 }
                 write!(f, ": error {code}, {message}")
+            }
+            Error::OutOfMemory {
+                what,
+                bytes,
+                free_total,
+            } => {
+                write!(f, "out of device memory: the {what} need {}", gib(*bytes))?;
+                if let Some((free, total)) = free_total {
+                    write!(f, ", the GPU has {} free of {}", gib(*free), gib(*total))?;
+                }
+                Ok(())
             }
             Error::Input(e) => write!(f, "invalid input: {e}"),
             Error::Limit { what, value, limit } => write!(

@@ -218,6 +218,13 @@ impl Gpu {
         self.inner.limits
     }
 
+    /// The device memory free and in total, in bytes (the driver's
+    /// `cuMemGetInfo`; other processes' use counts against free).
+    pub fn memory(&self) -> Result<(usize, usize), Error> {
+        self.bind()?;
+        cust::memory::mem_get_info().doing("reading the device's free memory")
+    }
+
     /// Makes this GPU's context current on the calling thread (every engine
     /// call does it, so a `Gpu` may move between threads).
     pub(crate) fn bind(&self) -> Result<(), Error> {

@@ -1,5 +1,6 @@
 //! Device memory helpers: allocation, checked copies, fills on the stream.
 
+use cust::error::CudaError;
 use cust::memory::{DeviceBuffer, DeviceCopy, DeviceSlice};
 use cust::sys;
 
@@ -9,13 +10,21 @@ use crate::half::F16;
 
 /// `n` elements, uninitialised (every engine buffer is written before it is
 /// read, or poisoned / zeroed explicitly). At least one element, so that
-/// every buffer has a valid address.
+/// every buffer has a valid address. [`Error::OutOfMemory`] names `what`
+/// and its size where the GPU has no room for it, or where the size in
+/// bytes is beyond `usize` (callers may pass saturated element counts).
 pub(crate) fn alloc<T: DeviceCopy>(n: usize, what: &'static str) -> Result<DeviceBuffer<T>, Error> {
     // SAFETY: DeviceCopy types are plain data; callers write before reading.
-    unsafe { DeviceBuffer::uninitialized(n.max(1)) }.map_err(|e| {
-        Error::driver(e as u32, "allocating device memory", None, || {
+    unsafe { DeviceBuffer::uninitialized(n.max(1)) }.map_err(|e| match e {
+        // cust's own code for a byte count that overflows.
+        CudaError::OutOfMemory | CudaError::InvalidMemoryAllocation => Error::OutOfMemory {
+            what,
+            bytes: n.max(1).saturating_mul(std::mem::size_of::<T>()),
+            free_total: cust::memory::mem_get_info().ok(),
+        },
+        e => Error::driver(e as u32, "allocating device memory", None, || {
             format!("{what}: {n} elements")
-        })
+        }),
     })
 }
 

@@ -34,6 +34,10 @@ fn device_error(e: recur_engine::Error) -> TrainError {
              use --device cpu"
                 .to_string(),
         )
+    } else if e.is_out_of_memory() {
+        TrainError::Device(format!(
+            "--device cuda: {e}; a smaller --hidden, --batch-size or --steps needs less"
+        ))
     } else {
         TrainError::Device(format!("--device cuda: {e}"))
     }

@@ -258,7 +258,10 @@ impl DeviceTrainer {
         let (h, v) = (layout.hidden, layout.vocab);
         let gh = layout.cell_dims().gate_rows();
         let tb = recur_core::error::mul("steps", steps, batch)?;
-        let bh = batch * h;
+        // Element counts saturate: one beyond memory fails its allocation
+        // as out of memory, it does not wrap.
+        let n = |a: usize, b: usize| a.saturating_mul(b);
+        let bh = n(batch, h);
         let lstm = layout.cell == CellKind::Lstm;
         let moments = if optimizer == TrainOptimizer::Adam {
             p
@@ -268,8 +271,8 @@ impl DeviceTrainer {
         // The largest product output (dW_d, dhs, dW_hh, logits are not
         // split: they have tiles enough or fall under these) times the
         // splits, and the column sums' partials.
-        let work_len = (MAX_SPLITS * (v * h).max(gh * h).max(tb * h))
-            .max(tb.div_ceil(COLSUM_CHUNK) * v.max(gh));
+        let work_len = n(MAX_SPLITS, n(v, h).max(n(gh, h)).max(n(tb, h)))
+            .max(n(tb.div_ceil(COLSUM_CHUNK), v.max(gh)));
         let mut t = DeviceTrainer {
             layout,
             batch,
@@ -286,20 +289,20 @@ impl DeviceTrainer {
             exp_avg_sq: alloc(moments, "Adam exp_avg_sq")?,
             tokens: alloc(tb, "inputs")?,
             targets: alloc(tb, "targets")?,
-            gates: Stored::new(tb * gh, precision, "gates")?,
-            aux: Stored::new(tb * h, precision, "gate cache")?,
-            hcat: Stored::new((tb + batch) * h, precision, "hidden states")?,
-            ccat: alloc(if lstm { (tb + batch) * h } else { 1 }, "cell states")?,
+            gates: Stored::new(n(tb, gh), precision, "gates")?,
+            aux: Stored::new(n(tb, h), precision, "gate cache")?,
+            hcat: Stored::new(n(tb + batch, h), precision, "hidden states")?,
+            ccat: alloc(if lstm { n(tb + batch, h) } else { 1 }, "cell states")?,
             state_h: alloc(bh, "carried h")?,
             state_c: alloc(bh, "carried c")?,
-            logits: alloc(if dense { 1 } else { tb * v }, "logits")?,
+            logits: alloc(if dense { 1 } else { n(tb, v) }, "logits")?,
             row_loss: alloc(tb, "row losses")?,
             loss: alloc(1, "loss")?,
-            dhs: alloc(tb * h, "hidden-state gradients")?,
+            dhs: alloc(n(tb, h), "hidden-state gradients")?,
             dc: alloc(bh, "cell-state gradient")?,
-            dih: alloc(tb * gh, "input-side gate gradients")?,
-            dhh: alloc(tb * gh, "recurrent-side gate gradients")?,
-            w_hh_t: Stored::new(h * gh, precision, "transposed recurrent weights")?,
+            dih: alloc(n(tb, gh), "input-side gate gradients")?,
+            dhh: alloc(n(tb, gh), "recurrent-side gate gradients")?,
+            w_hh_t: Stored::new(n(h, gh), precision, "transposed recurrent weights")?,
             work: alloc(work_len, "product workspace")?,
             work_side: alloc(work_len, "side product workspace")?,
             lane: Cell::new(Lane::Main),
