@@ -12,7 +12,7 @@ use recur_core::CellKind;
 
 use crate::error::Error;
 use crate::gpu::Gpu;
-use crate::mem::{addr, alloc, download, fill32, upload, Activations, BARRIER_WORDS, NAN32};
+use crate::mem::{addr, alloc, download, elems, fill32, upload, Activations, BARRIER_WORDS, NAN32};
 use crate::model::DeviceModel;
 use crate::params::{GenParams, RecParams};
 use crate::plan::{
@@ -104,8 +104,8 @@ impl GenBuffers {
         let gpu = model.gpu().clone();
         gpu.bind()?;
         let l = model.layout();
-        let bh = batch * l.hidden;
-        let steps = prefix_len + count - 1;
+        let bh = elems(&[batch, l.hidden]);
+        let steps = prefix_len.saturating_add(count - 1);
         let mut bufs = GenBuffers {
             batch,
             prefix_len,
@@ -114,12 +114,16 @@ impl GenBuffers {
             vocab: l.vocab,
             cell: l.cell,
             precision: model.precision(),
-            prefix: alloc(prefix_len * batch, "prefix")?,
-            out: alloc(count * batch, "generated tokens")?,
+            prefix: alloc(elems(&[prefix_len, batch]), "prefix")?,
+            out: alloc(elems(&[count, batch]), "generated tokens")?,
             feed: alloc(batch, "fed tokens")?,
-            logits: alloc(batch * l.vocab, "logits")?,
+            logits: alloc(elems(&[batch, l.vocab]), "logits")?,
             // The per-step path keeps every step's h; the persistent one two.
-            hx: Activations::new(steps.max(2) * bh, model.precision() == Precision::F16, "h")?,
+            hx: Activations::new(
+                elems(&[steps.max(2), bh]),
+                model.precision() == Precision::F16,
+                "h",
+            )?,
             h0: alloc(bh, "h0")?,
             c0: alloc(bh, "c0")?,
             h_last: alloc(bh, "h_last")?,

@@ -28,6 +28,13 @@ pub(crate) fn alloc<T: DeviceCopy>(n: usize, what: &'static str) -> Result<Devic
     })
 }
 
+/// The product of `factors` as an element count, saturating: a size beyond
+/// `usize` then fails its allocation as [`Error::OutOfMemory`] instead of
+/// wrapping to a small buffer the kernels would overrun.
+pub(crate) fn elems(factors: &[usize]) -> usize {
+    factors.iter().fold(1, |n, &f| n.saturating_mul(f))
+}
+
 /// The buffer's device address.
 pub(crate) fn addr<T: DeviceCopy>(buf: &DeviceSlice<T>) -> u64 {
     buf.as_device_ptr().as_raw()

@@ -13,7 +13,7 @@ use recur_core::CellKind;
 
 use crate::error::Error;
 use crate::gpu::Gpu;
-use crate::mem::{addr, alloc, download, fill32, upload, Activations, BARRIER_WORDS, NAN32};
+use crate::mem::{addr, alloc, download, elems, fill32, upload, Activations, BARRIER_WORDS, NAN32};
 use crate::model::DeviceModel;
 use crate::params::RecParams;
 use crate::plan::{
@@ -101,22 +101,22 @@ impl SeqBuffers {
             kind,
             tokens: alloc(if kind == InputKind::Tokens { tb } else { 1 }, "tokens")?,
             inputs: match kind {
-                InputKind::Dense => Some(Activations::new(tb * input, f16, "inputs")?),
+                InputKind::Dense => Some(Activations::new(elems(&[tb, input]), f16, "inputs")?),
                 InputKind::Tokens => None,
             },
             pregates: match kind {
-                InputKind::Dense => Some(alloc(tb * gh, "input projections")?),
+                InputKind::Dense => Some(alloc(elems(&[tb, gh]), "input projections")?),
                 InputKind::Tokens => None,
             },
-            h0: alloc(batch * h, "h0")?,
-            c0: alloc(batch * h, "c0")?,
-            hs: Activations::new(tb * h, f16, "hs")?,
-            h_last: alloc(batch * h, "h_last")?,
-            c_last: alloc(batch * h, "c_last")?,
-            rh: alloc(batch * h, "r⊙h")?,
-            zb: alloc(batch * h, "z")?,
+            h0: alloc(elems(&[batch, h]), "h0")?,
+            c0: alloc(elems(&[batch, h]), "c0")?,
+            hs: Activations::new(elems(&[tb, h]), f16, "hs")?,
+            h_last: alloc(elems(&[batch, h]), "h_last")?,
+            c_last: alloc(elems(&[batch, h]), "c_last")?,
+            rh: alloc(elems(&[batch, h]), "r⊙h")?,
+            zb: alloc(elems(&[batch, h]), "z")?,
             barrier: alloc(BARRIER_WORDS, "barrier")?,
-            xchg: alloc(if f16 { 2 * batch * h } else { 2 }, "h exchange")?,
+            xchg: alloc(if f16 { elems(&[2, batch, h]) } else { 2 }, "h exchange")?,
             epoch: 0,
             targets: if lm {
                 Some(alloc(tb, "targets")?)
@@ -124,7 +124,7 @@ impl SeqBuffers {
                 None
             },
             logits: if lm {
-                Some(alloc(tb * layout.vocab, "logits")?)
+                Some(alloc(elems(&[tb, layout.vocab]), "logits")?)
             } else {
                 None
             },

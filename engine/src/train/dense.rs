@@ -19,7 +19,7 @@
 //! activations (P is formed in f32 and rounded once); the gradients are f32.
 
 use super::*;
-use crate::mem::Activations;
+use crate::mem::{elems, Activations};
 use recur_core::CellDims;
 
 /// The dense inputs and gradients of a [`DeviceCellTrainer`].
@@ -45,13 +45,17 @@ impl DenseIo {
         let gh = layout.cell_dims().gate_rows();
         let f16 = precision == Precision::F16;
         Ok(DenseIo {
-            x: Activations::new(tb * i, f16, "dense inputs")?,
+            x: Activations::new(elems(&[tb, i]), f16, "dense inputs")?,
             proj16: match precision {
                 Precision::F32 => None,
-                Precision::F16 => Some(Stored::new(gh * tb, precision, "input projections")?),
+                Precision::F16 => Some(Stored::new(
+                    elems(&[gh, tb]),
+                    precision,
+                    "input projections",
+                )?),
             },
-            dy: alloc(tb * h, "hidden-state gradients (upstream)")?,
-            dx: alloc(tb * i, "input gradients")?,
+            dy: alloc(elems(&[tb, h]), "hidden-state gradients (upstream)")?,
+            dx: alloc(elems(&[tb, i]), "input gradients")?,
             has_x: false,
             has_dy: false,
         })

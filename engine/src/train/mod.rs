@@ -73,7 +73,7 @@ use recur_core::{CellKind, ModelLayout};
 use crate::error::Error;
 use crate::gpu::{Gpu, Lane, StreamEvent};
 use crate::half::F16;
-use crate::mem::{alloc, download, fill32, upload};
+use crate::mem::{alloc, download, elems, fill32, upload};
 use crate::plan::Precision;
 use cluster::ClusterPlan;
 pub use cluster::{has_reduce_scatter_backward, ClusterLoops, TimeLoop};
@@ -258,9 +258,9 @@ impl DeviceTrainer {
         let (h, v) = (layout.hidden, layout.vocab);
         let gh = layout.cell_dims().gate_rows();
         let tb = recur_core::error::mul("steps", steps, batch)?;
-        // Element counts saturate: one beyond memory fails its allocation
-        // as out of memory, it does not wrap.
-        let n = |a: usize, b: usize| a.saturating_mul(b);
+        // Element counts saturate (`elems`): one beyond memory fails its
+        // allocation as out of memory, it does not wrap.
+        let n = |a: usize, b: usize| elems(&[a, b]);
         let bh = n(batch, h);
         let lstm = layout.cell == CellKind::Lstm;
         let moments = if optimizer == TrainOptimizer::Adam {
@@ -291,8 +291,15 @@ impl DeviceTrainer {
             targets: alloc(tb, "targets")?,
             gates: Stored::new(n(tb, gh), precision, "gates")?,
             aux: Stored::new(n(tb, h), precision, "gate cache")?,
-            hcat: Stored::new(n(tb + batch, h), precision, "hidden states")?,
-            ccat: alloc(if lstm { n(tb + batch, h) } else { 1 }, "cell states")?,
+            hcat: Stored::new(n(tb.saturating_add(batch), h), precision, "hidden states")?,
+            ccat: alloc(
+                if lstm {
+                    n(tb.saturating_add(batch), h)
+                } else {
+                    1
+                },
+                "cell states",
+            )?,
             state_h: alloc(bh, "carried h")?,
             state_c: alloc(bh, "carried c")?,
             logits: alloc(if dense { 1 } else { n(tb, v) }, "logits")?,
