@@ -94,15 +94,21 @@ impl Error {
     }
 }
 
-/// Bytes as GiB with two decimals (MiB below one GiB).
+/// Bytes in GiB with two decimals; MiB below one GiB, TiB and up above
+/// 1,024 GiB (a saturated size reads as 16.00 EiB).
 fn gib(bytes: usize) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    let b = bytes as f64;
-    if b >= 1024.0 * MIB {
-        format!("{:.2} GiB", b / (1024.0 * MIB))
-    } else {
-        format!("{:.1} MiB", b / MIB)
+    let mut v = bytes as f64 / (1024.0 * 1024.0);
+    if v < 1024.0 {
+        return format!("{v:.1} MiB");
     }
+    v /= 1024.0;
+    for unit in ["GiB", "TiB", "PiB"] {
+        if v < 1024.0 {
+            return format!("{v:.2} {unit}");
+        }
+        v /= 1024.0;
+    }
+    format!("{v:.2} EiB")
 }
 
 impl fmt::Display for Error {
@@ -214,5 +220,18 @@ pub(crate) trait Context<T> {
 impl<T> Context<T> for Result<T, CudaError> {
     fn doing(self, doing: &'static str) -> Result<T, Error> {
         self.map_err(|e| Error::driver(e as u32, doing, None, String::new))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gib;
+
+    #[test]
+    fn sizes_read_in_their_unit() {
+        assert_eq!(gib(512 << 20), "512.0 MiB");
+        assert_eq!(gib(80 << 30), "80.00 GiB");
+        assert_eq!(gib(3 << 40), "3.00 TiB");
+        assert_eq!(gib(usize::MAX), "16.00 EiB");
     }
 }
