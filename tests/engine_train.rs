@@ -659,9 +659,11 @@ fn out_of_memory_is_a_clear_error() {
     };
     let (free, total) = gpu.memory().unwrap();
     assert!(0 < total && free <= total, "free {free} of {total}");
-    // The GRU's W_hh alone, 3·H² f32 = 12·H² bytes, is twice the GPU.
-    let hidden = (total as f64 / 6.0).sqrt() as usize + 1;
-    let huge = layout_of(CellKind::GruResetAfter, 1027, hidden);
+    let huge = layout_of(
+        CellKind::GruResetAfter,
+        1027,
+        engine_support::gru_hidden_beyond(total),
+    );
     let err = match DeviceTrainer::new(&gpu, huge, 2, 3, TrainOptimizer::Adam) {
         Ok(_) => panic!(
             "a trainer of {} parameters fit in {total} bytes",

@@ -153,40 +153,29 @@ fn out_of_device_memory_is_a_clear_error_and_loses_nothing() {
     let ckpt = dir.path().join("run.safetensors");
     let metrics = dir.path().join("run.jsonl");
     let (ckpt_s, metrics_s) = (ckpt.to_str().unwrap(), metrics.to_str().unwrap());
-    train(
-        &corpus,
-        &[
-            "--epochs",
-            "1",
-            "--checkpoint",
-            ckpt_s,
-            "--metrics",
-            metrics_s,
-        ],
-    );
-    let before = (
-        std::fs::read(&ckpt).unwrap(),
-        std::fs::read(&metrics).unwrap(),
-    );
-    // The GRU's W_hh alone, 3·H² f32 = 12·H² bytes, is twice the GPU.
-    let hidden = ((total as f64 / 6.0).sqrt() as usize + 1).to_string();
-    let args = TrainArgs::try_parse_from([
-        "train",
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--device",
-        "cuda",
-        "--hidden",
-        &hidden,
+    // The same paths for both runs: the second must leave the first's files.
+    let outputs = [
         "--epochs",
         "1",
         "--checkpoint",
         ckpt_s,
         "--metrics",
         metrics_s,
-        "--quiet",
-    ])
-    .unwrap();
+    ];
+    train(&corpus, &outputs);
+    let files = || {
+        (
+            std::fs::read(&ckpt).unwrap(),
+            std::fs::read(&metrics).unwrap(),
+        )
+    };
+    let before = files();
+    let hidden = engine_support::gru_hidden_beyond(total).to_string();
+    let corpus_s = corpus.to_str().unwrap();
+    let flags = [
+        "train", "--corpus", corpus_s, "--device", "cuda", "--hidden", &hidden, "--quiet",
+    ];
+    let args = TrainArgs::try_parse_from(flags.iter().chain(&outputs)).unwrap();
     let err = run_train(&args).unwrap_err().to_string();
     assert!(
         err.contains("--device cuda: out of device memory: the parameters need")
@@ -194,9 +183,5 @@ fn out_of_device_memory_is_a_clear_error_and_loses_nothing() {
             && err.contains("a smaller --hidden"),
         "{err}"
     );
-    let after = (
-        std::fs::read(&ckpt).unwrap(),
-        std::fs::read(&metrics).unwrap(),
-    );
-    assert!(before == after, "the earlier run's files changed");
+    assert!(before == files(), "the earlier run's files changed");
 }

@@ -25,6 +25,12 @@ pub fn gpu() -> Option<Gpu> {
     .clone()
 }
 
+/// A GRU hidden size whose W_hh alone (3·H² f32, 12·H² bytes) is at least
+/// twice `total_bytes`: a model that cannot fit in a GPU of that memory.
+pub fn gru_hidden_beyond(total_bytes: usize) -> usize {
+    (total_bytes as f64 / 6.0).sqrt() as usize + 1
+}
+
 /// Returns the GPU or prints `skipped: no CUDA device` and returns from the test.
 #[macro_export]
 macro_rules! gpu_or_skip {
