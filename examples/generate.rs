@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release --example generate -- --checkpoint gru.safetensors --prefix 分开 --len 50
 //! cargo run --release --example generate -- --checkpoint gru.safetensors --temperature 0.8 --top-k 5
+//! cargo run --release --example generate -- --checkpoint gru.safetensors --device cuda
 //! ```
 
 use clap::Parser;

@@ -15,6 +15,7 @@ use clap::Parser;
 use recur::train::checkpoint::Checkpoint;
 use recur::train::cli::{run_train, TrainArgs};
 use recur::train::cpu::generate_cpu;
+use recur::train::generate::{run_generate, GenerateArgs};
 use recur::train::rng::TrainRng;
 use recur::train::Decode;
 
@@ -184,4 +185,59 @@ fn out_of_device_memory_is_a_clear_error_and_loses_nothing() {
         "{err}"
     );
     assert!(before == files(), "the earlier run's files changed");
+}
+
+/// `generate --device cuda` (recur-engine's loop on the device) continues a
+/// prefix as the CPU does: the same text greedily in f32, the prefix and
+/// the length in f16, a text of its own but repeatable when sampling; the
+/// prefix alone for `--len 0`.
+#[test]
+fn generation_on_the_gpu_continues_as_on_the_cpu() {
+    if engine_support::gpu().is_none() {
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    let ckpt = dir.path().join("g.safetensors");
+    let ckpt_s = ckpt.to_str().unwrap();
+    train(
+        &corpus,
+        &[
+            "--preset",
+            "d2l-gru",
+            "--epochs",
+            "4",
+            "--checkpoint",
+            ckpt_s,
+        ],
+    );
+    let gen = |extra: &[&str]| {
+        let flags = [
+            "generate",
+            "--checkpoint",
+            ckpt_s,
+            "--prefix",
+            "不分开",
+            "--len",
+            "30",
+        ];
+        run_generate(&GenerateArgs::try_parse_from(flags.iter().chain(extra)).unwrap()).unwrap()
+    };
+    let cpu = gen(&[]);
+    assert_eq!(gen(&["--device", "cuda"]), cpu);
+    let f16 = gen(&["--device", "cuda", "--precision", "f16"]);
+    assert!(
+        f16.starts_with("不分开") && f16.chars().count() == 33,
+        "{f16}"
+    );
+    let sample = ["--device", "cuda", "--temperature", "1", "--seed", "4"];
+    let sampled = gen(&sample);
+    assert!(
+        sampled.starts_with("不分开") && sampled.chars().count() == 33,
+        "{sampled}"
+    );
+    assert_eq!(gen(&sample), sampled);
+    assert_eq!(gen(&["--device", "cuda", "--len", "0"]), "不分开");
+    println!("cpu:  {cpu}\ncuda: {sampled} (sampled)");
 }

@@ -280,6 +280,25 @@ fn generate_continues_a_prefix_from_a_checkpoint() {
     let err = gen(&["--prefix", "分开吧"]).unwrap_err().to_string();
     assert!(err.contains('吧'), "{err}");
     assert!(gen(&["--temperature", "-1"]).is_err());
+    // f16 weights and --top-k are the GPU's and the CPU's only; without a
+    // GPU, --device cuda is a clear error (with one, it generates: the
+    // GPU tests compare it with the CPU).
+    let err = gen(&["--precision", "f16"]).unwrap_err().to_string();
+    assert!(
+        err.contains("--precision f16") && err.contains("--device cuda"),
+        "{err}"
+    );
+    let err = gen(&["--device", "cuda", "--temperature", "1", "--top-k", "3"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--top-k") && err.contains("CPU"), "{err}");
+    if let Err(e) = gen(&["--device", "cuda"]) {
+        let err = e.to_string();
+        assert!(
+            err.contains("--device cuda") && err.contains("no CUDA device"),
+            "{err}"
+        );
+    }
     let missing = dir.path().join("none.safetensors");
     let err = run_generate(
         &GenerateArgs::try_parse_from(["generate", "--checkpoint", path_str(&missing)]).unwrap(),

@@ -7,7 +7,10 @@
 //! the CPU backend's), so its output does not depend on the device.
 
 use recur_core::optim::AdamConfig;
-use recur_engine::{DeviceTrainer, Gpu, Precision, TrainOptimizer};
+use recur_core::ModelLayout;
+use recur_engine::{
+    DeviceModel, DeviceTrainer, GenBuffers, Gpu, Precision, Sampling, TrainOptimizer,
+};
 
 use super::backend::{
     check_flat, Backend, BackendSpec, BatchStats, Decode, HiddenState, OptimizerState,
@@ -16,6 +19,44 @@ use super::config::OptimizerKind;
 use super::cpu::generate_cpu;
 use super::error::TrainError;
 use super::rng::TrainRng;
+
+/// `prefix` and `len` tokens after it, generated on the GPU from the flat
+/// parameters `params` of `layout` (recur-engine: the weights uploaded once,
+/// the whole loop on the device, one wait at the end; f16 weights with
+/// `f16`). Greedy where `temperature` is 0 (the CPU's rule: the first
+/// maximum), else the engine's sampler seeded by `seed`.
+pub fn generate_cuda(
+    params: &[f32],
+    layout: &ModelLayout,
+    prefix: &[u32],
+    len: usize,
+    temperature: f32,
+    seed: u64,
+    f16: bool,
+) -> Result<Vec<u32>, TrainError> {
+    if prefix.is_empty() {
+        return Err(TrainError::Config("the prefix may not be empty".into()));
+    }
+    let gpu = Gpu::new().map_err(device_error)?;
+    let precision = if f16 { Precision::F16 } else { Precision::F32 };
+    let model = DeviceModel::upload(&gpu, *layout, params, precision).map_err(device_error)?;
+    let mut out = prefix.to_vec();
+    if len == 0 {
+        return Ok(out);
+    }
+    let mut bufs = GenBuffers::new(&model, 1, prefix.len(), len).map_err(device_error)?;
+    bufs.set_prefix(prefix).map_err(device_error)?;
+    let sampling = if temperature == 0.0 {
+        Sampling::Greedy
+    } else {
+        Sampling::Temperature { temperature, seed }
+    };
+    model
+        .generate(&mut bufs, sampling, false)
+        .map_err(device_error)?;
+    out.extend(bufs.tokens().map_err(device_error)?);
+    Ok(out)
+}
 
 /// Training on the GPU.
 pub struct CudaBackend {

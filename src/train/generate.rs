@@ -7,7 +7,9 @@ use recur_data::Vocab;
 
 use super::backend::Decode;
 use super::checkpoint::Checkpoint;
+use super::cli::{DeviceArg, PrecisionArg};
 use super::cpu::generate_cpu;
+use super::cuda::generate_cuda;
 use super::error::TrainError;
 use super::rng::TrainRng;
 
@@ -42,6 +44,17 @@ pub struct GenerateArgs {
     /// Seed of the sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+
+    /// Where to generate: recur-core on the CPU, or recur-engine's loop on
+    /// the GPU (one wait for the whole text; greedy gives the CPU's text,
+    /// sampling its own random numbers, so another text for the same seed;
+    /// no --top-k).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+
+    /// The weights' storage on the GPU (f16: f32 sums; `--device cuda` only).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
 }
 
 /// Loads the checkpoint and returns the prefix and its continuation.
@@ -69,15 +82,36 @@ pub fn run_generate(args: &GenerateArgs) -> Result<String, TrainError> {
             top_k: args.top_k,
         }
     };
-    let mut rng = TrainRng::from_seed(args.seed);
-    let ids = generate_cpu(
-        &ckpt.params,
-        &ckpt.layout(),
-        &prefix,
-        args.len,
-        decode,
-        &mut rng,
-    )?;
+    let f16 = args.precision == PrecisionArg::F16;
+    let ids = match args.device {
+        DeviceArg::Cuda if args.top_k != 0 => {
+            return Err(TrainError::Config(
+                "--top-k samples on the CPU only (drop --device cuda)".into(),
+            ))
+        }
+        DeviceArg::Cuda => generate_cuda(
+            &ckpt.params,
+            &ckpt.layout(),
+            &prefix,
+            args.len,
+            args.temperature,
+            args.seed,
+            f16,
+        )?,
+        DeviceArg::Cpu if f16 => {
+            return Err(TrainError::Config(
+                "--precision f16 generates on the GPU only (add --device cuda)".into(),
+            ))
+        }
+        DeviceArg::Cpu => generate_cpu(
+            &ckpt.params,
+            &ckpt.layout(),
+            &prefix,
+            args.len,
+            decode,
+            &mut TrainRng::from_seed(args.seed),
+        )?,
+    };
     vocab
         .decode(&ids)
         .map_err(|e| TrainError::Data(e.to_string()))
