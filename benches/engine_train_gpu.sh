@@ -32,6 +32,11 @@ if [ "${1:-}" = pack ]; then
   strip -o "$DEST/engine_cell_train" "$(exe_of "$json" engine_cell_train test)"
   json=$(cargo bench --no-run --message-format=json -p recur --bench engine_cell_train)
   strip -o "$DEST/bench_engine_cell_train" "$(exe_of "$json" engine_cell_train bench)"
+  # Checkpoints across devices, out-of-memory errors, generate --device cuda.
+  for t in engine_train_checkpoint engine_device; do
+    json=$(cargo test --release --no-run --message-format=json -p recur --test $t)
+    strip -o "$DEST/$t" "$(exe_of "$json" $t test)"
+  done
   if [ "${EXAMPLES:-1}" = 1 ] && json=$(cargo build --release --message-format=json -p recur --example train --example generate); then
     strip -o "$DEST/train" "$(exe_of "$json" train example)"
     strip -o "$DEST/generate" "$(exe_of "$json" generate example)"
@@ -104,4 +109,7 @@ if [ "${PROFILE:-1}" = 1 ] && command -v ncu >/dev/null; then
     --section MemoryWorkloadAnalysis "$BIN/bench_engine_train"
   grep -E "tr_|Stall|Duration|Throughput|Issued|Eligible|Active Warps|Hit Rate" "$OUT/ncu_persist_sections.log" | head -60
 fi
-grep -E "test result|panicked|FAILED" "$OUT/test_engine_train.log" "$OUT/test_engine_cell_train.log" | head
+run test_engine_train_checkpoint ${TEST_LIMIT:-150} "$BIN/engine_train_checkpoint" --test-threads=1 --nocapture
+run test_engine_device 60 "$BIN/engine_device" --nocapture
+grep -E "test result|panicked|FAILED" "$OUT/test_engine_train.log" "$OUT/test_engine_cell_train.log" \
+  "$OUT/test_engine_train_checkpoint.log" "$OUT/test_engine_device.log" | head
