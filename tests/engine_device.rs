@@ -63,7 +63,7 @@ fn absurd_sizes_are_out_of_memory_errors() {
         let e = r.expect_err(what);
         assert!(e.is_out_of_memory(), "{what}: {e}");
         assert!(
-            e.to_string().contains("out of device memory: the "),
+            e.to_string().contains("out of device memory for the "),
             "{what}: {e}"
         );
     };

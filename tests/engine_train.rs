@@ -674,7 +674,7 @@ fn out_of_memory_is_a_clear_error() {
     let msg = err.to_string();
     assert!(err.is_out_of_memory(), "{msg}");
     assert!(
-        msg.contains("out of device memory: the parameters need") && msg.contains(" free of "),
+        msg.contains("out of device memory for the parameters: ") && msg.contains(" free of "),
         "{msg}"
     );
     let small = layout_of(CellKind::GruResetAfter, 10, 8);

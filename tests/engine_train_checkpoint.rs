@@ -179,7 +179,7 @@ fn out_of_device_memory_is_a_clear_error_and_loses_nothing() {
     let args = TrainArgs::try_parse_from(flags.iter().chain(&outputs)).unwrap();
     let err = run_train(&args).unwrap_err().to_string();
     assert!(
-        err.contains("--device cuda: out of device memory: the parameters need")
+        err.contains("--device cuda: out of device memory for the parameters: ")
             && err.contains(" free of ")
             && err.contains("a smaller --hidden"),
         "{err}"

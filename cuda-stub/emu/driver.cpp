@@ -84,6 +84,9 @@ size_t memory_capacity() {
     return capacity;
 }
 
+// The capacity not held by allocations; with mem_lock held.
+size_t free_bytes_locked() { return memory_capacity() - std::min(memory_capacity(), allocated_bytes); }
+
 unsigned long long fnv1a(const char* s, size_t n) {
     unsigned long long h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < n; ++i) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
@@ -208,9 +211,8 @@ EXPORT CUresult cuDeviceTotalMem_v2(size_t* bytes, int dev) {
 
 EXPORT CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
     std::lock_guard<std::mutex> lock(mem_lock);
-    const size_t all = memory_capacity();
-    if (free_bytes) *free_bytes = all - std::min(all, allocated_bytes);
-    if (total) *total = all;
+    if (free_bytes) *free_bytes = free_bytes_locked();
+    if (total) *total = memory_capacity();
     return SUCCESS;
 }
 
@@ -498,11 +500,11 @@ EXPORT CUresult cuEventElapsedTime(float* ms, void* start, void* end) {
 EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
     if (!ptr || bytes == 0) return INVALID_VALUE;
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    if (bytes > memory_capacity()) return OUT_OF_MEMORY;
+    if (bytes > memory_capacity()) return OUT_OF_MEMORY;  // before the rounding could overflow
     const size_t rounded = (bytes + 255) / 256 * 256;
     {
         std::lock_guard<std::mutex> lock(mem_lock);
-        if (rounded > memory_capacity() - std::min(memory_capacity(), allocated_bytes)) return OUT_OF_MEMORY;
+        if (rounded > free_bytes_locked()) return OUT_OF_MEMORY;
         allocated_bytes += rounded;  // reserved now, so that no other thread takes the room
     }
     const size_t pages = (rounded + page - 1) / page;

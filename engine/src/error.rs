@@ -139,9 +139,13 @@ impl fmt::Display for Error {
                 bytes,
                 free_total,
             } => {
-                write!(f, "out of device memory: the {what} need {}", gib(*bytes))?;
+                write!(
+                    f,
+                    "out of device memory for the {what}: {} needed",
+                    gib(*bytes)
+                )?;
                 if let Some((free, total)) = free_total {
-                    write!(f, ", the GPU has {} free of {}", gib(*free), gib(*total))?;
+                    write!(f, ", {} free of {}", gib(*free), gib(*total))?;
                 }
                 Ok(())
             }

@@ -88,6 +88,7 @@ impl SeqBuffers {
         let (h, input) = (layout.hidden, layout.vocab);
         let gh = layout.cell_dims().gate_rows();
         let tb = recur_core::error::mul("steps", steps, batch)?;
+        let bh = elems(&[batch, h]);
         let f16 = model.precision() == Precision::F16;
         let lm = model.has_output_layer();
         let mut bufs = SeqBuffers {
@@ -108,15 +109,15 @@ impl SeqBuffers {
                 InputKind::Dense => Some(alloc(elems(&[tb, gh]), "input projections")?),
                 InputKind::Tokens => None,
             },
-            h0: alloc(elems(&[batch, h]), "h0")?,
-            c0: alloc(elems(&[batch, h]), "c0")?,
+            h0: alloc(bh, "h0")?,
+            c0: alloc(bh, "c0")?,
             hs: Activations::new(elems(&[tb, h]), f16, "hs")?,
-            h_last: alloc(elems(&[batch, h]), "h_last")?,
-            c_last: alloc(elems(&[batch, h]), "c_last")?,
-            rh: alloc(elems(&[batch, h]), "r⊙h")?,
-            zb: alloc(elems(&[batch, h]), "z")?,
+            h_last: alloc(bh, "h_last")?,
+            c_last: alloc(bh, "c_last")?,
+            rh: alloc(bh, "r⊙h")?,
+            zb: alloc(bh, "z")?,
             barrier: alloc(BARRIER_WORDS, "barrier")?,
-            xchg: alloc(if f16 { elems(&[2, batch, h]) } else { 2 }, "h exchange")?,
+            xchg: alloc(if f16 { elems(&[2, bh]) } else { 2 }, "h exchange")?,
             epoch: 0,
             targets: if lm {
                 Some(alloc(tb, "targets")?)

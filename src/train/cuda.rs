@@ -20,23 +20,36 @@ use super::cpu::generate_cpu;
 use super::error::TrainError;
 use super::rng::TrainRng;
 
-/// `prefix` and `len` tokens after it, generated on the GPU from the flat
-/// parameters `params` of `layout` (recur-engine: the weights uploaded once,
-/// the whole loop on the device, one wait at the end; f16 weights with
-/// `f16`). Greedy where `temperature` is 0 (the CPU's rule: the first
-/// maximum), else the engine's sampler seeded by `seed`.
+/// [`generate_cpu`] on the GPU: `prefix` and `len` tokens after it from
+/// the flat parameters `params` of `layout` (recur-engine: the weights
+/// uploaded once, the whole loop on the device, one wait at the end; f16
+/// weights with `f16`). Greedy takes the CPU's rule (the first maximum);
+/// sampling draws the engine's random numbers, seeded by `seed`, and has
+/// no top-k.
 pub fn generate_cuda(
     params: &[f32],
     layout: &ModelLayout,
     prefix: &[u32],
     len: usize,
-    temperature: f32,
+    decode: Decode,
     seed: u64,
     f16: bool,
 ) -> Result<Vec<u32>, TrainError> {
     if prefix.is_empty() {
         return Err(TrainError::Config("the prefix may not be empty".into()));
     }
+    let sampling = match decode {
+        Decode::Greedy => Sampling::Greedy,
+        Decode::Sample {
+            top_k: 0,
+            temperature,
+        } => Sampling::Temperature { temperature, seed },
+        Decode::Sample { .. } => {
+            return Err(TrainError::Config(
+                "--top-k samples on the CPU only (drop --device cuda)".into(),
+            ))
+        }
+    };
     let gpu = Gpu::new().map_err(device_error)?;
     let precision = if f16 { Precision::F16 } else { Precision::F32 };
     let model = DeviceModel::upload(&gpu, *layout, params, precision).map_err(device_error)?;
@@ -46,11 +59,6 @@ pub fn generate_cuda(
     }
     let mut bufs = GenBuffers::new(&model, 1, prefix.len(), len).map_err(device_error)?;
     bufs.set_prefix(prefix).map_err(device_error)?;
-    let sampling = if temperature == 0.0 {
-        Sampling::Greedy
-    } else {
-        Sampling::Temperature { temperature, seed }
-    };
     model
         .generate(&mut bufs, sampling, false)
         .map_err(device_error)?;

@@ -84,17 +84,12 @@ pub fn run_generate(args: &GenerateArgs) -> Result<String, TrainError> {
     };
     let f16 = args.precision == PrecisionArg::F16;
     let ids = match args.device {
-        DeviceArg::Cuda if args.top_k != 0 => {
-            return Err(TrainError::Config(
-                "--top-k samples on the CPU only (drop --device cuda)".into(),
-            ))
-        }
         DeviceArg::Cuda => generate_cuda(
             &ckpt.params,
             &ckpt.layout(),
             &prefix,
             args.len,
-            args.temperature,
+            decode,
             args.seed,
             f16,
         )?,
