@@ -18,8 +18,11 @@
 // the 8 warps owning a 32×32 quarter-column of the tile (2 × 4 mma tiles).
 // Split-K for products with few tiles and a long k: gridDim.y = m-tiles ×
 // splits; with splits > 1 each split writes its partial C to `work`
-// (splits, M, N) and tr_splitk_sum adds the partials in split order (a
-// deterministic second pass instead of atomics).
+// (splits, M, N) and counts itself in its tile's word of `arrivals`; the
+// last split to arrive adds the partials in split order, as a second pass
+// would, and writes C: deterministic, without atomics on C or a second
+// launch. It leaves the word zero again for the
+// next product on the stream.
 #pragma once
 
 #define TG_BM 128
@@ -143,6 +146,14 @@ __device__ __forceinline__ void tg_mma(float* d, const unsigned* a, const unsign
 #endif
 }
 
+// C(m, n) [+]= v [+ bias(n)]: a product's sum over the whole k range.
+__device__ __forceinline__ void tg_store(float* c, const float* bias, int ldc, int accumulate, int m, int n,
+                                         float v) {
+    float* out = c + (long long)m * ldc + n;
+    const float r = bias ? v + bias[n] : v;
+    *out = accumulate ? *out + r : r;
+}
+
 // 128 × 64 tiles of C; warp w owns rows (w % 4)·32 .. +31 and columns
 // (w / 4)·32 .. +31 as 2 × 4 tiles of 16 × 8. In a tile, lane (g = lane / 4,
 // q = lane % 4) holds C rows g and g + 8, columns 2q and 2q + 1 (the mma
@@ -151,9 +162,10 @@ __device__ __forceinline__ void tg_mma(float* d, const unsigned* a, const unsign
 template <typename TA, typename TB>
 __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, const float* bias, int M, int N,
                                         int K, long long sam, long long sak, long long sbk, long long sbn,
-                                        int ldc, int accumulate, int splits, float* work) {
+                                        int ldc, int accumulate, int splits, float* work, unsigned* arrivals) {
     __shared__ unsigned as_hi[TG_BK][TG_BM + TG_PAD], as_lo[TG_BK][TG_BM + TG_PAD];
     __shared__ unsigned bs_hi[TG_BK][TG_BN + TG_PAD], bs_lo[TG_BK][TG_BN + TG_PAD];
+    __shared__ int last_split;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int g = lane / 4, q = lane % 4;
     const int wm = (warp % 4) * 32, wn = (warp / 4) * 32;
@@ -229,6 +241,45 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
         }
         __syncthreads();
     }
+    if (splits > 1) {
+        const long long MN = (long long)M * N;
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int m = m0 + wm + i * 16 + g + (e / 2) * 8;
+                if (m >= M) continue;
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int n = n0 + wn + j * 8 + 2 * q + e % 2;
+                    if (n < N) work[split * MN + (long long)m * N + n] = acc[i][j][e];
+                }
+            }
+        // The partial is out (at device scope) before this split counts.
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            unsigned* count = arrivals + (blockIdx.y % m_tiles) * gridDim.x + blockIdx.x;
+            const bool last = atomicAdd(count, 1u) == (unsigned)splits - 1u;
+            // Every split of the tile has counted: zero for the next product.
+            if (last) *count = 0u;
+            last_split = last;
+        }
+        __syncthreads();
+        if (!last_split) return;
+        // Acquire: every split's partial, read through L2, added in split
+        // order; the block walks its tile row by row (coalesced).
+        __threadfence();
+        for (int i = threadIdx.x; i < TG_BM * TG_BN; i += TR_THREADS) {
+            const int m = m0 + i / TG_BN, n = n0 + i % TG_BN;
+            if (m >= M || n >= N) continue;
+            const float* w = work + (long long)m * N + n;
+            float v = __ldcg(w);
+            for (int s = 1; s < splits; ++s) v += __ldcg(w + s * MN);
+            tg_store(c, bias, ldc, accumulate, m, n, v);
+        }
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -238,15 +289,7 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
                 const int n = n0 + wn + j * 8 + 2 * q + e % 2;
-                if (n >= N) continue;
-                const float v = acc[i][j][e];
-                if (splits > 1) {
-                    work[((long long)split * M + m) * N + n] = v;
-                } else {
-                    float* out = c + (long long)m * ldc + n;
-                    const float r = bias ? v + bias[n] : v;
-                    *out = accumulate ? *out + r : r;
-                }
+                if (n < N) tg_store(c, bias, ldc, accumulate, m, n, acc[i][j][e]);
             }
         }
 }
@@ -254,29 +297,15 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
 #define TR_GEMM_KERNEL(NAME, TA, TB)                                                                          \
     extern "C" __global__ void __launch_bounds__(TR_THREADS, 2)                                               \
         NAME(float* c, const TA* a, const TB* b, const float* bias, int M, int N, int K, long long sam,       \
-             long long sak, long long sbk, long long sbn, int ldc, int accumulate, int splits, float* work) { \
-        tg_gemm<TA, TB>(c, a, b, bias, M, N, K, sam, sak, sbk, sbn, ldc, accumulate, splits, work);          \
+             long long sak, long long sbk, long long sbn, int ldc, int accumulate, int splits, float* work,   \
+             unsigned* arrivals) {                                                                            \
+        tg_gemm<TA, TB>(c, a, b, bias, M, N, K, sam, sak, sbk, sbn, ldc, accumulate, splits, work, arrivals); \
     }
 // Every operand f32; both f16 (hs · W_dᵀ in f16 mode); A f32 and B f16 (a
 // gradient times stored activations or weights).
 TR_GEMM_KERNEL(tr_gemm, float, float)
 TR_GEMM_KERNEL(tr_gemm_f16, __half, __half)
 TR_GEMM_KERNEL(tr_gemm_f32_f16, float, __half)
-
-// C(m, n) [+]= Σ_s work(s, m, n) [+ bias(n)], the splits added in order.
-extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_splitk_sum(float* c, const float* work, const float* bias, int M, int N, int splits, int ldc,
-              int accumulate) {
-    const long long total = (long long)M * N;
-    for (long long e = blockIdx.x * (long long)TR_THREADS + threadIdx.x; e < total;
-         e += (long long)gridDim.x * TR_THREADS) {
-        float v = work[e];
-        for (int s = 1; s < splits; ++s) v += work[s * total + e];
-        if (bias) v += bias[e % N];
-        float* out = c + (e / N) * ldc + e % N;
-        *out = accumulate ? *out + v : v;
-    }
-}
 
 // Column sums in two passes. Pass 1: block (x, y) sums rows [y·chunk,
 // (y+1)·chunk) of 32 columns (a warp reads 128 contiguous bytes of a row;

@@ -90,8 +90,17 @@ pub(super) fn step_chunk(k: usize, rows: usize, max_smem: usize) -> (usize, usiz
 /// as two blocks per SM (what `tr_gemm`'s 128 registers let reside) hold,
 /// so that all run in one wave (a second, partial wave would double the
 /// time), never more than `work` floats of partials (m·n each) allow.
-pub(super) fn splits_for(tiles: usize, k: usize, sms: usize, mn: usize, work: usize) -> usize {
-    if tiles >= sms {
+/// Split tiles count their splits in one word each: at most `arrival_words`
+/// tiles may split (the trainer keeps one per SM).
+pub(super) fn splits_for(
+    tiles: usize,
+    k: usize,
+    sms: usize,
+    mn: usize,
+    work: usize,
+    arrival_words: usize,
+) -> usize {
+    if tiles >= sms || tiles > arrival_words {
         return 1;
     }
     let by_sms = 2 * sms / tiles;
@@ -209,28 +218,44 @@ impl DeviceTrainer {
 
     /// The workspace of the stream work is queued on now.
     fn workspace(&self) -> u64 {
+        self.scratch().0
+    }
+
+    /// The current lane's workspace and the arrival words of its split
+    /// products (zero between products: the last split of a tile resets
+    /// its word), so that the two streams' products never share either.
+    fn scratch(&self) -> (u64, u64, usize) {
         match self.lane.get() {
-            Lane::Main => super::addr(&self.work),
-            Lane::Side => super::addr(&self.work_side),
+            Lane::Main => (
+                super::addr(&self.work),
+                super::addr(&self.arrivals),
+                self.arrivals.len(),
+            ),
+            Lane::Side => (
+                super::addr(&self.work_side),
+                super::addr(&self.arrivals_side),
+                self.arrivals_side.len(),
+            ),
         }
     }
 
-    /// Queues a product; split-K (with the deterministic second pass) when
-    /// its tiles alone would leave SMs idle.
+    /// Queues a product; split-K (its partials added in split order by
+    /// each tile's last split) when its tiles alone would leave SMs idle.
     pub(super) fn gemm(&self, g: Gemm) -> Result<(), Error> {
         if g.m == 0 || g.n == 0 {
             return Ok(());
         }
         let m_tiles = g.m.div_ceil(TILE_M);
         let n_tiles = g.n.div_ceil(TILE_N);
+        let (work, arrivals, arrival_words) = self.scratch();
         let splits = splits_for(
             m_tiles * n_tiles,
             g.k,
             self.gpu.limits().sm_count.max(1),
             g.m * g.n,
             self.work.len(),
+            arrival_words,
         );
-        let work = self.workspace();
         self.launch(
             g.kernel,
             (n_tiles as u32, (m_tiles * splits) as u32),
@@ -250,25 +275,9 @@ impl DeviceTrainer {
                 Arg::I32(g.accumulate as i32),
                 Arg::I32(splits as i32),
                 Arg::Ptr(work),
+                Arg::Ptr(arrivals),
             ],
-        )?;
-        if splits > 1 {
-            self.launch(
-                "tr_splitk_sum",
-                elementwise(g.m * g.n),
-                &[
-                    Arg::Ptr(g.c),
-                    Arg::Ptr(work),
-                    Arg::Ptr(g.bias),
-                    Arg::I32(g.m as i32),
-                    Arg::I32(g.n as i32),
-                    Arg::I32(splits as i32),
-                    Arg::I32(g.ldc as i32),
-                    Arg::I32(g.accumulate as i32),
-                ],
-            )?;
-        }
-        Ok(())
+        )
     }
 
     /// out (cols) [+]= column sums of `input` (rows, cols; row stride ld),
@@ -355,15 +364,18 @@ mod tests {
     #[test]
     fn splits_fill_the_sms_within_limits() {
         // Enough tiles: no split.
-        assert_eq!(splits_for(306, 256, 132, 1120 * 1027, 1 << 30), 1);
+        assert_eq!(splits_for(306, 256, 132, 1120 * 1027, 1 << 30, 132), 1);
         // 48 tiles over k = 1120 (70 slices): 5 splits (240 blocks ≤ 264).
-        assert_eq!(splits_for(48, 1120, 132, 768 * 256, 1 << 30), 5);
+        assert_eq!(splits_for(48, 1120, 132, 768 * 256, 1 << 30, 132), 5);
         // d2l's dhs and dW_d: 36 tiles, 7 splits, 252 blocks in one wave.
-        assert_eq!(splits_for(36, 1120, 132, 1120 * 256, 1 << 30), 7);
+        assert_eq!(splits_for(36, 1120, 132, 1120 * 256, 1 << 30, 132), 7);
         // Short k: never below 8 slices per split.
-        assert_eq!(splits_for(4, 64, 132, 100, 1 << 30), 1);
+        assert_eq!(splits_for(4, 64, 132, 100, 1 << 30, 132), 1);
         // The workspace bounds the splits.
-        assert_eq!(splits_for(1, 100_000, 132, 1000, 3000), 3);
-        assert!(splits_for(1, 1 << 30, 132, 1, 1 << 30) <= MAX_SPLITS);
+        assert_eq!(splits_for(1, 100_000, 132, 1000, 3000, 132), 3);
+        assert!(splits_for(1, 1 << 30, 132, 1, 1 << 30, 132) <= MAX_SPLITS);
+        // More tiles than arrival words: no split.
+        assert_eq!(splits_for(36, 1120, 132, 1120 * 256, 1 << 30, 35), 1);
+        assert_eq!(splits_for(36, 1120, 132, 1120 * 256, 1 << 30, 36), 7);
     }
 }

@@ -164,6 +164,10 @@ pub struct DeviceTrainer {
     /// stream's work, and of the side stream's (backward.rs).
     work: DeviceBuffer<f32>,
     work_side: DeviceBuffer<f32>,
+    /// One word per tile of a split product, counting its splits (zero
+    /// between products): the main stream's, and the side stream's.
+    arrivals: DeviceBuffer<u32>,
+    arrivals_side: DeviceBuffer<u32>,
     /// The stream the launches, copies and fills queued now go to.
     lane: Cell<Lane>,
     /// The events that fork work onto the side stream and join it back.
@@ -273,6 +277,8 @@ impl DeviceTrainer {
         // splits, and the column sums' partials.
         let work_len = n(MAX_SPLITS, n(v, h).max(n(gh, h)).max(n(tb, h)))
             .max(n(tb.div_ceil(COLSUM_CHUNK), v.max(gh)));
+        // Products split only while their tiles are fewer than the SMs.
+        let arrival_words = gpu.limits().sm_count.max(1);
         let mut t = DeviceTrainer {
             layout,
             batch,
@@ -312,6 +318,8 @@ impl DeviceTrainer {
             w_hh_t: Stored::new(n(h, gh), precision, "transposed recurrent weights")?,
             work: alloc(work_len, "product workspace")?,
             work_side: alloc(work_len, "side product workspace")?,
+            arrivals: alloc(arrival_words, "split-product arrivals")?,
+            arrivals_side: alloc(arrival_words, "side split-product arrivals")?,
             lane: Cell::new(Lane::Main),
             fork_event: gpu.event()?,
             join_event: gpu.event()?,
@@ -347,6 +355,8 @@ impl DeviceTrainer {
         ] {
             fill32(gpu, b, 0)?;
         }
+        fill32(gpu, &mut t.arrivals, 0)?;
+        fill32(gpu, &mut t.arrivals_side, 0)?;
         fill32(gpu, &mut t.barrier, 0)?;
         t.zero(addr(&t.stats), STATS_WORDS * 2)?;
         t.refresh_mirror()?;
