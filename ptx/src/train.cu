@@ -128,10 +128,21 @@ tr_scatter(float* dw_ih, const float* dih, const unsigned* tok, int N, int GH, i
 
 // ---- clipping and optimizers ---------------------------------------------------
 
-// acc[0] += Σ g² over n elements (f64 accumulation; acc zeroed before).
+// The global norm of the gradients g (n) and the factor clipping to θ
+// scales them by, in one launch. Each block adds its share of g² in f64
+// into partial[blockIdx.x]; the last block to finish (counted in
+// *arrivals, which it zeroes again) adds the partials in block order (no
+// atomics on the sum: the same norm every run) and writes the norm √Σ as
+// f32 to norm[0] and the statistics, and to scale[0] θ / norm where θ > 0
+// and the norm is finite and above θ, else 1. The gradients themselves
+// are left as they are: the update multiplies by scale[0] as it reads them
+// (tr_sgd, tr_adam), or tr_scale_grads does first where something else
+// reads them.
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_sumsq(double* acc, const float* g, long long n) {
+tr_norm(float* norm, float* scale, double* partial, unsigned* arrivals, const float* g, long long n, float theta,
+        unsigned long long* stats, long long batch) {
     __shared__ double red[TR_THREADS];
+    __shared__ bool last;
     double s = 0.0;
     for (long long i = blockIdx.x * (long long)TR_THREADS + threadIdx.x; i < n;
          i += (long long)gridDim.x * TR_THREADS)
@@ -142,36 +153,57 @@ tr_sumsq(double* acc, const float* g, long long n) {
         if (threadIdx.x < k) red[threadIdx.x] += red[threadIdx.x + k];
         __syncthreads();
     }
-    if (threadIdx.x == 0) atomicAdd(acc, red[0]);
+    if (threadIdx.x == 0) {
+        partial[blockIdx.x] = red[0];
+        // The partial is out (at device scope) before this block counts.
+        __threadfence();
+        last = atomicAdd(arrivals, 1u) == gridDim.x - 1u;
+    }
+    __syncthreads();
+    if (!last) return;
+    // Acquire: every block's partial, read through L2 by the whole block
+    // and added in a fixed order (thread t: partials t, t + 256, …; then
+    // the tree above).
+    __threadfence();
+    s = 0.0;
+    for (unsigned b = threadIdx.x; b < gridDim.x; b += TR_THREADS) s += __ldcg(partial + b);
+    red[threadIdx.x] = s;
+    __syncthreads();
+    for (int k = TR_THREADS / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) red[threadIdx.x] += red[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x != 0) return;
+    *arrivals = 0u;
+    const float nv = (float)sqrt(red[0]);
+    norm[0] = nv;
+    tr_note(stats, 1, (double)nv, nv, batch);
+    scale[0] = (theta > 0.0f && isfinite(nv) && nv > theta) ? theta / nv : 1.0f;
 }
 
-// The global norm √acc (as f32) into norm[0] and the sums of `stats`
-// (block 0); with theta > 0 the gradients are scaled by θ / norm when the
-// norm is finite and above θ.
+// g (n) *= scale[0]: a clip made effective in memory, for a reader of the
+// gradients other than the updates.
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_clip(float* g, float* norm, const double* acc, float theta, long long n, unsigned long long* stats,
-        long long batch) {
-    const float nv = (float)sqrt(acc[0]);
-    if (blockIdx.x == 0 && threadIdx.x == 0) {
-        norm[0] = nv;
-        tr_note(stats, 1, (double)nv, nv, batch);
-    }
-    if (!(theta > 0.0f) || !(isfinite(nv) && nv > theta)) return;
-    const float scale = theta / nv;
+tr_scale_grads(float* g, const float* scale, long long n) {
+    const float f = scale[0];
     for (long long i = blockIdx.x * (long long)TR_THREADS + threadIdx.x; i < n;
          i += (long long)gridDim.x * TR_THREADS)
-        g[i] *= scale;
+        g[i] *= f;
 }
 
 // The updates skip themselves (parameters and moments untouched) once a
 // non-finite loss or norm is in `stats`. `p16` (null in f32 mode): the f16
 // mirror of p (n), rewritten from the updated masters in the same pass.
+// `scale` (null: none): a clip's factor (tr_norm), applied to each
+// gradient as it is read, as if the gradients had been scaled first.
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_sgd(float* p, __half* p16, const float* g, float lr, long long n, const unsigned long long* stats) {
+tr_sgd(float* p, __half* p16, const float* g, const float* scale, float lr, long long n,
+       const unsigned long long* stats) {
     if (stats[2] != 0ull) return;
+    const float f = scale ? scale[0] : 1.0f;
     for (long long i = blockIdx.x * (long long)TR_THREADS + threadIdx.x; i < n;
          i += (long long)gridDim.x * TR_THREADS) {
-        const float pi = p[i] - lr * g[i];
+        const float pi = p[i] - lr * (scale ? g[i] * f : g[i]);
         p[i] = pi;
         if (p16) p16[i] = __float2half_rn(pi);
     }
@@ -196,12 +228,14 @@ tr_from_f16(float* out, const __half* in, long long n) {
 // Adam as recur-core's adam_step (PyTorch's): the f64 scalars come from the
 // host (step_size = lr / (1 − β1^t), bc2_sqrt = √(1 − β2^t)).
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_adam(float* p, __half* p16, float* m, float* v, const float* g, float step_size, float bc2_sqrt, float w1,
-        float w2, float beta2, float eps, float wd, long long n, const unsigned long long* stats) {
+tr_adam(float* p, __half* p16, float* m, float* v, const float* g, const float* scale, float step_size,
+        float bc2_sqrt, float w1, float w2, float beta2, float eps, float wd, long long n,
+        const unsigned long long* stats) {
     if (stats[2] != 0ull) return;
+    const float f = scale ? scale[0] : 1.0f;
     for (long long i = blockIdx.x * (long long)TR_THREADS + threadIdx.x; i < n;
          i += (long long)gridDim.x * TR_THREADS) {
-        float gi = g[i];
+        float gi = scale ? g[i] * f : g[i];
         if (wd != 0.0f) gi = gi + wd * p[i];
         const float mi = m[i] + w1 * (gi - m[i]);
         const float vi = v[i] * beta2 + w2 * (gi * gi);

@@ -154,6 +154,49 @@ __device__ __forceinline__ void tg_store(float* c, const float* bias, int ldc, i
     *out = accumulate ? *out + r : r;
 }
 
+// The splits of split-K most products take (engine/src/train/launch.rs,
+// MAX_SPLITS): their partials are loaded before any is added.
+#define TG_MAX_SPLITS 8
+
+__device__ __forceinline__ float tg_lane(const float4& v, int i) {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+__device__ __forceinline__ float tg_lane(float v, int) { return v; }
+__device__ __forceinline__ void tg_add(float4& a, const float4& b) {
+    a.x += b.x;
+    a.y += b.y;
+    a.z += b.z;
+    a.w += b.w;
+}
+__device__ __forceinline__ void tg_add(float& a, float b) { a += b; }
+
+// The tile at (m0, n0) of C from the `splits` partials in work (splits, M,
+// N): Σ_s partial_s in split order, then tg_store. V: float4 (4 columns per
+// item; N a multiple of 4) or float. Each item's partials (up to
+// TG_MAX_SPLITS) are all in flight before the first add.
+template <typename V>
+__device__ __forceinline__ void tg_sum_splits(float* c, const float* bias, int ldc, int accumulate,
+                                              const float* work, int M, int N, int m0, int n0, int splits) {
+    constexpr int P = sizeof(V) / 4, ROW = TG_BN / P;
+    const long long stride = (long long)M * N / P;  // one split's partial, in V
+    for (int i = threadIdx.x; i < TG_BM * ROW; i += TR_THREADS) {
+        const int m = m0 + i / ROW, n = n0 + (i % ROW) * P;
+        if (m >= M || n >= N) continue;  // P | N: the item is all inside
+        const V* w = reinterpret_cast<const V*>(work + (long long)m * N + n);
+        V part[TG_MAX_SPLITS];
+#pragma unroll
+        for (int s = 0; s < TG_MAX_SPLITS; ++s)
+            if (s < splits) part[s] = __ldcg(w + s * stride);
+        V v = part[0];
+#pragma unroll
+        for (int s = 1; s < TG_MAX_SPLITS; ++s)
+            if (s < splits) tg_add(v, part[s]);
+        for (int s = TG_MAX_SPLITS; s < splits; ++s) tg_add(v, __ldcg(w + s * stride));
+#pragma unroll
+        for (int e = 0; e < P; ++e) tg_store(c, bias, ldc, accumulate, m, n + e, tg_lane(v, e));
+    }
+}
+
 // 128 × 64 tiles of C; warp w owns rows (w % 4)·32 .. +31 and columns
 // (w / 4)·32 .. +31 as 2 × 4 tiles of 16 × 8. In a tile, lane (g = lane / 4,
 // q = lane % 4) holds C rows g and g + 8, columns 2q and 2q + 1 (the mma
@@ -267,16 +310,13 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
         }
         __syncthreads();
         if (!last_split) return;
-        // Acquire: every split's partial, read through L2, added in split
-        // order; the block walks its tile row by row (coalesced).
+        // Acquire: every split's partial, read through L2 and added in
+        // split order; the block walks its tile row by row (coalesced).
         __threadfence();
-        for (int i = threadIdx.x; i < TG_BM * TG_BN; i += TR_THREADS) {
-            const int m = m0 + i / TG_BN, n = n0 + i % TG_BN;
-            if (m >= M || n >= N) continue;
-            const float* w = work + (long long)m * N + n;
-            float v = __ldcg(w);
-            for (int s = 1; s < splits; ++s) v += __ldcg(w + s * MN);
-            tg_store(c, bias, ldc, accumulate, m, n, v);
+        if ((N & 3) == 0) {
+            tg_sum_splits<float4>(c, bias, ldc, accumulate, work, M, N, m0, n0, splits);
+        } else {
+            tg_sum_splits<float>(c, bias, ldc, accumulate, work, M, N, m0, n0, splits);
         }
         return;
     }

@@ -19,6 +19,8 @@ impl DeviceTrainer {
             });
         }
         self.forward_done = false;
+        // The backward rewrites every gradient: a clip of the last ones is void.
+        self.clip_pending.set(false);
         self.gpu.bind()?;
         // Joined whatever happens: nothing queued after may race the side
         // stream's writes of the gradients.

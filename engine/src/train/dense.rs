@@ -195,7 +195,7 @@ impl DeviceCellTrainer {
 
     /// The gradients of the last backward (after clipping, if any).
     pub fn download_grads(&self) -> Result<Vec<f32>, Error> {
-        download(&self.inner.gpu, &self.inner.grads, self.params_len())
+        self.inner.grads_to_host(self.params_len())
     }
 
     /// Replaces the carried (B, H) state; `c` is ignored unless LSTM. Each
@@ -368,6 +368,8 @@ impl DeviceTrainer {
             ));
         }
         self.forward_done = false;
+        // The backward rewrites every gradient: a clip of the last ones is void.
+        self.clip_pending.set(false);
         self.gpu.bind()?;
         let queued = self.queue_backward_dense(io);
         let joined = self.join_side();

@@ -38,7 +38,9 @@ const MAX_ARGS: usize = 20;
 const TILE_M: usize = 128;
 const TILE_N: usize = 64;
 const K_SLICE: usize = 16;
-/// Split-K: at most this many splits, each at least this many k slices.
+/// Split-K: at most this many splits (what `tr_gemm` keeps in flight at
+/// once: ptx/src/train_gemm.cuh, TG_MAX_SPLITS), each at least this many k
+/// slices.
 pub(super) const MAX_SPLITS: usize = 8;
 const MIN_SLICES_PER_SPLIT: usize = 8;
 /// Rows per block of the first column-sum pass.

@@ -189,9 +189,17 @@ pub struct DeviceTrainer {
     cluster_plans: Cell<Option<[Option<ClusterPlan>; 2]>>,
     /// The form of the last forward's and backward's time loop.
     loops: Cell<(TimeLoop, TimeLoop)>,
-    /// (1) Σ g² in f64; (1) the global norm.
-    sumsq: DeviceBuffer<f64>,
+    /// The clip's per-block partial sums of g² (f64; one per block it
+    /// may launch), the word counting its blocks (zero between clips), the
+    /// global norm, and the factor the next update scales the gradients by.
+    norm_partials: DeviceBuffer<f64>,
+    norm_arrivals: DeviceBuffer<u32>,
     norm: DeviceBuffer<f32>,
+    clip_scale: DeviceBuffer<f32>,
+    /// Whether the gradients in memory still lack the last clip's factor
+    /// (optim.rs): the updates apply it as they read them, other readers
+    /// have them scaled first, a backward rewrites them.
+    clip_pending: Cell<bool>,
     /// The statistics record (stats.rs), zeroed by every take.
     stats: DeviceBuffer<u64>,
     /// Forward calls since the last take.
@@ -331,8 +339,11 @@ impl DeviceTrainer {
             reduce_scatter: false,
             cluster_plans: Cell::new(None),
             loops: Cell::new((TimeLoop::PerStep, TimeLoop::PerStep)),
-            sumsq: alloc(1, "squared norm")?,
+            norm_partials: alloc(2 * gpu.limits().sm_count.max(1), "norm partials")?,
+            norm_arrivals: alloc(1, "norm arrivals")?,
             norm: alloc(1, "norm")?,
+            clip_scale: alloc(1, "clip factor")?,
+            clip_pending: Cell::new(false),
             stats: alloc(STATS_WORDS, "training statistics")?,
             batches: 0,
             forward_done: false,
@@ -356,6 +367,7 @@ impl DeviceTrainer {
             fill32(gpu, b, 0)?;
         }
         fill32(gpu, &mut t.arrivals, 0)?;
+        fill32(gpu, &mut t.norm_arrivals, 0)?;
         fill32(gpu, &mut t.arrivals_side, 0)?;
         fill32(gpu, &mut t.barrier, 0)?;
         t.zero(addr(&t.stats), STATS_WORDS * 2)?;
@@ -584,7 +596,14 @@ impl DeviceTrainer {
 
     /// The gradients of the last backward (after clipping, if any).
     pub fn download_grads(&self) -> Result<Vec<f32>, Error> {
-        download(&self.gpu, &self.grads, self.layout.len())
+        self.grads_to_host(self.layout.len())
+    }
+
+    /// The first `len` gradients, a pending clip applied first.
+    pub(super) fn grads_to_host(&self, len: usize) -> Result<Vec<f32>, Error> {
+        self.gpu.bind()?;
+        self.apply_pending_clip()?;
+        download(&self.gpu, &self.grads, len)
     }
 
     /// Replaces Adam's moments (each [`ModelLayout::len`] elements).

@@ -9,6 +9,12 @@ impl DeviceTrainer {
     /// [`DeviceTrainer::norm`] reads it back); with `Some(theta)` the
     /// gradients are scaled to norm θ when it is larger (recur-core's
     /// `clip_global_norm`). No host wait.
+    ///
+    /// One launch: the norm and the factor θ / norm (or 1) stay on the
+    /// device, and an update applies the factor as it reads each gradient,
+    /// without a pass that rewrites them. Anything else that reads the
+    /// gradients ([`DeviceTrainer::download_grads`], a second clip) has
+    /// them scaled in memory first, so every reader sees them clipped.
     pub fn clip(&mut self, theta: Option<f32>) -> Result<(), Error> {
         if let Some(th) = theta {
             if !(th.is_finite() && th > 0.0) {
@@ -18,35 +24,58 @@ impl DeviceTrainer {
         self.gpu.bind()?;
         // The statistics and gradients as the side stream leaves them.
         self.join_side()?;
+        // A second clip measures the gradients the first one left.
+        self.apply_pending_clip()?;
         let n = self.layout.len();
-        self.zero(addr(&self.sumsq), 2)?;
-        // A few blocks per SM: one f64 atomic per block.
-        let blocks = n
-            .div_ceil(256)
-            .clamp(1, 2 * self.gpu.limits().sm_count.max(1));
+        // A few blocks per SM, one f64 partial each.
+        let blocks = n.div_ceil(256).clamp(1, self.norm_partials.len());
         self.launch(
-            "tr_sumsq",
+            "tr_norm",
             (blocks as u32, 1),
             &[
-                Arg::Ptr(addr(&self.sumsq)),
-                Arg::Ptr(addr(&self.grads)),
-                Arg::I64(n as i64),
-            ],
-        )?;
-        self.launch(
-            "tr_clip",
-            elementwise(n),
-            &[
-                Arg::Ptr(addr(&self.grads)),
                 Arg::Ptr(addr(&self.norm)),
-                Arg::Ptr(addr(&self.sumsq)),
-                Arg::F32(theta.unwrap_or(0.0)),
+                Arg::Ptr(addr(&self.clip_scale)),
+                Arg::Ptr(addr(&self.norm_partials)),
+                Arg::Ptr(addr(&self.norm_arrivals)),
+                Arg::Ptr(addr(&self.grads)),
                 Arg::I64(n as i64),
+                Arg::F32(theta.unwrap_or(0.0)),
                 Arg::Ptr(addr(&self.stats)),
                 Arg::I64(self.batches.saturating_sub(1) as i64),
             ],
         )?;
+        self.clip_pending.set(theta.is_some());
         self.mark(Mark::ClipEnd)
+    }
+
+    /// The factor of a clip the gradients in memory do not have yet, for
+    /// an update to apply as it reads them (null: none).
+    fn clip_scale_arg(&self) -> u64 {
+        if self.clip_pending.get() {
+            addr(&self.clip_scale)
+        } else {
+            0
+        }
+    }
+
+    /// Queues the pending clip's scaling of the gradients in memory, for a
+    /// reader other than the updates.
+    pub(super) fn apply_pending_clip(&self) -> Result<(), Error> {
+        let scale = self.clip_scale_arg();
+        if scale == 0 {
+            return Ok(());
+        }
+        self.clip_pending.set(false);
+        let n = self.layout.len();
+        self.launch(
+            "tr_scale_grads",
+            elementwise(n),
+            &[
+                Arg::Ptr(addr(&self.grads)),
+                Arg::Ptr(scale),
+                Arg::I64(n as i64),
+            ],
+        )
     }
 
     /// Queues `params -= lr · grads`, skipped on the device once a
@@ -65,6 +94,7 @@ impl DeviceTrainer {
                 Arg::Ptr(addr(&self.params)),
                 Arg::Ptr(self.mirror_addr()),
                 Arg::Ptr(addr(&self.grads)),
+                Arg::Ptr(self.clip_scale_arg()),
                 Arg::F32(lr),
                 Arg::I64(n as i64),
                 Arg::Ptr(addr(&self.stats)),
@@ -98,6 +128,7 @@ impl DeviceTrainer {
                 Arg::Ptr(addr(&self.exp_avg)),
                 Arg::Ptr(addr(&self.exp_avg_sq)),
                 Arg::Ptr(addr(&self.grads)),
+                Arg::Ptr(self.clip_scale_arg()),
                 Arg::F32((cfg.lr / bias_correction1) as f32),
                 Arg::F32(bias_correction2.sqrt() as f32),
                 Arg::F32((1.0 - cfg.beta1) as f32),
