@@ -21,10 +21,9 @@ impl DeviceTrainer {
         // The last forward's mean (side stream) has read its row losses.
         self.join_side()?;
         self.mark(Mark::ForwardStart)?;
-        let (d_tokens, d_targets) = (addr(&self.tokens), addr(&self.targets));
-        self.staging
-            .upload(&self.gpu, d_tokens, inputs, d_targets, targets)?;
-        self.ops.set(self.ops.get() + 2);
+        let (d_tokens, d_targets) = (addr(&self.tokens), self.targets_addr());
+        self.staging.upload(&self.gpu, d_tokens, inputs, targets)?;
+        self.ops.set(self.ops.get() + 1);
         let batch_index = self.batches;
         self.batches += 1;
         let (b, h, v) = (self.batch, l.hidden, l.vocab);
@@ -82,6 +81,11 @@ impl DeviceTrainer {
         self.mark(Mark::ForwardEnd)?;
         self.forward_done = true;
         Ok(())
+    }
+
+    /// The targets' half of the token buffer: (T, B) after the inputs.
+    pub(super) fn targets_addr(&self) -> u64 {
+        addr(&self.tokens) + (self.steps * self.batch * 4) as u64
     }
 
     /// Queues the carried state into slot 0 of the saved states (h in the

@@ -130,9 +130,9 @@ pub struct DeviceTrainer {
     /// (P) each: Adam's moments (one element for SGD).
     exp_avg: DeviceBuffer<f32>,
     exp_avg_sq: DeviceBuffer<f32>,
-    /// (T, B) inputs and targets of the last forward.
+    /// (2, T, B): the inputs, then the targets of the last forward (one
+    /// buffer, one upload; `targets_addr`).
     tokens: DeviceBuffer<u32>,
-    targets: DeviceBuffer<u32>,
     /// (T·B, G·H) post-activation gates (storage type).
     gates: Stored,
     /// (T·B, H) W_hn·h + b_hn (GRU reset-after), r⊙h (reset-before), tanh c
@@ -301,8 +301,7 @@ impl DeviceTrainer {
             grads: alloc(p, "gradients")?,
             exp_avg: alloc(moments, "Adam exp_avg")?,
             exp_avg_sq: alloc(moments, "Adam exp_avg_sq")?,
-            tokens: alloc(tb, "inputs")?,
-            targets: alloc(tb, "targets")?,
+            tokens: alloc(n(2, tb), "inputs and targets")?,
             gates: Stored::new(n(tb, gh), precision, "gates")?,
             aux: Stored::new(n(tb, h), precision, "gate cache")?,
             hcat: Stored::new(n(tb.saturating_add(batch), h), precision, "hidden states")?,

@@ -45,15 +45,14 @@ impl TokenRing {
         Ok(TokenRing { slots, next: 0 })
     }
 
-    /// Queues the copies of `inputs` into `d_inputs` and `targets` into
-    /// `d_targets` (device addresses of buffers of at least that many u32)
-    /// on the GPU's stream.
+    /// Queues the copy of `inputs` then `targets` (as many) into `d_pair`
+    /// (the device address of at least twice that many u32: the inputs,
+    /// the targets right after them) on the GPU's stream: one copy.
     pub(crate) fn upload(
         &mut self,
         gpu: &Gpu,
-        d_inputs: u64,
+        d_pair: u64,
         inputs: &[u32],
-        d_targets: u64,
         targets: &[u32],
     ) -> Result<(), Error> {
         let n = inputs.len();
@@ -75,16 +74,14 @@ impl TokenRing {
         host[..n].copy_from_slice(inputs);
         host[n..2 * n].copy_from_slice(targets);
         let stream = gpu.inner.stream.as_inner();
-        let base = host.as_ptr();
-        for (dst, off) in [(d_inputs, 0), (d_targets, n)] {
-            // SAFETY: `n` u32 from page-locked memory the slot owns (not
-            // written again before its event completes) into a device buffer
-            // the caller sized for them.
-            let r = unsafe { sys::cuMemcpyHtoDAsync_v2(dst, base.add(off).cast(), n * 4, stream) };
-            check(r, "queueing the token upload", None, || {
-                format!("{n} tokens")
-            })?;
-        }
+        // SAFETY: 2·`n` u32 from page-locked memory the slot owns (not
+        // written again before its event completes) into a device buffer
+        // the caller sized for them.
+        let r =
+            unsafe { sys::cuMemcpyHtoDAsync_v2(d_pair, host.as_ptr().cast(), 2 * n * 4, stream) };
+        check(r, "queueing the token upload", None, || {
+            format!("{n} inputs and targets")
+        })?;
         slot.copied
             .record(&gpu.inner.stream)
             .doing("recording a staging event")?;
