@@ -1,8 +1,8 @@
 //! Global-norm clipping on the device, whose factor the updates apply as
 //! they read the gradients (`DeviceTrainer::clip`): every reader sees the
 //! gradients clipped, updates from the unscaled gradients and from the
-//! scaled ones agree bit for bit, a second clip measures the first one's
-//! result, and a backward voids a clip of the gradients it replaces. Without a GPU the
+//! scaled ones agree, a second clip measures the first one's result, and a
+//! backward voids a clip of the gradients it replaces. Without a GPU the
 //! tests print `skipped: no CUDA device`.
 
 // Skips go straight to stderr: the test harness captures println!, and a
@@ -114,27 +114,31 @@ fn the_update_applies_the_clip_as_the_scaled_gradients_would() {
         fused.download_params().unwrap(),
         scaled.download_params().unwrap(),
     );
-    assert_eq!(
-        p_fused, p_scaled,
-        "parameters: factor in the update vs in memory"
+    // (Two trainers: their gradients may differ in the last bit, the
+    // scatter into W_ih's columns adding in no fixed order.)
+    assert_close(
+        "parameters: factor in the update vs in memory",
+        &p_fused,
+        &p_scaled,
+        1e-7,
+        1e-6,
     );
     // Both against the host's step from the clipped gradients.
     let p0 = engine_support::random_params(&layout(), 7);
     let want: Vec<f32> = p0.iter().zip(&clipped).map(|(p, g)| p - LR * g).collect();
     assert_close("parameters", &p_fused, &want, 1e-7, 1e-6);
-    // After the update the gradients read as clipped too, and a second
-    // update (no new backward) steps by them again, as in memory.
-    assert_eq!(
-        fused.download_grads().unwrap(),
-        clipped,
-        "gradients after the update"
-    );
-    fused.sgd_step(LR).unwrap();
-    scaled.sgd_step(LR).unwrap();
-    assert_eq!(
-        fused.download_params().unwrap(),
-        scaled.download_params().unwrap(),
-        "parameters after a second update"
+    // After the update the gradients read as clipped too: g·f exactly.
+    let g_fused = fused.download_grads().unwrap();
+    let norm = fused.norm().unwrap();
+    let f = factor(theta, norm);
+    let g_times_f: Vec<f32> = g.iter().map(|&x| x * f).collect();
+    assert_eq!(g_fused, g_times_f, "gradients after the update");
+    assert_close(
+        "gradients of the two trainers",
+        &g_fused,
+        &clipped,
+        1e-9,
+        1e-6,
     );
 }
 
@@ -156,10 +160,27 @@ fn a_second_update_applies_the_clip_again() {
     scaled.download_grads().unwrap();
     scaled.sgd_step(LR).unwrap();
     scaled.sgd_step(LR).unwrap();
-    assert_eq!(
-        fused.download_params().unwrap(),
-        scaled.download_params().unwrap(),
-        "parameters after two updates on one clip"
+    assert_close(
+        "parameters after two updates on one clip",
+        &fused.download_params().unwrap(),
+        &scaled.download_params().unwrap(),
+        1e-7,
+        1e-6,
+    );
+    // Against the host: two steps by the clipped gradients.
+    let clipped = scaled.download_grads().unwrap();
+    let p0 = engine_support::random_params(&layout(), 7);
+    let want: Vec<f32> = p0
+        .iter()
+        .zip(&clipped)
+        .map(|(p, g)| p - 2.0 * LR * g)
+        .collect();
+    assert_close(
+        "parameters",
+        &fused.download_params().unwrap(),
+        &want,
+        1e-6,
+        1e-5,
     );
 }
 
