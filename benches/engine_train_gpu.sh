@@ -33,8 +33,8 @@ if [ "${1:-}" = pack ]; then
   json=$(cargo bench --no-run --message-format=json -p recur --bench engine_cell_train)
   strip -o "$DEST/bench_engine_cell_train" "$(exe_of "$json" engine_cell_train bench)"
   # Checkpoints across devices, out-of-memory errors, generate --device
-  # cuda, the clip whose factor the updates apply.
-  for t in engine_train_checkpoint engine_device engine_train_clip; do
+  # cuda, the clip whose factor the updates apply, the carried state.
+  for t in engine_train_checkpoint engine_device engine_train_clip engine_train_state; do
     json=$(cargo test --release --no-run --message-format=json -p recur --test $t)
     strip -o "$DEST/$t" "$(exe_of "$json" $t test)"
   done
@@ -113,5 +113,7 @@ fi
 run test_engine_train_checkpoint ${TEST_LIMIT:-150} "$BIN/engine_train_checkpoint" --test-threads=1 --nocapture
 run test_engine_device 60 "$BIN/engine_device" --nocapture
 run test_engine_train_clip 60 "$BIN/engine_train_clip" --nocapture
+run test_engine_train_state 60 "$BIN/engine_train_state" --nocapture
 grep -E "test result|panicked|FAILED" "$OUT/test_engine_train.log" "$OUT/test_engine_cell_train.log" \
-  "$OUT/test_engine_train_checkpoint.log" "$OUT/test_engine_device.log" "$OUT/test_engine_train_clip.log" | head
+  "$OUT/test_engine_train_checkpoint.log" "$OUT/test_engine_device.log" "$OUT/test_engine_train_clip.log" \
+  "$OUT/test_engine_train_state.log" | head

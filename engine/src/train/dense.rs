@@ -353,7 +353,7 @@ impl DeviceTrainer {
         self.carried_state_in()?;
         let projections = Weights { w_ih: p, ..w };
         self.forward_time_loop(projections, addr(&self.tokens), tb)?;
-        self.carried_state_out()?;
+        self.carried_in_last_slot.set(true);
         self.forward_done = true;
         Ok(())
     }

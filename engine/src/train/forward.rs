@@ -33,7 +33,9 @@ impl DeviceTrainer {
         self.mark(Mark::ForwardLoopStart)?;
         self.forward_time_loop(w, d_tokens, v)?;
         self.mark(Mark::ForwardLoopEnd)?;
-        self.carried_state_out()?;
+        // The carried state is now the last step's slot (see
+        // carried_in_last_slot): no copy out.
+        self.carried_in_last_slot.set(true);
         // logits (T·B, V) = hs · W_dᵀ + b_d
         self.gemm(Gemm {
             kernel: self.gemm_kernel(true),
@@ -89,18 +91,34 @@ impl DeviceTrainer {
     }
 
     /// Queues the carried state into slot 0 of the saved states (h in the
-    /// storage type, the LSTM's c in f32), the time loop's initial state.
+    /// storage type, the LSTM's c in f32), the time loop's initial state:
+    /// from the last forward's last slot where it still is (a copy within
+    /// the buffers, the stored values as they are), else from `state_h`.
     pub(super) fn carried_state_in(&self) -> Result<(), Error> {
         let bh = self.batch * self.layout.hidden;
+        let lstm = self.layout.cell == CellKind::Lstm;
+        if self.carried_in_last_slot.get() {
+            let last = self.steps * bh;
+            let h_bytes = self.hcat.bytes_of(bh);
+            self.copy_bytes(self.hcat.at(0), self.hcat.at(last), h_bytes)?;
+            if lstm {
+                self.copy(addr(&self.ccat), f32_at(addr(&self.ccat), last), bh)?;
+            }
+            return Ok(());
+        }
         self.state_in(self.hcat.at(0), addr(&self.state_h), bh)?;
-        if self.layout.cell == CellKind::Lstm {
+        if lstm {
             self.copy(addr(&self.ccat), addr(&self.state_c), bh)?;
         }
         Ok(())
     }
 
-    /// Queues the last step's saved state into the carried state.
-    pub(super) fn carried_state_out(&self) -> Result<(), Error> {
+    /// Queues the last forward's last slot into `state_h` (and `state_c`)
+    /// where the carried state still is there, for a reader of the state.
+    pub(super) fn settle_carried_state(&self) -> Result<(), Error> {
+        if !self.carried_in_last_slot.replace(false) {
+            return Ok(());
+        }
         let last = self.steps * self.batch * self.layout.hidden;
         let bh = self.batch * self.layout.hidden;
         self.state_out(addr(&self.state_h), self.hcat.at(last), bh)?;

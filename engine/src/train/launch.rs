@@ -323,12 +323,19 @@ impl DeviceTrainer {
     /// Queues a device-to-device copy of `n` f32 (non-overlapping ranges
     /// inside this trainer's buffers).
     pub(super) fn copy(&self, dst: u64, src: u64, n: usize) -> Result<(), Error> {
+        self.copy_bytes(dst, src, n * 4)
+    }
+
+    /// Queues copying `bytes` bytes from `src` to `dst` on the device.
+    pub(super) fn copy_bytes(&self, dst: u64, src: u64, bytes: usize) -> Result<(), Error> {
         self.ops.set(self.ops.get() + 1);
         // SAFETY: both ranges lie inside buffers of this trainer (callers
         // pass (B, H) slots of buffers sized for them); they do not overlap.
         let r =
-            unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, n * 4, self.gpu.stream(self.lane.get())) };
-        check(r, "copying on the device", None, || format!("{n} floats"))
+            unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, bytes, self.gpu.stream(self.lane.get())) };
+        check(r, "copying on the device", None, || {
+            format!("{bytes} bytes")
+        })
     }
 
     /// Queues zeroing `words` 32-bit words at `dst` (a range inside one of

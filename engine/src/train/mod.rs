@@ -146,6 +146,11 @@ pub struct DeviceTrainer {
     /// (B, H) the carried state.
     state_h: DeviceBuffer<f32>,
     state_c: DeviceBuffer<f32>,
+    /// Whether the carried state is still the last forward's last slot of
+    /// `hcat` / `ccat` rather than `state_h` / `state_c`: the next forward
+    /// copies it to slot 0 from there, a reader has it copied out first
+    /// (forward.rs, `settle_carried_state`), a new state replaces it.
+    carried_in_last_slot: Cell<bool>,
     /// (T·B, V) logits, then the gradient of the mean loss.
     logits: DeviceBuffer<f32>,
     /// (T·B) per-row losses and (1) their mean.
@@ -315,6 +320,7 @@ impl DeviceTrainer {
             )?,
             state_h: alloc(bh, "carried h")?,
             state_c: alloc(bh, "carried c")?,
+            carried_in_last_slot: Cell::new(false),
             logits: alloc(if dense { 1 } else { n(tb, v) }, "logits")?,
             row_loss: alloc(tb, "row losses")?,
             loss: alloc(1, "loss")?,
@@ -649,6 +655,7 @@ impl DeviceTrainer {
         if self.layout.cell == CellKind::Lstm {
             recur_core::error::check_len("cell state c", c, bh)?;
         }
+        self.carried_in_last_slot.set(false);
         upload(&self.gpu, &mut self.state_h, h, "carried h")?;
         if self.layout.cell == CellKind::Lstm {
             upload(&self.gpu, &mut self.state_c, c, "carried c")?;
@@ -659,6 +666,8 @@ impl DeviceTrainer {
     /// The carried state: h (B, H) and c (B, H, empty unless LSTM).
     pub fn download_state(&self) -> Result<(Vec<f32>, Vec<f32>), Error> {
         let bh = self.batch * self.layout.hidden;
+        self.gpu.bind()?;
+        self.settle_carried_state()?;
         let h = download(&self.gpu, &self.state_h, bh)?;
         let c = if self.layout.cell == CellKind::Lstm {
             download(&self.gpu, &self.state_c, bh)?
@@ -677,6 +686,7 @@ impl DeviceTrainer {
 
     /// Sets the carried state to zeros (queued).
     pub fn reset_state(&mut self) -> Result<(), Error> {
+        self.carried_in_last_slot.set(false);
         fill32(&self.gpu, &mut self.state_h, 0)?;
         fill32(&self.gpu, &mut self.state_c, 0)
     }

@@ -49,6 +49,11 @@ impl Stored {
     pub(super) fn at(&self, elements: usize) -> u64 {
         crate::mem::addr(&self.words) + (elements * self.bytes) as u64
     }
+
+    /// The bytes of `elements` elements.
+    pub(super) fn bytes_of(&self, elements: usize) -> usize {
+        elements * self.bytes
+    }
 }
 
 /// The address `elements` f16 past `base`.
