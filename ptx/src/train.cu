@@ -131,13 +131,13 @@ tr_scatter(float* dw_ih, const float* dih, const unsigned* tok, int N, int GH, i
 // The global norm of the gradients g (n) and the factor clipping to θ
 // scales them by, in one launch. Each block adds its share of g² in f64
 // into partial[blockIdx.x]; the last block to finish (counted in
-// *arrivals, which it zeroes again) adds the partials in block order (no
-// atomics on the sum: the same norm every run) and writes the norm √Σ as
-// f32 to norm[0] and the statistics, and to scale[0] θ / norm where θ > 0
-// and the norm is finite and above θ, else 1. The gradients themselves
-// are left as they are: the update multiplies by scale[0] as it reads them
-// (tr_sgd, tr_adam), or tr_scale_grads does first where something else
-// reads them.
+// *arrivals, which it zeroes again) adds the partials in a fixed order (no
+// atomics on the sum: the same gradients give the same norm) and writes
+// the norm √Σ as f32 to norm[0] and the statistics, and to scale[0]
+// θ / norm where θ > 0 and the norm is finite and above θ, else 1. The
+// gradients themselves are left as they are: the update multiplies by
+// scale[0] as it reads them (tr_sgd, tr_adam), or tr_scale_grads does
+// first where something else reads them.
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
 tr_norm(float* norm, float* scale, double* partial, unsigned* arrivals, const float* g, long long n, float theta,
         unsigned long long* stats, long long batch) {
