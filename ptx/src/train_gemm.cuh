@@ -347,14 +347,18 @@ TR_GEMM_KERNEL(tr_gemm, float, float)
 TR_GEMM_KERNEL(tr_gemm_f16, __half, __half)
 TR_GEMM_KERNEL(tr_gemm_f32_f16, float, __half)
 
-// Column sums in two passes. Pass 1: block (x, y) sums rows [y·chunk,
-// (y+1)·chunk) of 32 columns (a warp reads 128 contiguous bytes of a row;
-// the 8 warps take every 8th row, then add in warp order) into
-// work(y, col). Pass 2 (tr_colsum_fin): out(col) [+]= Σ_y work(y, col) in
-// chunk order.
+// out(col) [+]= Σ_r in(r, col), rows R, columns C (row stride ld), in one
+// launch: block (x, y) sums rows [y·chunk, (y+1)·chunk) of the 32 columns
+// from x·32 (a warp reads 128 contiguous bytes of a row; the 8 warps take
+// every 8th row, then add in warp order) into work(y, col) and counts
+// itself in arrivals[x]; the last of column strip x's blocks adds the
+// partials in a fixed order (warp w: chunks w, w + 8, …; then the warps in
+// order) and writes out, and zeroes arrivals[x] again.
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_colsum(float* work, const float* in, int R, int C, int ld, int chunk) {
+tr_colsum(float* out, float* work, unsigned* arrivals, const float* in, int R, int C, int ld, int chunk,
+          int accumulate) {
     __shared__ float red[8][33];
+    __shared__ bool last;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
     const int col = blockIdx.x * 32 + lane;
     const int r_end = min(R, (int)(blockIdx.y + 1) * chunk);
@@ -363,20 +367,32 @@ tr_colsum(float* work, const float* in, int R, int C, int ld, int chunk) {
         for (int r = blockIdx.y * chunk + w; r < r_end; r += 8) s += in[(long long)r * ld + col];
     red[w][lane] = s;
     __syncthreads();
-    if (w == 0 && col < C) {
-        float t = red[0][lane];
-        for (int i = 1; i < 8; ++i) t += red[i][lane];
-        work[(long long)blockIdx.y * C + col] = t;
+    if (w == 0) {
+        if (col < C) {
+            float t = red[0][lane];
+            for (int i = 1; i < 8; ++i) t += red[i][lane];
+            work[(long long)blockIdx.y * C + col] = t;
+        }
+        // The partial is out (at device scope) before this block counts.
+        __threadfence();
+        __syncwarp();
+        if (lane == 0) last = atomicAdd(arrivals + blockIdx.x, 1u) == gridDim.y - 1u;
     }
-}
-
-extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_colsum_fin(float* out, const float* work, int chunks, int C, int accumulate) {
-    const int col = blockIdx.x * TR_THREADS + threadIdx.x;
+    __syncthreads();
+    if (!last) return;
+    // Acquire: the strip's partials, read through L2.
+    __threadfence();
+    s = 0.0f;
+    if (col < C)
+        for (int y = w; y < (int)gridDim.y; y += 8) s += __ldcg(work + (long long)y * C + col);
+    red[w][lane] = s;
+    __syncthreads();
+    if (w != 0) return;
+    if (lane == 0) arrivals[blockIdx.x] = 0u;
     if (col >= C) return;
-    float s = work[col];
-    for (int y = 1; y < chunks; ++y) s += work[(long long)y * C + col];
-    out[col] = accumulate ? out[col] + s : s;
+    float t = red[0][lane];
+    for (int i = 1; i < 8; ++i) t += red[i][lane];
+    out[col] = accumulate ? out[col] + t : t;
 }
 
 // out (C, R) = in (R, C)ᵀ, 32×32 tiles through shared memory (both sides

@@ -218,14 +218,10 @@ impl DeviceTrainer {
         self.gpu.join(&self.join_event)
     }
 
-    /// The workspace of the stream work is queued on now.
-    fn workspace(&self) -> u64 {
-        self.scratch().0
-    }
-
     /// The current lane's workspace and the arrival words of its split
-    /// products (zero between products: the last split of a tile resets
-    /// its word), so that the two streams' products never share either.
+    /// products and column sums (zero between launches: the last block of
+    /// a tile or column strip resets its word), so that the two streams'
+    /// launches never share either.
     fn scratch(&self) -> (u64, u64, usize) {
         match self.lane.get() {
             Lane::Main => (
@@ -283,7 +279,8 @@ impl DeviceTrainer {
     }
 
     /// out (cols) [+]= column sums of `input` (rows, cols; row stride ld),
-    /// in two deterministic passes through the workspace.
+    /// in one launch, deterministic (partials through the workspace, added
+    /// in a fixed order by each column strip's last block).
     pub(super) fn colsum(
         &self,
         out: u64,
@@ -294,27 +291,27 @@ impl DeviceTrainer {
         accumulate: bool,
     ) -> Result<(), Error> {
         let chunks = rows.div_ceil(COLSUM_CHUNK).max(1);
-        let work = self.workspace();
+        let strips = cols.div_ceil(32);
+        let (work, arrivals, arrival_words) = self.scratch();
+        if strips > arrival_words {
+            return Err(Error::Mismatch {
+                what: "column-sum arrival words",
+                expected: format!("at least {strips}"),
+                actual: arrival_words.to_string(),
+            });
+        }
         self.launch(
             "tr_colsum",
-            (cols.div_ceil(32) as u32, chunks as u32),
+            (strips as u32, chunks as u32),
             &[
+                Arg::Ptr(out),
                 Arg::Ptr(work),
+                Arg::Ptr(arrivals),
                 Arg::Ptr(input),
                 Arg::I32(rows as i32),
                 Arg::I32(cols as i32),
                 Arg::I32(ld as i32),
                 Arg::I32(COLSUM_CHUNK as i32),
-            ],
-        )?;
-        self.launch(
-            "tr_colsum_fin",
-            (cols.div_ceil(256) as u32, 1),
-            &[
-                Arg::Ptr(out),
-                Arg::Ptr(work),
-                Arg::I32(chunks as i32),
-                Arg::I32(cols as i32),
                 Arg::I32(accumulate as i32),
             ],
         )

@@ -290,8 +290,14 @@ impl DeviceTrainer {
         // splits, and the column sums' partials.
         let work_len = n(MAX_SPLITS, n(v, h).max(n(gh, h)).max(n(tb, h)))
             .max(n(tb.div_ceil(COLSUM_CHUNK), v.max(gh)));
-        // Products split only while their tiles are fewer than the SMs.
-        let arrival_words = gpu.limits().sm_count.max(1);
+        // Arrival words: one per tile of a split product (split only while
+        // the tiles are fewer than the SMs) or per 32 columns of a column sum.
+        let arrival_words = gpu
+            .limits()
+            .sm_count
+            .max(v.div_ceil(32))
+            .max(gh.div_ceil(32))
+            .max(1);
         let mut t = DeviceTrainer {
             layout,
             batch,
