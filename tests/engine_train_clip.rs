@@ -46,6 +46,11 @@ fn backward(t: &mut DeviceTrainer, seed: u64) {
     t.backward(false).unwrap();
 }
 
+/// The gradients of `trainer_with_grads(gpu, seed)`.
+fn reference_first_grads(gpu: &Gpu, seed: u64) -> Vec<f32> {
+    trainer_with_grads(gpu, seed).download_grads().unwrap()
+}
+
 fn norm_of(g: &[f32]) -> f32 {
     g.iter()
         .map(|&x| f64::from(x) * f64::from(x))
@@ -93,51 +98,83 @@ fn every_reader_sees_the_clipped_gradients() {
     );
 }
 
+/// Two trainers at the same gradients `g`, clipped to θ = half their norm
+/// and then updated `updates` times by SGD: `fused` with the factor applied
+/// as its updates read the gradients, `scaled` with the gradients read
+/// first (so scaled in memory: `clipped`).
+struct ClipPair {
+    fused: DeviceTrainer,
+    scaled: DeviceTrainer,
+    g: Vec<f32>,
+    theta: f32,
+    clipped: Vec<f32>,
+}
+
+fn clip_and_update(gpu: &Gpu, seed: u64, updates: usize) -> ClipPair {
+    let mut fused = trainer_with_grads(gpu, seed);
+    let g = fused.download_grads().unwrap();
+    let theta = 0.5 * norm_of(&g);
+    fused.clip(Some(theta)).unwrap();
+    let mut scaled = trainer_with_grads(gpu, seed);
+    scaled.clip(Some(theta)).unwrap();
+    let clipped = scaled.download_grads().unwrap();
+    for _ in 0..updates {
+        fused.sgd_step(LR).unwrap();
+        scaled.sgd_step(LR).unwrap();
+    }
+    // (Two trainers: their gradients may differ in the last bit, the
+    // scatter into W_ih's columns adding in no fixed order.)
+    assert_close(
+        "parameters: factor in the update vs in memory",
+        &fused.download_params().unwrap(),
+        &scaled.download_params().unwrap(),
+        1e-7,
+        1e-6,
+    );
+    // Both against the host's steps by the clipped gradients.
+    let p0 = engine_support::random_params(&layout(), 7);
+    let lr = LR * updates as f32;
+    let want: Vec<f32> = p0.iter().zip(&clipped).map(|(p, g)| p - lr * g).collect();
+    assert_close(
+        "parameters",
+        &fused.download_params().unwrap(),
+        &want,
+        1e-6,
+        1e-5,
+    );
+    ClipPair {
+        fused,
+        scaled,
+        g,
+        theta,
+        clipped,
+    }
+}
+
 #[test]
 fn the_update_applies_the_clip_as_the_scaled_gradients_would() {
     let Some(gpu) = engine_support::gpu() else {
         let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
         return;
     };
-    // Clip, then update: the factor applied as the update reads.
-    let mut fused = trainer_with_grads(&gpu, 2);
-    let g = fused.download_grads().unwrap();
-    let theta = 0.5 * norm_of(&g);
-    fused.clip(Some(theta)).unwrap();
-    fused.sgd_step(LR).unwrap();
-    // Clip, read the gradients (scaled in memory), then update.
-    let mut scaled = trainer_with_grads(&gpu, 2);
-    scaled.clip(Some(theta)).unwrap();
-    let clipped = scaled.download_grads().unwrap();
-    scaled.sgd_step(LR).unwrap();
-    let (p_fused, p_scaled) = (
-        fused.download_params().unwrap(),
-        scaled.download_params().unwrap(),
-    );
-    // (Two trainers: their gradients may differ in the last bit, the
-    // scatter into W_ih's columns adding in no fixed order.)
-    assert_close(
-        "parameters: factor in the update vs in memory",
-        &p_fused,
-        &p_scaled,
-        1e-7,
-        1e-6,
-    );
-    // Both against the host's step from the clipped gradients.
-    let p0 = engine_support::random_params(&layout(), 7);
-    let want: Vec<f32> = p0.iter().zip(&clipped).map(|(p, g)| p - LR * g).collect();
-    assert_close("parameters", &p_fused, &want, 1e-7, 1e-6);
+    let pair = clip_and_update(&gpu, 2, 1);
     // After the update the gradients read as clipped too: g·f exactly.
-    let g_fused = fused.download_grads().unwrap();
-    let norm = fused.norm().unwrap();
-    let f = factor(theta, norm);
-    let g_times_f: Vec<f32> = g.iter().map(|&x| x * f).collect();
+    let g_fused = pair.fused.download_grads().unwrap();
+    let f = factor(pair.theta, pair.fused.norm().unwrap());
+    let g_times_f: Vec<f32> = pair.g.iter().map(|&x| x * f).collect();
     assert_eq!(g_fused, g_times_f, "gradients after the update");
     assert_close(
         "gradients of the two trainers",
         &g_fused,
-        &clipped,
+        &pair.clipped,
         1e-9,
+        1e-6,
+    );
+    assert_close(
+        "norm of the two trainers",
+        &[pair.fused.norm().unwrap()],
+        &[pair.scaled.norm().unwrap()],
+        0.0,
         1e-6,
     );
 }
@@ -149,39 +186,7 @@ fn a_second_update_applies_the_clip_again() {
         return;
     };
     // Two updates on one clip, no reader between: both step by g·f.
-    let mut fused = trainer_with_grads(&gpu, 6);
-    let g = fused.download_grads().unwrap();
-    let theta = 0.5 * norm_of(&g);
-    fused.clip(Some(theta)).unwrap();
-    fused.sgd_step(LR).unwrap();
-    fused.sgd_step(LR).unwrap();
-    let mut scaled = trainer_with_grads(&gpu, 6);
-    scaled.clip(Some(theta)).unwrap();
-    scaled.download_grads().unwrap();
-    scaled.sgd_step(LR).unwrap();
-    scaled.sgd_step(LR).unwrap();
-    assert_close(
-        "parameters after two updates on one clip",
-        &fused.download_params().unwrap(),
-        &scaled.download_params().unwrap(),
-        1e-7,
-        1e-6,
-    );
-    // Against the host: two steps by the clipped gradients.
-    let clipped = scaled.download_grads().unwrap();
-    let p0 = engine_support::random_params(&layout(), 7);
-    let want: Vec<f32> = p0
-        .iter()
-        .zip(&clipped)
-        .map(|(p, g)| p - 2.0 * LR * g)
-        .collect();
-    assert_close(
-        "parameters",
-        &fused.download_params().unwrap(),
-        &want,
-        1e-6,
-        1e-5,
-    );
+    clip_and_update(&gpu, 6, 2);
 }
 
 #[test]
@@ -198,30 +203,20 @@ fn a_backward_voids_a_clip_no_update_took() {
     let p0 = engine_support::random_params(&layout(), 7);
     let want: Vec<f32> = p0.iter().zip(&g_next).map(|(p, g)| p - LR * g).collect();
     // A clip (factor 0.1) of the first batch's gradients, then the next
-    // batch: an update takes the new gradients whole, ...
-    let mut t = trainer_with_grads(&gpu, 3);
-    let g = t.download_grads().unwrap();
-    t.clip(Some(0.1 * norm_of(&g))).unwrap();
-    backward(&mut t, 4);
+    // batch: an update takes the new gradients whole, and so does a reader.
+    let theta = 0.1 * norm_of(&reference_first_grads(&gpu, 3));
+    let clipped_then_next = || {
+        let mut t = trainer_with_grads(&gpu, 3);
+        t.clip(Some(theta)).unwrap();
+        backward(&mut t, 4);
+        t
+    };
+    let mut t = clipped_then_next();
     t.sgd_step(LR).unwrap();
-    assert_close(
-        "parameters",
-        &t.download_params().unwrap(),
-        &want,
-        1e-7,
-        1e-6,
-    );
-    // ... and so does a reader.
-    let mut r = trainer_with_grads(&gpu, 3);
-    r.clip(Some(0.1 * norm_of(&g))).unwrap();
-    backward(&mut r, 4);
-    assert_close(
-        "gradients",
-        &r.download_grads().unwrap(),
-        &g_next,
-        1e-7,
-        1e-6,
-    );
+    let p = t.download_params().unwrap();
+    assert_close("parameters", &p, &want, 1e-7, 1e-6);
+    let g = clipped_then_next().download_grads().unwrap();
+    assert_close("gradients", &g, &g_next, 1e-7, 1e-6);
     // And no clip at all: the norm without θ leaves the gradients as they are.
     let mut u = trainer_with_grads(&gpu, 5);
     let g5 = u.download_grads().unwrap();

@@ -154,6 +154,27 @@ __device__ __forceinline__ void tg_store(float* c, const float* bias, int ldc, i
     *out = accumulate ? *out + r : r;
 }
 
+// f(m, n, v) for each element v of a warp's 32 × 32 accumulators inside
+// M × N: tile (i, j) of 16 × 8 at (r0 + 16·i, c0 + 8·j), where lane (g, q)
+// holds rows g and g + 8, columns 2q and 2q + 1 (the mma accumulator
+// layout).
+template <typename F>
+__device__ __forceinline__ void tg_for_acc(const float (&acc)[2][4][4], int r0, int c0, int M, int N, int g, int q,
+                                           F f) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int m = r0 + i * 16 + g + (e / 2) * 8;
+            if (m >= M) continue;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int n = c0 + j * 8 + 2 * q + e % 2;
+                if (n < N) f(m, n, acc[i][j][e]);
+            }
+        }
+}
+
 // The splits of split-K most products take (engine/src/train/launch.rs,
 // MAX_SPLITS): their partials are loaded before any is added.
 #define TG_MAX_SPLITS 8
@@ -286,18 +307,8 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
     }
     if (splits > 1) {
         const long long MN = (long long)M * N;
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int m = m0 + wm + i * 16 + g + (e / 2) * 8;
-                if (m >= M) continue;
-#pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    const int n = n0 + wn + j * 8 + 2 * q + e % 2;
-                    if (n < N) work[split * MN + (long long)m * N + n] = acc[i][j][e];
-                }
-            }
+        tg_for_acc(acc, m0 + wm, n0 + wn, M, N, g, q,
+                   [&](int m, int n, float v) { work[split * MN + (long long)m * N + n] = v; });
         // The partial is out (at device scope) before this split counts.
         __threadfence();
         __syncthreads();
@@ -320,18 +331,8 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
         }
         return;
     }
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int m = m0 + wm + i * 16 + g + (e / 2) * 8;
-            if (m >= M) continue;
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const int n = n0 + wn + j * 8 + 2 * q + e % 2;
-                if (n < N) tg_store(c, bias, ldc, accumulate, m, n, acc[i][j][e]);
-            }
-        }
+    tg_for_acc(acc, m0 + wm, n0 + wn, M, N, g, q,
+               [&](int m, int n, float v) { tg_store(c, bias, ldc, accumulate, m, n, v); });
 }
 
 #define TR_GEMM_KERNEL(NAME, TA, TB)                                                                          \
