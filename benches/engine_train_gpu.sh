@@ -33,8 +33,9 @@ if [ "${1:-}" = pack ]; then
   json=$(cargo bench --no-run --message-format=json -p recur --bench engine_cell_train)
   strip -o "$DEST/bench_engine_cell_train" "$(exe_of "$json" engine_cell_train bench)"
   # Checkpoints across devices, out-of-memory errors, generate --device
-  # cuda, the clip whose factor the updates apply, the carried state.
-  for t in engine_train_checkpoint engine_device engine_train_clip engine_train_state; do
+  # cuda, the clip whose factor the updates apply, the carried state,
+  # reproducible runs.
+  for t in engine_train_checkpoint engine_device engine_train_clip engine_train_state engine_train_determinism; do
     json=$(cargo test --release --no-run --message-format=json -p recur --test $t)
     strip -o "$DEST/$t" "$(exe_of "$json" $t test)"
   done
@@ -114,6 +115,7 @@ run test_engine_train_checkpoint ${TEST_LIMIT:-150} "$BIN/engine_train_checkpoin
 run test_engine_device 60 "$BIN/engine_device" --nocapture
 run test_engine_train_clip 60 "$BIN/engine_train_clip" --nocapture
 run test_engine_train_state 60 "$BIN/engine_train_state" --nocapture
+run test_engine_train_determinism 60 "$BIN/engine_train_determinism" --nocapture
 grep -E "test result|panicked|FAILED" "$OUT/test_engine_train.log" "$OUT/test_engine_cell_train.log" \
   "$OUT/test_engine_train_checkpoint.log" "$OUT/test_engine_device.log" "$OUT/test_engine_train_clip.log" \
-  "$OUT/test_engine_train_state.log" | head
+  "$OUT/test_engine_train_state.log" "$OUT/test_engine_train_determinism.log" | head

@@ -114,15 +114,36 @@ tr_mean(float* out, const float* v, int N, unsigned long long* stats, long long 
     }
 }
 
-// dW_ih (G·H, V) += the input-side gradients dih (N, G·H) scattered to the
-// columns of the tokens (the product with one-hot inputs).
+// dW_ih (G·H, V) = the input-side gradients dih (N, G·H) summed into the
+// columns of their rows' tokens (the product with one-hot inputs), without
+// atomics: `order` (N) lists the rows grouped by token (ascending token,
+// then row) and `starts` (V + 1) where each token's group begins, so
+// column v is Σ_{k ∈ [starts[v], starts[v+1])} dih[order[k], :], added in
+// that order (the same gradients every run), and a token absent from the
+// batch gets a zero column (no zeroing launch). Block (x, y): columns
+// [32x, 32x + 32) × rows [256y, 256y + 256) of dW_ih, in 8 chunks of 32
+// rows: warp w sums columns w, w + 8, … (lane = row: 128-byte reads of
+// dih), the tile goes through shared memory, and warp w writes rows w,
+// w + 8, … of it (lane = column: 128-byte writes).
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
-tr_scatter(float* dw_ih, const float* dih, const unsigned* tok, int N, int GH, int V) {
-    const long long total = (long long)N * GH;
-    for (long long e = blockIdx.x * (long long)TR_THREADS + threadIdx.x; e < total;
-         e += (long long)gridDim.x * TR_THREADS) {
-        const int n = (int)(e / GH), r = (int)(e % GH);
-        atomicAdd(dw_ih + (long long)r * V + tok[n], dih[e]);
+tr_token_grads(float* dw_ih, const float* dih, const unsigned* order, const unsigned* starts, int GH, int V) {
+    __shared__ float tile[32][33];
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    const int v0 = blockIdx.x * 32;
+    for (int r0 = blockIdx.y * 256; r0 < min(GH, (int)(blockIdx.y + 1) * 256); r0 += 32) {
+        const int r = r0 + lane;
+        for (int c = w; c < 32; c += 8) {
+            float s = 0.0f;
+            if (v0 + c < V && r < GH) {
+                const unsigned end = starts[v0 + c + 1];
+                for (unsigned k = starts[v0 + c]; k < end; ++k) s += dih[(long long)order[k] * GH + r];
+            }
+            tile[c][lane] = s;
+        }
+        __syncthreads();
+        for (int rr = w; rr < 32; rr += 8)
+            if (r0 + rr < GH && v0 + lane < V) dw_ih[(long long)(r0 + rr) * V + v0 + lane] = tile[lane][rr];
+        __syncthreads();
     }
 }
 

@@ -2,7 +2,7 @@
 //! (cluster, persistent or per-step), then the weight gradients as products
 //! over all T·B rows. What the time loop does not need runs beside it on
 //! the side stream: the output layer's weight gradients during the loop,
-//! the bias sums and dW_ih's scatter during dW_hh's product.
+//! the bias sums and dW_ih during dW_hh's product.
 
 use super::*;
 
@@ -43,10 +43,9 @@ impl DeviceTrainer {
         self.transpose_beside(w)?;
         let (dl, dhs, dih) = (addr(&self.logits), addr(&self.dhs), addr(&self.dih));
         // Beside the time loop (they read only dl and hs): dW_d (V, H) =
-        // dlᵀ · hs, db_d = Σ rows of dl, and dW_ih zeroed for its scatter
-        // (every other gradient is written whole below).
+        // dlᵀ · hs and db_d = Σ rows of dl (every gradient is written
+        // whole: none is zeroed first).
         self.on_side(|| {
-            self.zero(g.w_ih, gh * v)?;
             self.gemm(Gemm {
                 kernel: self.gemm_kernel(false),
                 c: g.w_d,
@@ -85,17 +84,19 @@ impl DeviceTrainer {
         self.mark(Mark::BackwardLoopStart)?;
         self.backward_time_loop()?;
         self.mark(Mark::BackwardLoopEnd)?;
-        // Beside dW_hh's product: the bias gradients and dW_ih's scatter.
+        // Beside dW_hh's product: the bias gradients and dW_ih, each
+        // token's column the sum of its rows' input-side gradients.
         self.beside(|| {
             self.bias_grads(g, freeze_bias_hh)?;
+            let (order, starts) = self.token_groups_addr();
             self.launch(
-                "tr_scatter",
-                elementwise(tb * gh),
+                "tr_token_grads",
+                (v.div_ceil(32) as u32, gh.div_ceil(256) as u32),
                 &[
                     Arg::Ptr(g.w_ih),
                     Arg::Ptr(dih),
-                    Arg::Ptr(addr(&self.tokens)),
-                    Arg::I32(tb as i32),
+                    Arg::Ptr(order),
+                    Arg::Ptr(starts),
                     Arg::I32(gh as i32),
                     Arg::I32(v as i32),
                 ],

@@ -85,9 +85,17 @@ impl DeviceTrainer {
         Ok(())
     }
 
-    /// The targets' half of the token buffer: (T, B) after the inputs.
+    /// The targets in the token buffer: (T, B) after the inputs.
     pub(super) fn targets_addr(&self) -> u64 {
         addr(&self.tokens) + (self.steps * self.batch * 4) as u64
+    }
+
+    /// The rows grouped by input token in the token buffer, after the
+    /// targets: `order` (T·B) and `starts` (V + 1) of staging.rs.
+    pub(super) fn token_groups_addr(&self) -> (u64, u64) {
+        let tb = (self.steps * self.batch) as u64;
+        let order = addr(&self.tokens) + 2 * tb * 4;
+        (order, order + tb * 4)
     }
 
     /// Queues the carried state into slot 0 of the saved states (h in the

@@ -23,9 +23,10 @@
 //! [`DeviceTrainer::set_cluster`] allows, forbids or requires the
 //! clusters, and [`DeviceTrainer::time_loops`] says which form the last
 //! forward and backward took. The weight gradients are formed after the
-//! time loop as products over all T·B rows (the input weights' by a
-//! scatter to the tokens' columns), on tensor cores at f32 accuracy
-//! (3xTF32, `ptx/src/train_gemm.cuh`).
+//! time loop as products over all T·B rows (the input weights' as each
+//! token's column summed over its rows), on tensor cores at f32 accuracy
+//! (3xTF32, `ptx/src/train_gemm.cuh`). No kernel adds floats atomically:
+//! the same inputs give the same gradients, bit for bit.
 //!
 //! [`DeviceCellTrainer`] (dense.rs) trains a bare cell on dense inputs
 //! through the same time loops: the input projections of all steps are one
@@ -33,7 +34,7 @@
 //! column.
 //!
 //! Two streams: what the time loops do not wait for (W_hhᵀ, the output
-//! layer's weight gradients, the bias sums, dW_ih's scatter, the mean loss)
+//! layer's weight gradients, the bias sums, dW_ih, the mean loss)
 //! runs on the GPU's low-priority side stream beside them
 //! (`beside` in launch.rs); the backward ends joined to it,
 //! and clip, the updates and the next forward join it first.
@@ -130,8 +131,9 @@ pub struct DeviceTrainer {
     /// (P) each: Adam's moments (one element for SGD).
     exp_avg: DeviceBuffer<f32>,
     exp_avg_sq: DeviceBuffer<f32>,
-    /// (2, T, B): the inputs, then the targets of the last forward (one
-    /// buffer, one upload; `targets_addr`).
+    /// The last forward's inputs (T, B), targets (T, B), and rows grouped
+    /// by input token (staging.rs): one buffer, one upload; `targets_addr`,
+    /// `token_groups_addr`.
     tokens: DeviceBuffer<u32>,
     /// (T·B, G·H) post-activation gates (storage type).
     gates: Stored,
@@ -312,7 +314,7 @@ impl DeviceTrainer {
             grads: alloc(p, "gradients")?,
             exp_avg: alloc(moments, "Adam exp_avg")?,
             exp_avg_sq: alloc(moments, "Adam exp_avg_sq")?,
-            tokens: alloc(n(2, tb), "inputs and targets")?,
+            tokens: alloc(staging::upload_len(tb, v), "inputs and targets")?,
             gates: Stored::new(n(tb, gh), precision, "gates")?,
             aux: Stored::new(n(tb, h), precision, "gate cache")?,
             hcat: Stored::new(n(tb.saturating_add(batch), h), precision, "hidden states")?,
@@ -360,7 +362,7 @@ impl DeviceTrainer {
             forward_done: false,
             ops: Cell::new(0),
             dense_input: dense,
-            staging: TokenRing::new(if dense { 1 } else { tb })?,
+            staging: TokenRing::new(if dense { 1 } else { tb }, if dense { 1 } else { v })?,
             phase_timer: None,
             gpu: gpu.clone(),
         };

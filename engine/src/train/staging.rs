@@ -1,5 +1,7 @@
 //! Token upload without a host wait: a small ring of page-locked staging
-//! buffers, each with an event. A copy from pageable memory
+//! buffers, each with an event. A batch's upload is one copy of its inputs,
+//! its targets, and its rows grouped by input token (`order`, `starts`:
+//! what dW_ih's gather reads, ptx/src/train.cu `tr_token_grads`). A copy from pageable memory
 //! (`cuMemcpyHtoD`) synchronises with the device; from page-locked memory
 //! `cuMemcpyHtoDAsync` is queued on the stream like a kernel. A slot is
 //! reused only after the copy that last read it has run: its event is
@@ -16,7 +18,8 @@ use crate::gpu::Gpu;
 pub(crate) const SLOTS: usize = 4;
 
 struct Slot {
-    /// (2, T·B): the inputs, then the targets.
+    /// The inputs (T·B), the targets (T·B), the rows in token order (T·B)
+    /// and where each token's rows begin (V + 1): [`upload_len`].
     host: LockedBuffer<u32>,
     /// Recorded after the copies that read `host`.
     copied: Event,
@@ -24,61 +27,79 @@ struct Slot {
     recorded: bool,
 }
 
+/// The u32 words of one batch's upload of `n` tokens over `vocab`.
+pub(crate) fn upload_len(n: usize, vocab: usize) -> usize {
+    n.saturating_mul(3).saturating_add(vocab).saturating_add(1)
+}
+
 /// The ring of staging slots of one trainer.
 pub(crate) struct TokenRing {
     slots: Vec<Slot>,
     next: usize,
+    /// Tokens per input and target (T·B) and the vocabulary.
+    n: usize,
+    vocab: usize,
 }
 
 impl TokenRing {
-    /// `SLOTS` slots of 2·`n` tokens each (the context must be current).
-    pub(crate) fn new(n: usize) -> Result<TokenRing, Error> {
+    /// `SLOTS` slots for batches of `n` tokens over `vocab` (the context
+    /// must be current).
+    pub(crate) fn new(n: usize, vocab: usize) -> Result<TokenRing, Error> {
         let mut slots = Vec::with_capacity(SLOTS);
         for _ in 0..SLOTS {
             slots.push(Slot {
-                host: LockedBuffer::new(&0u32, 2 * n.max(1))
+                host: LockedBuffer::new(&0u32, upload_len(n, vocab))
                     .doing("allocating page-locked token staging")?,
                 copied: Event::new(EventFlags::DISABLE_TIMING).doing("creating a staging event")?,
                 recorded: false,
             });
         }
-        Ok(TokenRing { slots, next: 0 })
+        Ok(TokenRing {
+            slots,
+            next: 0,
+            n,
+            vocab,
+        })
     }
 
-    /// Queues the copy of `inputs` then `targets` (as many) into `d_pair`
-    /// (the device address of at least twice that many u32: the inputs,
-    /// the targets right after them) on the GPU's stream: one copy.
+    /// Queues the copy of `inputs`, `targets` (T·B each, tokens below the
+    /// vocabulary: the caller checked them) and the rows grouped by input
+    /// token into `d_dst` (the device address of [`upload_len`] u32) on
+    /// the GPU's stream: one copy.
     pub(crate) fn upload(
         &mut self,
         gpu: &Gpu,
-        d_pair: u64,
+        d_dst: u64,
         inputs: &[u32],
         targets: &[u32],
     ) -> Result<(), Error> {
-        let n = inputs.len();
-        let slot = &mut self.slots[self.next];
-        self.next = (self.next + 1) % SLOTS;
-        if 2 * n > slot.host.len() || targets.len() != n {
+        let (n, vocab) = (self.n, self.vocab);
+        if inputs.len() != n || targets.len() != n {
             return Err(Error::Mismatch {
                 what: "token staging",
-                expected: format!("at most {} tokens each", slot.host.len() / 2),
-                actual: format!("{} inputs, {} targets", n, targets.len()),
+                expected: format!("{n} tokens each"),
+                actual: format!("{} inputs, {} targets", inputs.len(), targets.len()),
             });
         }
+        let slot = &mut self.slots[self.next];
+        self.next = (self.next + 1) % SLOTS;
         if slot.recorded {
             slot.copied
                 .synchronize()
                 .doing("waiting for a staging slot")?;
         }
-        let host = slot.host.as_mut_slice();
-        host[..n].copy_from_slice(inputs);
-        host[n..2 * n].copy_from_slice(targets);
+        let len = upload_len(n, vocab);
+        let host = &mut slot.host.as_mut_slice()[..len];
+        let (tokens, rest) = host.split_at_mut(2 * n);
+        tokens[..n].copy_from_slice(inputs);
+        tokens[n..].copy_from_slice(targets);
+        let (order, starts) = rest.split_at_mut(n);
+        group_by_token(inputs, order, starts);
         let stream = gpu.inner.stream.as_inner();
-        // SAFETY: 2·`n` u32 from page-locked memory the slot owns (not
+        // SAFETY: `len` u32 from page-locked memory the slot owns (not
         // written again before its event completes) into a device buffer
         // the caller sized for them.
-        let r =
-            unsafe { sys::cuMemcpyHtoDAsync_v2(d_pair, host.as_ptr().cast(), 2 * n * 4, stream) };
+        let r = unsafe { sys::cuMemcpyHtoDAsync_v2(d_dst, host.as_ptr().cast(), len * 4, stream) };
         check(r, "queueing the token upload", None, || {
             format!("{n} inputs and targets")
         })?;
@@ -87,5 +108,46 @@ impl TokenRing {
             .doing("recording a staging event")?;
         slot.recorded = true;
         Ok(())
+    }
+}
+
+/// Counting sort of the rows by token: `order` (as many as `tokens`) lists
+/// the row indices by ascending token, rows of one token in ascending
+/// order; token v's rows are `order[starts[v]..starts[v + 1]]` (`starts`:
+/// vocabulary + 1 entries; every token below the vocabulary).
+pub(crate) fn group_by_token(tokens: &[u32], order: &mut [u32], starts: &mut [u32]) {
+    starts.fill(0);
+    for &t in tokens {
+        starts[t as usize + 1] += 1;
+    }
+    for v in 1..starts.len() {
+        starts[v] += starts[v - 1];
+    }
+    // starts[v] is where token v's rows begin; fill from there, moving each
+    // start on (to where token v + 1's begin), then shift them back.
+    for (row, &t) in tokens.iter().enumerate() {
+        let at = &mut starts[t as usize];
+        order[*at as usize] = row as u32;
+        *at += 1;
+    }
+    for v in (1..starts.len()).rev() {
+        starts[v] = starts[v - 1];
+    }
+    starts[0] = 0;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_by_token;
+
+    #[test]
+    fn rows_grouped_by_token_in_row_order() {
+        let tokens = [2u32, 0, 2, 3, 0, 2];
+        let mut order = [u32::MAX; 6];
+        let mut starts = [u32::MAX; 5];
+        group_by_token(&tokens, &mut order, &mut starts);
+        assert_eq!(order, [1, 4, 0, 2, 5, 3]);
+        // Token 1 has no rows: an empty range.
+        assert_eq!(starts, [0, 2, 2, 5, 6]);
     }
 }
