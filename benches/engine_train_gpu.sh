@@ -33,9 +33,9 @@ if [ "${1:-}" = pack ]; then
   json=$(cargo bench --no-run --message-format=json -p recur --bench engine_cell_train)
   strip -o "$DEST/bench_engine_cell_train" "$(exe_of "$json" engine_cell_train bench)"
   # Checkpoints across devices, out-of-memory errors, generate --device
-  # cuda, the clip whose factor the updates apply, the carried state,
-  # reproducible runs.
-  for t in engine_train_checkpoint engine_device engine_train_clip engine_train_state engine_train_determinism; do
+  # cuda, the training API's semantics (clip, carried state, reproducible
+  # runs).
+  for t in engine_train_checkpoint engine_device engine_train_api; do
     json=$(cargo test --release --no-run --message-format=json -p recur --test $t)
     strip -o "$DEST/$t" "$(exe_of "$json" $t test)"
   done
@@ -113,9 +113,6 @@ if [ "${PROFILE:-1}" = 1 ] && command -v ncu >/dev/null; then
 fi
 run test_engine_train_checkpoint ${TEST_LIMIT:-150} "$BIN/engine_train_checkpoint" --test-threads=1 --nocapture
 run test_engine_device 60 "$BIN/engine_device" --nocapture
-run test_engine_train_clip 60 "$BIN/engine_train_clip" --nocapture
-run test_engine_train_state 60 "$BIN/engine_train_state" --nocapture
-run test_engine_train_determinism 60 "$BIN/engine_train_determinism" --nocapture
+run test_engine_train_api 90 "$BIN/engine_train_api" --nocapture
 grep -E "test result|panicked|FAILED" "$OUT/test_engine_train.log" "$OUT/test_engine_cell_train.log" \
-  "$OUT/test_engine_train_checkpoint.log" "$OUT/test_engine_device.log" "$OUT/test_engine_train_clip.log" \
-  "$OUT/test_engine_train_state.log" "$OUT/test_engine_train_determinism.log" | head
+  "$OUT/test_engine_train_checkpoint.log" "$OUT/test_engine_device.log" "$OUT/test_engine_train_api.log" | head

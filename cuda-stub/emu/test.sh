@@ -23,7 +23,9 @@ emu_dir="$(dirname "$lib")"
 
 targets="${EMU_TESTS:-}"
 if [[ -z "$targets" ]]; then
-  targets="$(ls tests/engine_*.rs | xargs -n1 basename | sed 's/\.rs$//' | tr '\n' ' ') trainer_backend"
+  # Single-file test targets and folder ones (tests/NAME/main.rs).
+  targets="$(ls tests/engine_*.rs tests/engine_*/main.rs | sed 's|^tests/||; s|/main\.rs$||; s|\.rs$||' |
+    tr '\n' ' ') trainer_backend"
 fi
 args=()
 for t in $targets; do args+=(--test "$t"); done

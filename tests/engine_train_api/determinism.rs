@@ -6,11 +6,9 @@
 //! chosen so that the products split and tokens repeat within a batch.
 //! Without a GPU the tests print `skipped: no CUDA device`.
 
-// Skips go straight to stderr: the test harness captures println!, and a
-// skipped GPU test must say so in CI's log.
 use std::io::Write as _;
 
-mod engine_support;
+use crate::engine_support;
 
 use recur::core::optim::AdamConfig;
 use recur::core::{CellKind, ModelLayout};

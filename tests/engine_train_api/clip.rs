@@ -5,11 +5,9 @@
 //! result, and a backward voids a clip of the gradients it replaces.
 //! Without a GPU the tests print `skipped: no CUDA device`.
 
-// Skips go straight to stderr: the test harness captures println!, and a
-// skipped GPU test must say so in CI's log.
 use std::io::Write as _;
 
-mod engine_support;
+use crate::engine_support;
 
 use engine_support::assert_close;
 use recur::core::{CellKind, ModelLayout};
@@ -122,7 +120,7 @@ fn clip_and_update(gpu: &Gpu, seed: u64, updates: usize) -> ClipPair {
         fused.sgd_step(LR).unwrap();
         scaled.sgd_step(LR).unwrap();
     }
-    // Two trainers with the same gradients (engine_train_determinism):
+    // Two trainers with the same gradients (determinism.rs):
     // the factor applied as read or in memory makes the same updates.
     assert_eq!(
         fused.download_params().unwrap(),

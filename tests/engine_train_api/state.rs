@@ -6,11 +6,9 @@
 //! precisions. A reset or an upload after a forward must replace that
 //! state. Without a GPU the tests print `skipped: no CUDA device`.
 
-// Skips go straight to stderr: the test harness captures println!, and a
-// skipped GPU test must say so in CI's log.
 use std::io::Write as _;
 
-mod engine_support;
+use crate::engine_support;
 
 use recur::core::{CellKind, ModelLayout};
 use recur::engine::{DeviceTrainer, Gpu, Precision, TrainOptimizer};
