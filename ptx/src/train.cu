@@ -46,6 +46,28 @@ __device__ __forceinline__ float tr_ldcg(const __half* p) {
 __device__ __forceinline__ float tr_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float tr_relu(float x) { return x < 0.0f ? 0.0f : x; }
 
+// Counts the calling block in *word, one of `blocks` that arrive there,
+// once the block's writes are out at device scope; true, in every thread,
+// for the last block to arrive, which may then read the others' writes
+// through L2 (__ldcg) and finish their work: deterministic finishing
+// passes without a second launch (split-K sums, column sums, the norm).
+// The last block zeroes the word for the next launch on the stream. Every
+// thread of the block calls it, once per launch.
+__device__ __forceinline__ bool tr_last_to_arrive(unsigned* word, unsigned blocks) {
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(word, 1u) == blocks - 1u;
+        // Every block has counted: nobody touches the word again in this launch.
+        if (last) *word = 0u;
+    }
+    __syncthreads();
+    // Acquire: the other blocks' writes.
+    if (last) __threadfence();
+    return last;
+}
+
 #include "train_gemm.cuh"
 #include "train_step.cuh"
 
@@ -151,8 +173,8 @@ tr_token_grads(float* dw_ih, const float* dih, const unsigned* order, const unsi
 
 // The global norm of the gradients g (n) and the factor clipping to θ
 // scales them by, in one launch. Each block adds its share of g² in f64
-// into partial[blockIdx.x]; the last block to finish (counted in
-// *arrivals, which it zeroes again) adds the partials in a fixed order (no
+// into partial[blockIdx.x]; the last block to finish (tr_last_to_arrive
+// on *arrivals) adds the partials in a fixed order (no
 // atomics on the sum: the same gradients give the same norm) and writes
 // the norm √Σ as f32 to norm[0] and the statistics, and to scale[0]
 // θ / norm where θ > 0 and the norm is finite and above θ, else 1. The
@@ -163,7 +185,6 @@ extern "C" __global__ void __launch_bounds__(TR_THREADS)
 tr_norm(float* norm, float* scale, double* partial, unsigned* arrivals, const float* g, long long n, float theta,
         unsigned long long* stats, long long batch) {
     __shared__ double red[TR_THREADS];
-    __shared__ bool last;
     double s = 0.0;
     for (long long i = blockIdx.x * (long long)TR_THREADS + threadIdx.x; i < n;
          i += (long long)gridDim.x * TR_THREADS)
@@ -174,18 +195,10 @@ tr_norm(float* norm, float* scale, double* partial, unsigned* arrivals, const fl
         if (threadIdx.x < k) red[threadIdx.x] += red[threadIdx.x + k];
         __syncthreads();
     }
-    if (threadIdx.x == 0) {
-        partial[blockIdx.x] = red[0];
-        // The partial is out (at device scope) before this block counts.
-        __threadfence();
-        last = atomicAdd(arrivals, 1u) == gridDim.x - 1u;
-    }
-    __syncthreads();
-    if (!last) return;
-    // Acquire: every block's partial, read through L2 by the whole block
-    // and added in a fixed order (thread t: partials t, t + 256, …; then
-    // the tree above).
-    __threadfence();
+    if (threadIdx.x == 0) partial[blockIdx.x] = red[0];
+    if (!tr_last_to_arrive(arrivals, gridDim.x)) return;
+    // Every block's partial, read by the whole block and added in a fixed
+    // order (thread t: partials t, t + 256, …; then the tree above).
     s = 0.0;
     for (unsigned b = threadIdx.x; b < gridDim.x; b += TR_THREADS) s += __ldcg(partial + b);
     red[threadIdx.x] = s;
@@ -195,7 +208,6 @@ tr_norm(float* norm, float* scale, double* partial, unsigned* arrivals, const fl
         __syncthreads();
     }
     if (threadIdx.x != 0) return;
-    *arrivals = 0u;
     const float nv = (float)sqrt(red[0]);
     norm[0] = nv;
     tr_note(stats, 1, (double)nv, nv, batch);

@@ -18,11 +18,10 @@
 // the 8 warps owning a 32×32 quarter-column of the tile (2 × 4 mma tiles).
 // Split-K for products with few tiles and a long k: gridDim.y = m-tiles ×
 // splits; with splits > 1 each split writes its partial C to `work`
-// (splits, M, N) and counts itself in its tile's word of `arrivals`; the
-// last split to arrive adds the partials in split order, as a second pass
-// would, and writes C: deterministic, without atomics on C or a second
-// launch. It leaves the word zero again for the
-// next product on the stream.
+// (splits, M, N) and counts itself in its tile's word of `arrivals`
+// (tr_last_to_arrive); the last split to arrive adds the partials in split
+// order, as a second pass would, and writes C: deterministic, without
+// atomics on C or a second launch.
 #pragma once
 
 #define TG_BM 128
@@ -229,7 +228,6 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
                                         int ldc, int accumulate, int splits, float* work, unsigned* arrivals) {
     __shared__ unsigned as_hi[TG_BK][TG_BM + TG_PAD], as_lo[TG_BK][TG_BM + TG_PAD];
     __shared__ unsigned bs_hi[TG_BK][TG_BN + TG_PAD], bs_lo[TG_BK][TG_BN + TG_PAD];
-    __shared__ int last_split;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int g = lane / 4, q = lane % 4;
     const int wm = (warp % 4) * 32, wn = (warp / 4) * 32;
@@ -309,21 +307,10 @@ __device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, cons
         const long long MN = (long long)M * N;
         tg_for_acc(acc, m0 + wm, n0 + wn, M, N, g, q,
                    [&](int m, int n, float v) { work[split * MN + (long long)m * N + n] = v; });
-        // The partial is out (at device scope) before this split counts.
-        __threadfence();
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            unsigned* count = arrivals + (blockIdx.y % m_tiles) * gridDim.x + blockIdx.x;
-            const bool last = atomicAdd(count, 1u) == (unsigned)splits - 1u;
-            // Every split of the tile has counted: zero for the next product.
-            if (last) *count = 0u;
-            last_split = last;
-        }
-        __syncthreads();
-        if (!last_split) return;
-        // Acquire: every split's partial, read through L2 and added in
-        // split order; the block walks its tile row by row (coalesced).
-        __threadfence();
+        // The tile's last split adds every split's partial in split order,
+        // walking the tile row by row (coalesced).
+        unsigned* word = arrivals + (blockIdx.y % m_tiles) * gridDim.x + blockIdx.x;
+        if (!tr_last_to_arrive(word, (unsigned)splits)) return;
         if ((N & 3) == 0) {
             tg_sum_splits<float4>(c, bias, ldc, accumulate, work, M, N, m0, n0, splits);
         } else {
@@ -352,14 +339,13 @@ TR_GEMM_KERNEL(tr_gemm_f32_f16, float, __half)
 // launch: block (x, y) sums rows [y·chunk, (y+1)·chunk) of the 32 columns
 // from x·32 (a warp reads 128 contiguous bytes of a row; the 8 warps take
 // every 8th row, then add in warp order) into work(y, col) and counts
-// itself in arrivals[x]; the last of column strip x's blocks adds the
-// partials in a fixed order (warp w: chunks w, w + 8, …; then the warps in
-// order) and writes out, and zeroes arrivals[x] again.
+// itself in arrivals[x] (tr_last_to_arrive); the last of column strip x's
+// blocks adds the partials in a fixed order (warp w: chunks w, w + 8, …;
+// then the warps in order) and writes out.
 extern "C" __global__ void __launch_bounds__(TR_THREADS)
 tr_colsum(float* out, float* work, unsigned* arrivals, const float* in, int R, int C, int ld, int chunk,
           int accumulate) {
     __shared__ float red[8][33];
-    __shared__ bool last;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
     const int col = blockIdx.x * 32 + lane;
     const int r_end = min(R, (int)(blockIdx.y + 1) * chunk);
@@ -368,28 +354,19 @@ tr_colsum(float* out, float* work, unsigned* arrivals, const float* in, int R, i
         for (int r = blockIdx.y * chunk + w; r < r_end; r += 8) s += in[(long long)r * ld + col];
     red[w][lane] = s;
     __syncthreads();
-    if (w == 0) {
-        if (col < C) {
-            float t = red[0][lane];
-            for (int i = 1; i < 8; ++i) t += red[i][lane];
-            work[(long long)blockIdx.y * C + col] = t;
-        }
-        // The partial is out (at device scope) before this block counts.
-        __threadfence();
-        __syncwarp();
-        if (lane == 0) last = atomicAdd(arrivals + blockIdx.x, 1u) == gridDim.y - 1u;
+    if (w == 0 && col < C) {
+        float t = red[0][lane];
+        for (int i = 1; i < 8; ++i) t += red[i][lane];
+        work[(long long)blockIdx.y * C + col] = t;
     }
-    __syncthreads();
-    if (!last) return;
-    // Acquire: the strip's partials, read through L2.
-    __threadfence();
+    if (!tr_last_to_arrive(arrivals + blockIdx.x, gridDim.y)) return;
+    // The strip's partials, read through L2.
     s = 0.0f;
     if (col < C)
         for (int y = w; y < (int)gridDim.y; y += 8) s += __ldcg(work + (long long)y * C + col);
     red[w][lane] = s;
     __syncthreads();
     if (w != 0) return;
-    if (lane == 0) arrivals[blockIdx.x] = 0u;
     if (col >= C) return;
     float t = red[0][lane];
     for (int i = 1; i < 8; ++i) t += red[i][lane];

@@ -88,7 +88,7 @@ impl DeviceTrainer {
         // token's column the sum of its rows' input-side gradients.
         self.beside(|| {
             self.bias_grads(g, freeze_bias_hh)?;
-            let (order, starts) = self.token_groups_addr();
+            let (_, order, starts) = self.token_addrs();
             self.launch(
                 "tr_token_grads",
                 (v.div_ceil(32) as u32, gh.div_ceil(256) as u32),

@@ -21,7 +21,7 @@ impl DeviceTrainer {
         // The last forward's mean (side stream) has read its row losses.
         self.join_side()?;
         self.mark(Mark::ForwardStart)?;
-        let (d_tokens, d_targets) = (addr(&self.tokens), self.targets_addr());
+        let (d_tokens, d_targets) = (addr(&self.tokens), self.token_addrs().0);
         self.staging.upload(&self.gpu, d_tokens, inputs, targets)?;
         self.ops.set(self.ops.get() + 1);
         let batch_index = self.batches;
@@ -85,17 +85,12 @@ impl DeviceTrainer {
         Ok(())
     }
 
-    /// The targets in the token buffer: (T, B) after the inputs.
-    pub(super) fn targets_addr(&self) -> u64 {
-        addr(&self.tokens) + (self.steps * self.batch * 4) as u64
-    }
-
-    /// The rows grouped by input token in the token buffer, after the
-    /// targets: `order` (T·B) and `starts` (V + 1) of staging.rs.
-    pub(super) fn token_groups_addr(&self) -> (u64, u64) {
-        let tb = (self.steps * self.batch) as u64;
-        let order = addr(&self.tokens) + 2 * tb * 4;
-        (order, order + tb * 4)
+    /// The token buffer's targets (T, B) and rows grouped by input token,
+    /// `order` (T·B) and `starts` (V + 1), as staging.rs lays them out.
+    pub(super) fn token_addrs(&self) -> (u64, u64, u64) {
+        let (targets, order, starts) = staging::upload_offsets(self.steps * self.batch);
+        let at = |words: usize| addr(&self.tokens) + (words * 4) as u64;
+        (at(targets), at(order), at(starts))
     }
 
     /// Queues the carried state into slot 0 of the saved states (h in the

@@ -218,11 +218,11 @@ impl DeviceTrainer {
         self.gpu.join(&self.join_event)
     }
 
-    /// The current lane's workspace and the arrival words of its split
-    /// products and column sums (zero between launches: the last block of
-    /// a tile or column strip resets its word), so that the two streams'
-    /// launches never share either.
-    fn scratch(&self) -> (u64, u64, usize) {
+    /// The current lane's workspace and its arrival words (split products,
+    /// column sums, the norm: zero between launches, the last block to
+    /// arrive resets its word), so that the two streams' launches never
+    /// share either.
+    pub(super) fn scratch(&self) -> (u64, u64, usize) {
         match self.lane.get() {
             Lane::Main => (
                 super::addr(&self.work),

@@ -132,8 +132,7 @@ pub struct DeviceTrainer {
     exp_avg: DeviceBuffer<f32>,
     exp_avg_sq: DeviceBuffer<f32>,
     /// The last forward's inputs (T, B), targets (T, B), and rows grouped
-    /// by input token (staging.rs): one buffer, one upload; `targets_addr`,
-    /// `token_groups_addr`.
+    /// by input token (staging.rs): one buffer, one upload; `token_addrs`.
     tokens: DeviceBuffer<u32>,
     /// (T·B, G·H) post-activation gates (storage type).
     gates: Stored,
@@ -171,8 +170,9 @@ pub struct DeviceTrainer {
     /// stream's work, and of the side stream's (backward.rs).
     work: DeviceBuffer<f32>,
     work_side: DeviceBuffer<f32>,
-    /// One word per tile of a split product, counting its splits (zero
-    /// between products): the main stream's, and the side stream's.
+    /// Arrival words of the kernels whose last block finishes their work
+    /// (a tile of a split product, a column strip of a sum, the norm; zero
+    /// between launches): the main stream's, and the side stream's.
     arrivals: DeviceBuffer<u32>,
     arrivals_side: DeviceBuffer<u32>,
     /// The stream the launches, copies and fills queued now go to.
@@ -197,10 +197,9 @@ pub struct DeviceTrainer {
     /// The form of the last forward's and backward's time loop.
     loops: Cell<(TimeLoop, TimeLoop)>,
     /// The clip's per-block partial sums of g² (f64; one per block it
-    /// may launch), the word counting its blocks (zero between clips), the
-    /// global norm, and the factor the next update scales the gradients by.
+    /// may launch), the global norm, and the factor the updates scale the
+    /// gradients by.
     norm_partials: DeviceBuffer<f64>,
-    norm_arrivals: DeviceBuffer<u32>,
     norm: DeviceBuffer<f32>,
     clip_scale: DeviceBuffer<f32>,
     /// Whether the gradients in memory still lack the last clip's factor
@@ -293,7 +292,8 @@ impl DeviceTrainer {
         let work_len = n(MAX_SPLITS, n(v, h).max(n(gh, h)).max(n(tb, h)))
             .max(n(tb.div_ceil(COLSUM_CHUNK), v.max(gh)));
         // Arrival words: one per tile of a split product (split only while
-        // the tiles are fewer than the SMs) or per 32 columns of a column sum.
+        // the tiles are fewer than the SMs), per 32 columns of a column sum,
+        // one for the norm.
         let arrival_words = gpu
             .limits()
             .sm_count
@@ -353,7 +353,6 @@ impl DeviceTrainer {
             cluster_plans: Cell::new(None),
             loops: Cell::new((TimeLoop::PerStep, TimeLoop::PerStep)),
             norm_partials: alloc(2 * gpu.limits().sm_count.max(1), "norm partials")?,
-            norm_arrivals: alloc(1, "norm arrivals")?,
             norm: alloc(1, "norm")?,
             clip_scale: alloc(1, "clip factor")?,
             clip_pending: Cell::new(false),
@@ -380,7 +379,6 @@ impl DeviceTrainer {
             fill32(gpu, b, 0)?;
         }
         fill32(gpu, &mut t.arrivals, 0)?;
-        fill32(gpu, &mut t.norm_arrivals, 0)?;
         fill32(gpu, &mut t.arrivals_side, 0)?;
         fill32(gpu, &mut t.barrier, 0)?;
         t.zero(addr(&t.stats), STATS_WORDS * 2)?;

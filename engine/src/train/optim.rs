@@ -29,6 +29,7 @@ impl DeviceTrainer {
         let n = self.layout.len();
         // A few blocks per SM, one f64 partial each.
         let blocks = n.div_ceil(256).clamp(1, self.norm_partials.len());
+        let (_, arrivals, _) = self.scratch();
         self.launch(
             "tr_norm",
             (blocks as u32, 1),
@@ -36,7 +37,7 @@ impl DeviceTrainer {
                 Arg::Ptr(addr(&self.norm)),
                 Arg::Ptr(addr(&self.clip_scale)),
                 Arg::Ptr(addr(&self.norm_partials)),
-                Arg::Ptr(addr(&self.norm_arrivals)),
+                Arg::Ptr(arrivals),
                 Arg::Ptr(addr(&self.grads)),
                 Arg::I64(n as i64),
                 Arg::F32(theta.unwrap_or(0.0)),

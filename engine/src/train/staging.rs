@@ -1,8 +1,8 @@
 //! Token upload without a host wait: a small ring of page-locked staging
 //! buffers, each with an event. A batch's upload is one copy of its inputs,
 //! its targets, and its rows grouped by input token (`order`, `starts`:
-//! what dW_ih's gather reads, ptx/src/train.cu `tr_token_grads`). A copy from pageable memory
-//! (`cuMemcpyHtoD`) synchronises with the device; from page-locked memory
+//! what dW_ih's gather reads, ptx/src/train.cu `tr_token_grads`). A copy
+//! from pageable memory (`cuMemcpyHtoD`) synchronises with the device; from page-locked memory
 //! `cuMemcpyHtoDAsync` is queued on the stream like a kernel. A slot is
 //! reused only after the copy that last read it has run: its event is
 //! waited on, which blocks only when the GPU is [`SLOTS`] batches behind.
@@ -30,6 +30,12 @@ struct Slot {
 /// The u32 words of one batch's upload of `n` tokens over `vocab`.
 pub(crate) fn upload_len(n: usize, vocab: usize) -> usize {
     n.saturating_mul(3).saturating_add(vocab).saturating_add(1)
+}
+
+/// Where the targets, `order` and `starts` begin in an upload of `n`
+/// tokens (u32 words; the inputs at 0).
+pub(crate) fn upload_offsets(n: usize) -> (usize, usize, usize) {
+    (n, 2 * n, 3 * n)
 }
 
 /// The ring of staging slots of one trainer.
@@ -90,10 +96,10 @@ impl TokenRing {
         }
         let len = upload_len(n, vocab);
         let host = &mut slot.host.as_mut_slice()[..len];
-        let (tokens, rest) = host.split_at_mut(2 * n);
-        tokens[..n].copy_from_slice(inputs);
-        tokens[n..].copy_from_slice(targets);
-        let (order, starts) = rest.split_at_mut(n);
+        let (at_targets, at_order, at_starts) = upload_offsets(n);
+        host[..at_targets].copy_from_slice(inputs);
+        host[at_targets..at_order].copy_from_slice(targets);
+        let (order, starts) = host[at_order..].split_at_mut(at_starts - at_order);
         group_by_token(inputs, order, starts);
         let stream = gpu.inner.stream.as_inner();
         // SAFETY: `len` u32 from page-locked memory the slot owns (not
