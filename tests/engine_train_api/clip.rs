@@ -7,11 +7,11 @@
 
 use std::io::Write as _;
 
-use crate::engine_support;
+use crate::{engine_support, trainer_at};
 
 use engine_support::assert_close;
 use recur::core::{CellKind, ModelLayout};
-use recur::engine::{DeviceTrainer, Gpu, TrainOptimizer};
+use recur::engine::{DeviceTrainer, Gpu, Precision, TrainOptimizer};
 
 const BATCH: usize = 3;
 const STEPS: usize = 5;
@@ -28,10 +28,14 @@ fn layout() -> ModelLayout {
 /// A trainer at fixed random parameters after one forward and backward
 /// (batch `seed`): the gradients are waiting.
 fn trainer_with_grads(gpu: &Gpu, seed: u64) -> DeviceTrainer {
-    let layout = layout();
-    let mut t = DeviceTrainer::new(gpu, layout, BATCH, STEPS, TrainOptimizer::Sgd).unwrap();
-    t.upload_params(&engine_support::random_params(&layout, 7))
-        .unwrap();
+    let mut t = trainer_at(
+        gpu,
+        layout(),
+        (STEPS, BATCH),
+        TrainOptimizer::Sgd,
+        Precision::F32,
+        7,
+    );
     backward(&mut t, seed);
     t
 }

@@ -8,11 +8,11 @@
 
 use std::io::Write as _;
 
-use crate::engine_support;
+use crate::{engine_support, trainer_at};
 
 use recur::core::optim::AdamConfig;
 use recur::core::{CellKind, ModelLayout};
-use recur::engine::{DeviceTrainer, Gpu, Precision, TrainOptimizer};
+use recur::engine::{Gpu, Precision, TrainOptimizer};
 
 const BATCH: usize = 16;
 const STEPS: usize = 20;
@@ -30,17 +30,14 @@ fn train(gpu: &Gpu, cell: CellKind, precision: Precision) -> Run {
         hidden: HIDDEN,
         vocab: VOCAB,
     };
-    let mut t = DeviceTrainer::new_with_precision(
+    let mut t = trainer_at(
         gpu,
         layout,
-        BATCH,
-        STEPS,
+        (STEPS, BATCH),
         TrainOptimizer::Adam,
         precision,
-    )
-    .unwrap();
-    t.upload_params(&engine_support::random_params(&layout, 21))
-        .unwrap();
+        21,
+    );
     let cfg = AdamConfig::default();
     let (mut losses, mut norms) = (Vec::new(), Vec::new());
     for step in 1..=3u64 {

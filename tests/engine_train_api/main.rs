@@ -13,3 +13,23 @@ mod engine_support;
 mod clip;
 mod determinism;
 mod state;
+
+use recur::core::ModelLayout;
+use recur::engine::{DeviceTrainer, Gpu, Precision, TrainOptimizer};
+
+/// A trainer of `layout` over (`steps`, `batch`) at the random parameters
+/// of `seed`.
+fn trainer_at(
+    gpu: &Gpu,
+    layout: ModelLayout,
+    (steps, batch): (usize, usize),
+    optimizer: TrainOptimizer,
+    precision: Precision,
+    seed: u64,
+) -> DeviceTrainer {
+    let mut t =
+        DeviceTrainer::new_with_precision(gpu, layout, batch, steps, optimizer, precision).unwrap();
+    t.upload_params(&engine_support::random_params(&layout, seed))
+        .unwrap();
+    t
+}

@@ -8,7 +8,7 @@
 
 use std::io::Write as _;
 
-use crate::engine_support;
+use crate::{engine_support, trainer_at};
 
 use recur::core::{CellKind, ModelLayout};
 use recur::engine::{DeviceTrainer, Gpu, Precision, TrainOptimizer};
@@ -24,17 +24,14 @@ fn trainer(gpu: &Gpu, cell: CellKind, precision: Precision) -> DeviceTrainer {
         hidden: HIDDEN,
         vocab: VOCAB,
     };
-    let mut t = DeviceTrainer::new_with_precision(
+    let mut t = trainer_at(
         gpu,
         layout,
-        BATCH,
-        STEPS,
+        (STEPS, BATCH),
         TrainOptimizer::Sgd,
         precision,
-    )
-    .unwrap();
-    t.upload_params(&engine_support::random_params(&layout, 11))
-        .unwrap();
+        11,
+    );
     let bh = BATCH * HIDDEN;
     t.upload_state(
         &engine_support::random_vec(bh, 0.5, 12),
