@@ -13,8 +13,11 @@
 //! form the device has is timed: thread-block clusters (sm_90), cooperative
 //! persistent kernels, one launch per step, and for the GRUs and the LSTM
 //! the clusters with the reduce-scatter backward (`cluster-rs`, beside
-//! `cluster`'s gather); `BENCH_LOOPS=cluster,per-step` (a comma list of
-//! `cluster`, `cluster-rs`, `persistent`, `per-step`) picks some, and
+//! `cluster`'s gather); every form takes the ring products
+//! (`tr_gemm_ring*`), and `cluster-tr-gemm` is `cluster` with `tr_gemm`'s
+//! (the same products, one slice ahead in registers), for the two side by
+//! side. `BENCH_LOOPS=cluster,per-step` (a comma list of `cluster`,
+//! `cluster-tr-gemm`, `cluster-rs`, `persistent`, `per-step`) picks some, and
 //! `BENCH_PER_STEP=1` is `BENCH_LOOPS=per-step`. The PyTorch side (nn.GRU / nn.LSTM + Linear +
 //! CrossEntropy + Adam, same shapes, same GPU) is
 //! benches/engine_train_torch.py. `BENCH_SMOKE=1` runs every line at a
@@ -55,7 +58,7 @@ fn main() {
     // `BENCH_CELL=GruResetAfter` (a CellKind's name) runs that cell only (profiles).
     let only = std::env::var("BENCH_CELL").ok();
     let mut forms = std::env::var("BENCH_LOOPS")
-        .unwrap_or_else(|_| "cluster,cluster-rs,persistent,per-step".to_owned());
+        .unwrap_or_else(|_| "cluster,cluster-tr-gemm,cluster-rs,persistent,per-step".to_owned());
     if std::env::var("BENCH_PER_STEP").is_ok_and(|v| v == "1") {
         forms = "per-step".to_owned();
     }
@@ -102,6 +105,10 @@ fn main() {
             .unwrap();
             match form {
                 "cluster" => tr.set_cluster(ClusterLoops::Required),
+                "cluster-tr-gemm" => {
+                    tr.set_cluster(ClusterLoops::Required);
+                    tr.set_ring_products(false);
+                }
                 "cluster-rs" => {
                     tr.set_cluster(ClusterLoops::Required);
                     tr.set_reduce_scatter_backward(true);

@@ -182,6 +182,14 @@ def choices(new):
     rows = []
     train = new["train"]
     for (cell, prec, form), v in sorted(train.items()):
+        if form == "cluster-tr-gemm":
+            # `cluster` takes the ring products, this line tr_gemm's.
+            ring = train.get((cell, prec, "cluster"), {})
+            for what in ("logits + loss (GPU)", "backward: dhs (GPU)", "weight gradients (GPU)", "step"):
+                a, b = v.get(what), ring.get(what)
+                if a is not None and b is not None:
+                    rows.append([f"{cell} {prec} products: ring vs tr_gemm", what, f"{a:.1f}", f"{b:.1f}",
+                                 ratio(b, a)])
         if form != "cluster-rs":
             continue
         gather = train.get((cell, prec, "cluster"), {})

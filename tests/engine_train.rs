@@ -269,7 +269,8 @@ proptest! {
 /// The trainer's product kernels (3xTF32 on tensor cores; fewer products
 /// where an operand is f16, exact in TF32) against an f64 reference of the
 /// operands they read (f16 ones rounded) at f32 accuracy, every layout,
-/// split-K included (k up to 1,200 over at most 15 tiles):
+/// split-K included (k up to 1,200 over at most 15 tiles), each in both
+/// forms (tr_gemm and its ring form, bit for bit alike):
 /// |C − C₆₄| ≤ ε₃₂·(4√k + 16)·Σₖ|a·b|, NaN-poisoned C. One-pass TF32
 /// (11-bit operands, errors near 2⁻¹¹·Σ|a·b|/√k) fails this bound at the k
 /// of a few hundred most cases draw, which the gradient checks (relative
@@ -292,7 +293,7 @@ fn check_product(
         hidden: 256,
         vocab: 1027,
     };
-    let t = DeviceTrainer::new(&gpu, layout, 32, 35, TrainOptimizer::Sgd).unwrap();
+    let mut t = DeviceTrainer::new(&gpu, layout, 32, 35, TrainOptimizer::Sgd).unwrap();
     let (a16, b16) = operands.f16();
     let stored = |v: Vec<f32>, f16: bool| -> Vec<f32> {
         if f16 {
@@ -303,9 +304,22 @@ fn check_product(
     };
     let a = stored(engine_support::random_vec(m * k, 1.0, seed), a16);
     let b = stored(engine_support::random_vec(k * n, 1.0, seed + 1), b16);
+    // Both forms of the kernel: the ring form promises tr_gemm's C bit for
+    // bit (same tiles, splits, parts and order of products).
+    t.set_ring_products(false);
+    let plain = t
+        .product_for_tests(operands, &a, &b, m, n, k, a_t, b_t)
+        .unwrap();
+    t.set_ring_products(true);
     let got = t
         .product_for_tests(operands, &a, &b, m, n, k, a_t, b_t)
         .unwrap();
+    for (i, (r, p)) in got.iter().zip(&plain).enumerate() {
+        assert!(
+            r.to_bits() == p.to_bits(),
+            "{operands:?} {m}x{n}x{k} (a_t {a_t}, b_t {b_t}): ring C[{i}] {r} vs tr_gemm's {p}"
+        );
+    }
     let at = |i: usize, p: usize| f64::from(if a_t { a[p * m + i] } else { a[i * k + p] });
     let bt = |p: usize, j: usize| f64::from(if b_t { b[j * k + p] } else { b[p * n + j] });
     let scale = f64::from(f32::EPSILON) * (4.0 * (k as f64).sqrt() + 16.0);

@@ -128,6 +128,7 @@ unsigned long long warp_exchange(unsigned mask, unsigned long long v, int src);
 void spin(const char* waits_at = "a poll");
 [[noreturn]] void trap(const char* why);
 void* dynamic_smem();
+unsigned dynamic_smem_bytes();  // %dynamic_smem_size
 
 // ---- warp matrix products (the PTX fragment layouts) ------------------------
 // mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32, d += a·b.
@@ -136,6 +137,16 @@ void mma_m16n8k16_f16(float* d, const unsigned* a, const unsigned* b);
 void mma_m16n8k8_tf32(float* d, const unsigned* a, const unsigned* b);
 // cvt.rna.tf32.f32.
 unsigned cvt_rna_tf32(float x);
+
+// ---- cp.async: a thread's own asynchronous copies into shared memory ------
+// cp.async.ca.shared.global of `bytes` (4, 8 or 16): the first src_bytes
+// from src, the rest zero. The copy lands only when its thread waits for
+// its group; until then the destination reads as NaN bytes.
+void cp_async(void* dst, const void* src, unsigned bytes, unsigned src_bytes);
+// cp.async.commit_group: the thread's copies since the last one, a group.
+void cp_async_commit();
+// cp.async.wait_group n: every committed group but the newest n has landed.
+void cp_async_wait(unsigned n);
 
 // ---- global memory at GPU scope (other blocks run on other OS threads) ------
 template <typename T> inline void st_relaxed(T* p, T v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }

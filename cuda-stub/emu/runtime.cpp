@@ -91,6 +91,15 @@ struct Fiber {
     const unsigned* wait_word = nullptr;
     unsigned wait_value = 0;
     char* stack = nullptr;       // STACK_BYTES, CANARY at the bottom
+    // Its cp.async copies not yet performed (cp_async), each with the group
+    // it falls in, and the groups it has committed.
+    struct Copy {
+        void* dst;
+        const void* src;
+        unsigned bytes, src_bytes, group;
+    };
+    std::vector<Copy> copies;
+    unsigned groups = 0;
 };
 
 // A warp collective's data: 8 words per lane, double-buffered by the
@@ -246,6 +255,8 @@ void start_fiber(Fiber& f, unsigned tid) {
     f.warp_seq = 0;
     f.cluster_phase = 0;
     f.done = false;
+    f.copies.clear();  // a copy the last block never waited for never lands
+    f.groups = 0;
     std::memcpy(f.stack, &CANARY, 8);
     // The first switch "returns" into fiber_main with the stack aligned as
     // after a call: the return address's slot 16-byte aligned.
@@ -639,6 +650,38 @@ void describe_fault(const void* addr) {
 }
 
 void* dynamic_smem() { return self().dyn.data(); }
+unsigned dynamic_smem_bytes() { return (unsigned)self().dyn_bytes; }
+
+// cp.async as the GPU may perform it at the latest: the copy lands when its
+// thread waits for its group, and the destination reads as NaN bytes until
+// then, so a read before the wait shows in the output.
+void cp_async(void* dst, const void* src, unsigned bytes, unsigned src_bytes) {
+    if (!(bytes == 4 || bytes == 8 || bytes == 16) || src_bytes > bytes) fail("cp.async: bad copy or source size");
+    if (reinterpret_cast<uintptr_t>(dst) % bytes || (src_bytes && reinterpret_cast<uintptr_t>(src) % bytes))
+        fail("cp.async: misaligned address");
+    Fiber& f = *current;
+    std::memset(dst, 0xff, bytes);
+    f.copies.push_back({dst, src, bytes, src_bytes, f.groups});
+}
+
+void cp_async_commit() { current->groups += 1; }
+
+void cp_async_wait(unsigned n) {
+    Fiber& f = *current;
+    // Groups [0, groups − n) must have landed; later ones and uncommitted
+    // copies (group == groups) stay pending.
+    const unsigned done = f.groups > n ? f.groups - n : 0;
+    size_t kept = 0;
+    for (const Fiber::Copy& c : f.copies) {
+        if (c.group < done) {
+            std::memset(c.dst, 0, c.bytes);
+            if (c.src_bytes) std::memcpy(c.dst, c.src, c.src_bytes);
+        } else {
+            f.copies[kept++] = c;
+        }
+    }
+    f.copies.resize(kept);
+}
 
 namespace {
 float half_bits(unsigned word, int hi) { return (float)__ushort_as_half((unsigned short)(word >> (16 * hi))); }

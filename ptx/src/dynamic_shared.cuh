@@ -8,3 +8,14 @@
 #else
 #define DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]
 #endif
+
+// The bytes of dynamic shared memory the launch gave the block.
+__device__ __forceinline__ unsigned dynamic_shared_bytes() {
+#ifdef RECUR_EMU
+    return ::emu::dynamic_smem_bytes();
+#else
+    unsigned n;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(n));
+    return n;
+#endif
+}

@@ -69,6 +69,7 @@ __device__ __forceinline__ bool tr_last_to_arrive(unsigned* word, unsigned block
 }
 
 #include "train_gemm.cuh"
+#include "train_gemm_ring.cuh"
 #include "train_step.cuh"
 
 // ---- output layer -----------------------------------------------------------

@@ -60,11 +60,12 @@ __device__ __forceinline__ void tg_split(float x, unsigned* hi, unsigned* lo) {
 // (x0 + t%X, k0 + t/X + (256/X)·i) (X threads along x). Either way the
 // elements are a fixed stride apart in memory and in shared memory, so
 // offsets and bounds are set up once: a slice costs one add, one compare
-// and one load per element.
-template <int X, typename T>
-struct TgLoader {
+// and one load per element. With `spread`, the k-stride-1 map of
+// train_gemm_ring.cuh instead: lane (r, c) = (lane / 4, lane % 4) of warp
+// w at row r + 8·(w / 4) + 16i, k c + 4·(w % 4).
+template <int X>
+struct TgMap {
     static constexpr int N = X * TG_BK / TR_THREADS;
-    const T* ptr;
     long long off;     // element 0's offset in the current slice
     long long step_i;  // element i → i + 1
     long long step_k;  // slice → next slice (16 k)
@@ -72,13 +73,14 @@ struct TgLoader {
     unsigned valid_x;  // bit i: element i's x inside [0, XN)
     int s0, ds;        // element i at word s0 + ds·i of a [16][X + PAD] slice
 
-    __device__ __forceinline__ TgLoader(const T* p, int XN, long long sx, long long sk, int x0, int k_begin,
-                                        bool k_major) {
+    __device__ __forceinline__ TgMap(int XN, long long sx, long long sk, int x0, int k_begin, bool k_major,
+                                     bool spread) {
         const int t = threadIdx.x;
         int xx;
         if (k_major) {
-            xx = t / TG_BK;
-            kk0 = t % TG_BK;
+            const int lane = t % 32, w = t / 32;
+            xx = spread ? lane / 4 + 8 * (w / 4) : t / TG_BK;
+            kk0 = spread ? lane % 4 + 4 * (w % 4) : t % TG_BK;
             dk = 0;
             step_i = (long long)(TR_THREADS / TG_BK) * sx;
             ds = TR_THREADS / TG_BK;
@@ -94,23 +96,34 @@ struct TgLoader {
             ds = dk * (X + TG_PAD);
             valid_x = x0 + xx < XN ? ~0u : 0u;
         }
-        ptr = p;
         off = (long long)(x0 + xx) * sx + (long long)(k_begin + kk0) * sk;
         step_k = (long long)TG_BK * sk;
         s0 = kk0 * (X + TG_PAD) + xx;
     }
+};
+
+// tr_gemm's loads of a thread's share: a slice into registers, then into
+// shared memory.
+template <int X, typename T>
+struct TgLoader : TgMap<X> {
+    static constexpr int N = TgMap<X>::N;
+    const T* ptr;
+
+    __device__ __forceinline__ TgLoader(const T* p, int XN, long long sx, long long sk, int x0, int k_begin,
+                                        bool k_major)
+        : TgMap<X>(XN, sx, sk, x0, k_begin, k_major, false), ptr(p) {}
 
     // The slice at k0 into v (f32; zero outside X × [.., k_end)), then on to
     // the next slice.
     __device__ __forceinline__ void fetch(float* v, int k0, int k_end) {
-        long long o = off;
+        long long o = this->off;
 #pragma unroll
         for (int i = 0; i < N; ++i) {
-            const bool in = ((valid_x >> i) & 1u) && k0 + kk0 + dk * i < k_end;
+            const bool in = ((this->valid_x >> i) & 1u) && k0 + this->kk0 + this->dk * i < k_end;
             v[i] = in ? tr_f(ptr[o]) : 0.0f;
-            o += step_i;
+            o += this->step_i;
         }
-        off += step_k;
+        this->off += this->step_k;
     }
 
     // v into shared memory as its TF32 parts hi and lo (split once here
@@ -123,8 +136,8 @@ struct TgLoader {
         unsigned* l = &lo[0][0];
 #pragma unroll
         for (int i = 0; i < N; ++i) {
-            if (sizeof(T) == 4) tg_split(v[i], &h[s0 + ds * i], &l[s0 + ds * i]);
-            else h[s0 + ds * i] = __float_as_uint(v[i]);
+            if (sizeof(T) == 4) tg_split(v[i], &h[this->s0 + this->ds * i], &l[this->s0 + this->ds * i]);
+            else h[this->s0 + this->ds * i] = __float_as_uint(v[i]);
         }
     }
 };
@@ -217,123 +230,167 @@ __device__ __forceinline__ void tg_sum_splits(float* c, const float* bias, int l
     }
 }
 
-// 128 × 64 tiles of C; warp w owns rows (w % 4)·32 .. +31 and columns
-// (w / 4)·32 .. +31 as 2 × 4 tiles of 16 × 8. In a tile, lane (g = lane / 4,
-// q = lane % 4) holds C rows g and g + 8, columns 2q and 2q + 1 (the mma
-// accumulator layout). A's storage TA, B's TB (float or __half); the
-// slices in shared memory, the products and C are f32.
-template <typename TA, typename TB>
-__device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, const float* bias, int M, int N,
-                                        int K, long long sam, long long sak, long long sbk, long long sbn,
-                                        int ldc, int accumulate, int splits, float* work, unsigned* arrivals) {
-    __shared__ unsigned as_hi[TG_BK][TG_BM + TG_PAD], as_lo[TG_BK][TG_BM + TG_PAD];
-    __shared__ unsigned bs_hi[TG_BK][TG_BN + TG_PAD], bs_lo[TG_BK][TG_BN + TG_PAD];
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int g = lane / 4, q = lane % 4;
-    const int wm = (warp % 4) * 32, wn = (warp / 4) * 32;
-    const int m_tiles = (M + TG_BM - 1) / TG_BM;
-    const int split = blockIdx.y / m_tiles;
-    const int m0 = (blockIdx.y % m_tiles) * TG_BM, n0 = blockIdx.x * TG_BN;
-    // This split's k range, whole slices.
-    const int slices = (K + TG_BK - 1) / TG_BK;
-    const int per = (slices + splits - 1) / splits;
-    const int k_begin = split * per * TG_BK;
-    const int k_end = min(K, k_begin + per * TG_BK);
-    TgLoader<TG_BM, TA> la(a, M, sam, sak, m0, k_begin, sak == 1);
-    TgLoader<TG_BN, TB> lb(b, N, sbn, sbk, n0, k_begin, sbk == 1);
-    float acc[2][4][4];
+// A product's staged 16-k slices: A as [16][TG_BM + TG_PAD] words, B as
+// [16][TG_BN + TG_PAD], each as its TF32 hi part and (f32 operands only)
+// its lo part.
+typedef unsigned TgSliceA[TG_BK][TG_BM + TG_PAD];
+typedef unsigned TgSliceB[TG_BK][TG_BN + TG_PAD];
+
+// The products of one staged slice added into a warp's 32 × 32
+// accumulators (tile rows wm.., columns wn..; lane (g, q)). A_LO / B_LO:
+// the operand has lo parts (f32 storage).
+template <bool A_LO, bool B_LO>
+__device__ __forceinline__ void tg_slice_products(float (&acc)[2][4][4], const TgSliceA& as_hi, const TgSliceA& as_lo,
+                                                  const TgSliceB& bs_hi, const TgSliceB& bs_lo, int wm, int wn, int g,
+                                                  int q) {
+#pragma unroll
+    for (int kk = 0; kk < TG_BK; kk += 8) {
+        unsigned ah[2][4], al[2][4] = {};
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int m = wm + i * 16 + g;
+            const int r[4][2] = {{kk + q, m}, {kk + q, m + 8}, {kk + q + 4, m}, {kk + q + 4, m + 8}};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ah[i][e] = as_hi[r[e][0]][r[e][1]];
+                if (A_LO) al[i][e] = as_lo[r[e][0]][r[e][1]];
+            }
+        }
+        unsigned bh[4][2], bl[4][2] = {};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int n = wn + j * 8 + g;
+            bh[j][0] = bs_hi[kk + q][n];
+            bh[j][1] = bs_hi[kk + q + 4][n];
+            if (B_LO) {
+                bl[j][0] = bs_lo[kk + q][n];
+                bl[j][1] = bs_lo[kk + q + 4][n];
+            }
+        }
+        // Term by term over the 8 tiles (8 independent accumulators
+        // between two products of one tile), the small terms first so
+        // the large one is added last.
+#pragma unroll
+        for (int t = 0; t < 3; ++t)
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                    // The terms with an f16 operand's lo (zero) are skipped:
+                    // adding them would leave every sum as it is.
+                    if ((t != 0 || A_LO) && (t != 1 || B_LO))
+                        tg_mma(acc[i][j], t == 0 ? al[i] : ah[i], t == 1 ? bl[j] : bh[j]);
+    }
+}
+
+// Where a block stands in its product: tile (m0, n0) of C, split `split`
+// of k range [k_begin, k_end) (whole slices), warp tile (wm, wn), lane
+// (g, q). gridDim.y = m-tiles × splits.
+struct TgBlock {
+    int m_tile, split, m0, n0, k_begin, k_end, wm, wn, g, q;
+
+    __device__ __forceinline__ TgBlock(int M, int K, int splits) {
+        const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+        g = lane / 4;
+        q = lane % 4;
+        wm = (warp % 4) * 32;
+        wn = (warp / 4) * 32;
+        const int m_tiles = (M + TG_BM - 1) / TG_BM;
+        m_tile = blockIdx.y % m_tiles;
+        split = blockIdx.y / m_tiles;
+        m0 = m_tile * TG_BM;
+        n0 = blockIdx.x * TG_BN;
+        const int slices = (K + TG_BK - 1) / TG_BK;
+        const int per = (slices + splits - 1) / splits;
+        k_begin = split * per * TG_BK;
+        k_end = min(K, k_begin + per * TG_BK);
+    }
+};
+
+// The block's accumulators out: C directly, or with splits > 1 its partial
+// into `work` (splits, M, N), counted in its tile's word of `arrivals`
+// (tr_last_to_arrive); the last split to arrive adds the partials in split
+// order, walking the tile row by row (coalesced), and writes C.
+__device__ __forceinline__ void tg_finish(const float (&acc)[2][4][4], const TgBlock& tb, float* c, const float* bias,
+                                          int M, int N, int ldc, int accumulate, int splits, float* work,
+                                          unsigned* arrivals) {
+    if (splits > 1) {
+        const long long MN = (long long)M * N;
+        tg_for_acc(acc, tb.m0 + tb.wm, tb.n0 + tb.wn, M, N, tb.g, tb.q,
+                   [&](int m, int n, float v) { work[tb.split * MN + (long long)m * N + n] = v; });
+        unsigned* word = arrivals + tb.m_tile * gridDim.x + blockIdx.x;
+        if (!tr_last_to_arrive(word, (unsigned)splits)) return;
+        if ((N & 3) == 0) {
+            tg_sum_splits<float4>(c, bias, ldc, accumulate, work, M, N, tb.m0, tb.n0, splits);
+        } else {
+            tg_sum_splits<float>(c, bias, ldc, accumulate, work, M, N, tb.m0, tb.n0, splits);
+        }
+        return;
+    }
+    tg_for_acc(acc, tb.m0 + tb.wm, tb.n0 + tb.wn, M, N, tb.g, tb.q,
+               [&](int m, int n, float v) { tg_store(c, bias, ldc, accumulate, m, n, v); });
+}
+
+__device__ __forceinline__ void tg_zero(float (&acc)[2][4][4]) {
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+}
+
+// 128 × 64 tiles of C; warp w owns rows (w % 4)·32 .. +31 and columns
+// (w / 4)·32 .. +31 as 2 × 4 tiles of 16 × 8. In a tile, lane (g = lane / 4,
+// q = lane % 4) holds C rows g and g + 8, columns 2q and 2q + 1 (the mma
+// accumulator layout). A's storage TA, B's TB (float or __half); the
+// slices in shared memory, the products and C are f32. One slice in
+// shared memory, the next one's loads in registers.
+template <typename TA, typename TB>
+__device__ __forceinline__ void tg_gemm(float* c, const TA* a, const TB* b, const float* bias, int M, int N,
+                                        int K, long long sam, long long sak, long long sbk, long long sbn,
+                                        int ldc, int accumulate, int splits, float* work, unsigned* arrivals) {
+    __shared__ TgSliceA as_hi, as_lo;
+    __shared__ TgSliceB bs_hi, bs_lo;
+    const TgBlock tb(M, K, splits);
+    TgLoader<TG_BM, TA> la(a, M, sam, sak, tb.m0, tb.k_begin, sak == 1);
+    TgLoader<TG_BN, TB> lb(b, N, sbn, sbk, tb.n0, tb.k_begin, sbk == 1);
+    float acc[2][4][4];
+    tg_zero(acc);
     float ra[TgLoader<TG_BM, TA>::N], rb[TgLoader<TG_BN, TB>::N];
-    if (k_begin < k_end) {
-        la.fetch(ra, k_begin, k_end);
-        lb.fetch(rb, k_begin, k_end);
+    if (tb.k_begin < tb.k_end) {
+        la.fetch(ra, tb.k_begin, tb.k_end);
+        lb.fetch(rb, tb.k_begin, tb.k_end);
     }
-    for (int k0 = k_begin; k0 < k_end; k0 += TG_BK) {
+    for (int k0 = tb.k_begin; k0 < tb.k_end; k0 += TG_BK) {
         la.store(as_hi, as_lo, ra);
         lb.store(bs_hi, bs_lo, rb);
         __syncthreads();
-        if (k0 + TG_BK < k_end) {
-            la.fetch(ra, k0 + TG_BK, k_end);
-            lb.fetch(rb, k0 + TG_BK, k_end);
+        if (k0 + TG_BK < tb.k_end) {
+            la.fetch(ra, k0 + TG_BK, tb.k_end);
+            lb.fetch(rb, k0 + TG_BK, tb.k_end);
         }
-#pragma unroll
-        for (int kk = 0; kk < TG_BK; kk += 8) {
-            // Lo parts exist for f32 operands only (TgLoader::store).
-            constexpr bool A_LO = sizeof(TA) == 4, B_LO = sizeof(TB) == 4;
-            unsigned ah[2][4], al[2][4] = {};
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                const int m = wm + i * 16 + g;
-                const int r[4][2] = {{kk + q, m}, {kk + q, m + 8}, {kk + q + 4, m}, {kk + q + 4, m + 8}};
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    ah[i][e] = as_hi[r[e][0]][r[e][1]];
-                    if (A_LO) al[i][e] = as_lo[r[e][0]][r[e][1]];
-                }
-            }
-            unsigned bh[4][2], bl[4][2] = {};
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const int n = wn + j * 8 + g;
-                bh[j][0] = bs_hi[kk + q][n];
-                bh[j][1] = bs_hi[kk + q + 4][n];
-                if (B_LO) {
-                    bl[j][0] = bs_lo[kk + q][n];
-                    bl[j][1] = bs_lo[kk + q + 4][n];
-                }
-            }
-            // Term by term over the 8 tiles (8 independent accumulators
-            // between two products of one tile), the small terms first so
-            // the large one is added last.
-#pragma unroll
-            for (int t = 0; t < 3; ++t)
-#pragma unroll
-                for (int i = 0; i < 2; ++i)
-#pragma unroll
-                    for (int j = 0; j < 4; ++j)
-                        // The terms with an f16 operand's lo (zero) are skipped:
-                        // adding them would leave every sum as it is.
-                        if ((t != 0 || A_LO) && (t != 1 || B_LO))
-                            tg_mma(acc[i][j], t == 0 ? al[i] : ah[i], t == 1 ? bl[j] : bh[j]);
-        }
+        // Lo parts exist for f32 operands only (TgLoader::store).
+        tg_slice_products<sizeof(TA) == 4, sizeof(TB) == 4>(acc, as_hi, as_lo, bs_hi, bs_lo, tb.wm, tb.wn, tb.g,
+                                                            tb.q);
         __syncthreads();
     }
-    if (splits > 1) {
-        const long long MN = (long long)M * N;
-        tg_for_acc(acc, m0 + wm, n0 + wn, M, N, g, q,
-                   [&](int m, int n, float v) { work[split * MN + (long long)m * N + n] = v; });
-        // The tile's last split adds every split's partial in split order,
-        // walking the tile row by row (coalesced).
-        unsigned* word = arrivals + (blockIdx.y % m_tiles) * gridDim.x + blockIdx.x;
-        if (!tr_last_to_arrive(word, (unsigned)splits)) return;
-        if ((N & 3) == 0) {
-            tg_sum_splits<float4>(c, bias, ldc, accumulate, work, M, N, m0, n0, splits);
-        } else {
-            tg_sum_splits<float>(c, bias, ldc, accumulate, work, M, N, m0, n0, splits);
-        }
-        return;
-    }
-    tg_for_acc(acc, m0 + wm, n0 + wn, M, N, g, q,
-               [&](int m, int n, float v) { tg_store(c, bias, ldc, accumulate, m, n, v); });
+    tg_finish(acc, tb, c, bias, M, N, ldc, accumulate, splits, work, arrivals);
 }
 
-#define TR_GEMM_KERNEL(NAME, TA, TB)                                                                          \
+// A product kernel NAME running FN (tg_gemm or tg_gemm_ring) on TA, TB.
+#define TR_GEMM_KERNEL(NAME, FN, TA, TB)                                                                      \
     extern "C" __global__ void __launch_bounds__(TR_THREADS, 2)                                               \
         NAME(float* c, const TA* a, const TB* b, const float* bias, int M, int N, int K, long long sam,       \
              long long sak, long long sbk, long long sbn, int ldc, int accumulate, int splits, float* work,   \
              unsigned* arrivals) {                                                                            \
-        tg_gemm<TA, TB>(c, a, b, bias, M, N, K, sam, sak, sbk, sbn, ldc, accumulate, splits, work, arrivals); \
+        FN<TA, TB>(c, a, b, bias, M, N, K, sam, sak, sbk, sbn, ldc, accumulate, splits, work, arrivals);      \
     }
 // Every operand f32; both f16 (hs · W_dᵀ in f16 mode); A f32 and B f16 (a
 // gradient times stored activations or weights).
-TR_GEMM_KERNEL(tr_gemm, float, float)
-TR_GEMM_KERNEL(tr_gemm_f16, __half, __half)
-TR_GEMM_KERNEL(tr_gemm_f32_f16, float, __half)
+TR_GEMM_KERNEL(tr_gemm, tg_gemm, float, float)
+TR_GEMM_KERNEL(tr_gemm_f16, tg_gemm, __half, __half)
+TR_GEMM_KERNEL(tr_gemm_f32_f16, tg_gemm, float, __half)
 
 // out(col) [+]= Σ_r in(r, col), rows R, columns C (row stride ld), in one
 // launch: block (x, y) sums rows [y·chunk, (y+1)·chunk) of the 32 columns

@@ -47,7 +47,7 @@ impl DeviceTrainer {
         // whole: none is zeroed first).
         self.on_side(|| {
             self.gemm(Gemm {
-                kernel: self.gemm_kernel(false),
+                operands: self.gemm_operands(false),
                 c: g.w_d,
                 a: dl,
                 b: self.hcat.at(bh),
@@ -66,7 +66,7 @@ impl DeviceTrainer {
         })?;
         // dhs = dl · W_d.
         self.gemm(Gemm {
-            kernel: self.gemm_kernel(false),
+            operands: self.gemm_operands(false),
             c: dhs,
             a: dl,
             b: w.w_d,
@@ -302,7 +302,7 @@ impl DeviceTrainer {
         // reset-before's n block takes r⊙h_prev instead.
         let rows = if before { 2 * h } else { gh };
         self.gemm(Gemm {
-            kernel: self.gemm_kernel(false),
+            operands: self.gemm_operands(false),
             c: g.w_hh,
             a: dhh,
             b: hcat,
@@ -319,7 +319,7 @@ impl DeviceTrainer {
         })?;
         if before {
             self.gemm(Gemm {
-                kernel: self.gemm_kernel(false),
+                operands: self.gemm_operands(false),
                 c: f32_at(g.w_hh, 2 * h * h),
                 a: f32_at(dhh, 2 * h),
                 b: aux,

@@ -320,7 +320,7 @@ impl DeviceTrainer {
         // f16 mode.
         let p32 = addr(&self.dih);
         self.gemm(Gemm {
-            kernel: self.gemm_kernel(true),
+            operands: self.gemm_operands(true),
             c: p32,
             a: w.w_ih,
             b: io.x.addr(),
@@ -392,7 +392,7 @@ impl DeviceTrainer {
         self.beside(|| {
             self.bias_grads(g, false)?;
             self.gemm(Gemm {
-                kernel: self.gemm_kernel(false),
+                operands: self.gemm_operands(false),
                 c: g.w_ih,
                 a: dih,
                 b: io.x.addr(),
@@ -411,7 +411,7 @@ impl DeviceTrainer {
         self.recurrent_weight_grads(g)?;
         // dx (T·B, I) = dih · W_ih.
         self.gemm(Gemm {
-            kernel: self.gemm_kernel(false),
+            operands: self.gemm_operands(false),
             c: addr(&io.dx),
             a: dih,
             b: w.w_ih,

@@ -38,7 +38,7 @@ impl DeviceTrainer {
         self.carried_in_last_slot.set(true);
         // logits (T·B, V) = hs · W_dᵀ + b_d
         self.gemm(Gemm {
-            kernel: self.gemm_kernel(true),
+            operands: self.gemm_operands(true),
             c: addr(&self.logits),
             a: self.hcat.at(bh),
             b: w.w_d,

@@ -7,7 +7,7 @@ use std::ffi::c_void;
 
 use cust::sys;
 
-use super::DeviceTrainer;
+use super::{DeviceTrainer, ProductOperands};
 use crate::error::{check, Error};
 use crate::gpu::Lane;
 
@@ -46,12 +46,19 @@ const MIN_SLICES_PER_SPLIT: usize = 8;
 /// Rows per block of the first column-sum pass.
 pub(super) const COLSUM_CHUNK: usize = 64;
 
+/// Dynamic shared memory of the ring products (`tr_gemm_ring*`): two
+/// rings of 4 slices (A: 8 words per thread and slice, B: 4; 256 threads)
+/// and two staged slices of hi and lo parts (16 × (128 + 8) words of A,
+/// 16 × (64 + 8) of B); ptx/src/train_gemm_ring.cuh, TG_RING_SMEM_BYTES.
+pub(super) const RING_SMEM_BYTES: usize =
+    4 * (4 * (8 + 4) * 256 + 2 * 2 * (K_SLICE * (TILE_M + 8) + K_SLICE * (TILE_N + 8)));
+
 /// One `tr_gemm`: C(m, n) [+]= Σ_k A(m, k)·B(k, n) [+ bias(n)], A(m, k) at
 /// element `m·sam + k·sak` of `a`, B(k, n) at `k·sbk + n·sbn` of `b` (each
 /// of the kernel's storage type), C's rows `ldc` floats apart.
 pub(super) struct Gemm {
-    /// `tr_gemm` or an instance reading f16 operands (ptx/src/train_gemm.cuh).
-    pub kernel: &'static str,
+    /// The operands' storage: which of the product kernels runs it.
+    pub operands: ProductOperands,
     pub c: u64,
     pub a: u64,
     pub b: u64,
@@ -254,9 +261,11 @@ impl DeviceTrainer {
             self.work.len(),
             arrival_words,
         );
-        self.launch(
-            g.kernel,
+        let ring = self.ring_products;
+        self.launch_smem(
+            g.operands.kernel(ring),
             (n_tiles as u32, (m_tiles * splits) as u32),
+            if ring { RING_SMEM_BYTES } else { 0 },
             &[
                 Arg::Ptr(g.c),
                 Arg::Ptr(g.a),

@@ -192,6 +192,8 @@ pub struct DeviceTrainer {
     register_loops: bool,
     /// Whether the cluster backward takes the reduce-scatter kernel.
     reduce_scatter: bool,
+    /// Whether the products take the ring kernels (`tr_gemm_ring*`).
+    ring_products: bool,
     /// The cluster plans (forward, backward), made at first need.
     cluster_plans: Cell<Option<[Option<ClusterPlan>; 2]>>,
     /// The form of the last forward's and backward's time loop.
@@ -350,6 +352,7 @@ impl DeviceTrainer {
             cluster: CLUSTER_DEFAULT,
             register_loops: true,
             reduce_scatter: false,
+            ring_products: true,
             cluster_plans: Cell::new(None),
             loops: Cell::new((TimeLoop::PerStep, TimeLoop::PerStep)),
             norm_partials: alloc(2 * gpu.limits().sm_count.max(1), "norm partials")?,
@@ -452,12 +455,12 @@ impl DeviceTrainer {
         }
     }
 
-    /// The product kernel for an f32 or stored A (B is always stored).
-    fn gemm_kernel(&self, a_stored: bool) -> &'static str {
+    /// The product operands for an f32 or stored A (B is always stored).
+    fn gemm_operands(&self, a_stored: bool) -> ProductOperands {
         match (self.precision, a_stored) {
-            (Precision::F32, _) => "tr_gemm",
-            (Precision::F16, true) => "tr_gemm_f16",
-            (Precision::F16, false) => "tr_gemm_f32_f16",
+            (Precision::F32, _) => ProductOperands::F32,
+            (Precision::F16, true) => ProductOperands::F16,
+            (Precision::F16, false) => ProductOperands::F32F16,
         }
     }
 
@@ -519,6 +522,22 @@ impl DeviceTrainer {
     pub fn set_reduce_scatter_backward(&mut self, on: bool) {
         self.reduce_scatter = on;
         self.cluster_plans.set(None);
+    }
+
+    /// Whether the products (logits, dhs, every weight gradient) take the
+    /// ring kernels (default true): each thread's share of a k slice copied
+    /// by cp.async 3 slices ahead of the one being multiplied, one block
+    /// barrier per slice (ptx/src/train_gemm_ring.cuh), instead of
+    /// `tr_gemm`'s one slice ahead in registers and two barriers. The same
+    /// C bit for bit. Not yet timed on a GPU (docs/gpu-pending.md); the
+    /// benchmark times both.
+    pub fn set_ring_products(&mut self, on: bool) {
+        self.ring_products = on;
+    }
+
+    /// Whether the products take the ring kernels.
+    pub fn ring_products(&self) -> bool {
+        self.ring_products
     }
 
     /// The form the last forward's and backward's time loops took.

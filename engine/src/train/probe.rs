@@ -7,7 +7,8 @@ use crate::mem::Activations;
 
 /// The operand storage of a product kernel: `tr_gemm` (both f32),
 /// `tr_gemm_f32_f16` (A f32, B f16: a gradient times stored activations or
-/// weights), `tr_gemm_f16` (both f16: f16 mode's logits).
+/// weights), `tr_gemm_f16` (both f16: f16 mode's logits), each also in its
+/// ring form (`tr_gemm_ring*`, [`DeviceTrainer::set_ring_products`]).
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProductOperands {
@@ -23,11 +24,15 @@ impl ProductOperands {
     /// Every kernel.
     pub const ALL: [ProductOperands; 3] = [Self::F32, Self::F32F16, Self::F16];
 
-    fn kernel(self) -> &'static str {
-        match self {
-            Self::F32 => "tr_gemm",
-            Self::F32F16 => "tr_gemm_f32_f16",
-            Self::F16 => "tr_gemm_f16",
+    /// The kernel's name (ptx/src/train_gemm.cuh, train_gemm_ring.cuh).
+    pub(super) fn kernel(self, ring: bool) -> &'static str {
+        match (self, ring) {
+            (Self::F32, false) => "tr_gemm",
+            (Self::F32F16, false) => "tr_gemm_f32_f16",
+            (Self::F16, false) => "tr_gemm_f16",
+            (Self::F32, true) => "tr_gemm_ring",
+            (Self::F32F16, true) => "tr_gemm_ring_f32_f16",
+            (Self::F16, true) => "tr_gemm_ring_f16",
         }
     }
 
@@ -49,8 +54,9 @@ fn operand(gpu: &Gpu, host: &[f32], f16: bool, what: &'static str) -> Result<Act
 }
 
 impl DeviceTrainer {
-    /// C (m, n) = A · B through the product kernel for `operands` and the
-    /// split-K this trainer would choose, on the main stream. `a`: (m, k)
+    /// C (m, n) = A · B through the product kernel for `operands` (in the
+    /// form [`Self::set_ring_products`] chose) and the split-K this trainer
+    /// would choose, on the main stream. `a`: (m, k)
     /// row-major, or with `a_stored_t` its transpose (k, m); `b`: (k, n)
     /// row-major, or with `b_stored_t` (n, k); an f16 operand is rounded to
     /// f16 on upload. C's memory is filled with NaN first, so an element the
@@ -79,7 +85,7 @@ impl DeviceTrainer {
         let (sam, sak) = if a_stored_t { (1, m) } else { (k, 1) };
         let (sbk, sbn) = if b_stored_t { (1, k) } else { (n, 1) };
         self.gemm(Gemm {
-            kernel: operands.kernel(),
+            operands,
             c: addr(&dc),
             a: da.addr(),
             b: db.addr(),
