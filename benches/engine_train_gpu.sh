@@ -5,6 +5,7 @@
 #   bash benches/engine_train_gpu.sh pack   # here: builds, strips and gzips into .carry/$CARRY_TAG/
 #                                           # (git-ignored; the corpus copied beside them)
 #   bash benches/engine_train_gpu.sh run    # there, with .carry/$CARRY_TAG carried; logs into $OUT
+#   bash benches/engine_train_gpu.sh profile  # there: the ncu steps alone
 # Every step has its own time limit. `CARRY_TAG` (both) names the folder,
 # default h7. `RECUR_SRC` (pack) builds from another checkout of the
 # repository (e.g. a worktree), default this one. `EXAMPLES=0` (pack) skips
@@ -77,6 +78,27 @@ run() { # name, limit (s), command...
   local rc=$?
   printf '%-28s rc=%-3s %4ss\n' "$name" "$rc" "$((SECONDS - start))" | tee -a "$OUT/steps.txt"
 }
+# The ncu steps (with PROFILE=1 in `run`, or alone with `profile`).
+profile() {
+  # Per-kernel GPU time of ~3 steps of the GRU (reset-after, as d2l-gru).
+  BENCH_CELL=GruResetAfter run ncu_profile 200 ncu --metrics gpu__time_duration.sum --launch-skip 2000 --launch-count 300 \
+    "$BIN/bench_engine_train"
+  # Stall reasons of the products (GRU f32 at d2l's shape): the ring form
+  # (logits, dW_d, dhs, dW_hh of one step), then tr_gemm's.
+  BENCH_CELL=GruResetAfter BENCH_LOOPS=cluster run ncu_products_ring 150 ncu --kernel-name regex:'^tr_gemm_ring$' \
+    --launch-skip 40 --launch-count 4 --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
+    --section MemoryWorkloadAnalysis "$BIN/bench_engine_train"
+  BENCH_CELL=GruResetAfter BENCH_LOOPS=cluster-tr-gemm run ncu_products_tr_gemm 150 ncu --kernel-name regex:'^tr_gemm$' \
+    --launch-skip 40 --launch-count 4 --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
+    --section MemoryWorkloadAnalysis "$BIN/bench_engine_train"
+  for f in ncu_products_ring ncu_products_tr_gemm; do
+    grep -E "tr_gemm|Stall|Duration|Throughput|Issued|Eligible|Active Warps|Hit Rate" "$OUT/$f.log" | head -40
+  done
+}
+if [ "${1:-}" = profile ]; then
+  profile
+  exit 0
+fi
 run test_engine_train ${TEST_LIMIT:-150} "$BIN/engine_train" --test-threads=8 --nocapture
 # Every time-loop form (clusters, persistent, per step), f32 and f16.
 run bench_engine_train ${BENCH_LIMIT:-90} "$BIN/bench_engine_train"
@@ -102,14 +124,7 @@ if [ -x "$BIN/train" ]; then
   run generate_cpu_from_gpu_ckpt 20 "$BIN/generate" --checkpoint "$CK/gru.safetensors" --prefix 分开 --len 50
 fi
 if [ "${PROFILE:-1}" = 1 ] && command -v ncu >/dev/null; then
-  # Per-kernel GPU time of ~3 steps of the GRU (reset-after, as d2l-gru).
-  BENCH_CELL=GruResetAfter run ncu_profile 200 ncu --metrics gpu__time_duration.sum --launch-skip 2000 --launch-count 300 \
-    "$BIN/bench_engine_train"
-  # Stall reasons of one persistent forward and one persistent backward.
-  BENCH_CELL=GruResetAfter run ncu_persist_sections 120 ncu --kernel-name regex:tr_.wd_persist --launch-skip 10 \
-    --launch-count 2 --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
-    --section MemoryWorkloadAnalysis "$BIN/bench_engine_train"
-  grep -E "tr_|Stall|Duration|Throughput|Issued|Eligible|Active Warps|Hit Rate" "$OUT/ncu_persist_sections.log" | head -60
+  profile
 fi
 run test_engine_train_checkpoint ${TEST_LIMIT:-150} "$BIN/engine_train_checkpoint" --test-threads=1 --nocapture
 run test_engine_device 60 "$BIN/engine_device" --nocapture
