@@ -298,6 +298,7 @@ fn main() {
                     (Path::Cluster, 8),
                     (Path::Cluster, 16),
                     (Path::ClusterRegs, 16),
+                    (Path::ClusterMma, 16),
                 ] {
                     for rows in [1, 2, 3, 4, 5, 8, 16, 32] {
                         let opts = PlanOptions {

@@ -21,7 +21,7 @@ use recur::core::{CellDims, CellKind, ModelLayout};
 use recur::engine::half::round_f16;
 use recur::engine::{
     reg_cluster_rows, DeviceModel, Gpu, InputKind, Path, Plan, PlanOptions, Precision, SeqBuffers,
-    REG_CLUSTER_MAX_HIDDEN,
+    MMA_CLUSTER_ROWS, REG_CLUSTER_MAX_HIDDEN,
 };
 
 fn cell_strategy() -> impl Strategy<Value = CellKind> {
@@ -234,6 +234,54 @@ proptest! {
     }
 }
 
+/// One forced case of a kernel on clusters of 16 with W_hh in registers
+/// (`Path::ClusterRegs` or `Path::ClusterMma`, sm_90) against recur-core,
+/// token input.
+#[allow(clippy::too_many_arguments)]
+fn register_cluster_case(
+    path: Path,
+    cell: CellKind,
+    batch: usize,
+    hidden: usize,
+    vocab: usize,
+    steps: usize,
+    f16: bool,
+    rows: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let Some(gpu) = engine_support::gpu() else {
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
+        return Ok(());
+    };
+    if gpu.limits().cluster < 16 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: no clusters of 16 (before sm_90)"
+        );
+        return Ok(());
+    }
+    let precision = if f16 { Precision::F16 } else { Precision::F32 };
+    let opts = PlanOptions {
+        path: Some(path),
+        rows: Some(rows),
+        ..PlanOptions::default()
+    };
+    let r = check_tokens_case(
+        &gpu, cell, batch, hidden, vocab, steps, precision, opts, seed,
+    );
+    if let Ok(m) = &r {
+        println!(
+            "ok {path:?} {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {m}"
+        );
+    }
+    prop_assert!(
+        r.is_ok(),
+        "{opts:?} {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}",
+        r.unwrap_err()
+    );
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config(32))]
 
@@ -251,22 +299,57 @@ proptest! {
         rows in 1usize..=16,
         seed in any::<u64>(),
     ) {
-        let gpu = match engine_support::gpu() { Some(g) => g, None => { let _ = writeln!(std::io::stderr(), "skipped: no CUDA device"); return Ok(()); } };
-        if gpu.limits().cluster < 16 {
-            let _ = writeln!(std::io::stderr(), "skipped: no clusters of 16 (before sm_90)");
-            return Ok(());
-        }
-        let precision = if f16 { Precision::F16 } else { Precision::F32 };
-        let rows = rows.min(reg_cluster_rows(cell));
-        let opts = PlanOptions { path: Some(Path::ClusterRegs), rows: Some(rows), ..PlanOptions::default() };
-        let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, precision, opts, seed);
-        if let Ok(m) = &r { println!("ok register cluster {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {m}"); }
-        prop_assert!(r.is_ok(), "{opts:?} {precision:?} {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
+        register_cluster_case(Path::ClusterRegs, cell, batch, hidden, vocab, steps, f16, rows.min(reg_cluster_rows(cell)), seed)?;
+    }
+
+    /// The tensor-core cluster kernels (sm_90, `Path::ClusterMma`), forced:
+    /// H ≤ 256, every cell they take, 1–8 batch rows per cluster (a last
+    /// cluster with fewer rows), token input; f32 through 3×TF32 products.
+    #[test]
+    fn mma_cluster_path_matches_core(
+        cell in prop::sample::select(vec![CellKind::RnnTanh, CellKind::RnnRelu, CellKind::GruResetAfter, CellKind::Lstm]),
+        batch in 1usize..=64,
+        hidden in 1usize..=REG_CLUSTER_MAX_HIDDEN,
+        vocab in 2usize..=1100,
+        steps in 1usize..=40,
+        f16 in any::<bool>(),
+        rows in 1usize..=MMA_CLUSTER_ROWS,
+        seed in any::<u64>(),
+    ) {
+        register_cluster_case(Path::ClusterMma, cell, batch, hidden, vocab, steps, f16, rows, seed)?;
     }
 }
 
-/// The register cluster kernels refuse what they do not take: H > 256, GRU
-/// reset-before, more rows than they hold, clusters of 8.
+/// The d2l shape (B 32, H 256, V 1,027, T 35) on the tensor-core cluster
+/// kernels, every cell they take, f32 and f16, 4 rows per cluster (8
+/// clusters, as on an H100): the case the benchmark times.
+#[test]
+fn mma_cluster_path_matches_core_at_the_d2l_shape() {
+    let gpu = gpu_or_skip!();
+    if gpu.limits().cluster < 16 {
+        eprintln!("skipped: no clusters of 16 (before sm_90)");
+        return;
+    }
+    for cell in [CellKind::RnnTanh, CellKind::GruResetAfter, CellKind::Lstm] {
+        for precision in [Precision::F32, Precision::F16] {
+            let opts = PlanOptions {
+                path: Some(Path::ClusterMma),
+                rows: Some(4),
+                ..PlanOptions::default()
+            };
+            let r = check_tokens_case(&gpu, cell, 32, 256, 1027, 35, precision, opts, 7);
+            assert!(r.is_ok(), "{precision:?} {cell:?}: {}", r.unwrap_err());
+            println!(
+                "ok d2l tensor-core cluster {precision:?} {cell:?}: {}",
+                r.unwrap()
+            );
+        }
+    }
+}
+
+/// The register cluster kernels (CUDA-core and tensor-core forms) refuse
+/// what they do not take: H > 256, GRU reset-before, more rows than they
+/// hold, clusters of 8.
 #[test]
 fn register_cluster_limits_are_refused() {
     let gpu = gpu_or_skip!();
@@ -301,6 +384,19 @@ fn register_cluster_limits_are_refused() {
         ..forced
     };
     assert!(plan(CellKind::RnnTanh, 64, eight).is_err());
+    // The tensor-core form: the same limits, at most 8 rows per cluster.
+    let mma = PlanOptions {
+        path: Some(Path::ClusterMma),
+        ..PlanOptions::default()
+    };
+    assert!(plan(CellKind::Lstm, 256, mma).is_ok());
+    assert!(plan(CellKind::GruResetAfter, 257, mma).is_err());
+    assert!(plan(CellKind::GruResetBefore, 64, mma).is_err());
+    let nine = PlanOptions {
+        rows: Some(MMA_CLUSTER_ROWS + 1),
+        ..mma
+    };
+    assert!(plan(CellKind::RnnTanh, 64, nine).is_err());
 }
 
 /// Forced cluster options with at most `rows` batch rows per cluster, fewer

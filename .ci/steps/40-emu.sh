@@ -39,7 +39,7 @@ smoke engine_train "recur train step=38" "phases:=38" "GPU time per phase=38"
 smoke engine_forward "d2l B=8 H=64 V=40 T=6 =10" "one-word flip barrier=6" \
   "dense input:=1" "of which the input product=1" "lstm f16 mma units=+" \
   "sweep d2l gru-reset-after f32 PersistentSimt=+" "ClusterRegs cluster=16 rows=+" \
-  "PersistentMmaFlagged units=+" "FAILED=0"
+  "ClusterMma cluster=16 rows=+" "PersistentMmaFlagged units=+" "FAILED=0"
 # 5 cells × 2 precisions × greedy and temperature; forced paths: the GRU's
 # 4, 2 for each of the 3 other cells, both precisions; none refused.
 smoke engine_generate "generate B=1 H=64=20" "  forced =20" "not run=0"
@@ -51,9 +51,10 @@ smoke engine_cell_train "gradients finite: true=2"
 echo "== benches/gpu_verdicts.py on the smoke logs"
 python3 benches/gpu_verdicts.py --new "$logs" --check > "$logs/verdicts.md"
 # Its pairs: 3 figures of 3 cells × 2 precisions; 4 cells × 2 precisions;
-# two kernels; 6 block counts.
+# two kernels; 2 cells × 2 precisions; 6 block counts.
 for pair in "reduce-scatter vs gather=18" "ClusterRegs vs Cluster 16=8" \
-  "flagged vs grid barrier=2" "one-word flip vs grid_sync=6"; do
+  "flagged vs grid barrier=2" "ClusterMma vs ClusterRegs=4" \
+  "one-word flip vs grid_sync=6"; do
   n="$(grep -c -- "${pair%=*}" "$logs/verdicts.md" || true)"
   if [[ "$n" != "${pair##*=}" ]]; then
     echo "error: gpu_verdicts.py printed $n \"${pair%=*}\" rows, not ${pair##*=}" >&2

@@ -47,7 +47,7 @@ pub use gpu::{DeviceLimits, Gpu};
 pub use mem::Activations;
 pub use model::DeviceModel;
 pub use plan::{
-    every_cta_owns_a_unit, reg_cluster_rows, Path, Plan, PlanOptions, Precision,
+    every_cta_owns_a_unit, reg_cluster_rows, Path, Plan, PlanOptions, Precision, MMA_CLUSTER_ROWS,
     REG_CLUSTER_MAX_HIDDEN,
 };
 pub use sequence::{InputKind, SeqBuffers};

@@ -50,6 +50,15 @@
 //! static (h double-buffered, 10–34 KB). Layers beyond those limits run
 //! `Path::Cluster`.
 //!
+//! `Path::ClusterMma` (ptx/src/cluster_mma.cuh) is the same clusters with
+//! the product on tensor cores: CTA r's `G` gate-row blocks of `U =
+//! ceil(H/16)` ≤ 16 units are `G` m-tiles, the cluster's batch rows the
+//! mma's n, so it takes at most `MMA_CLUSTER_ROWS` = 8 rows per cluster;
+//! W_hh stays in registers as A fragments (f32 as 3×TF32 hi/lo parts, f16
+//! as is). Same H, cells and static shared memory (21–33 KB) as
+//! `ClusterRegs`, one CTA per SM. It is chosen only when forced until a GPU
+//! has timed it against `ClusterRegs`.
+//!
 //! Generation keeps W_hh rows and output-layer rows (`VR ≤ 16` per block) in
 //! shared memory the same way; where they do not fit it falls back to
 //! per-step launches queued back to back (the host still waits once). On
@@ -105,6 +114,11 @@ pub enum Path {
     /// One launch of clusters of 16 CTAs holding W_hh in registers (sm_90,
     /// H ≤ 256, not GRU reset-before), CUDA cores.
     ClusterRegs,
+    /// [`Path::ClusterRegs`] with the product on tensor cores (W_hh as mma
+    /// fragments in registers, 3×TF32 for f32; at most 8 batch rows per
+    /// cluster, one CTA per SM). Forced only: not chosen automatically
+    /// until a GPU has timed it against `ClusterRegs`.
+    ClusterMma,
 }
 
 /// A chosen launch configuration.
@@ -365,6 +379,25 @@ const REG_CLUSTER: [[&str; 5]; 2] = [
         "rec_rcluster16_f16_lstm",
     ],
 ];
+/// `[f32, f16]`; GRU reset-before has none.
+const MMA_CLUSTER: [[&str; 5]; 2] = [
+    [
+        "rec_mcluster16_f32_rnn_tanh",
+        "rec_mcluster16_f32_rnn_relu",
+        "",
+        "rec_mcluster16_f32_gru_after",
+        "rec_mcluster16_f32_lstm",
+    ],
+    [
+        "rec_mcluster16_f16_rnn_tanh",
+        "rec_mcluster16_f16_rnn_relu",
+        "",
+        "rec_mcluster16_f16_gru_after",
+        "rec_mcluster16_f16_lstm",
+    ],
+];
+/// Most batch rows per cluster of `Path::ClusterMma` (MC_ROWS: the mma's n).
+pub const MMA_CLUSTER_ROWS: usize = 8;
 /// `[f32, f16]`.
 const GEN_REG_CLUSTER: [[&str; 5]; 2] =
     [names!("gen_rcluster16_f32_"), names!("gen_rcluster16_f16_")];
@@ -423,6 +456,7 @@ pub(crate) fn kernel_name(path: Path, cell: CellKind, p: Precision) -> &'static 
         // The 16-CTA name; the plan's cluster size picks (cluster_kernel).
         (Path::Cluster, _) => cluster_kernel(16, cell, p),
         (Path::ClusterRegs, _) => REG_CLUSTER[usize::from(p == Precision::F16)][i],
+        (Path::ClusterMma, _) => MMA_CLUSTER[usize::from(p == Precision::F16)][i],
     }
 }
 
@@ -472,7 +506,9 @@ pub(crate) fn plan_sequence(
         ],
     };
     order.iter().find_map(|&path| match path {
-        Path::ClusterRegs => plan_cluster_regs(limits, occ, cell, hidden, batch, p, opts),
+        Path::ClusterRegs | Path::ClusterMma => {
+            plan_cluster_regs(limits, occ, cell, hidden, batch, p, path, opts)
+        }
         Path::Cluster => plan_cluster(limits, occ, cell, hidden, batch, p, opts),
         _ => plan_path(limits, occ, cell, hidden, batch, p, path, opts.units),
     })
@@ -563,8 +599,10 @@ fn plan_cluster(
     None
 }
 
-/// The register cluster configuration of a (B, H) layer, or `None` where
-/// the kernels do not take it (limits in the module docs).
+/// The register cluster configuration of a (B, H) layer for `path`
+/// (`ClusterRegs` or `ClusterMma`), or `None` where the kernels do not take
+/// it (limits in the module docs).
+#[allow(clippy::too_many_arguments)]
 fn plan_cluster_regs(
     limits: &DeviceLimits,
     occ: &impl Occupancy,
@@ -572,9 +610,10 @@ fn plan_cluster_regs(
     hidden: usize,
     batch: usize,
     p: Precision,
+    path: Path,
     opts: PlanOptions,
 ) -> Option<Plan> {
-    let kernel = kernel_name(Path::ClusterRegs, cell, p);
+    let kernel = kernel_name(path, cell, p);
     let cs = REG_CLUSTER_SIZE;
     if kernel.is_empty()
         || hidden > REG_CLUSTER_MAX_HIDDEN
@@ -583,7 +622,10 @@ fn plan_cluster_regs(
     {
         return None;
     }
-    let most = reg_cluster_rows(cell);
+    let most = match path {
+        Path::ClusterMma => MMA_CLUSTER_ROWS,
+        _ => reg_cluster_rows(cell),
+    };
     if opts.rows.is_some_and(|r| r > most) {
         return None;
     }
@@ -598,7 +640,7 @@ fn plan_cluster_regs(
         return None;
     }
     Some(Plan {
-        path: Path::ClusterRegs,
+        path,
         units: hidden.div_ceil(cs),
         blocks: batch.div_ceil(rows) * cs,
         ldb: rows,
@@ -648,7 +690,7 @@ fn plan_path(
                     cluster: 0,
                 }
             }
-            Path::Cluster | Path::ClusterRegs => return None,
+            Path::Cluster | Path::ClusterRegs | Path::ClusterMma => return None,
             Path::PersistentSimt | Path::PerStep => {
                 if g * u > RMAX {
                     continue;
@@ -1013,6 +1055,7 @@ mod tests {
             Path::PerStep,
             Path::Cluster,
             Path::ClusterRegs,
+            Path::ClusterMma,
         ];
         for path in paths {
             for cell in CellKind::ALL {
@@ -1039,6 +1082,9 @@ mod tests {
                             "{cell:?} {h} {b} {plan:?}"
                         );
                         match plan.path {
+                            Path::ClusterMma => {
+                                panic!("{cell:?} {h} {b}: ClusterMma is forced only")
+                            }
                             Path::ClusterRegs => {
                                 assert_eq!(plan.cluster, 16);
                                 assert!(h <= REG_CLUSTER_MAX_HIDDEN);

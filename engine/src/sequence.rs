@@ -411,7 +411,7 @@ impl DeviceModel {
         };
         let grid = (plan.blocks as u32, 1);
         match plan.path {
-            Path::Cluster | Path::ClusterRegs => {
+            Path::Cluster | Path::ClusterRegs | Path::ClusterMma => {
                 let mut args: [*mut c_void; 1] = [&mut p as *mut _ as *mut c_void];
                 // SAFETY: one RecParams by value (units = hidden units per CTA,
                 // ldb = batch rows per cluster); every address is a live buffer

@@ -1,5 +1,6 @@
 // Recurrent layers on thread-block clusters with W_hh in registers (sm_90):
-// rec_rcluster16_{f32,f16}_<cell>, the whole T-step sequence in one launch of
+// rec_rcluster16_{f32,f16}_<cell> (and rec_mcluster16_*, the product on
+// tensor cores: cluster_mma.cuh), the whole T-step sequence in one launch of
 // clusters of RC_CS = 16 CTAs, for H ≤ RC_K = 256 (every cell but GRU
 // reset-before, whose two phases per step the shared-memory cluster kernels
 // of recurrent_cluster.cu keep).
@@ -31,6 +32,8 @@
 // h double-buffered (2·BCMAX·256 floats) and 32 floats per warp.
 #include "rec_params.cuh"
 #include "cluster_step.cuh"
+#include "cluster_seq_item.cuh"
+#include "cluster_mma.cuh"
 
 template <int C, typename W, typename A>
 __device__ void rec_rcluster(const RecParams& p) {
@@ -54,36 +57,16 @@ __device__ void rec_rcluster(const RecParams& p) {
     float w[ROWS][8];
     rc_load_rows<G, W>(w, static_cast<const W*>(p.w_hh), H, L.u0, L.un, warp, lane);
 
-    float bhh[G], bih[G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-        bhh[g] = valid ? to_f(static_cast<const W*>(p.b_hh)[g * H + j]) : 0.0f;
-        bih[g] = valid ? to_f(static_cast<const W*>(p.b_ih)[g * H + j]) : 0.0f;
-    }
-    float c = (C == LSTM && valid) ? p.c0[(size_t)b * H + j] : 0.0f;
-
     // h_{-1} = h0; k ≥ H and rows ≥ nbc stay zero (their weights are zero,
     // but 0 · NaN would not be).
     for (int i = threadIdx.x; i < 2 * BCMAX * RC_K; i += NTHREADS) (&hbuf[0][0][0])[i] = 0.0f;
     __syncthreads();
-    for (int i = threadIdx.x; i < nbc * H; i += NTHREADS) {
-        const int r = i / H, k = i - r * H;
-        hbuf[0][r][k] = stored<A>(p.h0[(size_t)(L.b0 + r) * H + k]);
-    }
+    seq_load_h0<A>(&hbuf[0][0][0], RC_K, p, L.b0, nbc);
     // mbar[s] counts the bytes of h arriving in hbuf[s]: step t ≥ 1 reads
     // hbuf[t & 1] after phase (t - 1) >> 1 of mbar[t & 1] has completed.
     const unsigned bar0 = smem_u32(&mbar[0]);  // mbar[s] at bar0 + 8·s
     rc_arm(bar0, step_bytes, L.un);
-    // Input parts (b_ih added) in registers one step ahead, the token two:
-    // no global load on a step's critical path.
-    float xc[4] = {0.f, 0.f, 0.f, 0.f}, xn[4] = {0.f, 0.f, 0.f, 0.f};
-    int tok_next = 0;
-    if (valid) {
-        cl_x<C, W>(xc, p, 0, b, cl_token(p, 0, b), j);
-        tok_next = cl_token(p, 1, b);
-#pragma unroll
-        for (int g = 0; g < G; ++g) xc[g] += bih[g];
-    }
+    SeqItem<C, W, A> item(p, valid, b, j);
     // Every CTA has zeroed its buffers and armed its barriers before anyone
     // stores into them.
     cluster_sync();
@@ -94,7 +77,6 @@ __device__ void rec_rcluster(const RecParams& p) {
     // its wait of step t; so no phase completes while a waiter of the
     // previous one of the same barrier has not passed, and no store of step
     // t + 1 overwrites hbuf[s] while a warp still reads it in step t.
-    const size_t bh = (size_t)p.B * H;
     for (int t = 0; working && t < p.T; ++t) {
         const int cur = t & 1;
         const bool last = t == p.T - 1;
@@ -103,37 +85,22 @@ __device__ void rec_rcluster(const RecParams& p) {
             // Re-arm for this buffer's next use (step t + 2).
             if (threadIdx.x == 0) mbar_expect(bar0 + 8 * cur, step_bytes);
         }
-        int tok_after = 0;
-        if (valid && t + 1 < p.T) {
-            cl_x<C, W>(xn, p, t + 1, b, tok_next, j);
-            tok_after = cl_token(p, t + 2, b);
-        }
+        if (valid) item.prefetch(p, t);
         // Partial products of the lane's k slice.
         float v[32];
         rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
         swap[warp][lane] = warp_transpose_sum(v);
         __syncwarp();
         if (valid) {
-            float hg[4] = {0.f, 0.f, 0.f, 0.f};
+            float hr[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-            for (int g = 0; g < G; ++g) hg[g] = swap[warp][(iu * G + g) * BCMAX + ib] + bhh[g];
-            const float hp = hbuf[cur][ib][j];
-            const float h = cell_h<C>(xc, hg, hp, c, 0.0f, &c);
+            for (int g = 0; g < G; ++g) hr[g] = swap[warp][(iu * G + g) * BCMAX + ib];
+            const float h = item.cell(hr, hbuf[cur][ib][j]);
             const float hv = stored<A>(h);
             if (!last) {
                 rc_send(smem_u32(&hbuf[cur ^ 1][ib][j]), hv, bar0 + 8 * (cur ^ 1), copy, copies, ranks);
             }
-            if (copy == 0) {
-                const size_t bj = (size_t)b * H + j;
-                (static_cast<A*>(p.hs) + (size_t)t * bh)[bj] = from_f<A>(h);
-                if (last) {
-                    p.h_last[bj] = hv;
-                    if (C == LSTM) p.c_last[bj] = c;
-                }
-            }
-#pragma unroll
-            for (int g = 0; g < G; ++g) xc[g] = xn[g] + bih[g];
-            tok_next = tok_after;
+            item.finish(p, t, h, hv, copy == 0);
         }
         // The swap row is rewritten next step only after this step's reads.
         __syncwarp();
@@ -156,3 +123,9 @@ RCLUSTER_KERNELS(rnn_tanh, RNN_TANH)
 RCLUSTER_KERNELS(rnn_relu, RNN_RELU)
 RCLUSTER_KERNELS(gru_after, GRU_AFTER)
 RCLUSTER_KERNELS(lstm, LSTM)
+
+// The same layers with the product on tensor cores (cluster_mma.cuh).
+MCLUSTER_KERNELS(rnn_tanh, RNN_TANH)
+MCLUSTER_KERNELS(rnn_relu, RNN_RELU)
+MCLUSTER_KERNELS(gru_after, GRU_AFTER)
+MCLUSTER_KERNELS(lstm, LSTM)

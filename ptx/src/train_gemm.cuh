@@ -23,6 +23,7 @@
 // order, as a second pass would, and writes C: deterministic, without
 // atomics on C or a second launch.
 #pragma once
+#include "mma.cuh"
 
 #define TG_BM 128
 #define TG_BN 64
@@ -31,27 +32,6 @@
 // banks on from the previous one, so the mma fragment reads (lanes 4 rows ×
 // 8 columns apart) hit 32 different banks.
 #define TG_PAD 8
-
-// hi = x rounded to TF32, to nearest with ties away from zero, as
-// cvt.rna.tf32.f32 rounds every finite x (half a TF32 ulp added to the
-// magnitude bits, the 13 low bits cleared; a carry into the exponent is the
-// round up, to infinity past the largest finite), in two instructions
-// instead of cvt.rna's four on sm_90, two of which keep an infinite or NaN
-// x unchanged. Such an x may leave any hi here (a NaN's carry can reach the
-// sign bit: 0x7fffffff gives −0), so lo = x − hi, NaN for a NaN or infinite
-// x, is rounded by cvt.rna itself: it keeps the NaN, which the product
-// then carries into C. For finite x both parts are bit for bit cvt.rna's.
-__device__ __forceinline__ void tg_split(float x, unsigned* hi, unsigned* lo) {
-    const unsigned h = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
-#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
-    const unsigned l = emu::cvt_rna_tf32(x - __uint_as_float(h));
-#else
-    unsigned l;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(l) : "f"(x - __uint_as_float(h)));
-#endif
-    *hi = h;
-    *lo = l;
-}
 
 // A thread's share of the 16 × X slices of one operand, (x, k) ↦
 // ptr[x·sx + k·sk], N = X·16/256 elements per slice. Element i is
@@ -136,27 +116,11 @@ struct TgLoader : TgMap<X> {
         unsigned* l = &lo[0][0];
 #pragma unroll
         for (int i = 0; i < N; ++i) {
-            if (sizeof(T) == 4) tg_split(v[i], &h[this->s0 + this->ds * i], &l[this->s0 + this->ds * i]);
+            if (sizeof(T) == 4) tf32_split(v[i], &h[this->s0 + this->ds * i], &l[this->s0 + this->ds * i]);
             else h[this->s0 + this->ds * i] = __float_as_uint(v[i]);
         }
     }
 };
-
-// d (16×8, f32) += a (16×8 TF32, row) · b (8×8 TF32, col). Not volatile:
-// a pure function of its operands, so the compiler may interleave the
-// independent tiles' products instead of issuing each tile's three
-// dependent ones back to back.
-__device__ __forceinline__ void tg_mma(float* d, const unsigned* a, const unsigned* b) {
-#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
-    emu::mma_m16n8k8_tf32(d, a, b);
-#else
-    asm(
-        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-}
 
 // C(m, n) [+]= v [+ bias(n)]: a product's sum over the whole k range.
 __device__ __forceinline__ void tg_store(float* c, const float* bias, int ldc, int accumulate, int m, int n,
@@ -279,7 +243,7 @@ __device__ __forceinline__ void tg_slice_products(float (&acc)[2][4][4], const T
                     // The terms with an f16 operand's lo (zero) are skipped:
                     // adding them would leave every sum as it is.
                     if ((t != 0 || A_LO) && (t != 1 || B_LO))
-                        tg_mma(acc[i][j], t == 0 ? al[i] : ah[i], t == 1 ? bl[j] : bh[j]);
+                        mma_tf32(acc[i][j], t == 0 ? al[i] : ah[i], t == 1 ? bl[j] : bh[j]);
     }
 }
 

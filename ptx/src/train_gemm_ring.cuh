@@ -127,7 +127,7 @@ struct TgRingLoader : TgMap<X> {
             const unsigned word = ring[i * TR_THREADS + t];
             const int at = this->s0 + this->ds * i;
             if (sizeof(T) == 4) {
-                tg_split(__uint_as_float(word), &hi[at], &lo[at]);
+                tf32_split(__uint_as_float(word), &hi[at], &lo[at]);
             } else {
                 const unsigned short bits = (unsigned short)(word >> (((high >> i) & 1u) * 16));
                 hi[at] = __float_as_uint(__half2float(__ushort_as_half(bits)));
