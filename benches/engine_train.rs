@@ -16,8 +16,10 @@
 //! `cluster`'s gather); every form takes the ring products
 //! (`tr_gemm_ring*`), and `cluster-tr-gemm` is `cluster` with `tr_gemm`'s
 //! (the same products, one slice ahead in registers), for the two side by
-//! side. `BENCH_LOOPS=cluster,per-step` (a comma list of `cluster`,
-//! `cluster-tr-gemm`, `cluster-rs`, `persistent`, `per-step`) picks some, and
+//! side; `cluster-mma` is `cluster` with the forward's product on tensor
+//! cores (`DeviceTrainer::set_mma_forward`). `BENCH_LOOPS=cluster,per-step`
+//! (a comma list of `cluster`, `cluster-tr-gemm`, `cluster-rs`,
+//! `cluster-mma`, `persistent`, `per-step`) picks some, and
 //! `BENCH_PER_STEP=1` is `BENCH_LOOPS=per-step`. The PyTorch side (nn.GRU / nn.LSTM + Linear +
 //! CrossEntropy + Adam, same shapes, same GPU) is
 //! benches/engine_train_torch.py. `BENCH_SMOKE=1` runs every line at a
@@ -57,8 +59,9 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(1);
     // `BENCH_CELL=GruResetAfter` (a CellKind's name) runs that cell only (profiles).
     let only = std::env::var("BENCH_CELL").ok();
-    let mut forms = std::env::var("BENCH_LOOPS")
-        .unwrap_or_else(|_| "cluster,cluster-tr-gemm,cluster-rs,persistent,per-step".to_owned());
+    let mut forms = std::env::var("BENCH_LOOPS").unwrap_or_else(|_| {
+        "cluster,cluster-tr-gemm,cluster-rs,cluster-mma,persistent,per-step".to_owned()
+    });
     if std::env::var("BENCH_PER_STEP").is_ok_and(|v| v == "1") {
         forms = "per-step".to_owned();
     }
@@ -112,6 +115,10 @@ fn main() {
                 "cluster-rs" => {
                     tr.set_cluster(ClusterLoops::Required);
                     tr.set_reduce_scatter_backward(true);
+                }
+                "cluster-mma" => {
+                    tr.set_cluster(ClusterLoops::Required);
+                    tr.set_mma_forward(true);
                 }
                 "persistent" => tr.set_cluster(ClusterLoops::Never),
                 "per-step" => tr.set_persistent(false),

@@ -190,6 +190,15 @@ def choices(new):
                 if a is not None and b is not None:
                     rows.append([f"{cell} {prec} products: ring vs tr_gemm", what, f"{a:.1f}", f"{b:.1f}",
                                  ratio(b, a)])
+        if form == "cluster-mma":
+            # The forward's product on tensor cores against `cluster`'s
+            # register (CUDA-core) forward, same run.
+            regs = train.get((cell, prec, "cluster"), {})
+            for what in ("forward loop (GPU)", "forward (wall)", "step"):
+                a, b = regs.get(what), v.get(what)
+                if a is not None and b is not None:
+                    rows.append([f"{cell} {prec} training forward: ClusterMma vs ClusterRegs", what, f"{a:.1f}",
+                                 f"{b:.1f}", ratio(b, a)])
         if form != "cluster-rs":
             continue
         gather = train.get((cell, prec, "cluster"), {})

@@ -32,8 +32,8 @@ smoke() {
   done
 }
 
-# 4 cells × 2 precisions, 5 forms each but RnnTanh's 4 (no cluster-rs).
-smoke engine_train "recur train step=38" "phases:=38" "GPU time per phase=38"
+# 4 cells × 2 precisions, 6 forms each but RnnTanh's 5 (no cluster-rs).
+smoke engine_train "recur train step=46" "phases:=46" "GPU time per phase=46"
 # 5 cells × 2 precisions; 6 block counts; the LSTM's line and its input
 # product; the sweeps and the flagged kernel where their plans fit.
 smoke engine_forward "d2l B=8 H=64 V=40 T=6 =10" "one-word flip barrier=6" \
@@ -51,10 +51,11 @@ smoke engine_cell_train "gradients finite: true=2"
 echo "== benches/gpu_verdicts.py on the smoke logs"
 python3 benches/gpu_verdicts.py --new "$logs" --check > "$logs/verdicts.md"
 # Its pairs: 3 figures of 3 cells × 2 precisions; 4 cells × 2 precisions;
-# two kernels; 2 cells × 2 precisions; 6 block counts.
+# two kernels; 2 cells × 2 precisions; 3 figures of 4 cells × 2 precisions;
+# 6 block counts.
 for pair in "reduce-scatter vs gather=18" "ClusterRegs vs Cluster 16=8" \
-  "flagged vs grid barrier=2" "ClusterMma vs ClusterRegs=4" \
-  "one-word flip vs grid_sync=6"; do
+  "flagged vs grid barrier=2" "(best rows)=4" \
+  "training forward: ClusterMma vs ClusterRegs=24" "one-word flip vs grid_sync=6"; do
   n="$(grep -c -- "${pair%=*}" "$logs/verdicts.md" || true)"
   if [[ "$n" != "${pair##*=}" ]]; then
     echo "error: gpu_verdicts.py printed $n \"${pair%=*}\" rows, not ${pair##*=}" >&2

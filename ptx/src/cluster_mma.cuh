@@ -49,37 +49,18 @@ __device__ __forceinline__ float mc_w(const W* m, int H, int u0, int un, int g, 
     return (u < un && k < H) ? to_f(m[((size_t)g * H + u0 + u) * H + k]) : 0.0f;
 }
 
-template <int C, typename W, typename A>
-__device__ void rec_mcluster(const RecParams& p) {
-    constexpr int G = Cell<C>::G;
-    constexpr bool F32 = sizeof(W) == 4;
-    constexpr int KW = McShape<W>::KW, KS = McShape<W>::KS, LDH = McShape<W>::LDH;
-    __shared__ __align__(16) float hbuf[2][MC_ROWS][LDH];
-    __shared__ __align__(8) float part[NWARPS][G][16][MC_ROWS];
-    __shared__ __align__(8) unsigned long long mbar[2];
+// A warp's A fragments of a CTA's G gate-row blocks (gate g = m-tile g,
+// rows = the CTA's units u0 .. u0 + un, zero beyond): k-step i covers k from
+// (warp + 8·i)·KW. f32: hi and lo parts, element e at (row fg + 8·(e & 1),
+// k fq + 4·(e >> 1)); f16: half2 pairs, pair e at (row fg + 8·(e & 1),
+// k 2·fq + 8·(e >> 1)). Loaded once; registers for the whole sequence.
+template <int G, typename W> struct McFrags {
+    static constexpr bool F32 = sizeof(W) == 4;
+    static constexpr int KW = McShape<W>::KW, KS = McShape<W>::KS;
+    unsigned hi[G][KS][4], lo[F32 ? G : 1][F32 ? KS : 1][4];
 
-    const int H = p.H, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int fg = lane >> 2, fq = lane & 3;  // fragment row / column group
-    const int U = p.units;
-    const int u0 = (int)cluster_ctarank() * U, un = max(0, min(U, H - u0));
-    const int b0 = (blockIdx.x / RC_CS) * p.ldb, nbc = max(0, min(p.ldb, p.B - b0));
-    const int ranks = (H + U - 1) / U;
-    // A CTA without units, or a cluster without rows, has nothing to do;
-    // nobody sends to it.
-    const bool working = un > 0 && nbc > 0;
-    // This thread's item: unit u0 + iu of row b0 + ib, sends to ranks
-    // copy, copy + 2, … (its neighbour lane holds the same item).
-    const int item = threadIdx.x >> 1, copy = threadIdx.x & 1;
-    const int iu = item / MC_ROWS, ib = item % MC_ROWS;
-    const int j = u0 + iu, b = b0 + ib;
-    const bool valid = working && iu < un && ib < nbc;
-
-    // The warp's A fragments: gate g, k-step i (k from (warp + 8·i)·KW).
-    // f32: hi and lo parts, element e at (row fg + 8·(e & 1), k fq + 4·(e >> 1));
-    // f16: half2 pairs, pair e at (row fg + 8·(e & 1), k 2·fq + 8·(e >> 1)).
-    unsigned ahi[G][KS][4], alo[F32 ? G : 1][F32 ? KS : 1][4];
-    {
-        const W* m = static_cast<const W*>(p.w_hh);
+    __device__ __forceinline__ McFrags(const W* w_hh, int H, int u0, int un, int warp, int lane) {
+        const int fg = lane >> 2, fq = lane & 3;
 #pragma unroll
         for (int g = 0; g < G; ++g)
 #pragma unroll
@@ -88,24 +69,123 @@ __device__ void rec_mcluster(const RecParams& p) {
                 for (int e = 0; e < 4; ++e) {
                     const int u = fg + 8 * (e & 1), k0 = (warp + NWARPS * i) * KW;
                     if (F32) {
-                        unsigned lo;
-                        tf32_split(mc_w(m, H, u0, un, g, u, k0 + fq + 4 * (e >> 1)), &ahi[g][i][e], &lo);
-                        alo[F32 ? g : 0][F32 ? i : 0][e] = lo;
+                        unsigned l;
+                        tf32_split(mc_w(w_hh, H, u0, un, g, u, k0 + fq + 4 * (e >> 1)), &hi[g][i][e], &l);
+                        lo[F32 ? g : 0][F32 ? i : 0][e] = l;
                     } else {
                         const int k = k0 + 2 * fq + 8 * (e >> 1);
-                        ahi[g][i][e] = mc_pack(mc_w(m, H, u0, un, g, u, k), mc_w(m, H, u0, un, g, u, k + 1));
+                        hi[g][i][e] = mc_pack(mc_w(w_hh, H, u0, un, g, u, k), mc_w(w_hh, H, u0, un, g, u, k + 1));
                     }
                 }
     }
+
+    // The warp's share of the products of gates [G0, G1) with h (`hb`:
+    // [MC_ROWS][LDH] floats, batch row n = B column n), into `part[warp]`
+    // ([G][16][MC_ROWS]: unit, row). Two accumulator sets (even and odd
+    // k-steps), two independent chains per gate. The block barrier before
+    // the stores: the previous readers of `part` (the items, some of them
+    // still sending) have passed it; the one after: the stores are seen.
+    template <int G0, int G1>
+    __device__ __forceinline__ void product(float (*part)[G][16][MC_ROWS], const float* hb, int warp, int lane) const {
+        const int fg = lane >> 2, fq = lane & 3;
+        float acc[2][G1 - G0][4];
+#pragma unroll
+        for (int s = 0; s < 2; ++s)
+#pragma unroll
+            for (int g = 0; g < G1 - G0; ++g)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[s][g][e] = 0.0f;
+        const float* hr = hb + fg * McShape<W>::LDH;
+#pragma unroll
+        for (int i = 0; i < KS; ++i) {
+            const int k0 = (warp + NWARPS * i) * KW;
+            if (F32) {
+                unsigned bh_[2], bl_[2];
+                tf32_split(hr[k0 + fq], &bh_[0], &bl_[0]);
+                tf32_split(hr[k0 + fq + 4], &bh_[1], &bl_[1]);
+#pragma unroll
+                for (int g = G0; g < G1; ++g) {
+                    float* d = acc[i & 1][g - G0];
+                    mma_tf32(d, lo[F32 ? g : 0][F32 ? i : 0], bh_);
+                    mma_tf32(d, hi[g][i], bl_);
+                    mma_tf32(d, hi[g][i], bh_);
+                }
+            } else {
+                const float2 l = *reinterpret_cast<const float2*>(&hr[k0 + 2 * fq]);
+                const float2 h = *reinterpret_cast<const float2*>(&hr[k0 + 2 * fq + 8]);
+                const unsigned bf[2] = {mc_pack(l.x, l.y), mc_pack(h.x, h.y)};
+#pragma unroll
+                for (int g = G0; g < G1; ++g) mma_f16(acc[i & 1][g - G0], hi[g][i], bf);
+            }
+        }
+        // The partial tiles: rows fg, fg + 8, columns 2·fq, 2·fq + 1.
+        __syncthreads();
+#pragma unroll
+        for (int g = G0; g < G1; ++g) {
+            const float* a0 = acc[0][g - G0];
+            const float* a1 = acc[1][g - G0];
+            *reinterpret_cast<float2*>(&part[warp][g][fg][2 * fq]) = make_float2(a0[0] + a1[0], a0[1] + a1[1]);
+            *reinterpret_cast<float2*>(&part[warp][g][fg + 8][2 * fq]) = make_float2(a0[2] + a1[2], a0[3] + a1[3]);
+        }
+        __syncthreads();
+    }
+};
+
+// The product of gate g for item (unit iu, row ib): the 8 warps' partials
+// added in warp order.
+template <int G>
+__device__ __forceinline__ float mc_sum(const float (*part)[G][16][MC_ROWS], int g, int iu, int ib) {
+    float s = part[0][g][iu][ib];
+#pragma unroll
+    for (int w = 1; w < NWARPS; ++w) s += part[w][g][iu][ib];
+    return s;
+}
+
+// A thread's place in the tensor-core cluster kernels' CTA span: its item,
+// unit j = u0 + iu of row b = b0 + ib, which it shares with its neighbour
+// lane: each sends h to half the ranks (copy, copy + 2, …). A CTA without
+// units, or a cluster without rows, has nothing to do (`working` false)
+// and nobody sends to it.
+struct McLane : RcSpan {
+    int lane, warp, iu, ib, j, b, copy;
+    bool working, valid;
+    __device__ __forceinline__ McLane(int H, int U, int B, int BC) : RcSpan(H, U, B, BC) {
+        lane = threadIdx.x & 31;
+        warp = threadIdx.x >> 5;
+        working = un > 0 && nbc > 0;
+        const int item = threadIdx.x >> 1;
+        copy = threadIdx.x & 1;
+        iu = item / MC_ROWS;
+        ib = item % MC_ROWS;
+        j = u0 + iu;
+        b = b0 + ib;
+        valid = working && iu < un && ib < nbc;
+    }
+};
+
+template <int C, typename W, typename A>
+__device__ void rec_mcluster(const RecParams& p) {
+    constexpr int G = Cell<C>::G;
+    constexpr int LDH = McShape<W>::LDH;
+    __shared__ __align__(16) float hbuf[2][MC_ROWS][LDH];
+    __shared__ __align__(8) float part[NWARPS][G][16][MC_ROWS];
+    __shared__ __align__(8) unsigned long long mbar[2];
+
+    const int H = p.H;
+    const McLane L(H, p.units, p.B, p.ldb);
+    const int warp = L.warp, lane = L.lane, nbc = L.nbc, iu = L.iu, ib = L.ib, j = L.j;
+    const bool valid = L.valid, working = L.working;
+
+    const McFrags<G, W> frags(static_cast<const W*>(p.w_hh), H, L.u0, L.un, warp, lane);
     // h_{-1} = h0; k ≥ H and rows ≥ nbc stay zero (their products are zero,
     // but 0 · NaN would not be).
     for (int i = threadIdx.x; i < 2 * MC_ROWS * LDH; i += NTHREADS) (&hbuf[0][0][0])[i] = 0.0f;
     __syncthreads();
-    seq_load_h0<A>(&hbuf[0][0][0], LDH, p, b0, nbc);
+    seq_load_h0<A>(&hbuf[0][0][0], LDH, p, L.b0, nbc);
     const unsigned step_bytes = (unsigned)(nbc * H) * 4u;
     const unsigned bar0 = smem_u32(&mbar[0]);  // mbar[s] at bar0 + 8·s
-    rc_arm(bar0, step_bytes, working ? un : 0);
-    SeqItem<C, W, A> it(p, valid, b, j);
+    rc_arm(bar0, step_bytes, working ? L.un : 0);
+    SeqItem<C, W, A> it(p, valid, L.b, j);
     cluster_sync();
 
     // The exchange's safety is rec_rcluster's argument (recurrent_cluster_regs.cu):
@@ -116,69 +196,17 @@ __device__ void rec_mcluster(const RecParams& p) {
     for (int t = 0; working && t < p.T; ++t) {
         const int cur = t & 1;
         const bool last = t == p.T - 1;
-        if (t > 0) {
-            mbar_wait(bar0 + 8 * cur, (unsigned)((t - 1) >> 1) & 1u);
-            if (threadIdx.x == 0) mbar_expect(bar0 + 8 * cur, step_bytes);
-        }
+        rc_step_wait(bar0, t, step_bytes);
         if (valid) it.prefetch(p, t);
-        // The warp's share of the product: two accumulator sets (even and
-        // odd k-steps) for two independent chains per gate.
-        float acc[2][G][4];
-#pragma unroll
-        for (int s = 0; s < 2; ++s)
-#pragma unroll
-            for (int g = 0; g < G; ++g)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) acc[s][g][e] = 0.0f;
-        const float* hr = hbuf[cur][fg];  // B column n = fg: batch row fg
-#pragma unroll
-        for (int i = 0; i < KS; ++i) {
-            const int k0 = (warp + NWARPS * i) * KW;
-            if (F32) {
-                unsigned bh_[2], bl_[2];
-                tf32_split(hr[k0 + fq], &bh_[0], &bl_[0]);
-                tf32_split(hr[k0 + fq + 4], &bh_[1], &bl_[1]);
-#pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    float* d = acc[i & 1][g];
-                    mma_tf32(d, alo[F32 ? g : 0][F32 ? i : 0], bh_);
-                    mma_tf32(d, ahi[g][i], bl_);
-                    mma_tf32(d, ahi[g][i], bh_);
-                }
-            } else {
-                const float2 lo = *reinterpret_cast<const float2*>(&hr[k0 + 2 * fq]);
-                const float2 hi = *reinterpret_cast<const float2*>(&hr[k0 + 2 * fq + 8]);
-                const unsigned bf[2] = {mc_pack(lo.x, lo.y), mc_pack(hi.x, hi.y)};
-#pragma unroll
-                for (int g = 0; g < G; ++g) mma_f16(acc[i & 1][g], ahi[g][i], bf);
-            }
-        }
-        // The warp's partial tiles: rows fg, fg + 8, columns 2·fq, 2·fq + 1.
-        // The last step's readers of `part` have passed this step's wait,
-        // but the lanes that send to other ranks may not have: a barrier
-        // before it is rewritten.
-        __syncthreads();
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-            *reinterpret_cast<float2*>(&part[warp][g][fg][2 * fq]) =
-                make_float2(acc[0][g][0] + acc[1][g][0], acc[0][g][1] + acc[1][g][1]);
-            *reinterpret_cast<float2*>(&part[warp][g][fg + 8][2 * fq]) =
-                make_float2(acc[0][g][2] + acc[1][g][2], acc[0][g][3] + acc[1][g][3]);
-        }
-        __syncthreads();
+        frags.template product<0, G>(part, &hbuf[cur][0][0], warp, lane);
         if (valid) {
             float hr[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-            for (int g = 0; g < G; ++g) {
-                float s = part[0][g][iu][ib];
-#pragma unroll
-                for (int w = 1; w < NWARPS; ++w) s += part[w][g][iu][ib];
-                hr[g] = s;
-            }
+            for (int g = 0; g < G; ++g) hr[g] = mc_sum<G>(part, g, iu, ib);
             const float h = it.cell(hr, hbuf[cur][ib][j]);
             const float hv = stored<A>(h);
-            if (!last) rc_send(smem_u32(&hbuf[cur ^ 1][ib][j]), hv, bar0 + 8 * (cur ^ 1), copy, 2, ranks);
-            it.finish(p, t, h, hv, copy == 0);
+            if (!last) rc_send(smem_u32(&hbuf[cur ^ 1][ib][j]), hv, bar0 + 8 * (cur ^ 1), L.copy, 2, L.ranks);
+            it.finish(p, t, h, hv, L.copy == 0);
         }
     }
     // No CTA leaves while stores into its shared memory may be in flight.

@@ -385,31 +385,39 @@ template <int C> struct RcRows {
     static constexpr int value = 32 / (RC_UPW * Cell<C>::G);
 };
 
-// Where a thread of a register cluster kernel with at most BCMAX batch rows
-// per cluster stands. CTA `rank` of cluster blockIdx.x / RC_CS owns units
-// [u0, u0 + un) (U = ceil(H / RC_CS) each; `ranks` CTAs own any) and the
-// cluster's rows [b0, b0 + nbc); warp `warp` owns units u0 + RC_UPW·warp +
-// ul. The lane computes the cell for one item, unit j = u0 + RC_UPW·warp +
-// iu of row b = b0 + ib, as copy `copy` of the `copies` lanes holding it
-// (they split the item's remote stores, rc_send). `working`: the warp owns a unit;
-// warps past the CTA's units skip the time loop, so every waiting warp also
-// sends (the kernels' phase argument).
-template <int BCMAX>
-struct RcLane {
-    static constexpr int NI = RC_UPW * BCMAX;  // items per warp
-    int lane, warp, u0, un, b0, nbc, ranks;
-    bool working;
-    int copy, copies, iu, ib, j, b;
-    bool valid;
-
-    __device__ __forceinline__ RcLane(int H, int U, int B, int BC) {
-        lane = threadIdx.x & 31;
-        warp = threadIdx.x >> 5;
+// A CTA's share of a register cluster kernel: CTA `rank` of cluster
+// blockIdx.x / RC_CS owns units [u0, u0 + un) (U = ceil(H / RC_CS) each;
+// `ranks` CTAs own any) of the cluster's batch rows [b0, b0 + nbc) (BC per
+// cluster).
+struct RcSpan {
+    int u0, un, b0, nbc, ranks;
+    __device__ __forceinline__ RcSpan(int H, int U, int B, int BC) {
         u0 = (int)cluster_ctarank() * U;
         un = max(0, min(U, H - u0));
         b0 = (blockIdx.x / RC_CS) * BC;
         nbc = max(0, min(BC, B - b0));
         ranks = (H + U - 1) / U;
+    }
+};
+
+// Where a thread of a register cluster kernel with at most BCMAX batch rows
+// per cluster stands in its CTA's span: warp `warp` owns units u0 +
+// RC_UPW·warp + ul. The lane computes the cell for one item, unit j = u0 +
+// RC_UPW·warp + iu of row b = b0 + ib, as copy `copy` of the `copies` lanes
+// holding it (they split the item's remote stores, rc_send). `working`: the
+// warp owns a unit; warps past the CTA's units skip the time loop, so every
+// waiting warp also sends (the kernels' phase argument).
+template <int BCMAX>
+struct RcLane : RcSpan {
+    static constexpr int NI = RC_UPW * BCMAX;  // items per warp
+    int lane, warp;
+    bool working;
+    int copy, copies, iu, ib, j, b;
+    bool valid;
+
+    __device__ __forceinline__ RcLane(int H, int U, int B, int BC) : RcSpan(H, U, B, BC) {
+        lane = threadIdx.x & 31;
+        warp = threadIdx.x >> 5;
         working = RC_UPW * warp < un && nbc > 0;
         const int item = lane % NI;
         copy = lane / NI;
@@ -421,6 +429,28 @@ struct RcLane {
         b = b0 + ib;
     }
 };
+
+// Arms one more mbarrier at `bar` for `bytes` (thread 0 of a CTA that
+// owns units; reset-before's r ⊙ h exchange).
+__device__ __forceinline__ void rc_arm_one(unsigned bar, unsigned bytes, int un) {
+    if (threadIdx.x == 0 && un > 0) {
+        mbar_init(bar, 1);
+        mbar_init_fence();
+        mbar_expect(bar, bytes);
+    }
+}
+
+// Step t's wait in the register cluster kernels (t ≥ 1): h_{t-1} has
+// arrived in buffer t & 1 (phase (t − 1) >> 1 of its mbarrier at bar0 +
+// 8·(t & 1)); thread 0 re-arms the barrier for the buffer's next use (step
+// t + 2) for `bytes`.
+__device__ __forceinline__ void rc_step_wait(unsigned bar0, int t, unsigned bytes) {
+    if (t > 0) {
+        const unsigned bar = bar0 + 8 * (t & 1);
+        mbar_wait(bar, (unsigned)((t - 1) >> 1) & 1u);
+        if (threadIdx.x == 0) mbar_expect(bar, bytes);
+    }
+}
 
 // Arms the two ping-pong buffers' mbarriers at bar0 and bar0 + 8 for
 // `bytes` each (thread 0 of a CTA that owns units, un > 0; the others never

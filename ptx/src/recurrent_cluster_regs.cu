@@ -80,11 +80,7 @@ __device__ void rec_rcluster(const RecParams& p) {
     for (int t = 0; working && t < p.T; ++t) {
         const int cur = t & 1;
         const bool last = t == p.T - 1;
-        if (t > 0) {
-            mbar_wait(bar0 + 8 * cur, (unsigned)((t - 1) >> 1) & 1u);
-            // Re-arm for this buffer's next use (step t + 2).
-            if (threadIdx.x == 0) mbar_expect(bar0 + 8 * cur, step_bytes);
-        }
+        rc_step_wait(bar0, t, step_bytes);
         if (valid) item.prefetch(p, t);
         // Partial products of the lane's k slice.
         float v[32];

@@ -518,3 +518,6 @@ TC_CELLS(16, f16, __half)
 
 // The forward with W_hh in registers (clusters of 16, H ≤ 256).
 #include "train_cluster_regs.cuh"
+
+// The forward with the product on tensor cores (clusters of 16, H ≤ 256).
+#include "train_cluster_mma.cuh"

@@ -22,9 +22,10 @@
 // Same parameters as tr_cluster16_fwd_* (U = ceil(H/16), BC rows per
 // cluster); shared memory static.
 
+#include "train_fwd_item.cuh"
+
 template <int C, typename W>
-__device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, const W* w_ih, const float* b_ih,
-                        const float* b_hh, const unsigned* tok, int B, int H, int V, int T_, int U, int BC) {
+__device__ void tc_rfwd(const TrFwdArgs<W>& a, int U, int BC) {
     constexpr int G = Cell<C>::G;
     constexpr int BCMAX = RcRows<C>::value;
     constexpr int ROWS = RC_UPW * G;  // weight rows per warp
@@ -35,8 +36,9 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
     // mbarriers: h buffers 0 and 1, r ⊙ h.
     __shared__ __align__(8) unsigned long long mbar[3];
 
-    const RcLane<BCMAX> L(H, U, B, BC);
-    const int lane = L.lane, warp = L.warp, nbc = L.nbc, iu = L.iu, ib = L.ib, j = L.j, b = L.b;
+    const int H = a.H, T_ = a.T;
+    const RcLane<BCMAX> L(H, U, a.B, BC);
+    const int lane = L.lane, warp = L.warp, nbc = L.nbc, iu = L.iu, ib = L.ib, j = L.j;
     const bool valid = L.valid, working = L.working;
     const int copy = L.copy, copies = L.copies, ranks = L.ranks;
     // Bytes of h each unit-owning CTA receives per step.
@@ -44,61 +46,29 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
 
     // This lane's weights: row (ul, g) = global row g·H + u0 + 2·warp + ul.
     float w[ROWS][8];
-    rc_load_rows<G, W>(w, w_hh, H, L.u0, L.un, warp, lane);
-
-    float bhh[G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) bhh[g] = valid ? b_hh[g * H + j] : 0.0f;
-    float c = (C == LSTM && valid) ? ccat[(size_t)b * H + j] : 0.0f;
+    rc_load_rows<G, W>(w, a.w_hh, H, L.u0, L.un, warp, lane);
 
     // h_{-1} from hcat slot 0; k ≥ H and rows ≥ nbc stay zero.
     for (int i = threadIdx.x; i < 2 * BCMAX * RC_K; i += NTHREADS) (&hbuf[0][0][0])[i] = 0.0f;
     if (TWO_PHASES)
         for (int i = threadIdx.x; i < BCMAX * RC_K; i += NTHREADS) (&rhbuf[0][0])[i] = 0.0f;
     __syncthreads();
-    for (int i = threadIdx.x; i < nbc * H; i += NTHREADS) {
-        const int r = i / H, k = i - r * H;
-        hbuf[0][r][k] = to_f(hcat[(size_t)(L.b0 + r) * H + k]);
-    }
+    tr_load_h0<W>(&hbuf[0][0][0], RC_K, a, L.b0, nbc);
     // mbar[s] counts the bytes of h arriving in hbuf[s] (as rec_rcluster),
     // mbar[2] those of r ⊙ h (reset-before).
     const unsigned bar0 = smem_u32(&mbar[0]), rbar = smem_u32(&mbar[2]);
     rc_arm(bar0, step_bytes, L.un);
-    if (TWO_PHASES && threadIdx.x == 0 && L.un > 0) {
-        mbar_init(rbar, 1);
-        mbar_init_fence();
-        mbar_expect(rbar, step_bytes);
-    }
-    // Input parts (token gather of W_ih (G·H, V) columns, b_ih added) one
-    // step ahead, the token two.
-    float xc[4] = {0.f, 0.f, 0.f, 0.f}, xn[4] = {0.f, 0.f, 0.f, 0.f};
-    unsigned tok_next = 0;
-    if (valid) {
-        const unsigned tk = tok[b];
-#pragma unroll
-        for (int g = 0; g < G; ++g) xc[g] = to_f(w_ih[((long long)g * H + j) * V + tk]) + b_ih[g * H + j];
-        if (T_ > 1) tok_next = tok[(long long)B + b];
-    }
+    if (TWO_PHASES) rc_arm_one(rbar, step_bytes, L.un);
+    TrFwdItem<C, W> item(a, valid, L.b, j);
     // Every CTA has zeroed its buffers and armed its barriers before anyone
     // stores into them.
     cluster_sync();
 
-    const long long gh = (long long)G * H;
     for (int t = 0; working && t < T_; ++t) {
         const int cur = t & 1;
         const bool last = t == T_ - 1;
-        if (t > 0) {
-            mbar_wait(bar0 + 8 * cur, (unsigned)((t - 1) >> 1) & 1u);
-            // Re-arm for this buffer's next use (step t + 2).
-            if (threadIdx.x == 0) mbar_expect(bar0 + 8 * cur, step_bytes);
-        }
-        unsigned tok_after = 0;
-        if (valid && t + 1 < T_) {
-#pragma unroll
-            for (int g = 0; g < G; ++g) xn[g] = to_f(w_ih[((long long)g * H + j) * V + tok_next]) + b_ih[g * H + j];
-            if (t + 2 < T_) tok_after = tok[(long long)(t + 2) * B + b];
-        }
-        const long long row = (long long)t * B + b;
+        rc_step_wait(bar0, t, step_bytes);
+        if (valid) item.prefetch(a, t);
         // Partial products of the lane's k slice.
         float v[32];
         float r = 0.0f, z = 0.0f;  // reset-before: phase 1's gates
@@ -108,10 +78,10 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
             swap[warp][lane] = warp_transpose_sum(v);
             __syncwarp();
             if (valid) {
-                r = sigmoid_f(xc[0] + (swap[warp][(iu * 2) * BCMAX + ib] + bhh[0]));
-                z = sigmoid_f(xc[1] + (swap[warp][(iu * 2 + 1) * BCMAX + ib] + bhh[1]));
+                r = sigmoid_f(item.xc[0] + (swap[warp][(iu * 2) * BCMAX + ib] + item.bhh[0]));
+                z = sigmoid_f(item.xc[1] + (swap[warp][(iu * 2 + 1) * BCMAX + ib] + item.bhh[1]));
                 const float rh = r * hbuf[cur][ib][j];
-                if (copy == 0) aux[row * H + j] = from_f<W>(rh);
+                if (copy == 0) a.aux[((long long)t * a.B + L.b) * H + j] = from_f<W>(rh);
                 rc_send(smem_u32(&rhbuf[ib][j]), stored<W>(rh), rbar, copy, copies, ranks);
             }
             // The whole r ⊙ h_{t-1} here (exchange t of rbar), armed again
@@ -137,27 +107,18 @@ __device__ void tc_rfwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, c
             float gv[4], ax = 0.0f;
             float h;
             if (TWO_PHASES) {
-                const float n = tanhf(xc[2] + (p[2] + bhh[2]));
+                const float n = tanhf(item.xc[2] + (p[2] + item.bhh[2]));
                 gv[0] = r;
                 gv[1] = z;
                 gv[2] = n;
                 h = n + z * (hp - n);
             } else {
-                h = tc_cell_fwd<C>(xc, p, bhh, hp, &c, gv, &ax);
+                h = tc_cell_fwd<C>(item.xc, p, item.bhh, hp, &item.c, gv, &ax);
             }
             // The cache first: the gates need not stay live across the sends.
-            if (copy == 0) {
-                W* gr = gates + row * gh;
-#pragma unroll
-                for (int g = 0; g < G; ++g) gr[g * H + j] = from_f<W>(gv[g]);
-                if (C == GRU_AFTER || C == LSTM) aux[row * H + j] = from_f<W>(ax);
-                if (C == LSTM) ccat[(row + B) * H + j] = c;
-                hcat[(row + B) * H + j] = from_f<W>(h);
-            }
+            if (copy == 0) item.store(a, t, gv, ax, h);
             if (!last) rc_send(smem_u32(&hbuf[cur ^ 1][ib][j]), stored<W>(h), bar0 + 8 * (cur ^ 1), copy, copies, ranks);
-#pragma unroll
-            for (int g = 0; g < G; ++g) xc[g] = xn[g];
-            tok_next = tok_after;
+            item.advance();
         }
         // The swap row is rewritten next step only after this step's reads.
         __syncwarp();
@@ -305,7 +266,8 @@ __device__ void tc_rbwd(float* dih, float* dhh, const float* dhs, const W* wt, c
         tr_rcluster16_fwd_##SFX##_##NAME(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, const W* w_ih,    \
                                          const float* b_ih, const float* b_hh, const unsigned* tok, int B, int H, \
                                          int V, int T_, int U, int BC) {                                          \
-        tc_rfwd<C, W>(hcat, ccat, gates, aux, w_hh, w_ih, b_ih, b_hh, tok, B, H, V, T_, U, BC);                   \
+        const TrFwdArgs<W> a{hcat, ccat, gates, aux, w_hh, w_ih, b_ih, b_hh, tok, B, H, V, T_};                  \
+        tc_rfwd<C, W>(a, U, BC);                                                                                   \
     }
 #define TRC_BWD_KERNEL(NAME, C, SFX, W)                                                                    \
     extern "C" __global__ void __cluster_dims__(RC_CS, 1, 1) __launch_bounds__(NTHREADS, 2)             \

@@ -19,6 +19,7 @@ pub trait LoopControl {
     fn set_cluster(&mut self, mode: ClusterLoops);
     fn set_register_loops(&mut self, allowed: bool);
     fn set_reduce_scatter_backward(&mut self, on: bool);
+    fn set_mma_forward(&mut self, on: bool);
     fn set_persistent(&mut self, allowed: bool);
     fn time_loops(&self) -> (TimeLoop, TimeLoop);
 }
@@ -46,6 +47,9 @@ macro_rules! loop_control {
             }
             fn set_reduce_scatter_backward(&mut self, on: bool) {
                 <$ty>::set_reduce_scatter_backward(self, on)
+            }
+            fn set_mma_forward(&mut self, on: bool) {
+                <$ty>::set_mma_forward(self, on)
             }
             fn set_persistent(&mut self, allowed: bool) {
                 <$ty>::set_persistent(self, allowed)
@@ -80,16 +84,20 @@ pub enum Loops {
     /// [`Loops::Cluster`] with the reduce-scatter backward
     /// (`TimeLoop::ClusterReduce`) for the cells that have it.
     ClusterReduce,
+    /// [`Loops::Cluster`] with the forward's product on tensor cores
+    /// (`TimeLoop::ClusterMma`) where it fits.
+    ClusterMma,
     /// Clusters forbidden: cooperative persistent loops where they fit.
     Persistent,
     /// One launch per step.
     PerStep,
 }
 
-pub const LOOPS: [Loops; 5] = [
+pub const LOOPS: [Loops; 6] = [
     Loops::Cluster,
     Loops::ClusterShared,
     Loops::ClusterReduce,
+    Loops::ClusterMma,
     Loops::Persistent,
     Loops::PerStep,
 ];
@@ -98,7 +106,7 @@ pub const LOOPS: [Loops; 5] = [
 /// device has no thread-block clusters for [`Loops::Cluster`].
 pub fn set_loops(t: &mut impl LoopControl, loops: Loops) -> bool {
     match loops {
-        Loops::Cluster | Loops::ClusterShared | Loops::ClusterReduce => {
+        Loops::Cluster | Loops::ClusterShared | Loops::ClusterReduce | Loops::ClusterMma => {
             if t.gpu().limits().cluster == 0 {
                 let _ = writeln!(
                     std::io::stderr(),
@@ -118,6 +126,7 @@ pub fn set_loops(t: &mut impl LoopControl, loops: Loops) -> bool {
             t.set_cluster(ClusterLoops::Required);
             t.set_register_loops(loops != Loops::ClusterShared);
             t.set_reduce_scatter_backward(loops == Loops::ClusterReduce);
+            t.set_mma_forward(loops == Loops::ClusterMma);
         }
         Loops::Persistent => t.set_cluster(ClusterLoops::Never),
         Loops::PerStep => t.set_persistent(false),
@@ -126,7 +135,12 @@ pub fn set_loops(t: &mut impl LoopControl, loops: Loops) -> bool {
 }
 
 /// The cluster forms, one picked per proptest case.
-pub const CLUSTER_LOOPS: [Loops; 3] = [Loops::Cluster, Loops::ClusterShared, Loops::ClusterReduce];
+pub const CLUSTER_LOOPS: [Loops; 4] = [
+    Loops::Cluster,
+    Loops::ClusterShared,
+    Loops::ClusterReduce,
+    Loops::ClusterMma,
+];
 
 /// Whether the cluster time loops take a hidden size: every CTA of a
 /// cluster of 16 or 8 must own a hidden unit (engine/src/train/cluster.rs).
@@ -147,7 +161,7 @@ pub fn cluster_hidden() -> impl Strategy<Value = usize> {
 pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
     let (f, b) = t.time_loops();
     match loops {
-        Loops::Cluster | Loops::ClusterReduce => {
+        Loops::Cluster | Loops::ClusterReduce | Loops::ClusterMma => {
             // The register loops at H ≤ 256: the forward for every cell, the
             // backward for the RNN cells; required up to
             // B = 32 (at most 8 clusters, resident at once on an H100),
@@ -156,19 +170,27 @@ pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
             let (cell, hidden) = (t.cell(), t.hidden());
             let fits = hidden <= REG_CLUSTER_MAX_HIDDEN;
             let rnn = matches!(cell, CellKind::RnnTanh | CellKind::RnnRelu);
-            let mut checks = vec![(f, fits)];
+            // The tensor-core forward (at most 8 rows per cluster) as the
+            // register one: required up to B = 32, allowed beyond.
+            let fwd_regs = if loops == Loops::ClusterMma {
+                TimeLoop::ClusterMma
+            } else {
+                TimeLoop::ClusterRegs
+            };
+            let mut checks = vec![(f, fits, fwd_regs)];
             if loops == Loops::ClusterReduce && has_reduce_scatter_backward(cell) {
                 assert_eq!(b, TimeLoop::ClusterReduce);
             } else {
-                checks.push((b, fits && rnn));
+                checks.push((b, fits && rnn, TimeLoop::ClusterRegs));
             }
-            for (form, regs) in checks {
+            for (form, regs, expected) in checks {
                 if !regs {
                     assert_eq!(form, TimeLoop::Cluster);
                 } else if t.batch() <= 32 {
-                    assert_eq!(form, TimeLoop::ClusterRegs);
+                    assert_eq!(form, expected);
                 } else {
-                    assert!(matches!(form, TimeLoop::Cluster | TimeLoop::ClusterRegs));
+                    let allowed = [TimeLoop::Cluster, TimeLoop::ClusterRegs, expected];
+                    assert!(allowed.contains(&form), "{form:?}");
                 }
             }
         }
@@ -178,6 +200,7 @@ pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
                 TimeLoop::Cluster,
                 TimeLoop::ClusterRegs,
                 TimeLoop::ClusterReduce,
+                TimeLoop::ClusterMma,
             ];
             assert!(!cluster.contains(&f) && !cluster.contains(&b));
         }

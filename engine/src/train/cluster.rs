@@ -15,12 +15,18 @@
 //! (`tr_cluster*_bwdrs_*`, ptx/src/train_cluster_rs.cuh) where asked
 //! ([`super::DeviceTrainer::set_reduce_scatter_backward`]): G times fewer
 //! bytes exchanged per step, not yet measured on a GPU, so not the default.
+//! The forward may likewise take the kernel with the product on tensor
+//! cores (`tr_mcluster16_fwd_*`, ptx/src/train_cluster_mma.cuh; every cell,
+//! at most `MMA_CLUSTER_ROWS` = 8 rows per cluster) where asked
+//! ([`super::DeviceTrainer::set_mma_forward`]), before the register one.
 
 use recur_core::CellKind;
 
 use crate::error::Error;
 use crate::gpu::Gpu;
-use crate::plan::{every_cta_owns_a_unit, reg_cluster_rows, Precision, REG_CLUSTER_MAX_HIDDEN};
+use crate::plan::{
+    every_cta_owns_a_unit, reg_cluster_rows, Precision, MMA_CLUSTER_ROWS, REG_CLUSTER_MAX_HIDDEN,
+};
 
 /// Whether a trainer runs its time loops on thread-block clusters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +47,10 @@ pub enum TimeLoop {
     Cluster,
     /// The same with W_hh in registers.
     ClusterRegs,
+    /// The forward with W_hh in registers as tensor-core fragments (at most
+    /// 8 batch rows per cluster; opt-in,
+    /// [`super::DeviceTrainer::set_mma_forward`]).
+    ClusterMma,
     /// The cluster backward whose exchange is a reduce-scatter: each CTA
     /// sends the others its partial sums of their units' dh (H floats per
     /// batch row in all) instead of its G·un gate gradients to every CTA
@@ -233,6 +243,36 @@ const REG_FWD: [[&str; 5]; 2] = [
     ],
 ];
 
+/// The forward with the product on tensor cores (ptx/src/train_cluster_mma.cuh).
+const MMA_FWD: [[&str; 5]; 2] = [
+    [
+        "tr_mcluster16_fwd_f32_rnn_tanh",
+        "tr_mcluster16_fwd_f32_rnn_relu",
+        "tr_mcluster16_fwd_f32_gru_before",
+        "tr_mcluster16_fwd_f32_gru_after",
+        "tr_mcluster16_fwd_f32_lstm",
+    ],
+    [
+        "tr_mcluster16_fwd_f16_rnn_tanh",
+        "tr_mcluster16_fwd_f16_rnn_relu",
+        "tr_mcluster16_fwd_f16_gru_before",
+        "tr_mcluster16_fwd_f16_gru_after",
+        "tr_mcluster16_fwd_f16_lstm",
+    ],
+];
+
+/// Which cluster kernels a trainer's plan may take (beyond the
+/// shared-memory ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LoopOptions {
+    /// The register kernels first where they fit.
+    pub registers: bool,
+    /// The forward's tensor-core kernel before the register one.
+    pub mma_forward: bool,
+    /// The reduce-scatter backward where the cell has one.
+    pub reduce_scatter: bool,
+}
+
 /// CTAs per cluster of the register kernels (TR_RC_CS).
 const REG_CLUSTER: usize = 16;
 
@@ -269,10 +309,10 @@ pub(super) struct ClusterPlan {
 /// The cluster plan of the forward (`backward` false) or backward loop of a
 /// (B, H) layer of `cell`, or `None` where the device has no clusters or
 /// the loop does not fit (or some CTA would own no hidden unit).
-/// With `registers`, the register kernel is tried first; with
-/// `reduce_scatter`, a backward takes the reduce-scatter kernel where the
-/// cell has one (the register backward, RNN cells only, is unaffected).
-#[allow(clippy::too_many_arguments)]
+/// With `opts.mma_forward`, a forward tries the tensor-core kernel first;
+/// with `opts.registers`, the register kernel next; with
+/// `opts.reduce_scatter`, a backward takes the reduce-scatter kernel where
+/// the cell has one (the register backward, RNN cells only, is unaffected).
 pub(super) fn plan(
     gpu: &Gpu,
     cell: CellKind,
@@ -280,11 +320,29 @@ pub(super) fn plan(
     batch: usize,
     p: Precision,
     backward: bool,
-    registers: bool,
-    reduce_scatter: bool,
+    opts: LoopOptions,
 ) -> Result<Option<ClusterPlan>, Error> {
-    if registers {
-        if let Some(rp) = register_plan(gpu, cell, hidden, batch, p, backward)? {
+    let reduce_scatter = opts.reduce_scatter;
+    let w = usize::from(p == Precision::F16);
+    let tag = crate::plan::cell_tag(cell);
+    let candidates = [
+        (opts.mma_forward && !backward)
+            .then(|| (MMA_FWD[w][tag], MMA_CLUSTER_ROWS, TimeLoop::ClusterMma)),
+        opts.registers.then(|| {
+            let most = if backward {
+                reg_bwd_rows(cell)
+            } else {
+                reg_cluster_rows(cell)
+            };
+            (
+                REG[usize::from(backward)][w][tag],
+                most,
+                TimeLoop::ClusterRegs,
+            )
+        }),
+    ];
+    for (name, most, form) in candidates.into_iter().flatten() {
+        if let Some(rp) = register_plan(gpu, name, hidden, batch, most, form)? {
             return Ok(Some(rp));
         }
     }
@@ -347,20 +405,19 @@ pub(super) fn plan(
     Ok(None)
 }
 
-/// A register kernel's plan: the fewest batch rows per cluster (at most
-/// `reg_cluster_rows` forward, [`reg_bwd_rows`] backward) for which every
-/// cluster is resident at once, else none (clusters in waves would double
-/// the time; the shared-memory kernel, which holds more rows, runs instead).
+/// A register kernel's plan (`name`, clusters of 16 with static shared
+/// memory: [`TimeLoop::ClusterRegs`] or [`TimeLoop::ClusterMma`]): the
+/// fewest batch rows per cluster, at most `most`, for which every cluster
+/// is resident at once, else none (clusters in waves would double the
+/// time; the shared-memory kernel, which holds more rows, runs instead).
 fn register_plan(
     gpu: &Gpu,
-    cell: CellKind,
+    name: &'static str,
     hidden: usize,
     batch: usize,
-    p: Precision,
-    backward: bool,
+    most: usize,
+    form: TimeLoop,
 ) -> Result<Option<ClusterPlan>, Error> {
-    let name =
-        REG[usize::from(backward)][usize::from(p == Precision::F16)][crate::plan::cell_tag(cell)];
     if name.is_empty()
         || hidden == 0
         || hidden > REG_CLUSTER_MAX_HIDDEN
@@ -369,15 +426,10 @@ fn register_plan(
         return Ok(None);
     }
     let active = gpu.max_active_clusters(name, REG_CLUSTER, 0)?;
-    let most = if backward {
-        reg_bwd_rows(cell)
-    } else {
-        reg_cluster_rows(cell)
-    };
     let rows = (1..=most.min(batch)).find(|r| batch.div_ceil(*r) <= active);
     Ok(rows.map(|rows| ClusterPlan {
         kernel: name,
-        form: TimeLoop::ClusterRegs,
+        form,
         cluster: REG_CLUSTER,
         units: hidden.div_ceil(REG_CLUSTER),
         rows,
@@ -429,7 +481,15 @@ mod tests {
         assert_eq!(m.min_major, 9);
         let names: Vec<&str> = crate::ptx::entry_names(m.text).collect();
         let regs = REG.iter().flatten().flatten().filter(|k| !k.is_empty());
-        for k in KERNELS.iter().flatten().flatten().flatten().chain(regs) {
+        let mma = MMA_FWD.iter().flatten();
+        for k in KERNELS
+            .iter()
+            .flatten()
+            .flatten()
+            .flatten()
+            .chain(regs)
+            .chain(mma)
+        {
             assert!(names.contains(k), "{k} missing from train_cluster.ptx");
         }
         // The reduce-scatter kernels: exactly the cells that say they have one.

@@ -167,6 +167,11 @@ impl DeviceCellTrainer {
         self.inner.set_reduce_scatter_backward(on);
     }
 
+    /// [`DeviceTrainer::set_mma_forward`].
+    pub fn set_mma_forward(&mut self, on: bool) {
+        self.inner.set_mma_forward(on);
+    }
+
     /// The form the last forward's and backward's time loops took.
     pub fn time_loops(&self) -> (TimeLoop, TimeLoop) {
         self.inner.time_loops()

@@ -13,6 +13,9 @@
 //! where they take the layer, the forward for every cell and the backward
 //! for the RNN cells hold W_hh in registers instead,
 //! ptx/src/train_cluster_regs.cuh, [`TimeLoop::ClusterRegs`];
+//! [`DeviceTrainer::set_mma_forward`] lets the forward take the same with
+//! the product on tensor cores, ptx/src/train_cluster_mma.cuh,
+//! [`TimeLoop::ClusterMma`];
 //! [`DeviceTrainer::set_reduce_scatter_backward`] gives the GRU and LSTM
 //! backward a reduce-scatter exchange instead of the gather,
 //! ptx/src/train_cluster_rs.cuh, [`TimeLoop::ClusterReduce`]),
@@ -192,6 +195,8 @@ pub struct DeviceTrainer {
     register_loops: bool,
     /// Whether the cluster backward takes the reduce-scatter kernel.
     reduce_scatter: bool,
+    /// Whether the cluster forward takes the tensor-core kernel where it fits.
+    mma_forward: bool,
     /// Whether the products take the ring kernels (`tr_gemm_ring*`).
     ring_products: bool,
     /// The cluster plans (forward, backward), made at first need.
@@ -352,6 +357,7 @@ impl DeviceTrainer {
             cluster: CLUSTER_DEFAULT,
             register_loops: true,
             reduce_scatter: false,
+            mma_forward: false,
             ring_products: true,
             cluster_plans: Cell::new(None),
             loops: Cell::new((TimeLoop::PerStep, TimeLoop::PerStep)),
@@ -524,6 +530,17 @@ impl DeviceTrainer {
         self.cluster_plans.set(None);
     }
 
+    /// Whether the cluster forward takes the kernel with the recurrent
+    /// product on tensor cores ([`TimeLoop::ClusterMma`], every cell, H ≤
+    /// 256, at most 8 batch rows per cluster; W_hh in registers as mma
+    /// fragments, f32 through 3×TF32) before the CUDA-core register kernel.
+    /// Default false until a GPU has timed it against that kernel
+    /// (docs/gpu-pending.md).
+    pub fn set_mma_forward(&mut self, on: bool) {
+        self.mma_forward = on;
+        self.cluster_plans.set(None);
+    }
+
     /// Whether the products (logits, dhs, every weight gradient) take the
     /// ring kernels (default true): each thread's share of a k slice copied
     /// by cp.async 3 slices ahead of the one being multiplied, one block
@@ -556,9 +573,12 @@ impl DeviceTrainer {
             None => {
                 let l = self.layout;
                 let p = self.precision;
-                let (regs, rs) = (self.register_loops, self.reduce_scatter);
-                let of =
-                    |bwd| cluster::plan(&self.gpu, l.cell, l.hidden, self.batch, p, bwd, regs, rs);
+                let opts = cluster::LoopOptions {
+                    registers: self.register_loops,
+                    mma_forward: self.mma_forward,
+                    reduce_scatter: self.reduce_scatter,
+                };
+                let of = |bwd| cluster::plan(&self.gpu, l.cell, l.hidden, self.batch, p, bwd, opts);
                 let plans = if self.gpu.limits().cluster == 0 {
                     [None, None]
                 } else {

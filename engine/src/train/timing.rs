@@ -8,8 +8,8 @@
 
 use super::*;
 
-/// The phases of a training step, in order, between the marks of
-/// [`Mark`]: a step's time is their sum.
+/// The phases of a training step, in order, between time-stamped events
+/// on the main stream: a step's time is their sum.
 pub const STEP_PHASES: [&str; 8] = [
     "upload + state in",
     "forward loop",
