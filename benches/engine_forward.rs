@@ -288,11 +288,15 @@ fn main() {
             }
         }
     }
-    // Cluster kind and size × batch rows per cluster sweep (sm_90), d2l GRU
-    // and LSTM.
+    // Cluster kind and size × batch rows per cluster sweep (sm_90), d2l GRUs
+    // and LSTM (reset-before: the shared-memory and tensor-core kernels).
     if gpu.limits().cluster > 0 {
         for precision in [Precision::F32, Precision::F16] {
-            for cell in [CellKind::GruResetAfter, CellKind::Lstm] {
+            for cell in [
+                CellKind::GruResetBefore,
+                CellKind::GruResetAfter,
+                CellKind::Lstm,
+            ] {
                 let (model, mut bufs) = d2l_setup(&gpu, scale, cell, precision);
                 for (path, cluster) in [
                     (Path::Cluster, 8),

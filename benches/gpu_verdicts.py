@@ -223,13 +223,17 @@ def choices(new):
         if b is not None:
             rows.append([f"{what}: flagged vs grid barrier (best units)", f"{la} / {lb}",
                          f"{a:.3f}" if a is not None else "—", f"{b:.3f}", ratio(b, a)])
-    # The tensor-core cluster forward (forced only) against the register one,
-    # each at its best rows per cluster.
+    # The tensor-core cluster forward (forced only) against the register one
+    # (GRU reset-before, which has none: the shared-memory one), each at its
+    # best rows per cluster.
     for cell, prec in sorted({m.groups() for k in fwd
                               if (m := re.match(r"sweep d2l (\S+) (f32|f16) ClusterMma ", k))}):
         (a, la), (b, lb) = (best(fwd, rf"^sweep d2l {re.escape(cell)} {prec} {path} ")
                             for path in ("ClusterRegs", "ClusterMma"))
-        rows.append([f"d2l {cell} {prec}: ClusterMma vs ClusterRegs (best rows)", f"{la} / {lb}",
+        now = "ClusterRegs"
+        if a is None:
+            (a, la), now = best(fwd, rf"^sweep d2l {re.escape(cell)} {prec} Cluster "), "Cluster"
+        rows.append([f"d2l {cell} {prec}: ClusterMma vs {now} (best rows)", f"{la} / {lb}",
                      f"{a:.3f}" if a is not None else "—", f"{b:.3f}", ratio(b, a)])
     for label, v in sorted(fwd.items(), key=lambda kv: int(re.sub(r"\D", "", kv[0]) or 0)):
         if m := re.match(r"one-word flip barrier, (\d+) blocks", label):

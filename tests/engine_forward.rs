@@ -303,11 +303,12 @@ proptest! {
     }
 
     /// The tensor-core cluster kernels (sm_90, `Path::ClusterMma`), forced:
-    /// H ≤ 256, every cell they take, 1–8 batch rows per cluster (a last
-    /// cluster with fewer rows), token input; f32 through 3×TF32 products.
+    /// H ≤ 256, every cell (GRU reset-before in two products per step),
+    /// 1–8 batch rows per cluster (a last cluster with fewer rows), token
+    /// input; f32 through 3×TF32 products.
     #[test]
     fn mma_cluster_path_matches_core(
-        cell in prop::sample::select(vec![CellKind::RnnTanh, CellKind::RnnRelu, CellKind::GruResetAfter, CellKind::Lstm]),
+        cell in prop::sample::select(CellKind::ALL.to_vec()),
         batch in 1usize..=64,
         hidden in 1usize..=REG_CLUSTER_MAX_HIDDEN,
         vocab in 2usize..=1100,
@@ -321,8 +322,9 @@ proptest! {
 }
 
 /// The d2l shape (B 32, H 256, V 1,027, T 35) on the tensor-core cluster
-/// kernels, every cell they take, f32 and f16, 4 rows per cluster (8
-/// clusters, as on an H100): the case the benchmark times.
+/// kernels, f32 and f16, 4 rows per cluster (8 clusters, as on an H100):
+/// the case the benchmark times, for the default preset's GRU
+/// reset-before too.
 #[test]
 fn mma_cluster_path_matches_core_at_the_d2l_shape() {
     let gpu = gpu_or_skip!();
@@ -330,7 +332,12 @@ fn mma_cluster_path_matches_core_at_the_d2l_shape() {
         eprintln!("skipped: no clusters of 16 (before sm_90)");
         return;
     }
-    for cell in [CellKind::RnnTanh, CellKind::GruResetAfter, CellKind::Lstm] {
+    for cell in [
+        CellKind::RnnTanh,
+        CellKind::GruResetBefore,
+        CellKind::GruResetAfter,
+        CellKind::Lstm,
+    ] {
         for precision in [Precision::F32, Precision::F16] {
             let opts = PlanOptions {
                 path: Some(Path::ClusterMma),
@@ -348,8 +355,8 @@ fn mma_cluster_path_matches_core_at_the_d2l_shape() {
 }
 
 /// The register cluster kernels (CUDA-core and tensor-core forms) refuse
-/// what they do not take: H > 256, GRU reset-before, more rows than they
-/// hold, clusters of 8.
+/// what they do not take: H > 256, GRU reset-before (the CUDA-core form),
+/// more rows than they hold, clusters of 8.
 #[test]
 fn register_cluster_limits_are_refused() {
     let gpu = gpu_or_skip!();
@@ -384,14 +391,15 @@ fn register_cluster_limits_are_refused() {
         ..forced
     };
     assert!(plan(CellKind::RnnTanh, 64, eight).is_err());
-    // The tensor-core form: the same limits, at most 8 rows per cluster.
+    // The tensor-core form: the same H, every cell, at most 8 rows per
+    // cluster.
     let mma = PlanOptions {
         path: Some(Path::ClusterMma),
         ..PlanOptions::default()
     };
     assert!(plan(CellKind::Lstm, 256, mma).is_ok());
     assert!(plan(CellKind::GruResetAfter, 257, mma).is_err());
-    assert!(plan(CellKind::GruResetBefore, 64, mma).is_err());
+    assert!(plan(CellKind::GruResetBefore, 64, mma).is_ok());
     let nine = PlanOptions {
         rows: Some(MMA_CLUSTER_ROWS + 1),
         ..mma

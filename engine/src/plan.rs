@@ -55,9 +55,11 @@
 //! ceil(H/16)` ≤ 16 units are `G` m-tiles, the cluster's batch rows the
 //! mma's n, so it takes at most `MMA_CLUSTER_ROWS` = 8 rows per cluster;
 //! W_hh stays in registers as A fragments (f32 as 3×TF32 hi/lo parts, f16
-//! as is). Same H, cells and static shared memory (21–33 KB) as
-//! `ClusterRegs`, one CTA per SM. It is chosen only when forced until a GPU
-//! has timed it against `ClusterRegs`.
+//! as is). Same H and static shared memory (21–38 KB) as `ClusterRegs`,
+//! one CTA per SM, and every cell: GRU reset-before in two products per
+//! step (r and z against h_{t-1}, n against r ⊙ h_{t-1}). It is chosen only
+//! when forced until a GPU has timed it against `ClusterRegs` (and, for
+//! reset-before, `Cluster`).
 //!
 //! Generation keeps W_hh rows and output-layer rows (`VR ≤ 16` per block) in
 //! shared memory the same way; where they do not fit it falls back to
@@ -116,8 +118,8 @@ pub enum Path {
     ClusterRegs,
     /// [`Path::ClusterRegs`] with the product on tensor cores (W_hh as mma
     /// fragments in registers, 3×TF32 for f32; at most 8 batch rows per
-    /// cluster, one CTA per SM). Forced only: not chosen automatically
-    /// until a GPU has timed it against `ClusterRegs`.
+    /// cluster, one CTA per SM), every cell. Forced only: not chosen
+    /// automatically until a GPU has timed it against `ClusterRegs`.
     ClusterMma,
 }
 
@@ -379,23 +381,8 @@ const REG_CLUSTER: [[&str; 5]; 2] = [
         "rec_rcluster16_f16_lstm",
     ],
 ];
-/// `[f32, f16]`; GRU reset-before has none.
-const MMA_CLUSTER: [[&str; 5]; 2] = [
-    [
-        "rec_mcluster16_f32_rnn_tanh",
-        "rec_mcluster16_f32_rnn_relu",
-        "",
-        "rec_mcluster16_f32_gru_after",
-        "rec_mcluster16_f32_lstm",
-    ],
-    [
-        "rec_mcluster16_f16_rnn_tanh",
-        "rec_mcluster16_f16_rnn_relu",
-        "",
-        "rec_mcluster16_f16_gru_after",
-        "rec_mcluster16_f16_lstm",
-    ],
-];
+/// `[f32, f16]`, every cell.
+const MMA_CLUSTER: [[&str; 5]; 2] = [names!("rec_mcluster16_f32_"), names!("rec_mcluster16_f16_")];
 /// Most batch rows per cluster of `Path::ClusterMma` (MC_ROWS: the mma's n).
 pub const MMA_CLUSTER_ROWS: usize = 8;
 /// `[f32, f16]`.

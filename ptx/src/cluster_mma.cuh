@@ -3,6 +3,10 @@
 // (included by recurrent_cluster_regs.cu), the same clusters, unit split,
 // h exchange and cell as rec_rcluster16 (st.async into the receivers'
 // mbarriers), the recurrent product on tensor cores instead of CUDA cores.
+// Every cell: GRU reset-before, which rec_rcluster16 leaves to the
+// shared-memory kernels, takes two products per step here (its r and z
+// m-tiles against h_{t-1}, r ⊙ h_{t-1} to every CTA under a third
+// mbarrier, its n m-tile against that), as the training forward does.
 //
 // Why: rec_rcluster16's step is ≈ 680 instructions per warp (ptx/sass.sh),
 // most of them the CUDA-core product (RC_UPW·G·BC dot products of 8 k per
@@ -167,9 +171,12 @@ template <int C, typename W, typename A>
 __device__ void rec_mcluster(const RecParams& p) {
     constexpr int G = Cell<C>::G;
     constexpr int LDH = McShape<W>::LDH;
+    constexpr bool TWO_PHASES = C == GRU_BEFORE;
     __shared__ __align__(16) float hbuf[2][MC_ROWS][LDH];
+    __shared__ __align__(16) float rhbuf[TWO_PHASES ? MC_ROWS : 1][LDH];
     __shared__ __align__(8) float part[NWARPS][G][16][MC_ROWS];
-    __shared__ __align__(8) unsigned long long mbar[2];
+    // mbarriers: h buffers 0 and 1, r ⊙ h (reset-before).
+    __shared__ __align__(8) unsigned long long mbar[3];
 
     const int H = p.H;
     const McLane L(H, p.units, p.B, p.ldb);
@@ -180,11 +187,15 @@ __device__ void rec_mcluster(const RecParams& p) {
     // h_{-1} = h0; k ≥ H and rows ≥ nbc stay zero (their products are zero,
     // but 0 · NaN would not be).
     for (int i = threadIdx.x; i < 2 * MC_ROWS * LDH; i += NTHREADS) (&hbuf[0][0][0])[i] = 0.0f;
+    if (TWO_PHASES)
+        for (int i = threadIdx.x; i < MC_ROWS * LDH; i += NTHREADS) (&rhbuf[0][0])[i] = 0.0f;
     __syncthreads();
     seq_load_h0<A>(&hbuf[0][0][0], LDH, p, L.b0, nbc);
     const unsigned step_bytes = (unsigned)(nbc * H) * 4u;
-    const unsigned bar0 = smem_u32(&mbar[0]);  // mbar[s] at bar0 + 8·s
+    // mbar[s] at bar0 + 8·s; mbar[2] counts r ⊙ h (reset-before).
+    const unsigned bar0 = smem_u32(&mbar[0]), rbar = smem_u32(&mbar[2]);
     rc_arm(bar0, step_bytes, working ? L.un : 0);
+    if (TWO_PHASES) rc_arm_one(rbar, step_bytes, working ? L.un : 0);
     SeqItem<C, W, A> it(p, valid, L.b, j);
     cluster_sync();
 
@@ -198,12 +209,29 @@ __device__ void rec_mcluster(const RecParams& p) {
         const bool last = t == p.T - 1;
         rc_step_wait(bar0, t, step_bytes);
         if (valid) it.prefetch(p, t);
-        frags.template product<0, G>(part, &hbuf[cur][0][0], warp, lane);
+        const float hp = hbuf[cur][ib][j];
+        float z = 0.0f;  // reset-before: phase 1's update gate
+        if (TWO_PHASES) {
+            // Phase 1: r and z; r ⊙ h_{t-1} to every CTA (exchange t of
+            // rbar, armed again for step t + 1 as the h buffers are; the
+            // reuse argument is tc_mfwd's, train_cluster_mma.cuh).
+            frags.template product<0, 2>(part, &hbuf[cur][0][0], warp, lane);
+            if (valid) {
+                const float r = sigmoid_f(it.xc[0] + (mc_sum<G>(part, 0, iu, ib) + it.bhh[0]));
+                z = sigmoid_f(it.xc[1] + (mc_sum<G>(part, 1, iu, ib) + it.bhh[1]));
+                rc_send(smem_u32(&rhbuf[ib][j]), r * hp, rbar, L.copy, 2, L.ranks);
+            }
+            mbar_wait(rbar, (unsigned)t & 1u);
+            if (threadIdx.x == 0) mbar_expect(rbar, step_bytes);
+            frags.template product<2, 3>(part, &rhbuf[0][0], warp, lane);
+        } else {
+            frags.template product<0, G>(part, &hbuf[cur][0][0], warp, lane);
+        }
         if (valid) {
             float hr[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-            for (int g = 0; g < G; ++g) hr[g] = mc_sum<G>(part, g, iu, ib);
-            const float h = it.cell(hr, hbuf[cur][ib][j]);
+            for (int g = TWO_PHASES ? 2 : 0; g < G; ++g) hr[g] = mc_sum<G>(part, g, iu, ib);
+            const float h = it.cell(hr, hp, z);
             const float hv = stored<A>(h);
             if (!last) rc_send(smem_u32(&hbuf[cur ^ 1][ib][j]), hv, bar0 + 8 * (cur ^ 1), L.copy, 2, L.ranks);
             it.finish(p, t, h, hv, L.copy == 0);

@@ -47,12 +47,14 @@ template <int C, typename W, typename A> struct SeqItem {
     }
 
     // The cell on the step's recurrent products `hr` (b_hh not yet added)
-    // and the item's h_{t-1} `hp`: h_t, the cell state updated.
-    __device__ __forceinline__ float cell(const float (&hr)[4], float hp) {
+    // and the item's h_{t-1} `hp`: h_t, the cell state updated. GRU
+    // reset-before: its second phase, `hr[2]` the n rows' product with
+    // r ⊙ h_{t-1}, `z` its first phase's update gate.
+    __device__ __forceinline__ float cell(const float (&hr)[4], float hp, float z = 0.0f) {
         float hg[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
         for (int g = 0; g < G; ++g) hg[g] = hr[g] + bhh[g];
-        return cell_h<C>(xc, hg, hp, c, 0.0f, &c);
+        return cell_h<C>(xc, hg, hp, c, z, &c);
     }
 
     // After step t's cell: `writer` (one lane of the item) stores h_t

@@ -123,5 +123,6 @@ RCLUSTER_KERNELS(lstm, LSTM)
 // The same layers with the product on tensor cores (cluster_mma.cuh).
 MCLUSTER_KERNELS(rnn_tanh, RNN_TANH)
 MCLUSTER_KERNELS(rnn_relu, RNN_RELU)
+MCLUSTER_KERNELS(gru_before, GRU_BEFORE)
 MCLUSTER_KERNELS(gru_after, GRU_AFTER)
 MCLUSTER_KERNELS(lstm, LSTM)
