@@ -167,6 +167,40 @@ struct McLane : RcSpan {
     }
 };
 
+// Step t's recurrent products of the CTA's gates into `part` (mc_sum reads
+// them), shared by rec_mcluster and tc_mfwd (train_cluster_mma.cuh). GRU
+// reset-before in two phases: r and z against h_{t-1} (`hb`), the item's
+// r ⊙ h_{t-1} (`hp` its h_{t-1}; rounded as stored) to every CTA's `rhb`
+// (exchange t of the mbarrier `rbar`, armed again for step t + 1 as the h
+// buffers are), then n against it; `r`, `z` get the item's gates and the
+// return value is its r ⊙ h (0 for the other cells and invalid items).
+// Why `rhb` may be rewritten next step: a CTA stores step t + 1's r ⊙ h
+// only after its wait for the whole h_t, which every CTA sends only after
+// the block barrier that follows its warps' reads of `rhb`.
+template <int C, typename W, typename Item>
+__device__ __forceinline__ float mc_products(float (*part)[Cell<C>::G][16][MC_ROWS],
+                                             const McFrags<Cell<C>::G, W>& frags, const McLane& L,
+                                             const Item& item, const float* hb, float* rhb, unsigned rbar,
+                                             unsigned step_bytes, int t, float hp, float* r, float* z) {
+    constexpr int G = Cell<C>::G;
+    if (C != GRU_BEFORE) {
+        frags.template product<0, G>(part, hb, L.warp, L.lane);
+        return 0.0f;
+    }
+    frags.template product<0, 2>(part, hb, L.warp, L.lane);
+    float rh = 0.0f;
+    if (L.valid) {
+        *r = sigmoid_f(item.xc[0] + (mc_sum<G>(part, 0, L.iu, L.ib) + item.bhh[0]));
+        *z = sigmoid_f(item.xc[1] + (mc_sum<G>(part, 1, L.iu, L.ib) + item.bhh[1]));
+        rh = stored<W>(*r * hp);
+        rc_send(smem_u32(rhb + L.ib * McShape<W>::LDH + L.j), rh, rbar, L.copy, 2, L.ranks);
+    }
+    mbar_wait(rbar, (unsigned)t & 1u);
+    if (threadIdx.x == 0) mbar_expect(rbar, step_bytes);
+    frags.template product<2, 3>(part, rhb, L.warp, L.lane);
+    return rh;
+}
+
 template <int C, typename W, typename A>
 __device__ void rec_mcluster(const RecParams& p) {
     constexpr int G = Cell<C>::G;
@@ -203,30 +237,16 @@ __device__ void rec_mcluster(const RecParams& p) {
     // a CTA's stores of step t + 1 follow its wait of step t + 1, which
     // needs every CTA's step-t items, each sent by its two lanes after both
     // read h_{t-1} (same warp, same instruction); the warps' B loads of
-    // h_{t-1} precede the block barrier that the items follow.
+    // h_{t-1} precede the block barrier that the items follow (reset-before's
+    // r ⊙ h: mc_products).
     for (int t = 0; working && t < p.T; ++t) {
         const int cur = t & 1;
         const bool last = t == p.T - 1;
         rc_step_wait(bar0, t, step_bytes);
         if (valid) it.prefetch(p, t);
         const float hp = hbuf[cur][ib][j];
-        float z = 0.0f;  // reset-before: phase 1's update gate
-        if (TWO_PHASES) {
-            // Phase 1: r and z; r ⊙ h_{t-1} to every CTA (exchange t of
-            // rbar, armed again for step t + 1 as the h buffers are; the
-            // reuse argument is tc_mfwd's, train_cluster_mma.cuh).
-            frags.template product<0, 2>(part, &hbuf[cur][0][0], warp, lane);
-            if (valid) {
-                const float r = sigmoid_f(it.xc[0] + (mc_sum<G>(part, 0, iu, ib) + it.bhh[0]));
-                z = sigmoid_f(it.xc[1] + (mc_sum<G>(part, 1, iu, ib) + it.bhh[1]));
-                rc_send(smem_u32(&rhbuf[ib][j]), r * hp, rbar, L.copy, 2, L.ranks);
-            }
-            mbar_wait(rbar, (unsigned)t & 1u);
-            if (threadIdx.x == 0) mbar_expect(rbar, step_bytes);
-            frags.template product<2, 3>(part, &rhbuf[0][0], warp, lane);
-        } else {
-            frags.template product<0, G>(part, &hbuf[cur][0][0], warp, lane);
-        }
+        float r = 0.0f, z = 0.0f;  // reset-before: phase 1's gates
+        mc_products<C, W>(part, frags, L, it, &hbuf[cur][0][0], &rhbuf[0][0], rbar, step_bytes, t, hp, &r, &z);
         if (valid) {
             float hr[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll

@@ -57,7 +57,8 @@ __device__ void tc_mfwd(const TrFwdArgs<W>& a, int U, int BC) {
     // The exchanges' safety is tc_rfwd's argument: a CTA stores into another
     // CTA's buffer for step t + 1 only after its own wait for the whole h_t,
     // which every CTA sends only after the block barrier that follows its
-    // warps' reads of h_{t-1} (and, reset-before, of r ⊙ h_{t-1}).
+    // warps' reads of h_{t-1} (and, reset-before, of r ⊙ h_{t-1}:
+    // mc_products).
     for (int t = 0; working && t < T_; ++t) {
         const int cur = t & 1;
         const bool last = t == T_ - 1;
@@ -65,24 +66,9 @@ __device__ void tc_mfwd(const TrFwdArgs<W>& a, int U, int BC) {
         if (valid) item.prefetch(a, t);
         const float hp = hbuf[cur][ib][j];
         float r = 0.0f, z = 0.0f;  // reset-before: phase 1's gates
-        if (TWO_PHASES) {
-            // Phase 1: r and z; r ⊙ h_{t-1} to every CTA.
-            frags.template product<0, 2>(part, &hbuf[cur][0][0], warp, lane);
-            if (valid) {
-                r = sigmoid_f(item.xc[0] + (mc_sum<G>(part, 0, iu, ib) + item.bhh[0]));
-                z = sigmoid_f(item.xc[1] + (mc_sum<G>(part, 1, iu, ib) + item.bhh[1]));
-                const float rh = r * hp;
-                if (L.copy == 0) a.aux[((long long)t * a.B + L.b) * H + j] = from_f<W>(rh);
-                rc_send(smem_u32(&rhbuf[ib][j]), stored<W>(rh), rbar, L.copy, 2, L.ranks);
-            }
-            // The whole r ⊙ h_{t-1} here (exchange t of rbar), armed again
-            // for step t + 1 as the h buffers are.
-            mbar_wait(rbar, (unsigned)t & 1u);
-            if (threadIdx.x == 0) mbar_expect(rbar, step_bytes);
-            frags.template product<2, 3>(part, &rhbuf[0][0], warp, lane);
-        } else {
-            frags.template product<0, G>(part, &hbuf[cur][0][0], warp, lane);
-        }
+        const float rh =
+            mc_products<C, W>(part, frags, L, item, &hbuf[cur][0][0], &rhbuf[0][0], rbar, step_bytes, t, hp, &r, &z);
+        if (TWO_PHASES && valid && L.copy == 0) a.aux[((long long)t * a.B + L.b) * H + j] = from_f<W>(rh);
         if (valid) {
             float gv[4], ax = 0.0f;
             float h;

@@ -322,7 +322,6 @@ pub(super) fn plan(
     backward: bool,
     opts: LoopOptions,
 ) -> Result<Option<ClusterPlan>, Error> {
-    let reduce_scatter = opts.reduce_scatter;
     let w = usize::from(p == Precision::F16);
     let tag = crate::plan::cell_tag(cell);
     let candidates = [
@@ -355,10 +354,9 @@ pub(super) fn plan(
         if units > NTHREADS || !every_cta_owns_a_unit(hidden, cs) {
             continue;
         }
-        let rs = backward && reduce_scatter && has_reduce_scatter_backward(cell);
+        let rs = backward && opts.reduce_scatter && has_reduce_scatter_backward(cell);
         let name = if rs {
-            REDUCE_SCATTER[usize::from(cs == 16)][usize::from(p == Precision::F16)]
-                [crate::plan::cell_tag(cell)]
+            REDUCE_SCATTER[usize::from(cs == 16)][w][tag]
         } else {
             kernel(cs, cell, p, backward)
         };
