@@ -8,7 +8,8 @@
 //! (benches/engine_cell_train_torch.py: nn.LSTM forward + backward, same
 //! shapes, same GPU). Timed over whole iterations with a host wait only
 //! at the end; prints the time-loop forms taken and the device operations
-//! per iteration. `BENCH_CELL_SHAPE=H,I,B,T` overrides the shape;
+//! per iteration; f16 also with one launch per step both ways
+//! (`[per-step]`). `BENCH_CELL_SHAPE=H,I,B,T` overrides the shape;
 //! `BENCH_SMOKE=1` takes a small one (64,48,8,12) where it is not given:
 //! not a measurement, a check that the bench runs (CI runs it on the CPU
 //! emulator). Prints `skipped: no CUDA device` without a GPU.
@@ -42,8 +43,16 @@ fn main() {
             }
         });
     let (h, i, b, t) = (shape[0], shape[1], shape[2], shape[3]);
-    for precision in [Precision::F16, Precision::F32] {
-        if let Err(e) = bench(&gpu, h, i, b, t, precision) {
+    // The trainer's own loops in each precision, then f16 with one launch
+    // per step both ways: what the f16 forward took before its persistent
+    // tensor-core loop (TimeLoop::PersistentMma), for the choice in
+    // benches/gpu_verdicts.py.
+    for (precision, per_step) in [
+        (Precision::F16, false),
+        (Precision::F16, true),
+        (Precision::F32, false),
+    ] {
+        if let Err(e) = bench(&gpu, h, i, b, t, precision, per_step) {
             println!("LSTM H={h} I={i} B={b} T={t} {precision:?}: {e}");
         }
     }
@@ -56,6 +65,7 @@ fn bench(
     b: usize,
     t: usize,
     precision: Precision,
+    per_step: bool,
 ) -> Result<(), Error> {
     let dims = CellDims {
         cell: CellKind::Lstm,
@@ -64,6 +74,7 @@ fn bench(
     };
     let mut rng = StdRng::seed_from_u64(5);
     let mut tr = DeviceCellTrainer::new(gpu, dims, b, t, TrainOptimizer::Sgd, precision)?;
+    tr.set_persistent(!per_step);
     let k = 1.0 / (h as f32).sqrt();
     let params: Vec<f32> = (0..tr.params_len())
         .map(|_| rng.random_range(-k..k))
@@ -77,7 +88,8 @@ fn bench(
     tr.upload_params(&params)?;
     tr.upload_inputs(&x)?;
     tr.upload_hidden_grads(&dy)?;
-    let label = format!("LSTM H={h} I={i} B={b} T={t} {precision:?}");
+    let form = if per_step { " [per-step]" } else { "" };
+    let label = format!("LSTM H={h} I={i} B={b} T={t} {precision:?}{form}");
     // Warm-up (module loads, cluster plans), then forward alone, then
     // forward + backward.
     for _ in 0..3 {

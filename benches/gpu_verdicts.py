@@ -99,7 +99,7 @@ def figures(lines):
 def cell_train(lines, prefix):
     """bench_engine_cell_train / its torch twin: {precision: (fwd ms, fwd+bwd ms)}."""
     out = {}
-    pat = re.compile("^" + prefix + r"cell train LSTM H=\d+ I=\d+ B=\d+ T=\d+ (F16|F32): forward " + NUM +
+    pat = re.compile("^" + prefix + r"cell train LSTM H=\d+ I=\d+ B=\d+ T=\d+ (F16|F32|F16 \[per-step\]): forward " + NUM +
                      r" ms .*forward\+backward " + NUM + " ms")
     for line in lines or []:
         if m := pat.match(line):
@@ -213,6 +213,15 @@ def choices(new):
             old, _ = best(gen, rf"^forced {re.escape(m[1])} {m[2]} greedy Cluster cluster=Some\(16\)")
             rows.append([f"generation {m[1]} {m[2]}: ClusterRegs vs Cluster 16", "µs/char",
                          f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
+    # The H 768 f16 forward's persistent tensor-core loop (the trainer's
+    # default where no CUDA-core persistent loop fits) against one launch
+    # per step, what it replaced; same run.
+    cell = new["cell"]
+    if "F16" in cell and "F16 [per-step]" in cell:
+        for i, what in enumerate(("forward ms", "forward+backward ms")):
+            a, b = cell["F16 [per-step]"][i], cell["F16"][i]
+            rows.append(["cell train LSTM F16: PersistentMma forward vs per-step", what, f"{a:.3f}", f"{b:.3f}",
+                         ratio(b, a)])
     fwd = new["forward"]
     for what, flagged, barrier in (
         ("H 768 LSTM", r"^lstm H=\d+ B=\d+ PersistentMmaFlagged", r"^lstm f16 mma units="),

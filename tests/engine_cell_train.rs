@@ -12,13 +12,15 @@ use std::io::Write as _;
 mod engine_support;
 
 use engine_support::assert_close;
-use engine_support::loops::{assert_loops, cluster_hidden, set_loops, Loops, CLUSTER_LOOPS, LOOPS};
+use engine_support::loops::{
+    assert_loops, cluster_hidden, set_loops, Loops, CLUSTER_LOOPS, F16_LOOPS, LOOPS,
+};
 use proptest::prelude::*;
 use recur::core::cell::{self, Input, SeqDims};
 use recur::core::{CellDims, CellGrads, CellKind, CellParams, Portable};
 use recur::engine::half::round_f16;
 use recur::engine::{
-    has_reduce_scatter_backward, DeviceCellTrainer, Error, Precision, TrainOptimizer,
+    has_reduce_scatter_backward, DeviceCellTrainer, Error, Precision, TimeLoop, TrainOptimizer,
 };
 
 /// Straight to stderr: the harness captures eprintln!, and a skipped GPU
@@ -470,6 +472,8 @@ fn every_cell_and_loop_form() {
     for cell in CellKind::ALL {
         for loops in LOOPS {
             check_f32(cell, 16, 64, 48, 12, 3, loops);
+        }
+        for loops in F16_LOOPS {
             check_f16(cell, 16, 64, 48, 12, 3, loops);
         }
     }
@@ -489,8 +493,44 @@ fn chunked_products_at_large_hidden_sizes() {
     ] {
         for loops in [Loops::Persistent, Loops::PerStep] {
             check_f32(cell, 3, hidden, 8, 3, 17, loops);
+        }
+        for loops in [Loops::Persistent, Loops::PersistentMma, Loops::PerStep] {
             check_f16(cell, 3, hidden, 8, 3, 17, loops);
         }
+    }
+}
+
+/// Without clusters and where no CUDA-core persistent forward fits (H 600:
+/// 300 blocks of 2 units, more than two per SM on a GPU of fewer than 150
+/// SMs) the f16 forward runs the tensor-core persistent loop (150 blocks
+/// of 4 units do not fit either; 75 of 8 do) without `set_mma_forward`,
+/// not a launch per step, and its gradients match recur-core's. (With
+/// clusters allowed the shared-memory cluster loop takes this shape; at
+/// H 768, B 16 none does.)
+#[test]
+fn f16_forward_beyond_the_cuda_core_loop_runs_on_tensor_cores() {
+    let Some(gpu) = engine_support::gpu() else {
+        skipped();
+        return;
+    };
+    let (hidden, batch, steps) = (600, 3, 3);
+    for cell in [CellKind::Lstm, CellKind::GruResetAfter] {
+        check_f16(cell, batch, hidden, 8, steps, 23, Loops::Persistent);
+        let c = Case::new(cell, batch, hidden, 8, steps, 23);
+        let mut t = DeviceCellTrainer::new(
+            &gpu,
+            c.dims,
+            batch,
+            steps,
+            TrainOptimizer::Sgd,
+            Precision::F16,
+        )
+        .unwrap();
+        set_loops(&mut t, Loops::Persistent);
+        t.upload_params(&c.params).unwrap();
+        t.upload_inputs(&c.x).unwrap();
+        t.forward().unwrap();
+        assert_eq!(t.time_loops().0, TimeLoop::PersistentMma, "{cell:?}");
     }
 }
 
@@ -552,7 +592,7 @@ proptest! {
         steps in 1usize..=20,
         seed in 0u64..1000,
     ) {
-        check_f16(CellKind::ALL[cell], batch, hidden, input, steps, seed, LOOPS[seed as usize % LOOPS.len()]);
+        check_f16(CellKind::ALL[cell], batch, hidden, input, steps, seed, F16_LOOPS[seed as usize % F16_LOOPS.len()]);
     }
 
     #[test]

@@ -43,8 +43,8 @@ smoke engine_forward "d2l B=8 H=64 V=40 T=6 =10" "one-word flip barrier=6" \
 # 5 cells × 2 precisions × greedy and temperature; forced paths: the GRU's
 # 4, 2 for each of the 3 other cells, both precisions; none refused.
 smoke engine_generate "generate B=1 H=64=20" "  forced =20" "not run=0"
-# The LSTM in f16 and f32, gradients finite.
-smoke engine_cell_train "gradients finite: true=2"
+# The LSTM in f16, f16 one launch per step, and f32, gradients finite.
+smoke engine_cell_train "gradients finite: true=3" "per-step]: forward=1"
 
 # The script that reads a GPU session's bench logs reads these (its --check
 # fails where a bench's line format has moved away from its parsers).

@@ -19,7 +19,7 @@ const fn module(name: &'static str, text: &'static str, min_major: u32) -> PtxMo
 }
 
 /// Every module (ptx/build.py compiles `*cluster*` modules for compute_90).
-pub(crate) const MODULES: [PtxModule; 10] = [
+pub(crate) const MODULES: [PtxModule; 11] = [
     module("recurrent", include_str!("../../ptx/recurrent.ptx"), 8),
     module(
         "recurrent_mma",
@@ -29,6 +29,7 @@ pub(crate) const MODULES: [PtxModule; 10] = [
     module("dense", include_str!("../../ptx/dense.ptx"), 8),
     module("generate", include_str!("../../ptx/generate.ptx"), 8),
     module("train", include_str!("../../ptx/train.ptx"), 8),
+    module("train_mma", include_str!("../../ptx/train_mma.ptx"), 8),
     module(
         "recurrent_cluster",
         include_str!("../../ptx/recurrent_cluster.ptx"),

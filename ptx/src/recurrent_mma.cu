@@ -14,24 +14,8 @@
 // from block to block in flagged words (flag_exchange.cuh) that the next
 // step's staging waits on.
 #include "flag_exchange.cuh"
+#include "mma_persist.cuh"
 #include "rec_params.cuh"
-
-__device__ __forceinline__ void mma16816(float* d, const uint4& a, unsigned b0, unsigned b1) {
-#ifdef RECUR_EMU  // recur's CPU emulator (cuda-stub/emu)
-    const unsigned af[4] = {a.x, a.y, a.z, a.w}, bf[2] = {b0, b1};
-    emu::mma_m16n8k16_f16(d, af, bf);
-#else
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
-#endif
-}
-
-__device__ __forceinline__ unsigned pack_half2(__half lo, __half hi) {
-    return (unsigned)__half_as_ushort(lo) | ((unsigned)__half_as_ushort(hi) << 16);
-}
 
 // x[g] = input part of gate g (W_ih·x + b_ih) of unit u0 + u, batch row b.
 template <int G>
@@ -46,98 +30,7 @@ __device__ __forceinline__ void input_x(float* x, const StepIO& io, const __half
     }
 }
 
-// hsm[b·ldh + k] = src[b·H + k] for the (B, H) halves at src (read through
-// L2), moved in pieces T of P halves (H a multiple of P, src aligned to T),
-// U loads in flight per thread before any store.
-template <typename T, int U>
-__device__ __forceinline__ void stage_h16(__half* hsm, int ldh, const void* src, int B, int H) {
-    constexpr int P = (int)sizeof(T) / 2;
-    const T* s = static_cast<const T*>(src);
-    const int n = B * H / P;
-    RowWalk at(threadIdx.x, NTHREADS, H / P);
-    for (int base = 0; base < n; base += NTHREADS * U) {
-        T v[U];
-#pragma unroll
-        for (int j = 0; j < U; ++j) {
-            const int i = base + j * NTHREADS + threadIdx.x;
-            if (i < n) v[j] = __ldcg(s + i);
-        }
-#pragma unroll
-        for (int j = 0; j < U; ++j) {
-            const int i = base + j * NTHREADS + threadIdx.x;
-            if (i < n) *reinterpret_cast<T*>(hsm + at.r * ldh + at.c * P) = v[j];
-            at.next();
-        }
-    }
-}
-
-// Most (m-tile, n-tile) pairs a warp accumulates at once (32 registers).
-#define MMA_TILES 8
-
-// This warp's share of a chunk's product: the NQ tiles q = mt·ntc + nt
-// (16 gate rows mt of the A fragments × 8 batch columns nc + nt of the staged
-// h) over the k tiles kt = warp, warp + NWARPS, …, left in `red` for the
-// reduction across warps. NQ is a template argument so that the tile loop
-// unrolls to its loads and mma alone: per k tile one 16-byte A load, two
-// 4-byte B loads, an address add or two and the mma per tile, where a
-// predicated loop over MMA_TILES issued every tile's instructions.
-template <int NQ>
-__device__ __forceinline__ void mma_tiles(float* red, const uint4* afrag, const __half* hsm, int KT, int LDH, int ntc,
-                                          int nc) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int gq = lane >> 2, tg = lane & 3;
-    // Each tile's fragment offsets from the k tile's (uint4s of A, halves of
-    // h), walked once per chunk.
-    int aoff[NQ], boff[NQ];
-    {
-        int mt = 0, nt = 0;
-#pragma unroll
-        for (int q = 0; q < NQ; ++q) {
-            aoff[q] = mt * KT * 32;
-            boff[q] = (nc + nt) * 8 * LDH;
-            if (++nt == ntc) {
-                nt = 0;
-                ++mt;
-            }
-        }
-    }
-    float acc[NQ][4];
-#pragma unroll
-    for (int q = 0; q < NQ; ++q) acc[q][0] = acc[q][1] = acc[q][2] = acc[q][3] = 0.0f;
-    const uint4* a = afrag + warp * 32 + lane;
-    const __half* b = hsm + gq * LDH + warp * 16 + 2 * tg;
-    for (int kt = warp; kt < KT; kt += NWARPS, a += NWARPS * 32, b += NWARPS * 16) {
-#pragma unroll
-        for (int q = 0; q < NQ; ++q) {
-            const __half* bq = b + boff[q];
-            mma16816(acc[q], a[aoff[q]], *reinterpret_cast<const unsigned*>(bq),
-                     *reinterpret_cast<const unsigned*>(bq + 8));
-        }
-    }
-#pragma unroll
-    for (int q = 0; q < NQ; ++q)
-        *reinterpret_cast<float4*>(red + ((warp * MMA_TILES + q) * 32 + lane) * 4) =
-            make_float4(acc[q][0], acc[q][1], acc[q][2], acc[q][3]);
-}
-
-// (unit u, column n) of the cell items o = threadIdx.x, +NTHREADS, … of a
-// chunk of `ncols` columns: o = u·ncols + n, or with PAIRED o = (u/2)·2·ncols
-// + 2n + u%2, so that lanes 2i and 2i+1 hold units u and u+1 of one column
-// (the flagged exchange sends the two as one word).
-template <bool PAIRED>
-struct ItemWalk {
-    RowWalk w;
-    __device__ __forceinline__ ItemWalk(int o, int ncols) : w(o, NTHREADS, PAIRED ? 2 * ncols : ncols) {}
-    __device__ __forceinline__ int u() const { return PAIRED ? 2 * w.r + (w.c & 1) : w.r; }
-    __device__ __forceinline__ int n() const { return PAIRED ? w.c >> 1 : w.c; }
-    __device__ __forceinline__ void next() { w.next(); }
-};
-
-// Shared memory layout (bytes), shared with engine/src/plan.rs:
-//   A fragments  MT·KT·32 uint4
-//   h            NT·8 rows × LDH halves, LDH = KT·16 + 8
-//   red          NWARPS·MMA_TILES·32·4 floats
-//   pre          MT·16 × NTC·8 floats
+// Shared memory: MmaBlock's layout (mma_persist.cuh).
 template <int C, bool FLAGGED>
 __device__ void rec_mma(const RecParams& p) {
     DYNAMIC_SHARED(float4, smem4);
@@ -145,42 +38,11 @@ __device__ void rec_mma(const RecParams& p) {
     const int H = p.H, B = p.B, U = p.units;
     const int u0 = blockIdx.x * U;
     const int un = min(U, H - u0);
-    const int MT = (G * U + 15) / 16, KT = (H + 15) / 16, NT = (B + 7) / 8, NTC = p.aux;
-    const int LDH = KT * 16 + 8;
-    const int PLD = NTC * 8;
-    uint4* afrag = reinterpret_cast<uint4*>(smem4);
-    __half* hsm = reinterpret_cast<__half*>(afrag + MT * KT * 32);
-    float* red = reinterpret_cast<float*>(hsm + NT * 8 * LDH);
-    float* pre = red + NWARPS * MMA_TILES * 32 * 4;
-
-    // A fragments of this block's rows (local row g·un + u; zero padding).
-    const __half* w_hh = static_cast<const __half*>(p.w_hh);
-    for (int i = threadIdx.x; i < MT * KT * 32; i += NTHREADS) {
-        const int ln = i & 31, q = i >> 5;
-        const int mt = q / KT, kt = q - mt * KT;
-        const int r0 = mt * 16 + (ln >> 2), c0 = kt * 16 + 2 * (ln & 3);
-        __half v[4][2];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int r = r0 + (e & 1) * 8, c = c0 + (e >> 1) * 8;
-#pragma unroll
-            for (int d = 0; d < 2; ++d) {
-                __half x = __float2half_rn(0.0f);
-                if (r < G * un && c + d < H) {
-                    const int g = r / un, u = r - g * un;
-                    x = w_hh[((size_t)g * H + u0 + u) * H + c + d];
-                }
-                v[e][d] = x;
-            }
-        }
-        afrag[i] = make_uint4(pack_half2(v[0][0], v[0][1]), pack_half2(v[1][0], v[1][1]),
-                              pack_half2(v[2][0], v[2][1]), pack_half2(v[3][0], v[3][1]));
-    }
-    // k padding of the staged h must be zero (the A padding is zero, but 0·NaN is not).
-    for (int i = threadIdx.x; i < NT * 8 * (LDH - H); i += NTHREADS) {
-        const int n = i / (LDH - H), k = H + (i - n * (LDH - H));
-        hsm[n * LDH + k] = __float2half_rn(0.0f);
-    }
+    MmaBlock mb(smem4, G * U, H, B, p.aux);
+    const int NT = mb.NT, NTC = mb.NTC, LDH = mb.LDH, PLD = mb.PLD;
+    __half* hsm = mb.hsm;
+    const float* pre = mb.pre;
+    mb.load(static_cast<const __half*>(p.w_hh), G, H, u0, un);
     const __half* table = static_cast<const __half*>(p.table);
     const __half* b_ih = static_cast<const __half*>(p.b_ih);
     const __half* b_hh = static_cast<const __half*>(p.b_hh);
@@ -230,17 +92,12 @@ __device__ void rec_mma(const RecParams& p) {
             } else {
                 stage_h_flagged<unsigned long long, 8>(hsm, LDH, slot, p.epoch + (unsigned)t, B, H);
             }
-        } else if ((H & 7) == 0 && (reinterpret_cast<size_t>(io.h_prev) & 15) == 0) {
-            stage_h16<uint4, 8>(hsm, LDH, io.h_prev, B, H);
-        } else if ((H & 1) == 0) {
-            stage_h16<unsigned, 8>(hsm, LDH, io.h_prev, B, H);
         } else {
-            stage_h16<unsigned short, 8>(hsm, LDH, io.h_prev, B, H);
+            mb.stage(io.h_prev, B, H);
         }
         __syncthreads();
         for (int nc = 0; nc < NT; nc += NTC) {
             const int ntc = min(NTC, NT - nc);
-            const int nq = MT * ntc;
             const int ncols = min(ntc * 8, B - nc * 8);
             // This thread's first (unit, column) item of the chunk; the cell
             // loop walks on from it.
@@ -254,32 +111,9 @@ __device__ void rec_mma(const RecParams& p) {
             } else if (threadIdx.x < un * ncols) {
                 input_x<G>(x0, io, table, b_ih, first.u(), nc * 8 + first.n(), u0, H);
             }
-            // The product, for the chunk's tile count (MT·ntc ≤ MMA_TILES, the
-            // planner's limit) known at compile time.
-            switch (nq) {
-                case 1: mma_tiles<1>(red, afrag, hsm, KT, LDH, ntc, nc); break;
-                case 2: mma_tiles<2>(red, afrag, hsm, KT, LDH, ntc, nc); break;
-                case 3: mma_tiles<3>(red, afrag, hsm, KT, LDH, ntc, nc); break;
-                case 4: mma_tiles<4>(red, afrag, hsm, KT, LDH, ntc, nc); break;
-                case 5: mma_tiles<5>(red, afrag, hsm, KT, LDH, ntc, nc); break;
-                case 6: mma_tiles<6>(red, afrag, hsm, KT, LDH, ntc, nc); break;
-                case 7: mma_tiles<7>(red, afrag, hsm, KT, LDH, ntc, nc); break;
-                default: mma_tiles<8>(red, afrag, hsm, KT, LDH, ntc, nc); break;
-            }
+            mb.product(ntc, nc);
             __syncthreads();
-            {
-                RowWalk at(threadIdx.x, NTHREADS, ncols);  // (gate row r, column n) of output o
-                for (int o = threadIdx.x; o < G * un * ncols; o += NTHREADS, at.next()) {
-                    const int r = at.r, n = at.c;
-                    const int mt = r >> 4, rr = r & 15, nt = n >> 3, nn = n & 7;
-                    const int q = mt * ntc + nt;
-                    const int ln = (rr & 7) * 4 + (nn >> 1), e = (rr >> 3) * 2 + (nn & 1);
-                    float v = 0.0f;
-#pragma unroll
-                    for (int w = 0; w < NWARPS; ++w) v += red[((w * MMA_TILES + q) * 32 + ln) * 4 + e];
-                    pre[r * PLD + n] = v;
-                }
-            }
+            mb.reduce(G * un, ncols, ntc);
             __syncthreads();
             // Every thread runs every round (the flagged exchange pairs lanes
             // by a shuffle); item o = base + threadIdx.x exists where o < items.

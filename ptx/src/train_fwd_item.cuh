@@ -3,7 +3,7 @@
 // (train_cluster_mma.cuh) differ in their products only; the input
 // gather, the cell's state and the cache the backward reads are this.
 #pragma once
-#include "cluster_step.cuh"
+#include "common.cuh"
 
 // The forward's operands (the kernels' parameters): hcat (T + 1, B, H) with
 // h0 in slot 0, ccat the same for the LSTM c (f32), gates (T·B, G·H)

@@ -6,8 +6,8 @@ use std::io::Write as _;
 use proptest::prelude::*;
 use recur::core::CellKind;
 use recur::engine::{
-    every_cta_owns_a_unit, has_reduce_scatter_backward, ClusterLoops, DeviceCellTrainer,
-    DeviceTrainer, Gpu, TimeLoop, REG_CLUSTER_MAX_HIDDEN,
+    every_cta_owns_a_unit, has_reduce_scatter_backward, persistent_mma_forward_takes, ClusterLoops,
+    DeviceCellTrainer, DeviceTrainer, Gpu, Precision, TimeLoop, REG_CLUSTER_MAX_HIDDEN,
 };
 
 /// What a test sets and reads of a trainer's time loops.
@@ -16,6 +16,7 @@ pub trait LoopControl {
     fn cell(&self) -> CellKind;
     fn hidden(&self) -> usize;
     fn batch(&self) -> usize;
+    fn precision(&self) -> Precision;
     fn set_cluster(&mut self, mode: ClusterLoops);
     fn set_register_loops(&mut self, allowed: bool);
     fn set_reduce_scatter_backward(&mut self, on: bool);
@@ -38,6 +39,9 @@ macro_rules! loop_control {
             }
             fn batch(&self) -> usize {
                 <$ty>::batch(self)
+            }
+            fn precision(&self) -> Precision {
+                <$ty>::precision(self)
             }
             fn set_cluster(&mut self, mode: ClusterLoops) {
                 <$ty>::set_cluster(self, mode)
@@ -89,6 +93,10 @@ pub enum Loops {
     ClusterMma,
     /// Clusters forbidden: cooperative persistent loops where they fit.
     Persistent,
+    /// [`Loops::Persistent`] with the forward's product on tensor cores
+    /// (`TimeLoop::PersistentMma`: f16, every cell but GRU reset-before)
+    /// where its kernel takes the shape.
+    PersistentMma,
     /// One launch per step.
     PerStep,
 }
@@ -99,6 +107,18 @@ pub const LOOPS: [Loops; 6] = [
     Loops::ClusterReduce,
     Loops::ClusterMma,
     Loops::Persistent,
+    Loops::PerStep,
+];
+
+/// [`LOOPS`] and [`Loops::PersistentMma`], which has an f16 kernel only:
+/// the f16 checks' forms.
+pub const F16_LOOPS: [Loops; 7] = [
+    Loops::Cluster,
+    Loops::ClusterShared,
+    Loops::ClusterReduce,
+    Loops::ClusterMma,
+    Loops::Persistent,
+    Loops::PersistentMma,
     Loops::PerStep,
 ];
 
@@ -128,7 +148,10 @@ pub fn set_loops(t: &mut impl LoopControl, loops: Loops) -> bool {
             t.set_reduce_scatter_backward(loops == Loops::ClusterReduce);
             t.set_mma_forward(loops == Loops::ClusterMma);
         }
-        Loops::Persistent => t.set_cluster(ClusterLoops::Never),
+        Loops::Persistent | Loops::PersistentMma => {
+            t.set_cluster(ClusterLoops::Never);
+            t.set_mma_forward(loops == Loops::PersistentMma);
+        }
         Loops::PerStep => t.set_persistent(false),
     }
     true
@@ -195,7 +218,7 @@ pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
             }
         }
         Loops::ClusterShared => assert_eq!((f, b), (TimeLoop::Cluster, TimeLoop::Cluster)),
-        Loops::Persistent => {
+        Loops::Persistent | Loops::PersistentMma => {
             let cluster = [
                 TimeLoop::Cluster,
                 TimeLoop::ClusterRegs,
@@ -203,6 +226,28 @@ pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
                 TimeLoop::ClusterMma,
             ];
             assert!(!cluster.contains(&f) && !cluster.contains(&b));
+            assert_ne!(
+                b,
+                TimeLoop::PersistentMma,
+                "the backward has no tensor-core loop"
+            );
+            // Where its limits and one block per SM take the shape, the
+            // tensor-core kernel must have run.
+            let takes = persistent_mma_forward_takes(
+                t.cell(),
+                t.hidden(),
+                t.batch(),
+                t.precision(),
+                &t.gpu().limits(),
+            );
+            if loops == Loops::PersistentMma && takes {
+                assert_eq!(f, TimeLoop::PersistentMma);
+            } else if loops == Loops::PersistentMma {
+                assert!(
+                    matches!(f, TimeLoop::Persistent | TimeLoop::PerStep),
+                    "{f:?}"
+                );
+            }
         }
         Loops::PerStep => assert_eq!((f, b), (TimeLoop::PerStep, TimeLoop::PerStep)),
     }

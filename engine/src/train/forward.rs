@@ -132,7 +132,9 @@ impl DeviceTrainer {
     }
 
     /// The forward's time loop over the batch's T steps (cluster,
-    /// persistent or per-step; the first that fits and is allowed), from
+    /// persistent on tensor cores or CUDA cores, or per-step; the first
+    /// that fits and is allowed, the tensor-core persistent loop before
+    /// the CUDA-core one only where asked or where that does not fit), from
     /// the initial state in slot 0 of the saved states: every step's h
     /// (and c), gates and gate cache. The input part of row (t, b) is
     /// column `d_tokens[t·B + b]` of `w.w_ih` (G·H, `v`): a token's column
@@ -155,54 +157,72 @@ impl DeviceTrainer {
         let (kc, smem) = step_chunk(h, STEP_W_ROWS_FWD, max_smem);
         let blocks = (grid.0 * grid.1) as usize;
         let persist = self.kernel("tr_fwd_persist", "tr_fwd_persist_f16");
-        if let Some(cp) = self.cluster_plan(false)? {
+        let cluster = self.cluster_plan(false)?;
+        // The persistent loops' plans are asked only where no cluster runs.
+        let simt_persistent =
+            cluster.is_none() && self.use_persistent(persist, blocks, h, (kc, smem))?;
+        let mma = match cluster {
+            None if self.mma_forward || !simt_persistent => self.mma_forward_plan()?,
+            _ => None,
+        };
+        // The kernels' sequence parameters (train_fwd_item.cuh: TrFwdArgs;
+        // tr_fwd_persist takes the cell after the tokens).
+        let sequence = [
+            Arg::Ptr(hcat),
+            Arg::Ptr(ccat),
+            Arg::Ptr(gates),
+            Arg::Ptr(aux),
+            Arg::Ptr(w.w_hh),
+            Arg::Ptr(w.w_ih),
+            Arg::Ptr(w.b_ih),
+            Arg::Ptr(w.b_hh),
+            Arg::Ptr(d_tokens),
+            Arg::I32(b as i32),
+            Arg::I32(h as i32),
+            Arg::I32(v as i32),
+            Arg::I32(self.steps as i32),
+        ];
+        if let Some(cp) = cluster {
             self.note_loop(false, cp.form);
             self.launch_smem(
                 cp.kernel,
                 ((cp.clusters * cp.cluster) as u32, 1),
                 cp.smem,
                 &[
-                    Arg::Ptr(hcat),
-                    Arg::Ptr(ccat),
-                    Arg::Ptr(gates),
-                    Arg::Ptr(aux),
-                    Arg::Ptr(w.w_hh),
-                    Arg::Ptr(w.w_ih),
-                    Arg::Ptr(w.b_ih),
-                    Arg::Ptr(w.b_hh),
-                    Arg::Ptr(d_tokens),
-                    Arg::I32(b as i32),
-                    Arg::I32(h as i32),
-                    Arg::I32(v as i32),
-                    Arg::I32(self.steps as i32),
-                    Arg::I32(cp.units as i32),
-                    Arg::I32(cp.rows as i32),
-                ],
+                    &sequence[..],
+                    &[Arg::I32(cp.units as i32), Arg::I32(cp.rows as i32)],
+                ]
+                .concat(),
             )?;
-        } else if self.use_persistent(persist, blocks, h, (kc, smem))? {
+        } else if let Some(mp) = mma {
+            self.note_loop(false, TimeLoop::PersistentMma);
+            self.launch_coop(
+                mp.kernel,
+                (mp.blocks as u32, 1),
+                mp.smem,
+                &[
+                    &sequence[..],
+                    &[
+                        Arg::I32(mp.units as i32),
+                        Arg::I32(mp.ntc as i32),
+                        Arg::Ptr(addr(&self.barrier)),
+                    ],
+                ]
+                .concat(),
+            )?;
+        } else if simt_persistent {
             self.note_loop(false, TimeLoop::Persistent);
             self.launch_coop(
                 persist,
                 grid,
                 smem,
                 &[
-                    Arg::Ptr(hcat),
-                    Arg::Ptr(ccat),
-                    Arg::Ptr(gates),
-                    Arg::Ptr(aux),
-                    Arg::Ptr(w.w_hh),
-                    Arg::Ptr(w.w_ih),
-                    Arg::Ptr(w.b_ih),
-                    Arg::Ptr(w.b_hh),
-                    Arg::Ptr(d_tokens),
-                    Arg::I32(l.cell as i32),
-                    Arg::I32(b as i32),
-                    Arg::I32(h as i32),
-                    Arg::I32(v as i32),
-                    Arg::I32(self.steps as i32),
-                    Arg::I32(kc as i32),
-                    Arg::Ptr(addr(&self.barrier)),
-                ],
+                    &sequence[..9],
+                    &[Arg::I32(l.cell as i32)],
+                    &sequence[9..],
+                    &[Arg::I32(kc as i32), Arg::Ptr(addr(&self.barrier))],
+                ]
+                .concat(),
             )?;
         } else {
             self.note_loop(false, TimeLoop::PerStep);

@@ -62,6 +62,7 @@ mod dense;
 mod forward;
 mod launch;
 mod optim;
+mod persist_mma;
 mod probe;
 mod staging;
 mod stats;
@@ -83,6 +84,7 @@ use cluster::ClusterPlan;
 pub use cluster::{has_reduce_scatter_backward, ClusterLoops, TimeLoop};
 pub use dense::DeviceCellTrainer;
 use launch::{elementwise, f32_at, step_chunk, Arg, Gemm, COLSUM_CHUNK, MAX_SPLITS};
+pub use persist_mma::persistent_mma_forward_takes;
 #[doc(hidden)]
 pub use probe::ProductOperands;
 use staging::TokenRing;
@@ -530,12 +532,15 @@ impl DeviceTrainer {
         self.cluster_plans.set(None);
     }
 
-    /// Whether the cluster forward takes the kernel with the recurrent
-    /// product on tensor cores ([`TimeLoop::ClusterMma`], every cell, H ≤
-    /// 256, at most 8 batch rows per cluster; W_hh in registers as mma
-    /// fragments, f32 through 3×TF32) before the CUDA-core register kernel.
-    /// Default false until a GPU has timed it against that kernel
-    /// (docs/gpu-pending.md).
+    /// Whether the forward takes its tensor-core kernels where a CUDA-core
+    /// one fits too: the cluster forward ([`TimeLoop::ClusterMma`], every
+    /// cell, H ≤ 256, at most 8 batch rows per cluster; W_hh in registers
+    /// as mma fragments, f32 through 3×TF32) before the register kernel,
+    /// and without clusters the persistent one ([`TimeLoop::PersistentMma`],
+    /// f16) before the CUDA-core persistent loop. Default false until a GPU
+    /// has timed them against those kernels (docs/gpu-pending.md); where
+    /// no CUDA-core persistent loop fits, the forward takes
+    /// `PersistentMma` either way rather than a launch per step.
     pub fn set_mma_forward(&mut self, on: bool) {
         self.mma_forward = on;
         self.cluster_plans.set(None);
