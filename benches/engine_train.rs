@@ -17,9 +17,12 @@
 //! (`tr_gemm_ring*`), and `cluster-tr-gemm` is `cluster` with `tr_gemm`'s
 //! (the same products, one slice ahead in registers), for the two side by
 //! side; `cluster-mma` is `cluster` with the forward's product on tensor
-//! cores (`DeviceTrainer::set_mma_forward`). `BENCH_LOOPS=cluster,per-step`
+//! cores (`DeviceTrainer::set_mma_forward`), and `persistent-mma` is
+//! `persistent` with the same switch (f16, every cell but GRU
+//! reset-before: the forward's persistent loop on tensor cores,
+//! `TimeLoop::PersistentMma`). `BENCH_LOOPS=cluster,per-step`
 //! (a comma list of `cluster`, `cluster-tr-gemm`, `cluster-rs`,
-//! `cluster-mma`, `persistent`, `per-step`) picks some, and
+//! `cluster-mma`, `persistent`, `persistent-mma`, `per-step`) picks some, and
 //! `BENCH_PER_STEP=1` is `BENCH_LOOPS=per-step`. The PyTorch side (nn.GRU / nn.LSTM + Linear +
 //! CrossEntropy + Adam, same shapes, same GPU) is
 //! benches/engine_train_torch.py. `BENCH_SMOKE=1` runs every line at a
@@ -60,7 +63,8 @@ fn main() {
     // `BENCH_CELL=GruResetAfter` (a CellKind's name) runs that cell only (profiles).
     let only = std::env::var("BENCH_CELL").ok();
     let mut forms = std::env::var("BENCH_LOOPS").unwrap_or_else(|_| {
-        "cluster,cluster-tr-gemm,cluster-rs,cluster-mma,persistent,per-step".to_owned()
+        "cluster,cluster-tr-gemm,cluster-rs,cluster-mma,persistent,persistent-mma,per-step"
+            .to_owned()
     });
     if std::env::var("BENCH_PER_STEP").is_ok_and(|v| v == "1") {
         forms = "per-step".to_owned();
@@ -96,6 +100,9 @@ fn main() {
             .into_iter()
             .flat_map(|p| forms.iter().map(move |f| (p, *f)))
             .filter(|(_, f)| *f != "cluster-rs" || has_reduce_scatter_backward(cell))
+            .filter(|(p, f)| {
+                *f != "persistent-mma" || (*p == Precision::F16 && cell != CellKind::GruResetBefore)
+            })
         {
             let mut tr = DeviceTrainer::new_with_precision(
                 &gpu,
@@ -121,6 +128,10 @@ fn main() {
                     tr.set_mma_forward(true);
                 }
                 "persistent" => tr.set_cluster(ClusterLoops::Never),
+                "persistent-mma" => {
+                    tr.set_cluster(ClusterLoops::Never);
+                    tr.set_mma_forward(true);
+                }
                 "per-step" => tr.set_persistent(false),
                 other => panic!("BENCH_LOOPS: unknown form {other}"),
             }

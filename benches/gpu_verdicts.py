@@ -199,6 +199,15 @@ def choices(new):
                 if a is not None and b is not None:
                     rows.append([f"{cell} {prec} training forward: ClusterMma vs ClusterRegs", what, f"{a:.1f}",
                                  f"{b:.1f}", ratio(b, a)])
+        if form == "persistent-mma":
+            # The forward's persistent loop on tensor cores against the
+            # CUDA-core one, same run.
+            simt = train.get((cell, prec, "persistent"), {})
+            for what in ("forward loop (GPU)", "forward (wall)", "step"):
+                a, b = simt.get(what), v.get(what)
+                if a is not None and b is not None:
+                    rows.append([f"{cell} {prec} training forward: PersistentMma vs Persistent", what, f"{a:.1f}",
+                                 f"{b:.1f}", ratio(b, a)])
         if form != "cluster-rs":
             continue
         gather = train.get((cell, prec, "cluster"), {})
@@ -220,7 +229,7 @@ def choices(new):
     if "F16" in cell and "F16 [per-step]" in cell:
         for i, what in enumerate(("forward ms", "forward+backward ms")):
             a, b = cell["F16 [per-step]"][i], cell["F16"][i]
-            rows.append(["cell train LSTM F16: PersistentMma forward vs per-step", what, f"{a:.3f}", f"{b:.3f}",
+            rows.append(["cell train LSTM F16: its loops (H 768: PersistentMma forward) vs per-step", what, f"{a:.3f}", f"{b:.3f}",
                          ratio(b, a)])
     fwd = new["forward"]
     for what, flagged, barrier in (

@@ -32,8 +32,10 @@ smoke() {
   done
 }
 
-# 4 cells × 2 precisions, 6 forms each but RnnTanh's 5 (no cluster-rs).
-smoke engine_train "recur train step=46" "phases:=46" "GPU time per phase=46"
+# 4 cells × 2 precisions, 6 forms each but RnnTanh's 5 (no cluster-rs),
+# and persistent-mma for 3 cells in f16.
+smoke engine_train "recur train step=49" "phases:=49" "GPU time per phase=49" \
+  "persistent-mma: (PersistentMma=3"
 # 5 cells × 2 precisions; 6 block counts; the LSTM's line and its input
 # product; the sweeps and the flagged kernel where their plans fit.
 smoke engine_forward "d2l B=8 H=64 V=40 T=6 =10" "one-word flip barrier=6" \
