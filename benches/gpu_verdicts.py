@@ -229,8 +229,8 @@ def choices(new):
     if "F16" in cell and "F16 [per-step]" in cell:
         for i, what in enumerate(("forward ms", "forward+backward ms")):
             a, b = cell["F16 [per-step]"][i], cell["F16"][i]
-            rows.append(["cell train LSTM F16: its loops (H 768: PersistentMma forward) vs per-step", what, f"{a:.3f}", f"{b:.3f}",
-                         ratio(b, a)])
+            rows.append(["cell train LSTM F16: its loops (H 768: PersistentMma forward) vs per-step", what,
+                         f"{a:.3f}", f"{b:.3f}", ratio(b, a)])
     fwd = new["forward"]
     for what, flagged, barrier in (
         ("H 768 LSTM", r"^lstm H=\d+ B=\d+ PersistentMmaFlagged", r"^lstm f16 mma units="),
