@@ -99,8 +99,8 @@ def figures(lines):
 def cell_train(lines, prefix):
     """bench_engine_cell_train / its torch twin: {precision: (fwd ms, fwd+bwd ms)}."""
     out = {}
-    pat = re.compile("^" + prefix + r"cell train LSTM H=\d+ I=\d+ B=\d+ T=\d+ (F16|F32|F16 \[per-step\]): forward " + NUM +
-                     r" ms .*forward\+backward " + NUM + " ms")
+    pat = re.compile("^" + prefix + r"cell train LSTM H=\d+ I=\d+ B=\d+ T=\d+ (F16|F32|F16 \[per-step\]): "
+                     r"forward " + NUM + r" ms .*forward\+backward " + NUM + " ms")
     for line in lines or []:
         if m := pat.match(line):
             out[m[1]] = (float(m[2]), float(m[3]))
