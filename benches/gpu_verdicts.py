@@ -177,45 +177,36 @@ def best(figs, pattern):
     return min(hits) if hits else (None, None)
 
 
+FORWARD = ("forward loop (GPU)", "forward (wall)", "step")
+# The training bench's choices, each between two forms of the same run:
+# (the form of a line, the form it is compared with, the choice, its
+# figures, whether the line's form is the candidate). `cluster` takes the
+# ring products, `cluster-tr-gemm` tr_gemm's; `cluster-mma` and
+# `persistent-mma` put the forward's product on tensor cores.
+TRAIN_CHOICES = [
+    ("cluster-tr-gemm", "cluster", "products: ring vs tr_gemm",
+     ("logits + loss (GPU)", "backward: dhs (GPU)", "weight gradients (GPU)", "step"), False),
+    ("cluster-mma", "cluster", "training forward: ClusterMma vs ClusterRegs", FORWARD, True),
+    ("persistent-mma", "persistent", "training forward: PersistentMma vs Persistent", FORWARD, True),
+    ("cluster-rs", "cluster", "backward: reduce-scatter vs gather",
+     ("backward loop (GPU)", "backward (wall)", "step"), True),
+]
+
+
 def choices(new):
     print("## The choices gpu-pending.md leaves to the GPU (new run only)\n")
     rows = []
     train = new["train"]
     for (cell, prec, form), v in sorted(train.items()):
-        if form == "cluster-tr-gemm":
-            # `cluster` takes the ring products, this line tr_gemm's.
-            ring = train.get((cell, prec, "cluster"), {})
-            for what in ("logits + loss (GPU)", "backward: dhs (GPU)", "weight gradients (GPU)", "step"):
-                a, b = v.get(what), ring.get(what)
+        for line_form, other_form, choice, whats, line_is_candidate in TRAIN_CHOICES:
+            if form != line_form:
+                continue
+            other = train.get((cell, prec, other_form), {})
+            now, candidate = (other, v) if line_is_candidate else (v, other)
+            for what in whats:
+                a, b = now.get(what), candidate.get(what)
                 if a is not None and b is not None:
-                    rows.append([f"{cell} {prec} products: ring vs tr_gemm", what, f"{a:.1f}", f"{b:.1f}",
-                                 ratio(b, a)])
-        if form == "cluster-mma":
-            # The forward's product on tensor cores against `cluster`'s
-            # register (CUDA-core) forward, same run.
-            regs = train.get((cell, prec, "cluster"), {})
-            for what in ("forward loop (GPU)", "forward (wall)", "step"):
-                a, b = regs.get(what), v.get(what)
-                if a is not None and b is not None:
-                    rows.append([f"{cell} {prec} training forward: ClusterMma vs ClusterRegs", what, f"{a:.1f}",
-                                 f"{b:.1f}", ratio(b, a)])
-        if form == "persistent-mma":
-            # The forward's persistent loop on tensor cores against the
-            # CUDA-core one, same run.
-            simt = train.get((cell, prec, "persistent"), {})
-            for what in ("forward loop (GPU)", "forward (wall)", "step"):
-                a, b = simt.get(what), v.get(what)
-                if a is not None and b is not None:
-                    rows.append([f"{cell} {prec} training forward: PersistentMma vs Persistent", what, f"{a:.1f}",
-                                 f"{b:.1f}", ratio(b, a)])
-        if form != "cluster-rs":
-            continue
-        gather = train.get((cell, prec, "cluster"), {})
-        for what in ("backward loop (GPU)", "backward (wall)", "step"):
-            a, b = gather.get(what), v.get(what)
-            if a is not None and b is not None:
-                rows.append([f"{cell} {prec} backward: reduce-scatter vs gather", what, f"{a:.1f}", f"{b:.1f}",
-                             ratio(b, a)])
+                    rows.append([f"{cell} {prec} {choice}", what, f"{a:.1f}", f"{b:.1f}", ratio(b, a)])
     gen = new["generate"]
     for label, v in sorted(gen.items()):
         if m := re.match(r"forced (\S+) (F32|F16) greedy ClusterRegs", label):
