@@ -160,7 +160,9 @@ pub struct PlanOptions {
 /// Most gate rows per block of the CUDA-core kernels (RMAX in ptx/src).
 pub const RMAX: usize = 16;
 const NWARPS: usize = 8;
-const MMA_TILES: usize = 8;
+/// Most (m-tile, n-tile) pairs a tensor-core persistent block accumulates
+/// at once (ptx/src/mma_persist.cuh).
+pub(crate) const MMA_TILES: usize = 8;
 
 /// The occupancy oracle: blocks of `kernel` per SM with `smem` bytes, and
 /// co-resident clusters of `cluster` blocks of a cluster kernel.

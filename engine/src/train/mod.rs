@@ -197,12 +197,16 @@ pub struct DeviceTrainer {
     register_loops: bool,
     /// Whether the cluster backward takes the reduce-scatter kernel.
     reduce_scatter: bool,
-    /// Whether the cluster forward takes the tensor-core kernel where it fits.
+    /// Whether the forward takes its tensor-core kernels where a CUDA-core
+    /// one fits too ([`Self::set_mma_forward`]).
     mma_forward: bool,
     /// Whether the products take the ring kernels (`tr_gemm_ring*`).
     ring_products: bool,
     /// The cluster plans (forward, backward), made at first need.
     cluster_plans: Cell<Option<[Option<ClusterPlan>; 2]>>,
+    /// The persistent tensor-core forward's plan (none: it does not fit),
+    /// made at first need.
+    mma_forward_plan: Cell<Option<Option<persist_mma::MmaForwardPlan>>>,
     /// The form of the last forward's and backward's time loop.
     loops: Cell<(TimeLoop, TimeLoop)>,
     /// The clip's per-block partial sums of g² (f64; one per block it
@@ -362,6 +366,7 @@ impl DeviceTrainer {
             mma_forward: false,
             ring_products: true,
             cluster_plans: Cell::new(None),
+            mma_forward_plan: Cell::new(None),
             loops: Cell::new((TimeLoop::PerStep, TimeLoop::PerStep)),
             norm_partials: alloc(2 * gpu.limits().sm_count.max(1), "norm partials")?,
             norm: alloc(1, "norm")?,

@@ -22,7 +22,8 @@ use recur_core::CellKind;
 use super::DeviceTrainer;
 use crate::error::Error;
 use crate::gpu::DeviceLimits;
-use crate::plan::{cell_tag, mma_smem, Precision};
+use crate::gpu::BLOCK;
+use crate::plan::{cell_tag, mma_smem, Precision, MMA_TILES};
 
 /// The kernels, by [`cell_tag`]; GRU reset-before has none.
 const KERNELS: [&str; 5] = [
@@ -33,10 +34,6 @@ const KERNELS: [&str; 5] = [
     "tr_mma_fwd_f16_lstm",
 ];
 
-/// Threads per block; the kernel's items (one per thread).
-const NTHREADS: usize = 256;
-/// Most (m-tile, n-tile) pairs per block (ptx/src/mma_persist.cuh).
-const MMA_TILES: usize = 8;
 /// Hidden units per block the planner tries, fewest first (more blocks,
 /// less work each).
 const UNITS: [usize; 4] = [4, 8, 16, 32];
@@ -65,7 +62,8 @@ fn shape_plans(
     let usable = p == Precision::F16 && !kernel.is_empty() && hidden > 0 && batch > 0;
     UNITS.into_iter().filter_map(move |units| {
         let (mt, ntc, smem) = mma_smem(cell, hidden, batch, units);
-        let one_pass = units.min(hidden) * batch <= NTHREADS;
+        // One item per thread of the block.
+        let one_pass = units.min(hidden) * batch <= BLOCK as usize;
         let one_chunk = ntc == batch.div_ceil(8) && mt * ntc <= MMA_TILES;
         (usable && one_pass && one_chunk && smem <= max_smem).then_some(MmaForwardPlan {
             kernel,
@@ -97,26 +95,31 @@ pub fn persistent_mma_forward_takes(
 impl DeviceTrainer {
     /// The persistent tensor-core forward's plan for this trainer, where
     /// persistent loops are allowed, the GPU launches cooperatively and
-    /// every block is resident at once: the fewest units per block that fit.
+    /// every block is resident at once: the fewest units per block that
+    /// fit. The occupancy queries run once per trainer.
     pub(super) fn mma_forward_plan(&self) -> Result<Option<MmaForwardPlan>, Error> {
         let lim = self.gpu.limits();
         if !self.persistent || !lim.cooperative {
             return Ok(None);
         }
-        let plans = shape_plans(
+        if let Some(plan) = self.mma_forward_plan.get() {
+            return Ok(plan);
+        }
+        let mut found = None;
+        for plan in shape_plans(
             self.layout.cell,
             self.layout.hidden,
             self.batch,
             self.precision,
             lim.max_smem_per_block,
-        );
-        for plan in plans {
-            let per_sm = self.gpu.blocks_per_sm(plan.kernel, plan.smem)?;
-            if plan.blocks <= per_sm * lim.sm_count {
-                return Ok(Some(plan));
+        ) {
+            if plan.blocks <= self.gpu.blocks_per_sm(plan.kernel, plan.smem)? * lim.sm_count {
+                found = Some(plan);
+                break;
             }
         }
-        Ok(None)
+        self.mma_forward_plan.set(Some(found));
+        Ok(found)
     }
 }
 
