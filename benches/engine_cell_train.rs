@@ -44,9 +44,9 @@ fn main() {
         });
     let (h, i, b, t) = (shape[0], shape[1], shape[2], shape[3]);
     // The trainer's own loops in each precision, then f16 with one launch
-    // per step both ways: what the f16 forward took before its persistent
-    // tensor-core loop (TimeLoop::PersistentMma), for the choice in
-    // benches/gpu_verdicts.py.
+    // per step both ways: what the f16 forward and backward took before
+    // their persistent tensor-core loops (TimeLoop::PersistentMma), for the
+    // choice in benches/gpu_verdicts.py.
     for (precision, per_step) in [
         (Precision::F16, false),
         (Precision::F16, true),

@@ -18,9 +18,9 @@
 //! (the same products, one slice ahead in registers), for the two side by
 //! side; `cluster-mma` is `cluster` with the forward's product on tensor
 //! cores (`DeviceTrainer::set_mma_forward`), and `persistent-mma` is
-//! `persistent` with the same switch (f16, every cell but GRU
-//! reset-before: the forward's persistent loop on tensor cores,
-//! `TimeLoop::PersistentMma`). `BENCH_LOOPS=cluster,per-step`
+//! `persistent` with both directions' products on tensor cores
+//! (`set_mma_forward`, `set_mma_backward`; f16, every cell but GRU
+//! reset-before: the persistent loops `TimeLoop::PersistentMma`). `BENCH_LOOPS=cluster,per-step`
 //! (a comma list of `cluster`, `cluster-tr-gemm`, `cluster-rs`,
 //! `cluster-mma`, `persistent`, `persistent-mma`, `per-step`) picks some, and
 //! `BENCH_PER_STEP=1` is `BENCH_LOOPS=per-step`. The PyTorch side (nn.GRU / nn.LSTM + Linear +
@@ -131,6 +131,7 @@ fn main() {
                 "persistent-mma" => {
                     tr.set_cluster(ClusterLoops::Never);
                     tr.set_mma_forward(true);
+                    tr.set_mma_backward(true);
                 }
                 "per-step" => tr.set_persistent(false),
                 other => panic!("BENCH_LOOPS: unknown form {other}"),

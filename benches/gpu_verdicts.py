@@ -178,16 +178,19 @@ def best(figs, pattern):
 
 
 FORWARD = ("forward loop (GPU)", "forward (wall)", "step")
+BACKWARD = ("backward loop (GPU)", "backward (wall)")
 # The training bench's choices, each between two forms of the same run:
 # (the form of a line, the form it is compared with, the choice, its
 # figures, whether the line's form is the candidate). `cluster` takes the
 # ring products, `cluster-tr-gemm` tr_gemm's; `cluster-mma` and
-# `persistent-mma` put the forward's product on tensor cores.
+# `persistent-mma` put the forward's product on tensor cores, and
+# `persistent-mma` the backward's too.
 TRAIN_CHOICES = [
     ("cluster-tr-gemm", "cluster", "products: ring vs tr_gemm",
      ("logits + loss (GPU)", "backward: dhs (GPU)", "weight gradients (GPU)", "step"), False),
     ("cluster-mma", "cluster", "training forward: ClusterMma vs ClusterRegs", FORWARD, True),
     ("persistent-mma", "persistent", "training forward: PersistentMma vs Persistent", FORWARD, True),
+    ("persistent-mma", "persistent", "training backward: PersistentMma vs Persistent", BACKWARD, True),
     ("cluster-rs", "cluster", "backward: reduce-scatter vs gather",
      ("backward loop (GPU)", "backward (wall)", "step"), True),
 ]
@@ -213,14 +216,14 @@ def choices(new):
             old, _ = best(gen, rf"^forced {re.escape(m[1])} {m[2]} greedy Cluster cluster=Some\(16\)")
             rows.append([f"generation {m[1]} {m[2]}: ClusterRegs vs Cluster 16", "µs/char",
                          f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
-    # The H 768 f16 forward's persistent tensor-core loop (the trainer's
-    # default where no CUDA-core persistent loop fits) against one launch
-    # per step, what it replaced; same run.
+    # The H 768 f16 persistent tensor-core loops (the trainer's default
+    # where no CUDA-core persistent loop fits) against one launch per step,
+    # what they replaced; same run.
     cell = new["cell"]
     if "F16" in cell and "F16 [per-step]" in cell:
         for i, what in enumerate(("forward ms", "forward+backward ms")):
             a, b = cell["F16 [per-step]"][i], cell["F16"][i]
-            rows.append(["cell train LSTM F16: its loops (H 768: PersistentMma forward) vs per-step", what,
+            rows.append(["cell train LSTM F16: its loops (H 768: PersistentMma both ways) vs per-step", what,
                          f"{a:.3f}", f"{b:.3f}", ratio(b, a)])
     fwd = new["forward"]
     for what, flagged, barrier in (

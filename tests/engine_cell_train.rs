@@ -20,7 +20,8 @@ use recur::core::cell::{self, Input, SeqDims};
 use recur::core::{CellDims, CellGrads, CellKind, CellParams, Portable};
 use recur::engine::half::round_f16;
 use recur::engine::{
-    has_reduce_scatter_backward, DeviceCellTrainer, Error, Precision, TimeLoop, TrainOptimizer,
+    has_reduce_scatter_backward, ClusterLoops, DeviceCellTrainer, Error, Gpu, Precision, TimeLoop,
+    TrainOptimizer,
 };
 
 /// Straight to stderr: the harness captures eprintln!, and a skipped GPU
@@ -181,6 +182,19 @@ fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
 }
 
+/// A trainer of the case's cell and shape, SGD, the parameters not yet uploaded.
+fn sgd_trainer(gpu: &Gpu, c: &Case, precision: Precision) -> DeviceCellTrainer {
+    DeviceCellTrainer::new(
+        gpu,
+        c.dims,
+        c.batch,
+        c.steps,
+        TrainOptimizer::Sgd,
+        precision,
+    )
+    .unwrap()
+}
+
 /// Runs the case on the engine: a first pass with a NaN upstream gradient
 /// (every gradient and dx NaN), then the checked pass from the same state.
 /// Returns hs, the final (h, c), the gradients and dx; None where the
@@ -192,15 +206,7 @@ fn run_engine(
     loops: Loops,
 ) -> Option<(Vec<f32>, (Vec<f32>, Vec<f32>), Vec<f32>, Vec<f32>)> {
     let gpu = engine_support::gpu()?;
-    let mut t = DeviceCellTrainer::new(
-        &gpu,
-        c.dims,
-        c.batch,
-        c.steps,
-        TrainOptimizer::Sgd,
-        precision,
-    )
-    .unwrap();
+    let mut t = sgd_trainer(&gpu, c, precision);
     if !set_loops(&mut t, loops) {
         return None;
     }
@@ -307,6 +313,9 @@ fn check_f32(
 // and as `check_f32` says why): every cell is checked per element.
 const F16_U: f32 = 1.0 / 2048.0;
 const F16_GRAD_EPS: f32 = 32.0 * F16_U;
+/// Two f32 products of the same operands in different orders, through
+/// T steps of the recurrence: a few hundred units of f32 rounding.
+const F32_PRODUCT_EPS: f32 = 1.0 / 65536.0;
 
 /// The engine's formulation on recur-core, each stored value passed
 /// through `store` (f16 rounding, or the identity): the projections
@@ -500,15 +509,17 @@ fn chunked_products_at_large_hidden_sizes() {
     }
 }
 
-/// Without clusters and where no CUDA-core persistent forward fits (H 600:
-/// 300 blocks of 2 units, more than two per SM on a GPU of fewer than 150
-/// SMs) the f16 forward runs the tensor-core persistent loop (150 blocks
-/// of 4 units do not fit either; 75 of 8 do) without `set_mma_forward`,
-/// not a launch per step, and its gradients match recur-core's. (With
+/// Without clusters and where no CUDA-core persistent loop fits (H 600:
+/// the forward's 300 blocks of 2 units are more than two per SM on a GPU
+/// of fewer than 150 SMs; the backward's product of G·H columns does not
+/// fit its shared memory in one chunk) the f16 forward and backward run
+/// the tensor-core persistent loops (150 blocks of 4 units do not fit
+/// either; 75 of 8 do) without `set_mma_forward` or `set_mma_backward`,
+/// not a launch per step, and their gradients match recur-core's. (With
 /// clusters allowed the shared-memory cluster loop takes this shape; at
 /// H 768, B 16 none does.)
 #[test]
-fn f16_forward_beyond_the_cuda_core_loop_runs_on_tensor_cores() {
+fn f16_loops_beyond_the_cuda_core_ones_run_on_tensor_cores() {
     let Some(gpu) = engine_support::gpu() else {
         skipped();
         return;
@@ -517,20 +528,69 @@ fn f16_forward_beyond_the_cuda_core_loop_runs_on_tensor_cores() {
     for cell in [CellKind::Lstm, CellKind::GruResetAfter] {
         check_f16(cell, batch, hidden, 8, steps, 23, Loops::Persistent);
         let c = Case::new(cell, batch, hidden, 8, steps, 23);
-        let mut t = DeviceCellTrainer::new(
-            &gpu,
-            c.dims,
-            batch,
-            steps,
-            TrainOptimizer::Sgd,
-            Precision::F16,
-        )
-        .unwrap();
+        let mut t = sgd_trainer(&gpu, &c, Precision::F16);
         set_loops(&mut t, Loops::Persistent);
         t.upload_params(&c.params).unwrap();
         t.upload_inputs(&c.x).unwrap();
         t.forward().unwrap();
-        assert_eq!(t.time_loops().0, TimeLoop::PersistentMma, "{cell:?}");
+        t.upload_hidden_grads(&c.dy).unwrap();
+        t.backward().unwrap();
+        let mma = TimeLoop::PersistentMma;
+        assert_eq!(t.time_loops(), (mma, mma), "{cell:?}");
+    }
+}
+
+/// The tensor-core backward's product keeps f32's precision and range:
+/// each block's gate gradients are scaled by a power of two and split into
+/// f16 hi and lo halves (ptx/src/train_mma_bwd.cuh), so on the same
+/// forward cache its gradients equal the CUDA-core persistent backward's
+/// (an f32 product) up to the order of f32 additions. Checked with the
+/// upstream gradient as drawn and scaled by 2^-20 (a loss averaged over
+/// many rows: gate gradients below f16's normal range). Without the lo
+/// half (every term rounded to 11 bits) the first fails; without the
+/// scale (subnormal f16 operands) the second.
+/// B 8, H 64: both backward loops fit; the forward is the CUDA-core one
+/// both times, so the cache is the same.
+#[test]
+fn tensor_core_backward_keeps_f32_products() {
+    let Some(gpu) = engine_support::gpu() else {
+        skipped();
+        return;
+    };
+    let (batch, hidden, input, steps) = (8, 64, 8, 12);
+    for cell in [CellKind::RnnTanh, CellKind::GruResetAfter, CellKind::Lstm] {
+        let c = Case::new(cell, batch, hidden, input, steps, 41);
+        let mut t = sgd_trainer(&gpu, &c, Precision::F16);
+        t.set_cluster(ClusterLoops::Never);
+        t.upload_params(&c.params).unwrap();
+        t.upload_inputs(&c.x).unwrap();
+        for scale in [1.0, 1.0 / 1048576.0] {
+            let dy: Vec<f32> = c.dy.iter().map(|&d| d * scale).collect();
+            let mut runs = Vec::new();
+            for (mma, form) in [
+                (false, TimeLoop::Persistent),
+                (true, TimeLoop::PersistentMma),
+            ] {
+                t.set_mma_backward(mma);
+                t.upload_state(&c.h0, &c.c0).unwrap();
+                t.forward().unwrap();
+                t.upload_hidden_grads(&dy).unwrap();
+                t.backward().unwrap();
+                assert_eq!(t.time_loops(), (TimeLoop::Persistent, form), "{cell:?}");
+                let mut g = t.download_grads().unwrap();
+                g.extend(t.download_input_grads().unwrap());
+                runs.push(g);
+            }
+            let (got, want) = (&runs[1], &runs[0]);
+            let worst = assert_close(
+                &format!("{cell:?} (dy × {scale}) tensor-core backward against the CUDA-core one"),
+                got,
+                want,
+                F32_PRODUCT_EPS * max_abs(want),
+                F32_PRODUCT_EPS,
+            );
+            println!("{cell:?}, dy × {scale}: worst gradient {worst:.3} of tolerance");
+        }
     }
 }
 

@@ -54,10 +54,12 @@ echo "== benches/gpu_verdicts.py on the smoke logs"
 python3 benches/gpu_verdicts.py --new "$logs" --check > "$logs/verdicts.md"
 # Its pairs: 3 figures of 3 cells × 2 precisions; 4 cells × 2 precisions;
 # two kernels; 3 cells × 2 precisions; 3 figures of 4 cells × 2 precisions;
-# 6 block counts.
+# 6 block counts; 3 and 2 figures of 3 cells in f16.
 for pair in "reduce-scatter vs gather=18" "ClusterRegs vs Cluster 16=8" \
   "flagged vs grid barrier=2" "(best rows)=6" \
-  "training forward: ClusterMma vs ClusterRegs=24" "one-word flip vs grid_sync=6"; do
+  "training forward: ClusterMma vs ClusterRegs=24" "one-word flip vs grid_sync=6" \
+  "training forward: PersistentMma vs Persistent=9" \
+  "training backward: PersistentMma vs Persistent=6"; do
   n="$(grep -c -- "${pair%=*}" "$logs/verdicts.md" || true)"
   if [[ "$n" != "${pair##*=}" ]]; then
     echo "error: gpu_verdicts.py printed $n \"${pair%=*}\" rows, not ${pair##*=}" >&2

@@ -54,6 +54,6 @@ pub use sequence::{InputKind, SeqBuffers};
 #[doc(hidden)]
 pub use train::ProductOperands;
 pub use train::{
-    has_reduce_scatter_backward, persistent_mma_forward_takes, ClusterLoops, DeviceCellTrainer,
+    has_reduce_scatter_backward, persistent_mma_takes, ClusterLoops, DeviceCellTrainer,
     DeviceTrainer, StepTimes, TimeLoop, TrainOptimizer, TrainStats, STEP_PHASES,
 };

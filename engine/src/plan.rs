@@ -214,6 +214,19 @@ pub(crate) fn mma_smem(
     (mt, ntc, bytes)
 }
 
+/// Shared memory of the tensor-core training backward
+/// (ptx/src/train_mma.cu, tr_mma_bwd), bytes: the transposed W_hh
+/// fragments (ceil(H / 16) × ceil(G·U / 16) tiles of 512 bytes), the hi
+/// and lo gate gradients (ceil(B / 8)·8 × LDK halves each, LDK = the gate
+/// rows rounded to 16, + 8), the reduction's NTHREADS·4 floats and the
+/// warps' maxima.
+pub(crate) fn mma_bwd_smem(cell: CellKind, hidden: usize, batch: usize, units: usize) -> usize {
+    let mt = hidden.div_ceil(16);
+    let kt = (cell.gates() * units).div_ceil(16);
+    let nt = batch.div_ceil(8);
+    mt * kt * 512 + 2 * nt * 8 * (kt * 16 + 8) * 2 + NTHREADS * 4 * 4 + NWARPS * 4
+}
+
 /// Shared memory of the persistent generation kernel, bytes.
 pub(crate) fn generate_smem(
     cell: CellKind,

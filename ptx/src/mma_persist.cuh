@@ -118,6 +118,39 @@ struct ItemWalk {
     __device__ __forceinline__ void next() { w.next(); }
 };
 
+// A fragments (MT m-tiles × KT k-tiles, 32 lanes, one uint4 each) of the
+// block's G·un gate rows r = g·un + u of W_hh (G·H, H), hidden units u0 + u:
+// A[r][c] = W_hh[g·H + u0 + u][c] (the forward's product, W_hh·h), or with
+// TRANSPOSED A[m][r] = W_hh[g·H + u0 + u][m] (the backward's, W_hhᵀ·dg: m
+// any hidden unit, r the block's gate row). Outside G·un × H: zero.
+template <bool TRANSPOSED>
+__device__ __forceinline__ void load_w_frags(uint4* afrag, int MT, int KT, const __half* w_hh, int G, int H, int u0,
+                                             int un) {
+    const int rows = TRANSPOSED ? H : G * un, cols = TRANSPOSED ? G * un : H;
+    for (int i = threadIdx.x; i < MT * KT * 32; i += NTHREADS) {
+        const int ln = i & 31, q = i >> 5;
+        const int mt = q / KT, kt = q - mt * KT;
+        const int r0 = mt * 16 + (ln >> 2), c0 = kt * 16 + 2 * (ln & 3);
+        __half v[4][2];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int r = r0 + (e & 1) * 8, c = c0 + (e >> 1) * 8;
+#pragma unroll
+            for (int d = 0; d < 2; ++d) {
+                __half x = __float2half_rn(0.0f);
+                if (r < rows && c + d < cols) {
+                    const int gr = TRANSPOSED ? c + d : r, k = TRANSPOSED ? r : c + d;
+                    const int g = gr / un, u = gr - g * un;
+                    x = w_hh[((size_t)g * H + u0 + u) * H + k];
+                }
+                v[e][d] = x;
+            }
+        }
+        afrag[i] = make_uint4(pack_half2(v[0][0], v[0][1]), pack_half2(v[1][0], v[1][1]),
+                              pack_half2(v[2][0], v[2][1]), pack_half2(v[3][0], v[3][1]));
+    }
+}
+
 // The block's layout in dynamic shared memory (see the top of this file)
 // for G·un gate rows, H and B; ntc n-tiles per chunk (the planner's).
 struct MmaBlock {
@@ -140,27 +173,7 @@ struct MmaBlock {
     // rows ≥ G·un and columns ≥ H zero. Then the k padding of the staged h
     // zeroed (the A padding is zero, but 0·NaN is not). The caller syncs.
     __device__ __forceinline__ void load(const __half* w_hh, int G, int H, int u0, int un) {
-        for (int i = threadIdx.x; i < MT * KT * 32; i += NTHREADS) {
-            const int ln = i & 31, q = i >> 5;
-            const int mt = q / KT, kt = q - mt * KT;
-            const int r0 = mt * 16 + (ln >> 2), c0 = kt * 16 + 2 * (ln & 3);
-            __half v[4][2];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int r = r0 + (e & 1) * 8, c = c0 + (e >> 1) * 8;
-#pragma unroll
-                for (int d = 0; d < 2; ++d) {
-                    __half x = __float2half_rn(0.0f);
-                    if (r < G * un && c + d < H) {
-                        const int g = r / un, u = r - g * un;
-                        x = w_hh[((size_t)g * H + u0 + u) * H + c + d];
-                    }
-                    v[e][d] = x;
-                }
-            }
-            afrag[i] = make_uint4(pack_half2(v[0][0], v[0][1]), pack_half2(v[1][0], v[1][1]),
-                                  pack_half2(v[2][0], v[2][1]), pack_half2(v[3][0], v[3][1]));
-        }
+        load_w_frags<false>(afrag, MT, KT, w_hh, G, H, u0, un);
         for (int i = threadIdx.x; i < NT * 8 * (LDH - H); i += NTHREADS) {
             const int n = i / (LDH - H), k = H + (i - n * (LDH - H));
             hsm[n * LDH + k] = __float2half_rn(0.0f);

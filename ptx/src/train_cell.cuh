@@ -3,7 +3,7 @@
 // forward with the values the backward reads, and the backward from them.
 // Shared by every training time loop that runs items one at a time: the
 // cluster kernels (train_cluster.cu) and the tensor-core persistent
-// forward (train_mma.cu). Formulas and operation order are
+// forward and backward (train_mma.cu). Formulas and operation order are
 // train_step.cuh's ts_fwd / ts_bwd, so the loop forms agree up to the
 // products' summation order.
 #pragma once
@@ -91,4 +91,28 @@ __device__ __forceinline__ float tc_cell_bwd(float d, const float* gv, float hp,
         *dcs = dcj * f;
         return 0.0f;
     }
+}
+
+// What one item's backward reads of step t's cache: the output's share of
+// dh_t, h_{t-1} as stored, the saved gates, aux and c_{t-1} (as needed by
+// the cell). None of it depends on the exchange, so the backward loops
+// (tc_bwd, tc_bwd_rs, tr_mma_bwd) load the next step's for a thread's
+// first item before they wait, and the global latency hides behind the
+// wait instead of following the product.
+struct TcBwdCache {
+    float d, hp, g[4], av, cp;
+};
+
+template <int C, typename W>
+__device__ __forceinline__ void tc_bwd_load(TcBwdCache& k, const float* dhs, const W* gates, const W* aux,
+                                            const W* hcat, const float* ccat, long long row, int j, int H) {
+    constexpr int G = Cell<C>::G;
+    const long long e = row * H + j;
+    const W* g = gates + row * (G * H);
+    k.d = dhs[e];
+    k.hp = to_f(hcat[e]);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) k.g[q] = q < G ? to_f(g[q * H + j]) : 0.0f;
+    k.av = (C == GRU_AFTER || C == LSTM) ? to_f(aux[e]) : 0.0f;
+    k.cp = C == LSTM ? ccat[e] : 0.0f;
 }

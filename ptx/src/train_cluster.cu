@@ -230,29 +230,6 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
     cluster_sync();
 }
 
-// What one item's backward reads of step t's cache: the output's share of
-// dh_t, h_{t-1} as stored, the saved gates, aux and c_{t-1} (as needed by
-// the cell). None of it depends on the exchange, so tc_bwd loads the next
-// step's for a thread's first item before it waits, and the global
-// latency hides behind the wait instead of following the product.
-struct TcBwdCache {
-    float d, hp, g[4], av, cp;
-};
-
-template <int C, typename W>
-__device__ __forceinline__ void tc_bwd_load(TcBwdCache& k, const float* dhs, const W* gates, const W* aux,
-                                            const W* hcat, const float* ccat, long long row, int j, int H) {
-    constexpr int G = Cell<C>::G;
-    const long long e = row * H + j;
-    const W* g = gates + row * (G * H);
-    k.d = dhs[e];
-    k.hp = to_f(hcat[e]);
-#pragma unroll
-    for (int q = 0; q < 4; ++q) k.g[q] = q < G ? to_f(g[q * H + j]) : 0.0f;
-    k.av = (C == GRU_AFTER || C == LSTM) ? to_f(aux[e]) : 0.0f;
-    k.cp = C == LSTM ? ccat[e] : 0.0f;
-}
-
 // dih, dhh (T·B, G·H): written whole by the loop (reset-before: the n
 // block of dhh is dn, as the per-step kernels leave it); dhs (T·B, H): the
 // output layer's share of every dh (read only); wt: W_hhᵀ (H, G·H); gates,

@@ -1,7 +1,9 @@
-// The training forward as one persistent launch with the recurrent product
-// on tensor cores, f16 storage: tr_mma_fwd_f16_<cell> for RNN (tanh, relu),
-// GRU reset-after and LSTM (GRU reset-before multiplies W_hn by r ⊙ h,
-// which needs a second exchange per step: its own loops keep it).
+// The training forward and backward as one persistent launch each with the
+// recurrent product on tensor cores, f16 storage: tr_mma_fwd_f16_<cell>
+// and tr_mma_bwd_f16_<cell> for RNN (tanh, relu), GRU reset-after and LSTM
+// (GRU reset-before multiplies W_hn by r ⊙ h, which needs a second
+// exchange per step: its own loops keep it). The backward's reduce-scatter
+// and its scaled hi + lo operands: train_mma_bwd.cuh; below the forward.
 //
 // Why: where the cluster loops do not fit (H > 256, or too many batch rows
 // for the clusters resident at once) and the CUDA-core persistent loop
@@ -29,6 +31,7 @@
 // (n-tiles per chunk, ≥ ceil(B / 8)) and the 64-word barrier. Shared
 // memory: MmaBlock's layout for G·U rows (engine/src/plan.rs mma_smem).
 #include "mma_persist.cuh"
+#include "train_mma_bwd.cuh"
 #include "train_cell.cuh"
 #include "train_fwd_item.cuh"
 
@@ -88,3 +91,114 @@ TR_MMA_KERNEL(rnn_tanh, RNN_TANH)
 TR_MMA_KERNEL(rnn_relu, RNN_RELU)
 TR_MMA_KERNEL(gru_after, GRU_AFTER)
 TR_MMA_KERNEL(lstm, LSTM)
+
+// The backward (train_mma_bwd.cuh says why a reduce-scatter, and why the
+// scaled hi + lo): block b owns hidden units [b·U, b·U + un) and their G·un
+// gate rows of W_hh, held as the transposed A fragments (load_w_frags<true>)
+// for the whole sequence. Per step t = T−1 … 0, every (unit, batch row)
+// item — one per thread, all at once (un·B ≤ 256) — adds the output's share
+// of dh_t (dhs), the direct share from step t+1 (GRU reset-after's d·z;
+// kept in a register, as LSTM's dc) and the recurrent one (the partials of
+// step t+1, summed below), runs the cell's backward (train_cell.cuh) and
+// stores dih and dhh of step t. Unless t = 0 (the initial state's gradient
+// is not needed): the block's gate gradients, scaled, split into hi and lo
+// halves in shared memory; its partial product W_hhᵀ[:, rows]·dg_t (H·B
+// floats) to part slot t & 1; the grid barrier; then this block's units'
+// partials of every block, added in a fixed order: deterministic.
+//
+// Parameters as tr_bwd_persist's (dih, dhh, dhs, the forward's W_hh itself
+// instead of W_hhᵀ, gates, aux, hcat, ccat), then part (2 · blocks · H · B
+// floats, no initial value), B, H, T, U and the 64-word barrier. Shared
+// memory (engine/src/plan.rs mma_bwd_smem): the fragments MT·KT·32 uint4
+// (MT = ceil(H / 16), KT = ceil(G·U / 16)), dhi and dlo NT·8 × LDK halves
+// each (NT = ceil(B / 8), LDK = KT·16 + 8), red NTHREADS·4 floats, wmax
+// NWARPS words.
+template <int C>
+__device__ void tr_mma_bwd(float* dih, float* dhh, const float* dhs, const __half* w_hh, const __half* gates,
+                           const __half* aux, const __half* hcat, const float* ccat, float* part, int B, int H,
+                           int T_, int U, unsigned* bar) {
+    DYNAMIC_SHARED(float4, smem4);
+    constexpr int G = Cell<C>::G;
+    const int nblk = (int)gridDim.x;
+    const int u0 = blockIdx.x * U;
+    const int un = min(U, H - u0);
+    const int MT = (H + 15) / 16, KT = (G * U + 15) / 16, NT = (B + 7) / 8, LDK = KT * 16 + 8;
+    uint4* afrag = reinterpret_cast<uint4*>(smem4);
+    __half* dhi = reinterpret_cast<__half*>(afrag + MT * KT * 32);
+    __half* dlo = dhi + NT * 8 * LDK;
+    float* red = reinterpret_cast<float*>(dlo + NT * 8 * LDK);
+    unsigned* wmax = reinterpret_cast<unsigned*>(red + NTHREADS * 4);
+    load_w_frags<true>(afrag, MT, KT, w_hh, G, H, u0, un);
+    // The operands' padding (gate rows ≥ G·un, columns ≥ B) stays zero.
+    for (int i = threadIdx.x; i < 2 * NT * 8 * LDK; i += NTHREADS) dhi[i] = __float2half_rn(0.0f);
+    unsigned gen = barrier_start(bar);
+
+    // This thread's item: unit u, batch row n (o = u·B + n, the partials' order).
+    const ItemWalk<false> at(threadIdx.x, B);
+    const int u = at.u(), n = at.n(), j = u0 + u;
+    const bool valid = (int)threadIdx.x < un * B;
+    const long long GH = (long long)G * H;
+    const size_t hb = (size_t)H * B, slot = (size_t)nblk * hb;
+    const bool quads = (B & 3) == 0;  // every block's share whole 16-byte pieces
+    const MbGather gat(quads ? 4 : 1, un * B);
+    TcBwdCache kc{};  // read by valid items only, which load it
+    if (valid) tc_bwd_load<C, __half>(kc, dhs, gates, aux, hcat, ccat, (long long)(T_ - 1) * B + n, j, H);
+    float carry = 0.0f, dcs = 0.0f, rec = 0.0f;
+
+    for (int t = T_ - 1; t >= 0; --t) {
+        float dr[4] = {0.f, 0.f, 0.f, 0.f};
+        unsigned bits = 0u;
+        if (valid) {
+            const float d = (kc.d + carry) + rec;
+            float dg[4];
+            carry = tc_cell_bwd<C>(d, kc.g, kc.hp, kc.av, kc.cp, &dcs, dg, dr);
+            const long long row = ((long long)t * B + n) * GH;
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                dih[row + g * H + j] = dg[g];
+                dhh[row + g * H + j] = dr[g];
+                bits = max(bits, __float_as_uint(dr[g]) & 0x7fffffffu);
+            }
+        }
+        if (t == 0) break;
+        // The next step's cache, in flight during the product and the barrier.
+        if (valid) tc_bwd_load<C, __half>(kc, dhs, gates, aux, hcat, ccat, (long long)(t - 1) * B + n, j, H);
+        // The block max's barrier also orders the last step's reads of dhi,
+        // dlo (at t = T−1: the fragment loads and the zeroing) before these
+        // stores.
+        const float2 sc = mb_scale(mb_block_max(bits, wmax));
+        if (valid) {
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const float x = dr[g] * sc.x;
+                const __half hi = __float2half_rn(x);
+                dhi[n * LDK + g * un + u] = hi;
+                dlo[n * LDK + g * un + u] = __float2half_rn(x - __half2float(hi));
+            }
+        }
+        __syncthreads();
+        float* pt = part + (size_t)(t & 1) * slot;
+        mb_partials_nt(NT, pt + blockIdx.x * hb, afrag, dhi, dlo, MT, KT, LDK, H, B, sc.y);
+        grid_sync(bar, gen);
+        if (quads) mb_gather<float4, 8>(red, pt + (size_t)u0 * B, hb, nblk, gat);
+        else mb_gather<float, 8>(red, pt + (size_t)u0 * B, hb, nblk, gat);
+        __syncthreads();
+        if (valid) {
+            rec = 0.0f;
+            for (int g = 0; g < gat.groups; ++g) rec += red[g * gat.items + threadIdx.x];
+        }
+    }
+}
+
+#define TR_MMA_BWD_KERNEL(NAME, C)                                                                              \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 1)                                                 \
+        tr_mma_bwd_f16_##NAME(float* dih, float* dhh, const float* dhs, const __half* w_hh, const __half* gates, \
+                              const __half* aux, const __half* hcat, const float* ccat, float* part, int B,    \
+                              int H, int T_, int U, unsigned* bar) {                                          \
+        tr_mma_bwd<C>(dih, dhh, dhs, w_hh, gates, aux, hcat, ccat, part, B, H, T_, U, bar);                   \
+    }
+
+TR_MMA_BWD_KERNEL(rnn_tanh, RNN_TANH)
+TR_MMA_BWD_KERNEL(rnn_relu, RNN_RELU)
+TR_MMA_BWD_KERNEL(gru_after, GRU_AFTER)
+TR_MMA_BWD_KERNEL(lstm, LSTM)

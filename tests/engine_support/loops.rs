@@ -6,7 +6,7 @@ use std::io::Write as _;
 use proptest::prelude::*;
 use recur::core::CellKind;
 use recur::engine::{
-    every_cta_owns_a_unit, has_reduce_scatter_backward, persistent_mma_forward_takes, ClusterLoops,
+    every_cta_owns_a_unit, has_reduce_scatter_backward, persistent_mma_takes, ClusterLoops,
     DeviceCellTrainer, DeviceTrainer, Gpu, Precision, TimeLoop, REG_CLUSTER_MAX_HIDDEN,
 };
 
@@ -21,6 +21,7 @@ pub trait LoopControl {
     fn set_register_loops(&mut self, allowed: bool);
     fn set_reduce_scatter_backward(&mut self, on: bool);
     fn set_mma_forward(&mut self, on: bool);
+    fn set_mma_backward(&mut self, on: bool);
     fn set_persistent(&mut self, allowed: bool);
     fn time_loops(&self) -> (TimeLoop, TimeLoop);
 }
@@ -54,6 +55,9 @@ macro_rules! loop_control {
             }
             fn set_mma_forward(&mut self, on: bool) {
                 <$ty>::set_mma_forward(self, on)
+            }
+            fn set_mma_backward(&mut self, on: bool) {
+                <$ty>::set_mma_backward(self, on)
             }
             fn set_persistent(&mut self, allowed: bool) {
                 <$ty>::set_persistent(self, allowed)
@@ -93,9 +97,9 @@ pub enum Loops {
     ClusterMma,
     /// Clusters forbidden: cooperative persistent loops where they fit.
     Persistent,
-    /// [`Loops::Persistent`] with the forward's product on tensor cores
-    /// (`TimeLoop::PersistentMma`: f16, every cell but GRU reset-before)
-    /// where its kernel takes the shape.
+    /// [`Loops::Persistent`] with the products of both directions on
+    /// tensor cores (`TimeLoop::PersistentMma`: f16, every cell but GRU
+    /// reset-before) where their kernels take the shape.
     PersistentMma,
     /// One launch per step.
     PerStep,
@@ -151,6 +155,7 @@ pub fn set_loops(t: &mut impl LoopControl, loops: Loops) -> bool {
         Loops::Persistent | Loops::PersistentMma => {
             t.set_cluster(ClusterLoops::Never);
             t.set_mma_forward(loops == Loops::PersistentMma);
+            t.set_mma_backward(loops == Loops::PersistentMma);
         }
         Loops::PerStep => t.set_persistent(false),
     }
@@ -226,27 +231,22 @@ pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
                 TimeLoop::ClusterMma,
             ];
             assert!(!cluster.contains(&f) && !cluster.contains(&b));
-            assert_ne!(
-                b,
-                TimeLoop::PersistentMma,
-                "the backward has no tensor-core loop"
-            );
-            // Where its limits and one block per SM take the shape, the
-            // tensor-core kernel must have run.
-            let takes = persistent_mma_forward_takes(
-                t.cell(),
-                t.hidden(),
-                t.batch(),
-                t.precision(),
-                &t.gpu().limits(),
-            );
-            if loops == Loops::PersistentMma && takes {
-                assert_eq!(f, TimeLoop::PersistentMma);
-            } else if loops == Loops::PersistentMma {
-                assert!(
-                    matches!(f, TimeLoop::Persistent | TimeLoop::PerStep),
-                    "{f:?}"
-                );
+            // Where their limits and one block per SM take the shape, the
+            // tensor-core kernels must have run when asked; without them,
+            // each direction may still take its tensor-core kernel where the
+            // CUDA-core persistent loop does not fit.
+            let (cell, hidden, batch, p) = (t.cell(), t.hidden(), t.batch(), t.precision());
+            let lim = t.gpu().limits();
+            for (form, backward) in [(f, false), (b, true)] {
+                let takes = persistent_mma_takes(cell, hidden, batch, p, &lim, backward);
+                if loops == Loops::PersistentMma && takes {
+                    assert_eq!(form, TimeLoop::PersistentMma);
+                } else if !takes {
+                    assert!(
+                        matches!(form, TimeLoop::Persistent | TimeLoop::PerStep),
+                        "{form:?}"
+                    );
+                }
             }
         }
         Loops::PerStep => assert_eq!((f, b), (TimeLoop::PerStep, TimeLoop::PerStep)),

@@ -4,7 +4,16 @@
 //! the side stream: the output layer's weight gradients during the loop,
 //! the bias sums and dW_ih during dW_hh's product.
 
+use super::persist_mma::MmaLoopPlan;
 use super::*;
+
+/// The form of the backward's time loop, with its plan.
+enum BackwardLoop {
+    Cluster(ClusterPlan),
+    PersistentMma(MmaLoopPlan),
+    Persistent,
+    PerStep,
+}
 
 impl DeviceTrainer {
     /// Queues the gradients of the last forward's loss with respect to every
@@ -106,15 +115,18 @@ impl DeviceTrainer {
     }
 
     /// Queues W_hhᵀ (the backward time loop's weights) on the side stream
-    /// and records `transposed` after it; the reduce-scatter loop reads
-    /// W_hh itself, and only the event is recorded.
+    /// and records `transposed` after it; the reduce-scatter loops (on
+    /// clusters, or persistent on tensor cores) read W_hh itself, and only
+    /// the event is recorded.
     pub(super) fn transpose_beside(&self, w: Weights) -> Result<(), Error> {
         let h = self.layout.hidden;
         let gh = self.layout.cell_dims().gate_rows();
-        let reduce = self
-            .cluster_plan(true)?
-            .is_some_and(|cp| cp.form == TimeLoop::ClusterReduce);
-        if reduce {
+        let reads_w_hh = match self.backward_loop()? {
+            BackwardLoop::Cluster(cp) => cp.form == TimeLoop::ClusterReduce,
+            BackwardLoop::PersistentMma(_) => true,
+            BackwardLoop::Persistent | BackwardLoop::PerStep => false,
+        };
+        if reads_w_hh {
             return self.gpu.record(&self.transposed, Lane::Side);
         }
         self.beside(|| {
@@ -132,8 +144,50 @@ impl DeviceTrainer {
         self.gpu.record(&self.transposed, Lane::Side)
     }
 
-    /// The backward's time loop (cluster, persistent or per-step; the first
-    /// that fits and is allowed), after W_hhᵀ ([`Self::transpose_beside`]):
+    /// The CUDA-core backward's grid (blocks of units, of batch rows) and
+    /// its product's chunk and shared memory per phase: all gates (phase
+    /// 0), reset-before's r, z (phase 2) and n (phase 1).
+    fn simt_backward_shape(&self, phase: i32) -> ((u32, u32), (usize, usize)) {
+        let (b, h) = (self.batch, self.layout.hidden);
+        let k = match phase {
+            0 => self.layout.cell_dims().gate_rows(),
+            2 => 2 * h,
+            _ => h,
+        };
+        let grid = (
+            h.div_ceil(STEP_UNITS_BWD) as u32,
+            b.div_ceil(STEP_ROWS) as u32,
+        );
+        let max_smem = self.gpu.limits().max_smem_per_block;
+        (grid, step_chunk(k, STEP_W_ROWS_BWD, max_smem))
+    }
+
+    /// The form the backward's time loop takes: a cluster loop where one is
+    /// allowed and fits; else the persistent tensor-core loop where asked
+    /// or where the CUDA-core one does not fit (and it does); else the
+    /// CUDA-core persistent loop where it fits; else a launch per step.
+    fn backward_loop(&self) -> Result<BackwardLoop, Error> {
+        if let Some(cp) = self.cluster_plan(true)? {
+            return Ok(BackwardLoop::Cluster(cp));
+        }
+        let (grid, chunk) = self.simt_backward_shape(0);
+        let gh = self.layout.cell_dims().gate_rows();
+        let persist = self.kernel("tr_bwd_persist", "tr_bwd_persist_f16");
+        let simt = self.use_persistent(persist, (grid.0 * grid.1) as usize, gh, chunk)?;
+        if self.mma_backward || !simt {
+            if let Some(mp) = self.mma_loop_plan(true)? {
+                return Ok(BackwardLoop::PersistentMma(mp));
+            }
+        }
+        Ok(if simt {
+            BackwardLoop::Persistent
+        } else {
+            BackwardLoop::PerStep
+        })
+    }
+
+    /// The backward's time loop ([`Self::backward_loop`] says which form),
+    /// after W_hhᵀ ([`Self::transpose_beside`]):
     /// from the upstream gradient on every h in `dhs` to the pre-activation
     /// gradients `dih` and `dhh` of every step. `dhs` is left undefined:
     /// the per-step and persistent forms add each step's recurrent share
@@ -147,129 +201,135 @@ impl DeviceTrainer {
         let before = l.cell == CellKind::GruResetBefore;
         let (hcat, ccat) = (self.hcat.at(0), addr(&self.ccat));
         let (dhs, dih, dhh) = (addr(&self.dhs), addr(&self.dih), addr(&self.dhh));
-        if lstm {
-            self.zero(addr(&self.dc), bh)?;
-        }
-        self.gpu.wait(Lane::Main, &self.transposed)?;
-        let grid = (
-            h.div_ceil(STEP_UNITS_BWD) as u32,
-            b.div_ceil(STEP_ROWS) as u32,
-        );
         let (gates, aux, dc, wt) = (
             self.gates.at(0),
             self.aux.at(0),
             addr(&self.dc),
             self.w_hh_t.at(0),
         );
-        // The product's length per phase: all gates (phase 0), reset-before's
-        // r, z (phase 2) and n (phase 1).
-        let max_smem = self.gpu.limits().max_smem_per_block;
-        let chunk = |phase: i32| {
-            let k = match phase {
-                0 => gh,
-                2 => 2 * h,
-                _ => h,
-            };
-            step_chunk(k, STEP_W_ROWS_BWD, max_smem)
+        let form = self.backward_loop()?;
+        // The CUDA-core loops carry the LSTM's dc in global memory.
+        if lstm && matches!(form, BackwardLoop::Persistent | BackwardLoop::PerStep) {
+            self.zero(dc, bh)?;
+        }
+        self.gpu.wait(Lane::Main, &self.transposed)?;
+        let (grid, (kc0, smem0)) = self.simt_backward_shape(0);
+        // The loop kernels' parameters: the gradients, the recurrent
+        // weights (W_hhᵀ, or W_hh itself for the reduce-scatter loops), the
+        // forward's cache; then B, H, T.
+        let sequence = |w: u64| {
+            [
+                Arg::Ptr(dih),
+                Arg::Ptr(dhh),
+                Arg::Ptr(dhs),
+                Arg::Ptr(w),
+                Arg::Ptr(gates),
+                Arg::Ptr(aux),
+                Arg::Ptr(hcat),
+                Arg::Ptr(ccat),
+            ]
         };
-        let (kc0, smem0) = chunk(0);
-        let blocks = (grid.0 * grid.1) as usize;
-        let persist = self.kernel("tr_bwd_persist", "tr_bwd_persist_f16");
-        if let Some(cp) = self.cluster_plan(true)? {
-            self.note_loop(true, cp.form);
-            self.launch_smem(
-                cp.kernel,
-                ((cp.clusters * cp.cluster) as u32, 1),
-                cp.smem,
-                &[
-                    Arg::Ptr(dih),
-                    Arg::Ptr(dhh),
-                    Arg::Ptr(dhs),
-                    // tc_bwd reads W_hhᵀ, tc_bwd_rs the forward's W_hh.
-                    Arg::Ptr(if cp.form == TimeLoop::ClusterReduce {
-                        self.read_weights().w_hh
+        let dims = [
+            Arg::I32(b as i32),
+            Arg::I32(h as i32),
+            Arg::I32(self.steps as i32),
+        ];
+        let w_hh = self.read_weights().w_hh;
+        match form {
+            BackwardLoop::Cluster(cp) => {
+                self.note_loop(true, cp.form);
+                let reduce = cp.form == TimeLoop::ClusterReduce;
+                self.launch_smem(
+                    cp.kernel,
+                    ((cp.clusters * cp.cluster) as u32, 1),
+                    cp.smem,
+                    &[
+                        &sequence(if reduce { w_hh } else { wt })[..],
+                        &dims,
+                        &[Arg::I32(cp.units as i32), Arg::I32(cp.rows as i32)],
+                    ]
+                    .concat(),
+                )?;
+            }
+            BackwardLoop::PersistentMma(mp) => {
+                self.note_loop(true, TimeLoop::PersistentMma);
+                let part = self.mma_partials(mp)?;
+                self.launch_coop(
+                    mp.kernel,
+                    (mp.blocks as u32, 1),
+                    mp.smem,
+                    &[
+                        &sequence(w_hh)[..],
+                        &[Arg::Ptr(part)],
+                        &dims,
+                        &[Arg::I32(mp.units as i32), Arg::Ptr(addr(&self.barrier))],
+                    ]
+                    .concat(),
+                )?;
+            }
+            BackwardLoop::Persistent => {
+                self.note_loop(true, TimeLoop::Persistent);
+                let seq = sequence(wt);
+                self.launch_coop(
+                    self.kernel("tr_bwd_persist", "tr_bwd_persist_f16"),
+                    grid,
+                    smem0,
+                    &[
+                        &seq[..3],
+                        &[Arg::Ptr(dc)],
+                        &seq[3..],
+                        &[Arg::I32(l.cell as i32)],
+                        &dims,
+                        &[Arg::I32(kc0 as i32), Arg::Ptr(addr(&self.barrier))],
+                    ]
+                    .concat(),
+                )?;
+            }
+            BackwardLoop::PerStep => {
+                self.note_loop(true, TimeLoop::PerStep);
+                let kernel = self.kernel("tr_step_bwd", "tr_step_bwd_f16");
+                for t in (0..self.steps).rev() {
+                    let dh_t = f32_at(dhs, t * bh);
+                    let dh_prev = if t == 0 { 0 } else { f32_at(dhs, (t - 1) * bh) };
+                    let dhh_t = f32_at(dhh, t * b * gh);
+                    // dhh of the step after (none after the last).
+                    let dhh_next = if t + 1 == self.steps {
+                        0
                     } else {
-                        wt
-                    }),
-                    Arg::Ptr(gates),
-                    Arg::Ptr(aux),
-                    Arg::Ptr(hcat),
-                    Arg::Ptr(ccat),
-                    Arg::I32(b as i32),
-                    Arg::I32(h as i32),
-                    Arg::I32(self.steps as i32),
-                    Arg::I32(cp.units as i32),
-                    Arg::I32(cp.rows as i32),
-                ],
-            )?;
-        } else if self.use_persistent(persist, blocks, gh, (kc0, smem0))? {
-            self.note_loop(true, TimeLoop::Persistent);
-            self.launch_coop(
-                persist,
-                grid,
-                smem0,
-                &[
-                    Arg::Ptr(dih),
-                    Arg::Ptr(dhh),
-                    Arg::Ptr(dhs),
-                    Arg::Ptr(dc),
-                    Arg::Ptr(wt),
-                    Arg::Ptr(gates),
-                    Arg::Ptr(aux),
-                    Arg::Ptr(hcat),
-                    Arg::Ptr(ccat),
-                    Arg::I32(l.cell as i32),
-                    Arg::I32(b as i32),
-                    Arg::I32(h as i32),
-                    Arg::I32(self.steps as i32),
-                    Arg::I32(kc0 as i32),
-                    Arg::Ptr(addr(&self.barrier)),
-                ],
-            )?;
-        } else {
-            self.note_loop(true, TimeLoop::PerStep);
-            let kernel = self.kernel("tr_step_bwd", "tr_step_bwd_f16");
-            for t in (0..self.steps).rev() {
-                let dh_t = f32_at(dhs, t * bh);
-                let dh_prev = if t == 0 { 0 } else { f32_at(dhs, (t - 1) * bh) };
-                let dhh_t = f32_at(dhh, t * b * gh);
-                // dhh of the step after (none after the last).
-                let dhh_next = if t + 1 == self.steps {
-                    0
-                } else {
-                    f32_at(dhh, (t + 1) * b * gh)
-                };
-                let step = |phase: i32, a: u64| {
-                    let (kc, smem) = chunk(phase);
-                    self.launch_smem(
-                        kernel,
-                        grid,
-                        smem,
-                        &[
-                            Arg::Ptr(f32_at(dih, t * b * gh)),
-                            Arg::Ptr(dhh_t),
-                            Arg::Ptr(dh_prev),
-                            Arg::Ptr(dc),
-                            Arg::Ptr(dh_t),
-                            Arg::Ptr(a),
-                            Arg::Ptr(wt),
-                            Arg::Ptr(self.gates.at(t * b * gh)),
-                            Arg::Ptr(self.aux.at(t * bh)),
-                            Arg::Ptr(self.hcat.at(t * bh)),
-                            Arg::Ptr(if lstm { f32_at(ccat, t * bh) } else { ccat }),
-                            Arg::I32(l.cell as i32),
-                            Arg::I32(phase),
-                            Arg::I32(b as i32),
-                            Arg::I32(h as i32),
-                            Arg::I32(kc as i32),
-                        ],
-                    )
-                };
-                if before {
-                    step(2, dhh_next)?;
-                    step(1, f32_at(dhh_t, 2 * h))?;
-                } else {
-                    step(0, dhh_next)?;
+                        f32_at(dhh, (t + 1) * b * gh)
+                    };
+                    let step = |phase: i32, a: u64| {
+                        let (_, (kc, smem)) = self.simt_backward_shape(phase);
+                        self.launch_smem(
+                            kernel,
+                            grid,
+                            smem,
+                            &[
+                                Arg::Ptr(f32_at(dih, t * b * gh)),
+                                Arg::Ptr(dhh_t),
+                                Arg::Ptr(dh_prev),
+                                Arg::Ptr(dc),
+                                Arg::Ptr(dh_t),
+                                Arg::Ptr(a),
+                                Arg::Ptr(wt),
+                                Arg::Ptr(self.gates.at(t * b * gh)),
+                                Arg::Ptr(self.aux.at(t * bh)),
+                                Arg::Ptr(self.hcat.at(t * bh)),
+                                Arg::Ptr(if lstm { f32_at(ccat, t * bh) } else { ccat }),
+                                Arg::I32(l.cell as i32),
+                                Arg::I32(phase),
+                                Arg::I32(b as i32),
+                                Arg::I32(h as i32),
+                                Arg::I32(kc as i32),
+                            ],
+                        )
+                    };
+                    if before {
+                        step(2, dhh_next)?;
+                        step(1, f32_at(dhh_t, 2 * h))?;
+                    } else {
+                        step(0, dhh_next)?;
+                    }
                 }
             }
         }

@@ -58,12 +58,13 @@ pub enum TimeLoop {
     ClusterReduce,
     /// One cooperative launch, a grid barrier per step.
     Persistent,
-    /// The forward as one cooperative launch with the product on tensor
-    /// cores (f16 storage, every cell but GRU reset-before; W_hh rows as
-    /// mma fragments in shared memory, a grid barrier per step): where the
-    /// cluster loops do not fit and the CUDA-core persistent loop does not
-    /// either (H 768), or where asked
-    /// ([`super::DeviceTrainer::set_mma_forward`]).
+    /// One cooperative launch with the product on tensor cores (f16
+    /// storage, every cell but GRU reset-before; W_hh rows as mma fragments
+    /// in shared memory, a grid barrier per step; the backward's partial
+    /// products reduced through L2): where the cluster loops do not fit and
+    /// the CUDA-core persistent loop does not either (H 768), or where
+    /// asked ([`super::DeviceTrainer::set_mma_forward`],
+    /// [`super::DeviceTrainer::set_mma_backward`]).
     PersistentMma,
     /// One launch per step (two for GRU reset-before).
     PerStep,

@@ -172,6 +172,11 @@ impl DeviceCellTrainer {
         self.inner.set_mma_forward(on);
     }
 
+    /// [`DeviceTrainer::set_mma_backward`].
+    pub fn set_mma_backward(&mut self, on: bool) {
+        self.inner.set_mma_backward(on);
+    }
+
     /// The form the last forward's and backward's time loops took.
     pub fn time_loops(&self) -> (TimeLoop, TimeLoop) {
         self.inner.time_loops()

@@ -162,7 +162,7 @@ impl DeviceTrainer {
         let simt_persistent =
             cluster.is_none() && self.use_persistent(persist, blocks, h, (kc, smem))?;
         let mma = match cluster {
-            None if self.mma_forward || !simt_persistent => self.mma_forward_plan()?,
+            None if self.mma_forward || !simt_persistent => self.mma_loop_plan(false)?,
             _ => None,
         };
         // The kernels' sequence parameters (train_fwd_item.cuh: TrFwdArgs;

@@ -20,8 +20,12 @@
 //! backward a reduce-scatter exchange instead of the gather,
 //! ptx/src/train_cluster_rs.cuh, [`TimeLoop::ClusterReduce`]),
 //! a cooperative persistent kernel (one launch, a grid barrier per step;
-//! not GRU reset-before), or one launch per step (two for GRU
-//! reset-before) with the recurrent product and the cell fused.
+//! not GRU reset-before; in f16 with the product on tensor cores,
+//! [`TimeLoop::PersistentMma`], where the CUDA-core one does not fit or
+//! where asked by [`DeviceTrainer::set_mma_forward`] and
+//! [`DeviceTrainer::set_mma_backward`], ptx/src/train_mma.cu), or one
+//! launch per step (two for GRU reset-before) with the recurrent product
+//! and the cell fused.
 //! [`DeviceTrainer::set_persistent`]`(false)` forces the per-step form,
 //! [`DeviceTrainer::set_cluster`] allows, forbids or requires the
 //! clusters, and [`DeviceTrainer::time_loops`] says which form the last
@@ -69,7 +73,7 @@ mod stats;
 mod store;
 mod timing;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use cust::memory::{DeviceBuffer, DeviceCopy, DeviceSlice};
 use recur_core::optim::AdamConfig;
@@ -84,7 +88,7 @@ use cluster::ClusterPlan;
 pub use cluster::{has_reduce_scatter_backward, ClusterLoops, TimeLoop};
 pub use dense::DeviceCellTrainer;
 use launch::{elementwise, f32_at, step_chunk, Arg, Gemm, COLSUM_CHUNK, MAX_SPLITS};
-pub use persist_mma::persistent_mma_forward_takes;
+pub use persist_mma::persistent_mma_takes;
 #[doc(hidden)]
 pub use probe::ProductOperands;
 use staging::TokenRing;
@@ -204,9 +208,14 @@ pub struct DeviceTrainer {
     ring_products: bool,
     /// The cluster plans (forward, backward), made at first need.
     cluster_plans: Cell<Option<[Option<ClusterPlan>; 2]>>,
-    /// The persistent tensor-core forward's plan (none: it does not fit),
-    /// made at first need.
-    mma_forward_plan: Cell<Option<Option<persist_mma::MmaForwardPlan>>>,
+    /// Whether the backward takes its tensor-core persistent kernel where
+    /// the CUDA-core one fits too ([`Self::set_mma_backward`]).
+    mma_backward: bool,
+    /// The persistent tensor-core loops' plans, forward and backward
+    /// (none: it does not fit), each made at first need.
+    mma_plans: Cell<[Option<Option<persist_mma::MmaLoopPlan>>; 2]>,
+    /// The tensor-core backward's partial products, made at first need.
+    mma_partials: RefCell<Option<DeviceBuffer<f32>>>,
     /// The form of the last forward's and backward's time loop.
     loops: Cell<(TimeLoop, TimeLoop)>,
     /// The clip's per-block partial sums of g² (f64; one per block it
@@ -366,7 +375,9 @@ impl DeviceTrainer {
             mma_forward: false,
             ring_products: true,
             cluster_plans: Cell::new(None),
-            mma_forward_plan: Cell::new(None),
+            mma_backward: false,
+            mma_plans: Cell::new([None, None]),
+            mma_partials: RefCell::new(None),
             loops: Cell::new((TimeLoop::PerStep, TimeLoop::PerStep)),
             norm_partials: alloc(2 * gpu.limits().sm_count.max(1), "norm partials")?,
             norm: alloc(1, "norm")?,
@@ -549,6 +560,17 @@ impl DeviceTrainer {
     pub fn set_mma_forward(&mut self, on: bool) {
         self.mma_forward = on;
         self.cluster_plans.set(None);
+    }
+
+    /// Whether the backward takes its persistent tensor-core kernel
+    /// ([`TimeLoop::PersistentMma`], f16, every cell but GRU reset-before:
+    /// each block's partial products of every unit's dh reduced through L2)
+    /// where the CUDA-core persistent loop fits too. Default false until a
+    /// GPU has timed the two (docs/gpu-pending.md); where no CUDA-core
+    /// persistent loop fits, the backward takes `PersistentMma` either way
+    /// rather than a launch per step. The cluster loops come first.
+    pub fn set_mma_backward(&mut self, on: bool) {
+        self.mma_backward = on;
     }
 
     /// Whether the products (logits, dhs, every weight gradient) take the

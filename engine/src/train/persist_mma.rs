@@ -1,21 +1,28 @@
-//! The forward's persistent time loop with the recurrent product on tensor
-//! cores ([`super::TimeLoop::PersistentMma`], ptx/src/train_mma.cu): f16 storage,
-//! every cell but GRU reset-before, one cooperative launch, each block's
-//! G·U gate rows of W_hh in shared memory as mma fragments (the inference
-//! kernel's layout, [`crate::plan`]'s `mma_smem`), one grid barrier per step.
+//! The persistent time loops with the recurrent product on tensor cores
+//! ([`super::TimeLoop::PersistentMma`], ptx/src/train_mma.cu): f16 storage,
+//! every cell but GRU reset-before, one cooperative launch per direction,
+//! each block's G·U gate rows of W_hh in shared memory as mma fragments,
+//! one grid barrier per step.
+//! - The forward (`tr_mma_fwd`): the inference kernel's layout
+//!   ([`crate::plan`]'s `mma_smem`).
+//! - The backward (`tr_mma_bwd`): the same rows transposed, each block's
+//!   partial product of every unit's dh through L2 (a reduce-scatter,
+//!   `mma_bwd_smem`, and a partials buffer of 2 · blocks · H · B floats).
 //!
-//! It runs where the cluster loops do not fit and the CUDA-core persistent
-//! loop (2 hidden units per block) would need more blocks than the GPU
-//! holds at once: at cuDNN's benchmark shape (LSTM H 768, B 16) the forward
-//! otherwise took one launch per step. Where the CUDA-core loop fits too,
-//! it runs only where asked ([`super::DeviceTrainer::set_mma_forward`])
-//! until a GPU has timed the two.
+//! They run where the cluster loops do not fit and the CUDA-core persistent
+//! loops (2 hidden units per block forward, 4 backward) would need more
+//! blocks than the GPU holds at once: at cuDNN's benchmark shape (LSTM
+//! H 768, B 16) each direction otherwise took one launch per step. Where
+//! the CUDA-core loop fits too, they run only where asked
+//! ([`super::DeviceTrainer::set_mma_forward`],
+//! [`super::DeviceTrainer::set_mma_backward`]) until a GPU has timed the
+//! two.
 //!
-//! Limits (the kernel keeps one item per thread in registers across the
+//! Limits (the kernels keep one item per thread in registers across the
 //! steps): hidden units per block U in 4, 8, 16, 32 with
-//! min(U, H)·B ≤ 256 and the batch in one chunk of n-tiles
-//! (ceil(G·U / 16)·ceil(B / 8) ≤ 8 tiles), so B ≤ 64; ceil(H / U) blocks
-//! all resident at once.
+//! min(U, H)·B ≤ 256; the forward's batch in one chunk of n-tiles
+//! (ceil(G·U / 16)·ceil(B / 8) ≤ 8 tiles), the backward's in at most 8
+//! n-tiles, so B ≤ 64; ceil(H / U) blocks all resident at once.
 
 use recur_core::CellKind;
 
@@ -23,25 +30,40 @@ use super::DeviceTrainer;
 use crate::error::Error;
 use crate::gpu::DeviceLimits;
 use crate::gpu::BLOCK;
-use crate::plan::{cell_tag, mma_smem, Precision, MMA_TILES};
+use crate::mem::{addr, alloc};
+use crate::plan::{cell_tag, mma_bwd_smem, mma_smem, Precision, MMA_TILES};
 
-/// The kernels, by [`cell_tag`]; GRU reset-before has none.
-const KERNELS: [&str; 5] = [
-    "tr_mma_fwd_f16_rnn_tanh",
-    "tr_mma_fwd_f16_rnn_relu",
-    "",
-    "tr_mma_fwd_f16_gru_after",
-    "tr_mma_fwd_f16_lstm",
+/// The kernels, forward then backward, by [`cell_tag`]; GRU reset-before
+/// has none.
+const KERNELS: [[&str; 5]; 2] = [
+    [
+        "tr_mma_fwd_f16_rnn_tanh",
+        "tr_mma_fwd_f16_rnn_relu",
+        "",
+        "tr_mma_fwd_f16_gru_after",
+        "tr_mma_fwd_f16_lstm",
+    ],
+    [
+        "tr_mma_bwd_f16_rnn_tanh",
+        "tr_mma_bwd_f16_rnn_relu",
+        "",
+        "tr_mma_bwd_f16_gru_after",
+        "tr_mma_bwd_f16_lstm",
+    ],
 ];
+
+/// The backward's most n-tiles (its product's tile loop is compiled for
+/// 1 … 8: train_mma_bwd.cuh, mb_partials_nt).
+const BACKWARD_NTILES: usize = 8;
 
 /// Hidden units per block the planner tries, fewest first (more blocks,
 /// less work each).
 const UNITS: [usize; 4] = [4, 8, 16, 32];
 
-/// One launch of the loop: `blocks` blocks of `smem` bytes, `units` hidden
+/// One launch of a loop: `blocks` blocks of `smem` bytes, `units` hidden
 /// units each, `ntc` n-tiles per chunk (the whole batch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct MmaForwardPlan {
+pub(super) struct MmaLoopPlan {
     pub kernel: &'static str,
     pub units: usize,
     pub blocks: usize,
@@ -57,15 +79,22 @@ fn shape_plans(
     batch: usize,
     p: Precision,
     max_smem: usize,
-) -> impl Iterator<Item = MmaForwardPlan> {
-    let kernel = KERNELS[cell_tag(cell)];
+    backward: bool,
+) -> impl Iterator<Item = MmaLoopPlan> {
+    let kernel = KERNELS[usize::from(backward)][cell_tag(cell)];
     let usable = p == Precision::F16 && !kernel.is_empty() && hidden > 0 && batch > 0;
     UNITS.into_iter().filter_map(move |units| {
-        let (mt, ntc, smem) = mma_smem(cell, hidden, batch, units);
+        let (one_chunk, ntc, smem) = if backward {
+            let nt = batch.div_ceil(8);
+            let smem = mma_bwd_smem(cell, hidden, batch, units);
+            (nt <= BACKWARD_NTILES, nt, smem)
+        } else {
+            let (mt, ntc, smem) = mma_smem(cell, hidden, batch, units);
+            (ntc == batch.div_ceil(8) && mt * ntc <= MMA_TILES, ntc, smem)
+        };
         // One item per thread of the block.
         let one_pass = units.min(hidden) * batch <= BLOCK as usize;
-        let one_chunk = ntc == batch.div_ceil(8) && mt * ntc <= MMA_TILES;
-        (usable && one_pass && one_chunk && smem <= max_smem).then_some(MmaForwardPlan {
+        (usable && one_pass && one_chunk && smem <= max_smem).then_some(MmaLoopPlan {
             kernel,
             units,
             blocks: hidden.div_ceil(units),
@@ -75,34 +104,38 @@ fn shape_plans(
     })
 }
 
-/// Whether the persistent tensor-core forward takes a shape on a GPU of
-/// these limits (f16 storage): the kernel's limits, and its blocks
-/// resident at one per SM (the kernels' 200-odd registers per thread leave
-/// room for no second block of 256 threads; the planner asks the GPU).
-/// Tests use it to know which form to expect.
-pub fn persistent_mma_forward_takes(
+/// Whether a persistent tensor-core loop (the forward, or with `backward`
+/// the backward) takes a shape on a GPU of these limits (f16 storage): the
+/// kernel's limits, and its blocks resident at one per SM (the kernels'
+/// 170-odd to 210-odd registers per thread leave room for no second block
+/// of 256 threads; the planner asks the GPU). Tests use it to know which
+/// form to expect.
+pub fn persistent_mma_takes(
     cell: CellKind,
     hidden: usize,
     batch: usize,
     p: Precision,
     limits: &DeviceLimits,
+    backward: bool,
 ) -> bool {
     limits.cooperative
-        && shape_plans(cell, hidden, batch, p, limits.max_smem_per_block)
+        && shape_plans(cell, hidden, batch, p, limits.max_smem_per_block, backward)
             .any(|plan| plan.blocks <= limits.sm_count)
 }
 
 impl DeviceTrainer {
-    /// The persistent tensor-core forward's plan for this trainer, where
-    /// persistent loops are allowed, the GPU launches cooperatively and
-    /// every block is resident at once: the fewest units per block that
-    /// fit. The occupancy queries run once per trainer.
-    pub(super) fn mma_forward_plan(&self) -> Result<Option<MmaForwardPlan>, Error> {
+    /// The plan of the persistent tensor-core forward (or with `backward`
+    /// the backward) for this trainer, where persistent loops are allowed,
+    /// the GPU launches cooperatively and every block is resident at once:
+    /// the fewest units per block that fit. The occupancy queries run once
+    /// per trainer and direction.
+    pub(super) fn mma_loop_plan(&self, backward: bool) -> Result<Option<MmaLoopPlan>, Error> {
         let lim = self.gpu.limits();
         if !self.persistent || !lim.cooperative {
             return Ok(None);
         }
-        if let Some(plan) = self.mma_forward_plan.get() {
+        let mut plans = self.mma_plans.get();
+        if let Some(plan) = plans[usize::from(backward)] {
             return Ok(plan);
         }
         let mut found = None;
@@ -112,14 +145,27 @@ impl DeviceTrainer {
             self.batch,
             self.precision,
             lim.max_smem_per_block,
+            backward,
         ) {
             if plan.blocks <= self.gpu.blocks_per_sm(plan.kernel, plan.smem)? * lim.sm_count {
                 found = Some(plan);
                 break;
             }
         }
-        self.mma_forward_plan.set(Some(found));
+        plans[usize::from(backward)] = Some(found);
+        self.mma_plans.set(plans);
         Ok(found)
+    }
+
+    /// The backward's partials (2 · blocks · H · B floats: one slot per
+    /// step parity), made at the first backward that needs them and kept.
+    pub(super) fn mma_partials(&self, plan: MmaLoopPlan) -> Result<u64, Error> {
+        let len = 2 * plan.blocks * self.layout.hidden * self.batch;
+        let mut slot = self.mma_partials.borrow_mut();
+        if slot.as_ref().is_none_or(|b| b.len() < len) {
+            *slot = Some(alloc(len, "tensor-core backward partials")?);
+        }
+        Ok(slot.as_ref().map_or(0, |b| addr(b)))
     }
 }
 
@@ -131,7 +177,8 @@ mod tests {
 
     #[test]
     fn the_h768_lstm_takes_8_units_per_block_in_one_chunk() {
-        let plans: Vec<_> = shape_plans(CellKind::Lstm, 768, 16, Precision::F16, SMEM).collect();
+        let plans: Vec<_> =
+            shape_plans(CellKind::Lstm, 768, 16, Precision::F16, SMEM, false).collect();
         // U 4: 192 blocks (more than an H100's 132 SMs hold at one each);
         // the planner's residency check then takes U 8: 96 blocks.
         assert_eq!(plans[0].units, 4);
@@ -141,7 +188,8 @@ mod tests {
 
     #[test]
     fn f32_gru_reset_before_and_large_batches_are_not_taken() {
-        let shape = |cell, hidden, batch, p| shape_plans(cell, hidden, batch, p, SMEM).next();
+        let shape =
+            |cell, hidden, batch, p| shape_plans(cell, hidden, batch, p, SMEM, false).next();
         assert!(shape(CellKind::Lstm, 768, 16, Precision::F32).is_none());
         assert!(shape(CellKind::GruResetBefore, 256, 16, Precision::F16).is_none());
         // B 65: 4 units · 65 rows > 256 items.
@@ -149,6 +197,31 @@ mod tests {
         assert!(shape(CellKind::RnnTanh, 64, 64, Precision::F16).is_some());
         assert!(shape(CellKind::GruResetAfter, 1, 1, Precision::F16).is_some());
         // H 1,400: 16 units need 237 KB, 4 and 8 units more blocks than SMs.
-        assert!(shape_plans(CellKind::Lstm, 1400, 3, Precision::F16, SMEM).all(|p| p.units <= 8));
+        assert!(
+            shape_plans(CellKind::Lstm, 1400, 3, Precision::F16, SMEM, false).all(|p| p.units <= 8)
+        );
+    }
+
+    #[test]
+    fn the_h768_lstm_backward_takes_8_units_per_block() {
+        let plans: Vec<_> =
+            shape_plans(CellKind::Lstm, 768, 16, Precision::F16, SMEM, true).collect();
+        assert_eq!((plans[0].units, plans[0].blocks), (4, 192));
+        assert_eq!((plans[1].units, plans[1].blocks, plans[1].ntc), (8, 96, 2));
+        // The transposed fragments (48 × 2 tiles), hi and lo (16 columns of
+        // 40 halves each), the reduction and the warps' maxima.
+        assert_eq!(plans[1].smem, 48 * 2 * 512 + 2 * 16 * 40 * 2 + 4096 + 32);
+        assert_eq!(plans[1].kernel, "tr_mma_bwd_f16_lstm");
+    }
+
+    #[test]
+    fn the_backward_takes_up_to_8_n_tiles_and_one_item_per_thread() {
+        let shape = |cell, hidden, batch, p| shape_plans(cell, hidden, batch, p, SMEM, true).next();
+        assert!(shape(CellKind::Lstm, 768, 16, Precision::F32).is_none());
+        assert!(shape(CellKind::GruResetBefore, 256, 16, Precision::F16).is_none());
+        assert!(shape(CellKind::RnnTanh, 64, 65, Precision::F16).is_none());
+        let b64 = shape(CellKind::RnnTanh, 64, 64, Precision::F16).unwrap();
+        assert_eq!((b64.units, b64.ntc), (4, 8));
+        assert!(shape(CellKind::GruResetAfter, 1, 1, Precision::F16).is_some());
     }
 }
