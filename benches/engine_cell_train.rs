@@ -9,7 +9,9 @@
 //! shapes, same GPU). Timed over whole iterations with a host wait only
 //! at the end; prints the time-loop forms taken and the device operations
 //! per iteration; f16 also with one launch per step both ways
-//! (`[per-step]`). `BENCH_CELL_SHAPE=H,I,B,T` overrides the shape;
+//! (`[per-step]`) and with the persistent tensor-core loops at 8 and 16
+//! hidden units per block (`[mma units=U]`). `BENCH_CELL_SHAPE=H,I,B,T`
+//! overrides the shape;
 //! `BENCH_SMOKE=1` takes a small one (64,48,8,12) where it is not given:
 //! not a measurement, a check that the bench runs (CI runs it on the CPU
 //! emulator). Prints `skipped: no CUDA device` without a GPU.
@@ -19,7 +21,7 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::core::{CellDims, CellKind};
-use recur::engine::{DeviceCellTrainer, Error, Gpu, Precision, TrainOptimizer};
+use recur::engine::{ClusterLoops, DeviceCellTrainer, Error, Gpu, Precision, TrainOptimizer};
 
 fn main() {
     let gpu = match Gpu::new() {
@@ -46,16 +48,34 @@ fn main() {
     // The trainer's own loops in each precision, then f16 with one launch
     // per step both ways: what the f16 forward and backward took before
     // their persistent tensor-core loops (TimeLoop::PersistentMma), for the
-    // choice in benches/gpu_verdicts.py.
-    for (precision, per_step) in [
-        (Precision::F16, false),
-        (Precision::F16, true),
-        (Precision::F32, false),
-    ] {
-        if let Err(e) = bench(&gpu, h, i, b, t, precision, per_step) {
+    // choice in benches/gpu_verdicts.py; then those loops at 8 and 16
+    // hidden units per block (the planner takes the fewest that fit: 8 at
+    // H 768; 16 halves the backward's bytes through L2 and doubles each
+    // block's products).
+    let forms = [
+        (Precision::F16, Form::Trainer),
+        (Precision::F16, Form::PerStep),
+        (Precision::F32, Form::Trainer),
+        (Precision::F16, Form::MmaUnits(8)),
+        (Precision::F16, Form::MmaUnits(16)),
+    ];
+    for (precision, form) in forms {
+        if let Err(e) = bench(&gpu, h, i, b, t, precision, form) {
             println!("LSTM H={h} I={i} B={b} T={t} {precision:?}: {e}");
         }
     }
+}
+
+/// The time loops a line asks of the trainer.
+#[derive(Clone, Copy)]
+enum Form {
+    /// The trainer's own choice.
+    Trainer,
+    /// One launch per step both ways.
+    PerStep,
+    /// The persistent tensor-core loops both ways at this many hidden
+    /// units per block.
+    MmaUnits(usize),
 }
 
 fn bench(
@@ -65,7 +85,7 @@ fn bench(
     b: usize,
     t: usize,
     precision: Precision,
-    per_step: bool,
+    form: Form,
 ) -> Result<(), Error> {
     let dims = CellDims {
         cell: CellKind::Lstm,
@@ -74,7 +94,20 @@ fn bench(
     };
     let mut rng = StdRng::seed_from_u64(5);
     let mut tr = DeviceCellTrainer::new(gpu, dims, b, t, TrainOptimizer::Sgd, precision)?;
-    tr.set_persistent(!per_step);
+    let form = match form {
+        Form::Trainer => String::new(),
+        Form::PerStep => {
+            tr.set_persistent(false);
+            " [per-step]".to_owned()
+        }
+        Form::MmaUnits(u) => {
+            tr.set_cluster(ClusterLoops::Never);
+            tr.set_mma_forward(true);
+            tr.set_mma_backward(true);
+            tr.set_mma_units(Some(u));
+            format!(" [mma units={u}]")
+        }
+    };
     let k = 1.0 / (h as f32).sqrt();
     let params: Vec<f32> = (0..tr.params_len())
         .map(|_| rng.random_range(-k..k))
@@ -88,7 +121,6 @@ fn bench(
     tr.upload_params(&params)?;
     tr.upload_inputs(&x)?;
     tr.upload_hidden_grads(&dy)?;
-    let form = if per_step { " [per-step]" } else { "" };
     let label = format!("LSTM H={h} I={i} B={b} T={t} {precision:?}{form}");
     // Warm-up (module loads, cluster plans), then forward alone, then
     // forward + backward.

@@ -99,7 +99,8 @@ def figures(lines):
 def cell_train(lines, prefix):
     """bench_engine_cell_train / its torch twin: {precision: (fwd ms, fwd+bwd ms)}."""
     out = {}
-    pat = re.compile("^" + prefix + r"cell train LSTM H=\d+ I=\d+ B=\d+ T=\d+ (F16|F32|F16 \[per-step\]): "
+    pat = re.compile("^" + prefix + r"cell train LSTM H=\d+ I=\d+ B=\d+ T=\d+ "
+                     r"(F16|F32|F16 \[per-step\]|F16 \[mma units=\d+\]): "
                      r"forward " + NUM + r" ms .*forward\+backward " + NUM + " ms")
     for line in lines or []:
         if m := pat.match(line):
@@ -225,6 +226,14 @@ def choices(new):
             a, b = cell["F16 [per-step]"][i], cell["F16"][i]
             rows.append(["cell train LSTM F16: its loops (H 768: PersistentMma both ways) vs per-step", what,
                          f"{a:.3f}", f"{b:.3f}", ratio(b, a)])
+    # The same loops at 16 hidden units per block (half the backward's
+    # bytes through L2, twice each block's products) against 8.
+    base = cell.get("F16 [mma units=8]")
+    for label, v in sorted(cell.items()):
+        if base and (m := re.match(r"F16 \[mma units=(\d+)\]$", label)) and m[1] != "8":
+            for i, what in enumerate(("forward ms", "forward+backward ms")):
+                rows.append([f"cell train LSTM F16 tensor-core loops: {m[1]} vs 8 units per block", what,
+                             f"{base[i]:.3f}", f"{v[i]:.3f}", ratio(v[i], base[i])])
     fwd = new["forward"]
     for what, flagged, barrier in (
         ("H 768 LSTM", r"^lstm H=\d+ B=\d+ PersistentMmaFlagged", r"^lstm f16 mma units="),

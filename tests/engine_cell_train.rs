@@ -540,6 +540,23 @@ fn f16_loops_beyond_the_cuda_core_ones_run_on_tensor_cores() {
     }
 }
 
+/// The persistent tensor-core loops at every count of hidden units per
+/// block their planner may take (the tests elsewhere get the fewest that
+/// fit, mostly 4): H 72 leaves the last block 8 units of 16 or 32, B 5
+/// takes the backward's single-float gather and B 8 its 16-byte one, and
+/// 32 units · 8 rows fill the block's 256 items. Gradients against
+/// recur-core.
+#[test]
+fn tensor_core_loops_at_every_unit_count() {
+    for units in [4, 8, 16, 32] {
+        for cell in [CellKind::RnnTanh, CellKind::GruResetAfter, CellKind::Lstm] {
+            for batch in [5, 8] {
+                check_f16(cell, batch, 72, 6, 4, 31, Loops::PersistentMmaAt(units));
+            }
+        }
+    }
+}
+
 /// The tensor-core backward's product keeps f32's precision and range:
 /// each block's gate gradients are scaled by a power of two and split into
 /// f16 hi and lo halves (ptx/src/train_mma_bwd.cuh), so on the same

@@ -22,6 +22,7 @@ pub trait LoopControl {
     fn set_reduce_scatter_backward(&mut self, on: bool);
     fn set_mma_forward(&mut self, on: bool);
     fn set_mma_backward(&mut self, on: bool);
+    fn set_mma_units(&mut self, units: Option<usize>);
     fn set_persistent(&mut self, allowed: bool);
     fn time_loops(&self) -> (TimeLoop, TimeLoop);
 }
@@ -58,6 +59,9 @@ macro_rules! loop_control {
             }
             fn set_mma_backward(&mut self, on: bool) {
                 <$ty>::set_mma_backward(self, on)
+            }
+            fn set_mma_units(&mut self, units: Option<usize>) {
+                <$ty>::set_mma_units(self, units)
             }
             fn set_persistent(&mut self, allowed: bool) {
                 <$ty>::set_persistent(self, allowed)
@@ -101,6 +105,10 @@ pub enum Loops {
     /// tensor cores (`TimeLoop::PersistentMma`: f16, every cell but GRU
     /// reset-before) where their kernels take the shape.
     PersistentMma,
+    /// [`Loops::PersistentMma`] at this many hidden units per block, which
+    /// both directions must take (the planner's own choice is the fewest
+    /// that fit).
+    PersistentMmaAt(usize),
     /// One launch per step.
     PerStep,
 }
@@ -152,10 +160,14 @@ pub fn set_loops(t: &mut impl LoopControl, loops: Loops) -> bool {
             t.set_reduce_scatter_backward(loops == Loops::ClusterReduce);
             t.set_mma_forward(loops == Loops::ClusterMma);
         }
-        Loops::Persistent | Loops::PersistentMma => {
+        Loops::Persistent | Loops::PersistentMma | Loops::PersistentMmaAt(_) => {
             t.set_cluster(ClusterLoops::Never);
-            t.set_mma_forward(loops == Loops::PersistentMma);
-            t.set_mma_backward(loops == Loops::PersistentMma);
+            t.set_mma_forward(loops != Loops::Persistent);
+            t.set_mma_backward(loops != Loops::Persistent);
+            t.set_mma_units(match loops {
+                Loops::PersistentMmaAt(units) => Some(units),
+                _ => None,
+            });
         }
         Loops::PerStep => t.set_persistent(false),
     }
@@ -248,6 +260,10 @@ pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
                     );
                 }
             }
+        }
+        Loops::PersistentMmaAt(_) => {
+            let mma = TimeLoop::PersistentMma;
+            assert_eq!((f, b), (mma, mma));
         }
         Loops::PerStep => assert_eq!((f, b), (TimeLoop::PerStep, TimeLoop::PerStep)),
     }

@@ -177,6 +177,12 @@ impl DeviceCellTrainer {
         self.inner.set_mma_backward(on);
     }
 
+    /// [`DeviceTrainer::set_mma_units`].
+    #[doc(hidden)]
+    pub fn set_mma_units(&mut self, units: Option<usize>) {
+        self.inner.set_mma_units(units);
+    }
+
     /// The form the last forward's and backward's time loops took.
     pub fn time_loops(&self) -> (TimeLoop, TimeLoop) {
         self.inner.time_loops()

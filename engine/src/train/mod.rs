@@ -211,6 +211,9 @@ pub struct DeviceTrainer {
     /// Whether the backward takes its tensor-core persistent kernel where
     /// the CUDA-core one fits too ([`Self::set_mma_backward`]).
     mma_backward: bool,
+    /// The hidden units per block the persistent tensor-core loops must
+    /// take (none: the fewest that fit; [`Self::set_mma_units`]).
+    mma_units: Option<usize>,
     /// The persistent tensor-core loops' plans, forward and backward
     /// (none: it does not fit), each made at first need.
     mma_plans: Cell<[Option<Option<persist_mma::MmaLoopPlan>>; 2]>,
@@ -376,6 +379,7 @@ impl DeviceTrainer {
             ring_products: true,
             cluster_plans: Cell::new(None),
             mma_backward: false,
+            mma_units: None,
             mma_plans: Cell::new([None, None]),
             mma_partials: RefCell::new(None),
             loops: Cell::new((TimeLoop::PerStep, TimeLoop::PerStep)),
@@ -571,6 +575,16 @@ impl DeviceTrainer {
     /// rather than a launch per step. The cluster loops come first.
     pub fn set_mma_backward(&mut self, on: bool) {
         self.mma_backward = on;
+    }
+
+    /// The hidden units per block of the persistent tensor-core loops
+    /// (4, 8, 16 or 32; `None`, the default: the fewest whose blocks are
+    /// all resident). A count the kernels' limits refuse leaves a loop
+    /// without its tensor-core form. For the benchmark's sweep.
+    #[doc(hidden)]
+    pub fn set_mma_units(&mut self, units: Option<usize>) {
+        self.mma_units = units;
+        self.mma_plans.set([None, None]);
     }
 
     /// Whether the products (logits, dhs, every weight gradient) take the

@@ -127,8 +127,9 @@ impl DeviceTrainer {
     /// The plan of the persistent tensor-core forward (or with `backward`
     /// the backward) for this trainer, where persistent loops are allowed,
     /// the GPU launches cooperatively and every block is resident at once:
-    /// the fewest units per block that fit. The occupancy queries run once
-    /// per trainer and direction.
+    /// the fewest units per block that fit, or the count asked by
+    /// [`DeviceTrainer::set_mma_units`]. The occupancy queries run once per
+    /// trainer and direction.
     pub(super) fn mma_loop_plan(&self, backward: bool) -> Result<Option<MmaLoopPlan>, Error> {
         let lim = self.gpu.limits();
         if !self.persistent || !lim.cooperative {
@@ -146,7 +147,9 @@ impl DeviceTrainer {
             self.precision,
             lim.max_smem_per_block,
             backward,
-        ) {
+        )
+        .filter(|plan| self.mma_units.is_none_or(|u| u == plan.units))
+        {
             if plan.blocks <= self.gpu.blocks_per_sm(plan.kernel, plan.smem)? * lim.sm_count {
                 found = Some(plan);
                 break;
