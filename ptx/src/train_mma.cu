@@ -180,8 +180,10 @@ __device__ void tr_mma_bwd(float* dih, float* dhh, const float* dhs, const __hal
         float* pt = part + (size_t)(t & 1) * slot;
         mb_partials_nt(NT, pt + blockIdx.x * hb, afrag, dhi, dlo, MT, KT, LDK, H, B, sc.y);
         grid_sync(bar, gen);
-        if (quads) mb_gather<float4, 8>(red, pt + (size_t)u0 * B, hb, nblk, gat);
-        else mb_gather<float, 8>(red, pt + (size_t)u0 * B, hb, nblk, gat);
+        // 12 loads in flight: at H 768, B 16 every thread's sources at once
+        // (96 blocks in 8 groups, or 48 in 4).
+        if (quads) mb_gather<float4, 12>(red, pt + (size_t)u0 * B, hb, nblk, gat);
+        else mb_gather<float, 12>(red, pt + (size_t)u0 * B, hb, nblk, gat);
         __syncthreads();
         if (valid) {
             rec = 0.0f;

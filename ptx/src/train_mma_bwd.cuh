@@ -80,13 +80,23 @@ __device__ __forceinline__ void mb_partials(float* part, const uint4* afrag, con
                          *reinterpret_cast<const unsigned*>(dlo + o + 8));
             }
         }
-        // d0, d1: row gq, columns 2tg, 2tg + 1; d2, d3: row gq + 8.
+        // d0, d1: row gq, columns 2tg, 2tg + 1; d2, d3: row gq + 8. Where B
+        // is even the pair is one 8-byte store (a warp's store then fills
+        // eight 32-byte sectors), else two 4-byte ones.
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int m = mt * 16 + gq + (e >> 1) * 8, n = nt * 8 + 2 * tg + (e & 1);
-                if (m < H && n < B) part[(size_t)m * B + n] = acc[nt][e] * inv;
+            for (int hf = 0; hf < 2; ++hf) {
+                const int m = mt * 16 + gq + hf * 8, n = nt * 8 + 2 * tg;
+                if (m >= H || n >= B) continue;
+                float* dst = part + (size_t)m * B + n;
+                const float v0 = acc[nt][2 * hf] * inv, v1 = acc[nt][2 * hf + 1] * inv;
+                if ((B & 1) == 0) {
+                    *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+                } else {
+                    dst[0] = v0;
+                    if (n + 1 < B) dst[1] = v1;
+                }
             }
     }
 }
