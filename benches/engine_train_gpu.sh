@@ -94,6 +94,13 @@ profile() {
   for f in ncu_products_ring ncu_products_tr_gemm; do
     grep -E "tr_gemm|Stall|Duration|Throughput|Issued|Eligible|Active Warps|Hit Rate" "$OUT/$f.log" | head -40
   done
+  # The H 768 LSTM's persistent tensor-core loops (the cell bench's first
+  # line: one forward, one backward after a warm-up pair): where a step's
+  # time goes, with the stall samples by instruction (SourceCounters).
+  run ncu_cell_train_mma 240 ncu --kernel-name regex:'^tr_mma_(fwd|bwd)_f16_lstm$' --launch-skip 2 \
+    --launch-count 2 --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
+    --section MemoryWorkloadAnalysis --section SourceCounters --print-details all "$BIN/bench_engine_cell_train"
+  grep -E "tr_mma|Duration|Stall|Issued|Eligible|Throughput|Hit Rate" "$OUT/ncu_cell_train_mma.log" | head -40
 }
 if [ "${1:-}" = profile ]; then
   profile
