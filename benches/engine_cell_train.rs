@@ -10,7 +10,8 @@
 //! at the end; prints the time-loop forms taken and the device operations
 //! per iteration; f16 also with one launch per step both ways
 //! (`[per-step]`) and with the persistent tensor-core loops at 8 and 16
-//! hidden units per block (`[mma units=U]`). `BENCH_CELL_SHAPE=H,I,B,T`
+//! hidden units per block (`[mma units=U]`), and at 8 with the backward on
+//! per-block flags (`[mma units=8 flagged]`). `BENCH_CELL_SHAPE=H,I,B,T`
 //! overrides the shape;
 //! `BENCH_SMOKE=1` takes a small one (64,48,8,12) where it is not given:
 //! not a measurement, a check that the bench runs (CI runs it on the CPU
@@ -51,13 +52,16 @@ fn main() {
     // choice in benches/gpu_verdicts.py; then those loops at 8 and 16
     // hidden units per block (the planner takes the fewest that fit: 8 at
     // H 768; 16 halves the backward's bytes through L2 and doubles each
-    // block's products).
+    // block's products), and at 8 with the backward waiting on per-block
+    // flags instead of a grid barrier.
+    let mma = |units, flagged| Form::Mma { units, flagged };
     let forms = [
         (Precision::F16, Form::Trainer),
         (Precision::F16, Form::PerStep),
         (Precision::F32, Form::Trainer),
-        (Precision::F16, Form::MmaUnits(8)),
-        (Precision::F16, Form::MmaUnits(16)),
+        (Precision::F16, mma(8, false)),
+        (Precision::F16, mma(16, false)),
+        (Precision::F16, mma(8, true)),
     ];
     for (precision, form) in forms {
         if let Err(e) = bench(&gpu, h, i, b, t, precision, form) {
@@ -74,8 +78,8 @@ enum Form {
     /// One launch per step both ways.
     PerStep,
     /// The persistent tensor-core loops both ways at this many hidden
-    /// units per block.
-    MmaUnits(usize),
+    /// units per block, the backward on flags where `flagged`.
+    Mma { units: usize, flagged: bool },
 }
 
 fn bench(
@@ -100,12 +104,14 @@ fn bench(
             tr.set_persistent(false);
             " [per-step]".to_owned()
         }
-        Form::MmaUnits(u) => {
+        Form::Mma { units, flagged } => {
             tr.set_cluster(ClusterLoops::Never);
             tr.set_mma_forward(true);
             tr.set_mma_backward(true);
-            tr.set_mma_units(Some(u));
-            format!(" [mma units={u}]")
+            tr.set_mma_units(Some(units));
+            tr.set_flagged_backward(flagged);
+            let flags = if flagged { " flagged" } else { "" };
+            format!(" [mma units={units}{flags}]")
         }
     };
     let k = 1.0 / (h as f32).sqrt();

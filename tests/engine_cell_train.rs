@@ -542,16 +542,21 @@ fn f16_loops_beyond_the_cuda_core_ones_run_on_tensor_cores() {
 
 /// The persistent tensor-core loops at every count of hidden units per
 /// block their planner may take (the tests elsewhere get the fewest that
-/// fit, mostly 4): H 72 leaves the last block 8 units of 16 or 32, B 5
-/// takes the backward's single-float gather and B 8 its 16-byte one, and
-/// 32 units · 8 rows fill the block's 256 items. Gradients against
-/// recur-core.
+/// fit, mostly 4), the backward with a grid barrier and with per-block
+/// flags: H 72 leaves the last block 8 units of 16 or 32, B 5 takes the
+/// backward's single-float gather and B 8 its 16-byte one, and 32 units ·
+/// 8 rows fill the block's 256 items. Each case runs the backward twice on
+/// one flag buffer (run_engine's poisoned pass first), so the second
+/// launch's tags must pass the first's. Gradients against recur-core.
 #[test]
 fn tensor_core_loops_at_every_unit_count() {
     for units in [4, 8, 16, 32] {
-        for cell in [CellKind::RnnTanh, CellKind::GruResetAfter, CellKind::Lstm] {
-            for batch in [5, 8] {
-                check_f16(cell, batch, 72, 6, 4, 31, Loops::PersistentMmaAt(units));
+        for flagged in [false, true] {
+            for cell in [CellKind::RnnTanh, CellKind::GruResetAfter, CellKind::Lstm] {
+                for batch in [5, 8] {
+                    let loops = Loops::PersistentMmaAt { units, flagged };
+                    check_f16(cell, batch, 72, 6, 4, 31, loops);
+                }
             }
         }
     }

@@ -103,12 +103,15 @@ TR_MMA_KERNEL(lstm, LSTM)
 // stores dih and dhh of step t. Unless t = 0 (the initial state's gradient
 // is not needed): the block's gate gradients, scaled, split into hi and lo
 // halves in shared memory; its partial product W_hhᵀ[:, rows]·dg_t (H·B
-// floats) to part slot t & 1; the grid barrier; then this block's units'
+// floats) to part slot t & 1; the grid barrier (or the block's flag:
+// train_mma_bwd.cuh); then this block's units'
 // partials of every block, added in a fixed order: deterministic.
 //
 // Parameters as tr_bwd_persist's (dih, dhh, dhs, the forward's W_hh itself
 // instead of W_hhᵀ, gates, aux, hcat, ccat), then part (2 · blocks · H · B
-// floats, no initial value), B, H, T, U and the 64-word barrier. Shared
+// floats, no initial value), B, H, T, U, the 64-word barrier, and flags
+// (one word per block; null: the grid barrier) with this launch's epoch
+// (its tags epoch + 1 … epoch + T − 1, all past the buffer's words). Shared
 // memory (engine/src/plan.rs mma_bwd_smem): the fragments MT·KT·32 uint4
 // (MT = ceil(H / 16), KT = ceil(G·U / 16)), dhi and dlo NT·8 × LDK halves
 // each (NT = ceil(B / 8), LDK = KT·16 + 8), red NTHREADS·4 floats, wmax
@@ -116,7 +119,7 @@ TR_MMA_KERNEL(lstm, LSTM)
 template <int C>
 __device__ void tr_mma_bwd(float* dih, float* dhh, const float* dhs, const __half* w_hh, const __half* gates,
                            const __half* aux, const __half* hcat, const float* ccat, float* part, int B, int H,
-                           int T_, int U, unsigned* bar) {
+                           int T_, int U, unsigned* bar, unsigned* flags, unsigned epoch) {
     DYNAMIC_SHARED(float4, smem4);
     constexpr int G = Cell<C>::G;
     const int nblk = (int)gridDim.x;
@@ -179,11 +182,18 @@ __device__ void tr_mma_bwd(float* dih, float* dhh, const float* dhs, const __hal
         __syncthreads();
         float* pt = part + (size_t)(t & 1) * slot;
         mb_partials_nt(NT, pt + blockIdx.x * hb, afrag, dhi, dlo, MT, KT, LDK, H, B, sc.y);
-        grid_sync(bar, gen);
+        // This step's tag: the launch's epoch + 1, 2, … (train_mma_bwd.cuh).
+        const unsigned tag = epoch + (unsigned)(T_ - t);
+        if (flags) {
+            __syncthreads();  // every thread's partials before the release
+            if (threadIdx.x == 0) st_release(flags + blockIdx.x, tag);
+        } else {
+            grid_sync(bar, gen);
+        }
         // 12 loads in flight: at H 768, B 16 every thread's sources at once
         // (96 blocks in 8 groups, or 48 in 4).
-        if (quads) mb_gather<float4, 12>(red, pt + (size_t)u0 * B, hb, nblk, gat);
-        else mb_gather<float, 12>(red, pt + (size_t)u0 * B, hb, nblk, gat);
+        if (quads) mb_gather<float4, 12>(red, pt + (size_t)u0 * B, hb, nblk, gat, flags, tag);
+        else mb_gather<float, 12>(red, pt + (size_t)u0 * B, hb, nblk, gat, flags, tag);
         __syncthreads();
         if (valid) {
             rec = 0.0f;
@@ -196,8 +206,8 @@ __device__ void tr_mma_bwd(float* dih, float* dhh, const float* dhs, const __hal
     extern "C" __global__ void __launch_bounds__(NTHREADS, 1)                                                 \
         tr_mma_bwd_f16_##NAME(float* dih, float* dhh, const float* dhs, const __half* w_hh, const __half* gates, \
                               const __half* aux, const __half* hcat, const float* ccat, float* part, int B,    \
-                              int H, int T_, int U, unsigned* bar) {                                          \
-        tr_mma_bwd<C>(dih, dhh, dhs, w_hh, gates, aux, hcat, ccat, part, B, H, T_, U, bar);                   \
+                              int H, int T_, int U, unsigned* bar, unsigned* flags, unsigned epoch) {         \
+        tr_mma_bwd<C>(dih, dhh, dhs, w_hh, gates, aux, hcat, ccat, part, B, H, T_, U, bar, flags, epoch);     \
     }
 
 TR_MMA_BWD_KERNEL(rnn_tanh, RNN_TANH)

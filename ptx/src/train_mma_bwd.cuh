@@ -24,7 +24,23 @@
 // both by the exact f16 weights: the product keeps f32's precision, where
 // one f16 operand would round each term to 11 bits. The partials are
 // unscaled (exact, a power of two) before they leave the block.
+//
+// Without a grid barrier (flags, forced only until a GPU has timed it):
+// every source's partials of step t are needed by every block, so a block
+// waits for all of them either way, but per source instead of for the
+// last arrival at one counter: after its partial stores and a block
+// barrier, thread 0 of each block stores the step's tag into the block's
+// own flag word with release semantics; a reader polls (acquire) the
+// flags of the sources it is about to read, so that its loads of the
+// early blocks' partials need not wait for the slowest block's arrival,
+// and no block waits on an atomic counter. Two slots still suffice: a
+// block writes slot t & 1 again at step t − 2, after it has read every
+// block's partials of step t − 1, each of which its writer stored after
+// it had read all of step t's. Tags grow by one per step and per launch
+// (the host's epoch), so a flag from an earlier step or launch never
+// passes for the current one.
 #pragma once
+#include "flag_exchange.cuh"
 #include "mma_persist.cuh"
 
 // The power of two s (and 1 / s) that puts a block's largest |dg| with bits
@@ -133,12 +149,24 @@ struct MbGather {
     }
 };
 
+// Waits until source block flag `f` has reached `tag` (see the top of this
+// file); the acquire orders the source's partials before this thread's
+// loads of them.
+__device__ __forceinline__ void mb_wait_flag(const unsigned* f, unsigned tag) {
+    unsigned spins = 0;
+    while ((int)(ld_acquire(f) - tag) < 0) {
+        if (++spins == FLAG_SPIN_LIMIT) __trap();
+    }
+}
+
 // red[grp·items + piece·P + e] = Σ over this thread's source blocks s (in
 // order) of src[s·stride + piece·P + e]: every block's partials of this
 // block's items, read through L2 (other blocks wrote them before the grid
-// barrier), R loads in flight before they are added.
+// barrier, or with `flags` before their flag reached `tag`), R loads in
+// flight before they are added.
 template <typename V, int R>
-__device__ __forceinline__ void mb_gather(float* red, const float* src, size_t stride, int nblk, const MbGather& g) {
+__device__ __forceinline__ void mb_gather(float* red, const float* src, size_t stride, int nblk, const MbGather& g,
+                                          const unsigned* flags, unsigned tag) {
     constexpr int P = (int)sizeof(V) / 4;
     if (!g.active) return;
     float s[P];
@@ -146,6 +174,13 @@ __device__ __forceinline__ void mb_gather(float* red, const float* src, size_t s
     for (int e = 0; e < P; ++e) s[e] = 0.0f;
     const float* p = src + g.piece * P;
     for (int b0 = g.grp; b0 < nblk; b0 += R * g.groups) {
+        if (flags) {
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const int b = b0 + r * g.groups;
+                if (b < nblk) mb_wait_flag(flags + b, tag);
+            }
+        }
         V v[R];
 #pragma unroll
         for (int r = 0; r < R; ++r) {

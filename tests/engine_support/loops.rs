@@ -23,6 +23,7 @@ pub trait LoopControl {
     fn set_mma_forward(&mut self, on: bool);
     fn set_mma_backward(&mut self, on: bool);
     fn set_mma_units(&mut self, units: Option<usize>);
+    fn set_flagged_backward(&mut self, on: bool);
     fn set_persistent(&mut self, allowed: bool);
     fn time_loops(&self) -> (TimeLoop, TimeLoop);
 }
@@ -62,6 +63,9 @@ macro_rules! loop_control {
             }
             fn set_mma_units(&mut self, units: Option<usize>) {
                 <$ty>::set_mma_units(self, units)
+            }
+            fn set_flagged_backward(&mut self, on: bool) {
+                <$ty>::set_flagged_backward(self, on)
             }
             fn set_persistent(&mut self, allowed: bool) {
                 <$ty>::set_persistent(self, allowed)
@@ -107,8 +111,9 @@ pub enum Loops {
     PersistentMma,
     /// [`Loops::PersistentMma`] at this many hidden units per block, which
     /// both directions must take (the planner's own choice is the fewest
-    /// that fit).
-    PersistentMmaAt(usize),
+    /// that fit), the backward with per-block flags instead of a grid
+    /// barrier where `flagged`.
+    PersistentMmaAt { units: usize, flagged: bool },
     /// One launch per step.
     PerStep,
 }
@@ -160,14 +165,16 @@ pub fn set_loops(t: &mut impl LoopControl, loops: Loops) -> bool {
             t.set_reduce_scatter_backward(loops == Loops::ClusterReduce);
             t.set_mma_forward(loops == Loops::ClusterMma);
         }
-        Loops::Persistent | Loops::PersistentMma | Loops::PersistentMmaAt(_) => {
+        Loops::Persistent | Loops::PersistentMma | Loops::PersistentMmaAt { .. } => {
             t.set_cluster(ClusterLoops::Never);
             t.set_mma_forward(loops != Loops::Persistent);
             t.set_mma_backward(loops != Loops::Persistent);
-            t.set_mma_units(match loops {
-                Loops::PersistentMmaAt(units) => Some(units),
-                _ => None,
-            });
+            let (units, flagged) = match loops {
+                Loops::PersistentMmaAt { units, flagged } => (Some(units), flagged),
+                _ => (None, false),
+            };
+            t.set_mma_units(units);
+            t.set_flagged_backward(flagged);
         }
         Loops::PerStep => t.set_persistent(false),
     }
@@ -261,7 +268,7 @@ pub fn assert_loops(t: &impl LoopControl, loops: Loops) {
                 }
             }
         }
-        Loops::PersistentMmaAt(_) => {
+        Loops::PersistentMmaAt { .. } => {
             let mma = TimeLoop::PersistentMma;
             assert_eq!((f, b), (mma, mma));
         }

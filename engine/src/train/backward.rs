@@ -254,6 +254,11 @@ impl DeviceTrainer {
             BackwardLoop::PersistentMma(mp) => {
                 self.note_loop(true, TimeLoop::PersistentMma);
                 let part = self.mma_partials(mp)?;
+                let (flags, epoch) = if self.flagged_backward {
+                    self.mma_flags(mp)?
+                } else {
+                    (0, 0)
+                };
                 self.launch_coop(
                     mp.kernel,
                     (mp.blocks as u32, 1),
@@ -262,7 +267,13 @@ impl DeviceTrainer {
                         &sequence(w_hh)[..],
                         &[Arg::Ptr(part)],
                         &dims,
-                        &[Arg::I32(mp.units as i32), Arg::Ptr(addr(&self.barrier))],
+                        &[
+                            Arg::I32(mp.units as i32),
+                            Arg::Ptr(addr(&self.barrier)),
+                            Arg::Ptr(flags),
+                            // The kernel's unsigned epoch, bit for bit.
+                            Arg::I32(epoch as i32),
+                        ],
                     ]
                     .concat(),
                 )?;
