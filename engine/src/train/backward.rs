@@ -7,8 +7,11 @@
 use super::persist_mma::MmaLoopPlan;
 use super::*;
 
-/// The form of the backward's time loop, with its plan.
-enum BackwardLoop {
+/// The form of the backward's time loop, with its plan
+/// ([`DeviceTrainer::backward_loop`]): chosen once per backward, for
+/// W_hhᵀ's transpose and for the loop.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum BackwardLoop {
     Cluster(ClusterPlan),
     PersistentMma(MmaLoopPlan),
     Persistent,
@@ -49,7 +52,8 @@ impl DeviceTrainer {
         let w = self.read_weights();
         let g = self.weight_addrs(addr(&self.grads));
         // W_hhᵀ for the time loop, beside dhs's product.
-        self.transpose_beside(w)?;
+        let form = self.backward_loop()?;
+        self.transpose_beside(w, form)?;
         let (dl, dhs, dih) = (addr(&self.logits), addr(&self.dhs), addr(&self.dih));
         // Beside the time loop (they read only dl and hs): dW_d (V, H) =
         // dlᵀ · hs and db_d = Σ rows of dl (every gradient is written
@@ -91,7 +95,7 @@ impl DeviceTrainer {
             accumulate: false,
         })?;
         self.mark(Mark::BackwardLoopStart)?;
-        self.backward_time_loop()?;
+        self.backward_time_loop(form)?;
         self.mark(Mark::BackwardLoopEnd)?;
         // Beside dW_hh's product: the bias gradients and dW_ih, each
         // token's column the sum of its rows' input-side gradients.
@@ -118,10 +122,10 @@ impl DeviceTrainer {
     /// and records `transposed` after it; the reduce-scatter loops (on
     /// clusters, or persistent on tensor cores) read W_hh itself, and only
     /// the event is recorded.
-    pub(super) fn transpose_beside(&self, w: Weights) -> Result<(), Error> {
+    pub(super) fn transpose_beside(&self, w: Weights, form: BackwardLoop) -> Result<(), Error> {
         let h = self.layout.hidden;
         let gh = self.layout.cell_dims().gate_rows();
-        let reads_w_hh = match self.backward_loop()? {
+        let reads_w_hh = match form {
             BackwardLoop::Cluster(cp) => cp.form == TimeLoop::ClusterReduce,
             BackwardLoop::PersistentMma(_) => true,
             BackwardLoop::Persistent | BackwardLoop::PerStep => false,
@@ -166,7 +170,7 @@ impl DeviceTrainer {
     /// allowed and fits; else the persistent tensor-core loop where asked
     /// or where the CUDA-core one does not fit (and it does); else the
     /// CUDA-core persistent loop where it fits; else a launch per step.
-    fn backward_loop(&self) -> Result<BackwardLoop, Error> {
+    pub(super) fn backward_loop(&self) -> Result<BackwardLoop, Error> {
         if let Some(cp) = self.cluster_plan(true)? {
             return Ok(BackwardLoop::Cluster(cp));
         }
@@ -192,7 +196,7 @@ impl DeviceTrainer {
     /// gradients `dih` and `dhh` of every step. `dhs` is left undefined:
     /// the per-step and persistent forms add each step's recurrent share
     /// into the slot of the step before.
-    pub(super) fn backward_time_loop(&self) -> Result<(), Error> {
+    pub(super) fn backward_time_loop(&self, form: BackwardLoop) -> Result<(), Error> {
         let l = self.layout;
         let (b, h) = (self.batch, l.hidden);
         let gh = l.cell_dims().gate_rows();
@@ -207,7 +211,6 @@ impl DeviceTrainer {
             addr(&self.dc),
             self.w_hh_t.at(0),
         );
-        let form = self.backward_loop()?;
         // The CUDA-core loops carry the LSTM's dc in global memory.
         if lstm && matches!(form, BackwardLoop::Persistent | BackwardLoop::PerStep) {
             self.zero(dc, bh)?;

@@ -403,10 +403,11 @@ impl DeviceTrainer {
         let gh = l.cell_dims().gate_rows();
         let w = self.read_weights();
         let g = self.weight_addrs(addr(&self.grads));
-        self.transpose_beside(w)?;
+        let form = self.backward_loop()?;
+        self.transpose_beside(w, form)?;
         // The time loop may consume dhs: a copy of the upstream gradient.
         self.copy(addr(&self.dhs), addr(&io.dy), tb * h)?;
-        self.backward_time_loop()?;
+        self.backward_time_loop(form)?;
         let dih = addr(&self.dih);
         // Beside dW_hh's and dx's products: the biases' and dW_ih
         // (G·H, I) = dihᵀ · x.
