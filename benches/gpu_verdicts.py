@@ -239,7 +239,7 @@ def choices(new):
     flagged = cell.get("F16 [mma units=8 flagged]")
     if base and flagged:
         for i, what in enumerate(("forward ms", "forward+backward ms")):
-            rows.append(["cell train LSTM F16 tensor-core backward: flagged vs grid barrier (8 units)", what,
+            rows.append(["cell train LSTM F16 tensor-core backward: per-block flags vs grid barrier (8 units)", what,
                          f"{base[i]:.3f}", f"{flagged[i]:.3f}", ratio(flagged[i], base[i])])
     fwd = new["forward"]
     for what, flagged, barrier in (

@@ -65,7 +65,7 @@ for pair in "reduce-scatter vs gather=18" "ClusterRegs vs Cluster 16=8" \
   "training forward: PersistentMma vs Persistent=9" \
   "training backward: PersistentMma vs Persistent=6" \
   "tensor-core loops: 16 vs 8 units per block=2" \
-  "tensor-core backward: flagged vs grid barrier=2"; do
+  "tensor-core backward: per-block flags vs grid barrier=2"; do
   n="$(grep -c -- "${pair%=*}" "$logs/verdicts.md" || true)"
   if [[ "$n" != "${pair##*=}" ]]; then
     echo "error: gpu_verdicts.py printed $n \"${pair%=*}\" rows, not ${pair##*=}" >&2
