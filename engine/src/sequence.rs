@@ -283,7 +283,7 @@ impl SeqBuffers {
 /// buffer must be zeroed first: 32-bit flags must never repeat on one
 /// buffer, so before they would wrap they start again from 0 on a zeroed
 /// buffer (whose words then carry no step's flag).
-fn flag_epoch(last: u32, steps: usize) -> (u32, bool) {
+pub(crate) fn flag_epoch(last: u32, steps: usize) -> (u32, bool) {
     match u32::try_from(steps).ok().and_then(|s| last.checked_add(s)) {
         Some(_) => (last, false),
         None => (0, true),

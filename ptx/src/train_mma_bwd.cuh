@@ -37,8 +37,10 @@
 // block writes slot t & 1 again at step t − 2, after it has read every
 // block's partials of step t − 1, each of which its writer stored after
 // it had read all of step t's. Tags grow by one per step and per launch
-// (the host's epoch), so a flag from an earlier step or launch never
-// passes for the current one.
+// (the host's epoch, engine/src/sequence.rs flag_epoch: the words zeroed
+// before the tags would wrap), so a flag from an earlier step or launch is
+// below the current tag; a flag may also be past it (its block a step
+// ahead), hence "reached", not "equal".
 #pragma once
 #include "flag_exchange.cuh"
 #include "mma_persist.cuh"
@@ -154,7 +156,7 @@ struct MbGather {
 // loads of them.
 __device__ __forceinline__ void mb_wait_flag(const unsigned* f, unsigned tag) {
     unsigned spins = 0;
-    while ((int)(ld_acquire(f) - tag) < 0) {
+    while (ld_acquire(f) < tag) {
         if (++spins == FLAG_SPIN_LIMIT) __trap();
     }
 }

@@ -32,6 +32,7 @@ use crate::gpu::DeviceLimits;
 use crate::gpu::BLOCK;
 use crate::mem::{addr, alloc};
 use crate::plan::{cell_tag, mma_bwd_smem, mma_smem, Precision, MMA_TILES};
+use crate::sequence::flag_epoch;
 
 /// The kernels, forward then backward, by [`cell_tag`]; GRU reset-before
 /// has none.
@@ -172,34 +173,24 @@ impl DeviceTrainer {
     }
 
     /// The flagged backward's flag words for `plan` and this launch's
-    /// epoch (its tags epoch + 1 … epoch + T − 1); the words zeroed where
-    /// new or where the tags would pass i32::MAX (the kernel compares them
-    /// as signed differences).
+    /// epoch (its tags epoch + 1 … epoch + T − 1): the inference's flag
+    /// epochs ([`flag_epoch`]), the words zeroed when made and before the
+    /// tags would wrap.
     pub(super) fn mma_flags(&self, plan: MmaLoopPlan) -> Result<(u64, u32), Error> {
         let mut slot = self.mma_flags.borrow_mut();
-        let fresh = slot.as_ref().is_none_or(|b| b.len() < plan.blocks);
-        if fresh {
-            *slot = Some(alloc(plan.blocks, "tensor-core backward flags")?);
+        if slot.as_ref().is_none_or(|b| b.len() < plan.blocks) {
+            let words = alloc(plan.blocks, "tensor-core backward flags")?;
+            self.zero(addr(&words), plan.blocks)?;
+            *slot = Some(words);
+            self.mma_epoch.set(0);
         }
         let words = slot.as_ref().map_or(0, |b| addr(b));
-        let current = (!fresh).then(|| self.mma_epoch.get());
-        let (epoch, zero) = launch_epoch(current, self.steps);
-        if zero {
+        let (epoch, reset) = flag_epoch(self.mma_epoch.get(), self.steps);
+        if reset {
             self.zero(words, plan.blocks)?;
         }
         self.mma_epoch.set(epoch + self.steps as u32);
         Ok((words, epoch))
-    }
-}
-
-/// A launch's epoch after `current` (none: a new buffer) for `steps` steps,
-/// and whether the flag words must be zeroed first: tags run to epoch +
-/// steps, which must stay below 2^31.
-fn launch_epoch(current: Option<u32>, steps: usize) -> (u32, bool) {
-    let limit = i32::MAX as u64;
-    match current {
-        Some(e) if (e as u64) + (steps as u64) < limit => (e, false),
-        _ => (0, true),
     }
 }
 
@@ -257,14 +248,5 @@ mod tests {
         let b64 = shape(CellKind::RnnTanh, 64, 64, Precision::F16).unwrap();
         assert_eq!((b64.units, b64.ntc), (4, 8));
         assert!(shape(CellKind::GruResetAfter, 1, 1, Precision::F16).is_some());
-    }
-
-    #[test]
-    fn flag_epochs_grow_by_the_steps_and_restart_before_2_pow_31() {
-        assert_eq!(launch_epoch(None, 1024), (0, true));
-        assert_eq!(launch_epoch(Some(1024), 1024), (1024, false));
-        let last = i32::MAX as u32 - 1025;
-        assert_eq!(launch_epoch(Some(last), 1024), (last, false));
-        assert_eq!(launch_epoch(Some(last + 1), 1024), (0, true));
     }
 }
