@@ -10,8 +10,9 @@
 //! at the end; prints the time-loop forms taken and the device operations
 //! per iteration; f16 also with one launch per step both ways
 //! (`[per-step]`) and with the persistent tensor-core loops at 8 and 16
-//! hidden units per block (`[mma units=U]`), and at 8 with the backward on
-//! per-block flags (`[mma units=8 flagged]`). `BENCH_CELL_SHAPE=H,I,B,T`
+//! hidden units per block (`[mma units=U]`), and at 8 without grid
+//! barriers (`[mma units=8 flagged]`: the forward's h in flagged words, the
+//! backward on per-block flags). `BENCH_CELL_SHAPE=H,I,B,T`
 //! overrides the shape;
 //! `BENCH_SMOKE=1` takes a small one (64,48,8,12) where it is not given:
 //! not a measurement, a check that the bench runs (CI runs it on the CPU
@@ -52,8 +53,9 @@ fn main() {
     // choice in benches/gpu_verdicts.py; then those loops at 8 and 16
     // hidden units per block (the planner takes the fewest that fit: 8 at
     // H 768; 16 halves the backward's bytes through L2 and doubles each
-    // block's products), and at 8 with the backward waiting on per-block
-    // flags instead of a grid barrier.
+    // block's products), and at 8 with flags instead of grid barriers (the
+    // forward phase is the flagged forward's, the rest the flagged
+    // backward's).
     let mma = |units, flagged| Form::Mma { units, flagged };
     let forms = [
         (Precision::F16, Form::Trainer),
@@ -78,7 +80,7 @@ enum Form {
     /// One launch per step both ways.
     PerStep,
     /// The persistent tensor-core loops both ways at this many hidden
-    /// units per block, the backward on flags where `flagged`.
+    /// units per block, both on flags where `flagged`.
     Mma { units: usize, flagged: bool },
 }
 
@@ -109,6 +111,7 @@ fn bench(
             tr.set_mma_forward(true);
             tr.set_mma_backward(true);
             tr.set_mma_units(Some(units));
+            tr.set_flagged_forward(flagged);
             tr.set_flagged_backward(flagged);
             let flags = if flagged { " flagged" } else { "" };
             format!(" [mma units={units}{flags}]")

@@ -234,12 +234,13 @@ def choices(new):
             for i, what in enumerate(("forward ms", "forward+backward ms")):
                 rows.append([f"cell train LSTM F16 tensor-core loops: {m[1]} vs 8 units per block", what,
                              f"{base[i]:.3f}", f"{v[i]:.3f}", ratio(v[i], base[i])])
-    # The tensor-core backward on per-block flags against the grid barrier
-    # (same forward: the difference is the backward's).
+    # The tensor-core loops on flags against grid barriers: the forward's
+    # row is the flagged forward's; forward+backward minus it, the flagged
+    # backward's.
     flagged = cell.get("F16 [mma units=8 flagged]")
     if base and flagged:
         for i, what in enumerate(("forward ms", "forward+backward ms")):
-            rows.append(["cell train LSTM F16 tensor-core backward: per-block flags vs grid barrier (8 units)", what,
+            rows.append(["cell train LSTM F16 tensor-core loops: flags vs grid barriers (8 units)", what,
                          f"{base[i]:.3f}", f"{flagged[i]:.3f}", ratio(flagged[i], base[i])])
     fwd = new["forward"]
     for what, flagged, barrier in (

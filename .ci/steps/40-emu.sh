@@ -46,8 +46,8 @@ smoke engine_forward "d2l B=8 H=64 V=40 T=6 =10" "one-word flip barrier=6" \
 # 4, 2 for each of the 3 other cells, both precisions; none refused.
 smoke engine_generate "generate B=1 H=64=20" "  forced =20" "not run=0"
 # The LSTM in f16, f16 one launch per step, f32, and f16 on the
-# persistent tensor-core loops at 8 and 16 units per block and at 8 with
-# the flagged backward, gradients finite.
+# persistent tensor-core loops at 8 and 16 units per block and at 8 on
+# flags, gradients finite.
 smoke engine_cell_train "gradients finite: true=6" "per-step]: forward=1" \
   "mma units=8]: forward=1" "mma units=16]: forward=1" "mma units=8 flagged]: forward=1" \
   "loops PersistentMma/PersistentMma=3"
@@ -65,7 +65,7 @@ for pair in "reduce-scatter vs gather=18" "ClusterRegs vs Cluster 16=8" \
   "training forward: PersistentMma vs Persistent=9" \
   "training backward: PersistentMma vs Persistent=6" \
   "tensor-core loops: 16 vs 8 units per block=2" \
-  "tensor-core backward: per-block flags vs grid barrier=2"; do
+  "tensor-core loops: flags vs grid barriers=2"; do
   n="$(grep -c -- "${pair%=*}" "$logs/verdicts.md" || true)"
   if [[ "$n" != "${pair##*=}" ]]; then
     echo "error: gpu_verdicts.py printed $n \"${pair%=*}\" rows, not ${pair##*=}" >&2

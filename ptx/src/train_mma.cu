@@ -26,17 +26,32 @@
 // t + 1). The stores come before the grid barrier, whose release makes
 // them visible to every block's next staging.
 //
+// With FLAGGED (tr_mma_fwd_flagged_f16_*, H even; opt-in until timed) no
+// grid barrier: h_t also goes out as the inference's flagged words
+// (flag_exchange.cuh, whose comment says why two slots suffice and flags
+// never repeat; items paired by lanes, units u and u + 1 of a row in one
+// word), and step t + 1 stages h_t from them, waiting on their flags. Why
+// here: at the H 768 LSTM's 1,024 steps, a grid barrier per step (1.5 to
+// 1.75 µs on an H100, run 6) is about 1.7 ms of the forward, a third of
+// cuDNN's 5.19 ms for forward and backward. hcat still gets every h for
+// the backward, which reads it after the launch.
+//
 // Parameters as tr_fwd_persist's (hcat, ccat, gates, aux, W_hh, W_ih,
 // b_ih, b_hh, tok, B, H, V, T), then U (hidden units per block), ntc
-// (n-tiles per chunk, ≥ ceil(B / 8)) and the 64-word barrier. Shared
-// memory: MmaBlock's layout for G·U rows (engine/src/plan.rs mma_smem).
+// (n-tiles per chunk, ≥ ceil(B / 8)) and the 64-word barrier; FLAGGED
+// also the exchange words ((2, B, H / 2) u64, zeroed before the first
+// launch) and the launch's epoch (its flags epoch + 1 … epoch + T − 1).
+// Shared memory: MmaBlock's layout for G·U rows (engine/src/plan.rs
+// mma_smem).
+#include "flag_exchange.cuh"
 #include "mma_persist.cuh"
 #include "train_mma_bwd.cuh"
 #include "train_cell.cuh"
 #include "train_fwd_item.cuh"
 
-template <int C>
-__device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned* bar) {
+template <int C, bool FLAGGED>
+__device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned* bar, unsigned long long* xchg,
+                           unsigned epoch) {
     DYNAMIC_SHARED(float4, smem4);
     constexpr int G = Cell<C>::G;
     const int H = a.H, B = a.B;
@@ -44,14 +59,17 @@ __device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned*
     const int un = min(U, H - u0);
     MmaBlock mb(smem4, G * U, H, B, ntc);
     mb.load(a.w_hh, G, H, u0, un);
-    unsigned gen = barrier_start(bar);
+    [[maybe_unused]] unsigned gen = FLAGGED ? 0u : barrier_start(bar);
 
-    // This thread's item: unit u, batch row b (o = u·B + b).
-    const ItemWalk<false> at(threadIdx.x, B);
+    // This thread's item: unit u, batch row b (ItemWalk: o = u·B + b, or
+    // paired for the flagged words; un is even there, so the items still
+    // fill threads 0 … un·B − 1).
+    const ItemWalk<FLAGGED> at(threadIdx.x, B);
     const int u = at.u(), b = at.n(), j = u0 + u;
     const bool valid = (int)threadIdx.x < un * B;
     TrFwdItem<C, __half> item(a, valid, b, j);
     const size_t bh = (size_t)B * H;
+    const size_t words = (size_t)B * (H / 2);  // one flagged slot
 
     for (int t = 0; t < a.T; ++t) {
         // The previous step's reads of hsm and pre are done before this
@@ -59,12 +77,22 @@ __device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned*
         // padding's zeroing).
         if (valid) item.prefetch(a, t);  // step t + 1's input part, in flight meanwhile
         __syncthreads();
-        mb.stage(a.hcat + t * bh, B, H);
+        if (FLAGGED && t > 0) {
+            const unsigned long long* slot = xchg + (size_t)((t - 1) & 1) * words;
+            if ((H & 3) == 0) {
+                stage_h_flagged<ulonglong2, 8>(mb.hsm, mb.LDH, slot, epoch + (unsigned)t, B, H);
+            } else {
+                stage_h_flagged<unsigned long long, 8>(mb.hsm, mb.LDH, slot, epoch + (unsigned)t, B, H);
+            }
+        } else {
+            mb.stage(a.hcat + t * bh, B, H);
+        }
         __syncthreads();
         mb.product(ntc, 0);
         __syncthreads();
         mb.reduce(G * un, B, ntc);
         __syncthreads();
+        __half h16 = __float2half_rn(0.0f);
         if (valid) {
             float p[4] = {0.f, 0.f, 0.f, 0.f}, gv[4], ax = 0.0f;
 #pragma unroll
@@ -73,18 +101,37 @@ __device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned*
             const float h = tc_cell_fwd<C>(item.xc, p, item.bhh, hp, &item.c, gv, &ax);
             item.store(a, t, gv, ax, h);
             item.advance();
+            h16 = __float2half_rn(h);  // hcat's value (item.store)
         }
-        if (t + 1 < a.T) grid_sync(bar, gen);
+        if constexpr (FLAGGED) {
+            // Units u (even lane) and u + 1 (odd lane) of row b: one word,
+            // flag epoch + t + 1, read by step t + 1's staging. The shuffle
+            // runs on every lane; a valid lane's partner is valid.
+            const unsigned short mine16 = __half_as_ushort(h16);
+            const unsigned short other = (unsigned short)__shfl_xor_sync(0xffffffffu, (unsigned)mine16, 1);
+            if (valid && (u & 1) == 0 && t + 1 < a.T)
+                st_relaxed_u64(xchg + (size_t)(t & 1) * words + (size_t)b * (H / 2) + j / 2,
+                               flagged_word(mine16, other, epoch + (unsigned)t + 1u));
+        } else {
+            if (t + 1 < a.T) grid_sync(bar, gen);
+        }
     }
 }
 
-#define TR_MMA_KERNEL(NAME, C)                                                                                  \
-    extern "C" __global__ void __launch_bounds__(NTHREADS, 1)                                                 \
-        tr_mma_fwd_f16_##NAME(__half* hcat, float* ccat, __half* gates, __half* aux, const __half* w_hh,     \
-                              const __half* w_ih, const float* b_ih, const float* b_hh, const unsigned* tok, \
-                              int B, int H, int V, int T_, int U, int ntc, unsigned* bar) {                  \
-        const TrFwdArgs<__half> a{hcat, ccat, gates, aux, w_hh, w_ih, b_ih, b_hh, tok, B, H, V, T_};         \
-        tr_mma_fwd<C>(a, U, ntc, bar);                                                                        \
+#define TR_MMA_KERNEL(NAME, C)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 1)                                                  \
+        tr_mma_fwd_f16_##NAME(__half* hcat, float* ccat, __half* gates, __half* aux, const __half* w_hh,      \
+                              const __half* w_ih, const float* b_ih, const float* b_hh, const unsigned* tok,  \
+                              int B, int H, int V, int T_, int U, int ntc, unsigned* bar) {                   \
+        const TrFwdArgs<__half> a{hcat, ccat, gates, aux, w_hh, w_ih, b_ih, b_hh, tok, B, H, V, T_};          \
+        tr_mma_fwd<C, false>(a, U, ntc, bar, nullptr, 0u);                                                     \
+    }                                                                                                          \
+    extern "C" __global__ void __launch_bounds__(NTHREADS, 1) tr_mma_fwd_flagged_f16_##NAME(                   \
+        __half* hcat, float* ccat, __half* gates, __half* aux, const __half* w_hh, const __half* w_ih,           \
+        const float* b_ih, const float* b_hh, const unsigned* tok, int B, int H, int V, int T_, int U, int ntc, \
+        unsigned* bar, unsigned long long* xchg, unsigned epoch) {                                             \
+        const TrFwdArgs<__half> a{hcat, ccat, gates, aux, w_hh, w_ih, b_ih, b_hh, tok, B, H, V, T_};          \
+        tr_mma_fwd<C, true>(a, U, ntc, bar, xchg, epoch);                                                      \
     }
 
 TR_MMA_KERNEL(rnn_tanh, RNN_TANH)

@@ -23,6 +23,7 @@ pub trait LoopControl {
     fn set_mma_forward(&mut self, on: bool);
     fn set_mma_backward(&mut self, on: bool);
     fn set_mma_units(&mut self, units: Option<usize>);
+    fn set_flagged_forward(&mut self, on: bool);
     fn set_flagged_backward(&mut self, on: bool);
     fn set_persistent(&mut self, allowed: bool);
     fn time_loops(&self) -> (TimeLoop, TimeLoop);
@@ -63,6 +64,9 @@ macro_rules! loop_control {
             }
             fn set_mma_units(&mut self, units: Option<usize>) {
                 <$ty>::set_mma_units(self, units)
+            }
+            fn set_flagged_forward(&mut self, on: bool) {
+                <$ty>::set_flagged_forward(self, on)
             }
             fn set_flagged_backward(&mut self, on: bool) {
                 <$ty>::set_flagged_backward(self, on)
@@ -111,8 +115,8 @@ pub enum Loops {
     PersistentMma,
     /// [`Loops::PersistentMma`] at this many hidden units per block, which
     /// both directions must take (the planner's own choice is the fewest
-    /// that fit), the backward with per-block flags instead of a grid
-    /// barrier where `flagged`.
+    /// that fit), where `flagged` without grid barriers: the forward's h in
+    /// flagged words (even H), the backward on per-block flags.
     PersistentMmaAt { units: usize, flagged: bool },
     /// One launch per step.
     PerStep,
@@ -174,6 +178,7 @@ pub fn set_loops(t: &mut impl LoopControl, loops: Loops) -> bool {
                 _ => (None, false),
             };
             t.set_mma_units(units);
+            t.set_flagged_forward(flagged);
             t.set_flagged_backward(flagged);
         }
         Loops::PerStep => t.set_persistent(false),

@@ -258,7 +258,8 @@ impl DeviceTrainer {
                 self.note_loop(true, TimeLoop::PersistentMma);
                 let part = self.mma_partials(mp)?;
                 let (flags, epoch) = if self.flagged_backward {
-                    self.mma_flags(mp)?
+                    let what = "tensor-core backward flags";
+                    self.flag_words(&self.backward_flags, mp.blocks, what)?
                 } else {
                     (0, 0)
                 };

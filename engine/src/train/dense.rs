@@ -177,6 +177,11 @@ impl DeviceCellTrainer {
         self.inner.set_mma_backward(on);
     }
 
+    /// [`DeviceTrainer::set_flagged_forward`].
+    pub fn set_flagged_forward(&mut self, on: bool) {
+        self.inner.set_flagged_forward(on);
+    }
+
     /// [`DeviceTrainer::set_flagged_backward`].
     pub fn set_flagged_backward(&mut self, on: bool) {
         self.inner.set_flagged_backward(on);

@@ -196,20 +196,26 @@ impl DeviceTrainer {
             )?;
         } else if let Some(mp) = mma {
             self.note_loop(false, TimeLoop::PersistentMma);
-            self.launch_coop(
-                mp.kernel,
-                (mp.blocks as u32, 1),
-                mp.smem,
+            let mut args = [
+                &sequence[..],
                 &[
-                    &sequence[..],
-                    &[
-                        Arg::I32(mp.units as i32),
-                        Arg::I32(mp.ntc as i32),
-                        Arg::Ptr(addr(&self.barrier)),
-                    ],
-                ]
-                .concat(),
-            )?;
+                    Arg::I32(mp.units as i32),
+                    Arg::I32(mp.ntc as i32),
+                    Arg::Ptr(addr(&self.barrier)),
+                ],
+            ]
+            .concat();
+            // The flagged words pair units (2i, 2i + 1): even H only.
+            let kernel = if self.flagged_forward && h % 2 == 0 {
+                let what = "tensor-core forward's flagged words";
+                let (words, epoch) = self.flag_words(&self.forward_flags, 2 * b * h, what)?;
+                // The kernel's unsigned epoch, bit for bit.
+                args.extend([Arg::Ptr(words), Arg::I32(epoch as i32)]);
+                persist_mma::flagged_forward_kernel(mp)
+            } else {
+                mp.kernel
+            };
+            self.launch_coop(kernel, (mp.blocks as u32, 1), mp.smem, &args)?;
         } else if simt_persistent {
             self.note_loop(false, TimeLoop::Persistent);
             self.launch_coop(

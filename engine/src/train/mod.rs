@@ -219,13 +219,18 @@ pub struct DeviceTrainer {
     mma_plans: Cell<[Option<Option<persist_mma::MmaLoopPlan>>; 2]>,
     /// The tensor-core backward's partial products, made at first need.
     mma_partials: RefCell<Option<DeviceBuffer<f32>>>,
+    /// Whether the tensor-core forward exchanges h in flagged words
+    /// instead of a grid barrier ([`Self::set_flagged_forward`]).
+    flagged_forward: bool,
+    /// Its words ((2, B, H / 2) u64) and their epochs
+    /// (ptx/src/flag_exchange.cuh).
+    forward_flags: persist_mma::FlagWords,
     /// Whether the tensor-core backward waits on per-block flags instead
     /// of a grid barrier ([`Self::set_flagged_backward`]).
     flagged_backward: bool,
-    /// Its flag words (one per block, made at first need) and the next
-    /// launch's epoch (ptx/src/train_mma_bwd.cuh).
-    mma_flags: RefCell<Option<DeviceBuffer<u32>>>,
-    mma_epoch: Cell<u32>,
+    /// Its flag words (one per block) and their epochs
+    /// (ptx/src/train_mma_bwd.cuh).
+    backward_flags: persist_mma::FlagWords,
     /// The form of the last forward's and backward's time loop.
     loops: Cell<(TimeLoop, TimeLoop)>,
     /// The clip's per-block partial sums of g² (f64; one per block it
@@ -389,9 +394,10 @@ impl DeviceTrainer {
             mma_units: None,
             mma_plans: Cell::new([None, None]),
             mma_partials: RefCell::new(None),
+            flagged_forward: false,
+            forward_flags: Default::default(),
             flagged_backward: false,
-            mma_flags: RefCell::new(None),
-            mma_epoch: Cell::new(0),
+            backward_flags: Default::default(),
             loops: Cell::new((TimeLoop::PerStep, TimeLoop::PerStep)),
             norm_partials: alloc(2 * gpu.limits().sm_count.max(1), "norm partials")?,
             norm: alloc(1, "norm")?,
@@ -585,6 +591,15 @@ impl DeviceTrainer {
     /// rather than a launch per step. The cluster loops come first.
     pub fn set_mma_backward(&mut self, on: bool) {
         self.mma_backward = on;
+    }
+
+    /// Whether the persistent tensor-core forward sends h_t to the next
+    /// step's blocks in flagged words, which they wait on, instead of a
+    /// grid barrier per step (even H; odd H keeps the barrier). Default
+    /// false: not yet timed on a GPU (docs/gpu-pending.md); the cell
+    /// benchmark prints both.
+    pub fn set_flagged_forward(&mut self, on: bool) {
+        self.flagged_forward = on;
     }
 
     /// Whether the persistent tensor-core backward waits on each source

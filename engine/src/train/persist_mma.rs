@@ -24,6 +24,9 @@
 //! (ceil(G·U / 16)·ceil(B / 8) ≤ 8 tiles), the backward's in at most 8
 //! n-tiles, so B ≤ 64; ceil(H / U) blocks all resident at once.
 
+use std::cell::{Cell, RefCell};
+
+use cust::memory::DeviceBuffer;
 use recur_core::CellKind;
 
 use super::DeviceTrainer;
@@ -51,6 +54,15 @@ const KERNELS: [[&str; 5]; 2] = [
         "tr_mma_bwd_f16_gru_after",
         "tr_mma_bwd_f16_lstm",
     ],
+];
+
+/// The forward kernels with the flagged exchange, by [`cell_tag`].
+const FLAGGED_FORWARD: [&str; 5] = [
+    "tr_mma_fwd_flagged_f16_rnn_tanh",
+    "tr_mma_fwd_flagged_f16_rnn_relu",
+    "",
+    "tr_mma_fwd_flagged_f16_gru_after",
+    "tr_mma_fwd_flagged_f16_lstm",
 ];
 
 /// The backward's most n-tiles (its product's tile loop is compiled for
@@ -172,26 +184,46 @@ impl DeviceTrainer {
         Ok(slot.as_ref().map_or(0, |b| addr(b)))
     }
 
-    /// The flagged backward's flag words for `plan` and this launch's
-    /// epoch (its tags epoch + 1 … epoch + T − 1): the inference's flag
-    /// epochs ([`flag_epoch`]), the words zeroed when made and before the
-    /// tags would wrap.
-    pub(super) fn mma_flags(&self, plan: MmaLoopPlan) -> Result<(u64, u32), Error> {
-        let mut slot = self.mma_flags.borrow_mut();
-        if slot.as_ref().is_none_or(|b| b.len() < plan.blocks) {
-            let words = alloc(plan.blocks, "tensor-core backward flags")?;
-            self.zero(addr(&words), plan.blocks)?;
+    /// The flag words of a flagged loop (`len` 32-bit words) and this
+    /// launch's epoch (its flags epoch + 1 … epoch + T − 1): the
+    /// inference's flag epochs ([`flag_epoch`]), the words zeroed when
+    /// made and before the flags would wrap.
+    pub(super) fn flag_words(
+        &self,
+        flags: &FlagWords,
+        len: usize,
+        what: &'static str,
+    ) -> Result<(u64, u32), Error> {
+        let mut slot = flags.words.borrow_mut();
+        if slot.as_ref().is_none_or(|b| b.len() < len) {
+            let words = alloc(len, what)?;
+            self.zero(addr(&words), len)?;
             *slot = Some(words);
-            self.mma_epoch.set(0);
+            flags.epoch.set(0);
         }
         let words = slot.as_ref().map_or(0, |b| addr(b));
-        let (epoch, reset) = flag_epoch(self.mma_epoch.get(), self.steps);
+        let (epoch, reset) = flag_epoch(flags.epoch.get(), self.steps);
         if reset {
-            self.zero(words, plan.blocks)?;
+            self.zero(words, len)?;
         }
-        self.mma_epoch.set(epoch + self.steps as u32);
+        flags.epoch.set(epoch + self.steps as u32);
         Ok((words, epoch))
     }
+}
+
+/// A flagged loop's words, made at first need, and the next launch's
+/// epoch.
+#[derive(Default)]
+pub(super) struct FlagWords {
+    words: RefCell<Option<DeviceBuffer<u32>>>,
+    epoch: Cell<u32>,
+}
+
+/// The forward kernel that exchanges h in flagged words instead of a grid
+/// barrier (ptx/src/train_mma.cu), for a plan's barrier kernel.
+pub(super) fn flagged_forward_kernel(plan: MmaLoopPlan) -> &'static str {
+    let tag = KERNELS[0].iter().position(|&k| k == plan.kernel);
+    tag.map_or("", |i| FLAGGED_FORWARD[i])
 }
 
 #[cfg(test)]
