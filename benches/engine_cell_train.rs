@@ -11,8 +11,9 @@
 //! per iteration; f16 also with one launch per step both ways
 //! (`[per-step]`) and with the persistent tensor-core loops at 8 and 16
 //! hidden units per block (`[mma units=U]`), and at 8 without grid
-//! barriers (`[mma units=8 flagged]`: the forward's h in flagged words, the
-//! backward on per-block flags). `BENCH_CELL_SHAPE=H,I,B,T`
+//! barriers: the backward on per-block flags, the forward on them too
+//! (`[mma units=8 block-flags]`) or on h in flagged words (`[mma units=8
+//! flagged]`). `BENCH_CELL_SHAPE=H,I,B,T`
 //! overrides the shape;
 //! `BENCH_SMOKE=1` takes a small one (64,48,8,12) where it is not given:
 //! not a measurement, a check that the bench runs (CI runs it on the CPU
@@ -23,7 +24,9 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::core::{CellDims, CellKind};
-use recur::engine::{ClusterLoops, DeviceCellTrainer, Error, Gpu, Precision, TrainOptimizer};
+use recur::engine::{
+    ClusterLoops, DeviceCellTrainer, Error, ForwardSync, Gpu, Precision, TrainOptimizer,
+};
 
 fn main() {
     let gpu = match Gpu::new() {
@@ -54,16 +57,16 @@ fn main() {
     // hidden units per block (the planner takes the fewest that fit: 8 at
     // H 768; 16 halves the backward's bytes through L2 and doubles each
     // block's products), and at 8 with flags instead of grid barriers (the
-    // forward phase is the flagged forward's, the rest the flagged
-    // backward's).
-    let mma = |units, flagged| Form::Mma { units, flagged };
+    // forward phase is the flag form's, the rest the flagged backward's).
+    let mma = |units, sync| Form::Mma { units, sync };
     let forms = [
         (Precision::F16, Form::Trainer),
         (Precision::F16, Form::PerStep),
         (Precision::F32, Form::Trainer),
-        (Precision::F16, mma(8, false)),
-        (Precision::F16, mma(16, false)),
-        (Precision::F16, mma(8, true)),
+        (Precision::F16, mma(8, ForwardSync::GridBarrier)),
+        (Precision::F16, mma(16, ForwardSync::GridBarrier)),
+        (Precision::F16, mma(8, ForwardSync::BlockFlags)),
+        (Precision::F16, mma(8, ForwardSync::FlaggedWords)),
     ];
     for (precision, form) in forms {
         if let Err(e) = bench(&gpu, h, i, b, t, precision, form) {
@@ -80,8 +83,9 @@ enum Form {
     /// One launch per step both ways.
     PerStep,
     /// The persistent tensor-core loops both ways at this many hidden
-    /// units per block, both on flags where `flagged`.
-    Mma { units: usize, flagged: bool },
+    /// units per block, the forward's blocks waiting for each other by
+    /// `sync`, the backward's on flags unless that is the grid barrier.
+    Mma { units: usize, sync: ForwardSync },
 }
 
 fn bench(
@@ -106,14 +110,18 @@ fn bench(
             tr.set_persistent(false);
             " [per-step]".to_owned()
         }
-        Form::Mma { units, flagged } => {
+        Form::Mma { units, sync } => {
             tr.set_cluster(ClusterLoops::Never);
             tr.set_mma_forward(true);
             tr.set_mma_backward(true);
             tr.set_mma_units(Some(units));
-            tr.set_flagged_forward(flagged);
-            tr.set_flagged_backward(flagged);
-            let flags = if flagged { " flagged" } else { "" };
+            tr.set_forward_sync(sync);
+            tr.set_flagged_backward(sync != ForwardSync::GridBarrier);
+            let flags = match sync {
+                ForwardSync::GridBarrier => "",
+                ForwardSync::BlockFlags => " block-flags",
+                ForwardSync::FlaggedWords => " flagged",
+            };
             format!(" [mma units={units}{flags}]")
         }
     };

@@ -100,7 +100,7 @@ def cell_train(lines, prefix):
     """bench_engine_cell_train / its torch twin: {precision: (fwd ms, fwd+bwd ms)}."""
     out = {}
     pat = re.compile("^" + prefix + r"cell train LSTM H=\d+ I=\d+ B=\d+ T=\d+ "
-                     r"(F16|F32|F16 \[per-step\]|F16 \[mma units=\d+(?: flagged)?\]): "
+                     r"(F16|F32|F16 \[per-step\]|F16 \[mma units=\d+(?: flagged| block-flags)?\]): "
                      r"forward " + NUM + r" ms .*forward\+backward " + NUM + " ms")
     for line in lines or []:
         if m := pat.match(line):
@@ -235,13 +235,14 @@ def choices(new):
                 rows.append([f"cell train LSTM F16 tensor-core loops: {m[1]} vs 8 units per block", what,
                              f"{base[i]:.3f}", f"{v[i]:.3f}", ratio(v[i], base[i])])
     # The tensor-core loops on flags against grid barriers: the forward's
-    # row is the flagged forward's; forward+backward minus it, the flagged
-    # backward's.
-    flagged = cell.get("F16 [mma units=8 flagged]")
-    if base and flagged:
-        for i, what in enumerate(("forward ms", "forward+backward ms")):
-            rows.append(["cell train LSTM F16 tensor-core loops: flags vs grid barriers (8 units)", what,
-                         f"{base[i]:.3f}", f"{flagged[i]:.3f}", ratio(flagged[i], base[i])])
+    # row is the forward's flag form's (per-block flags, or h in flagged
+    # words); forward+backward minus it, the flagged backward's.
+    for label, form in (("block-flags", "block flags"), ("flagged", "flagged words")):
+        flagged = cell.get(f"F16 [mma units=8 {label}]")
+        if base and flagged:
+            for i, what in enumerate(("forward ms", "forward+backward ms")):
+                rows.append([f"cell train LSTM F16 tensor-core loops: {form} vs grid barriers (8 units)", what,
+                             f"{base[i]:.3f}", f"{flagged[i]:.3f}", ratio(flagged[i], base[i])])
     fwd = new["forward"]
     for what, flagged, barrier in (
         ("H 768 LSTM", r"^lstm H=\d+ B=\d+ PersistentMmaFlagged", r"^lstm f16 mma units="),

@@ -20,8 +20,8 @@ use recur::core::cell::{self, Input, SeqDims};
 use recur::core::{CellDims, CellGrads, CellKind, CellParams, Portable};
 use recur::engine::half::round_f16;
 use recur::engine::{
-    has_reduce_scatter_backward, ClusterLoops, DeviceCellTrainer, Error, Gpu, Precision, TimeLoop,
-    TrainOptimizer,
+    has_reduce_scatter_backward, ClusterLoops, DeviceCellTrainer, Error, ForwardSync, Gpu,
+    Precision, TimeLoop, TrainOptimizer,
 };
 
 /// Straight to stderr: the harness captures eprintln!, and a skipped GPU
@@ -546,24 +546,28 @@ fn f16_loops_beyond_the_cuda_core_ones_run_on_tensor_cores() {
 
 /// The persistent tensor-core loops at every count of hidden units per
 /// block their planner may take (the tests elsewhere get the fewest that
-/// fit, mostly 4), with grid barriers and with flags (the forward's h in
-/// flagged words, the backward on per-block flags): H 72 leaves the last
-/// block 8 units of 16 or 32, B 5 takes the backward's single-float gather
-/// and B 8 its 16-byte one, and 32 units · 8 rows fill the block's 256
-/// items; H 72 a multiple of 4 takes the forward's two-word staging, H 70
-/// (4 and 8 units: a last block of 2 or 6) its one-word staging. Each case
-/// runs both loops twice on one flag buffer each (run_engine's poisoned
-/// pass first), so the second launch's flags must pass the first's.
-/// Hidden states and gradients against recur-core.
+/// fit, mostly 4), with grid barriers and with flags (the forward on
+/// per-block flags or on flagged words, the backward on per-block flags):
+/// H 72 leaves the last block 8 units of 16 or 32, B 5 takes the
+/// backward's single-float gather and B 8 its 16-byte one, and 32 units ·
+/// 8 rows fill the block's 256 items; the flagged words stage H 72 (a
+/// multiple of 4) two words at a time, H 70 (4 and 8 units: a last block
+/// of 2 or 6) one. Each case runs both loops twice on one flag buffer each
+/// (run_engine's first pass from another h0), so the second launch's flags
+/// must pass the first's. Hidden states and gradients against recur-core.
 #[test]
 fn tensor_core_loops_at_every_unit_count() {
     for units in [4, 8, 16, 32] {
-        for flagged in [false, true] {
+        for sync in [
+            ForwardSync::GridBarrier,
+            ForwardSync::BlockFlags,
+            ForwardSync::FlaggedWords,
+        ] {
             for cell in [CellKind::RnnTanh, CellKind::GruResetAfter, CellKind::Lstm] {
                 for batch in [5, 8] {
-                    let loops = Loops::PersistentMmaAt { units, flagged };
+                    let loops = Loops::PersistentMmaAt { units, sync };
                     check_f16(cell, batch, 72, 6, 4, 31, loops);
-                    if flagged && units <= 8 {
+                    if sync == ForwardSync::FlaggedWords && units <= 8 {
                         check_f16(cell, batch, 70, 6, 4, 37, loops);
                     }
                 }
@@ -573,16 +577,15 @@ fn tensor_core_loops_at_every_unit_count() {
 }
 
 /// An odd hidden size cannot pair its units into flagged words: asked for
-/// the flagged forward, the trainer takes the tensor-core forward with its
-/// grid barrier (H 69: a last block of 5 units at 8 per block).
+/// them, the forward takes per-block flags (H 69: a last block of 5 units
+/// at 8 per block), as it does when asked for those.
 #[test]
-fn odd_hidden_sizes_keep_the_forward_barrier() {
+fn odd_hidden_sizes_take_block_flags_for_flagged_words() {
     for cell in [CellKind::RnnTanh, CellKind::Lstm] {
-        let loops = Loops::PersistentMmaAt {
-            units: 8,
-            flagged: true,
-        };
-        check_f16(cell, 5, 69, 6, 4, 43, loops);
+        for sync in [ForwardSync::BlockFlags, ForwardSync::FlaggedWords] {
+            let loops = Loops::PersistentMmaAt { units: 8, sync };
+            check_f16(cell, 5, 69, 6, 4, 43, loops);
+        }
     }
 }
 

@@ -47,10 +47,10 @@ smoke engine_forward "d2l B=8 H=64 V=40 T=6 =10" "one-word flip barrier=6" \
 smoke engine_generate "generate B=1 H=64=20" "  forced =20" "not run=0"
 # The LSTM in f16, f16 one launch per step, f32, and f16 on the
 # persistent tensor-core loops at 8 and 16 units per block and at 8 on
-# flags, gradients finite.
-smoke engine_cell_train "gradients finite: true=6" "per-step]: forward=1" \
+# both flag forms, gradients finite.
+smoke engine_cell_train "gradients finite: true=7" "per-step]: forward=1" \
   "mma units=8]: forward=1" "mma units=16]: forward=1" "mma units=8 flagged]: forward=1" \
-  "loops PersistentMma/PersistentMma=3"
+  "mma units=8 block-flags]: forward=1" "loops PersistentMma/PersistentMma=4"
 
 # The script that reads a GPU session's bench logs reads these (its --check
 # fails where a bench's line format has moved away from its parsers).
@@ -58,14 +58,15 @@ echo "== benches/gpu_verdicts.py on the smoke logs"
 python3 benches/gpu_verdicts.py --new "$logs" --check > "$logs/verdicts.md"
 # Its pairs: 3 figures of 3 cells × 2 precisions; 4 cells × 2 precisions;
 # two kernels; 3 cells × 2 precisions; 3 figures of 4 cells × 2 precisions;
-# 6 block counts; 3 and 2 figures of 3 cells in f16; 2 figures, twice.
+# 6 block counts; 3 and 2 figures of 3 cells in f16; 2 figures, three times.
 for pair in "reduce-scatter vs gather=18" "ClusterRegs vs Cluster 16=8" \
   "flagged vs grid barrier=2" "(best rows)=6" \
   "training forward: ClusterMma vs ClusterRegs=24" "one-word flip vs grid_sync=6" \
   "training forward: PersistentMma vs Persistent=9" \
   "training backward: PersistentMma vs Persistent=6" \
   "tensor-core loops: 16 vs 8 units per block=2" \
-  "tensor-core loops: flags vs grid barriers=2"; do
+  "tensor-core loops: block flags vs grid barriers=2" \
+  "tensor-core loops: flagged words vs grid barriers=2"; do
   n="$(grep -c -- "${pair%=*}" "$logs/verdicts.md" || true)"
   if [[ "$n" != "${pair##*=}" ]]; then
     echo "error: gpu_verdicts.py printed $n \"${pair%=*}\" rows, not ${pair##*=}" >&2

@@ -55,5 +55,5 @@ pub use sequence::{InputKind, SeqBuffers};
 pub use train::ProductOperands;
 pub use train::{
     has_reduce_scatter_backward, persistent_mma_takes, ClusterLoops, DeviceCellTrainer,
-    DeviceTrainer, StepTimes, TimeLoop, TrainOptimizer, TrainStats, STEP_PHASES,
+    DeviceTrainer, ForwardSync, StepTimes, TimeLoop, TrainOptimizer, TrainStats, STEP_PHASES,
 };

@@ -108,3 +108,18 @@ __device__ __forceinline__ void stage_h_flagged(__half* hsm, int ldh, const unsi
         }
     }
 }
+
+// Per-block flags (the persistent tensor-core training loops, without a
+// grid barrier): waits until source block flag `f` has reached `tag`. The
+// source stored its step's values, passed a block barrier, and then thread
+// 0 stored the tag with release semantics; this acquire orders those
+// values before this thread's loads of them (and, through a block barrier
+// after it, before the block's). Tags only grow within a launch and start
+// past every earlier launch's (engine/src/sequence.rs flag_epoch), so a
+// flag below the tag is stale and one past it is a block steps ahead.
+__device__ __forceinline__ void wait_flag_reached(const unsigned* f, unsigned tag) {
+    unsigned spins = 0;
+    while (ld_acquire(f) < tag) {
+        if (++spins == FLAG_SPIN_LIMIT) __trap();
+    }
+}

@@ -26,32 +26,43 @@
 // t + 1). The stores come before the grid barrier, whose release makes
 // them visible to every block's next staging.
 //
-// With FLAGGED (tr_mma_fwd_flagged_f16_*, H even; opt-in until timed) no
-// grid barrier: h_t also goes out as the inference's flagged words
-// (flag_exchange.cuh, whose comment says why two slots suffice and flags
-// never repeat; items paired by lanes, units u and u + 1 of a row in one
-// word), and step t + 1 stages h_t from them, waiting on their flags. Why
-// here: at the H 768 LSTM's 1,024 steps, a grid barrier per step (1.5 to
-// 1.75 µs on an H100, run 6) is about 1.7 ms of the forward, a third of
-// cuDNN's 5.19 ms for forward and backward. hcat still gets every h for
-// the backward, which reads it after the launch.
+// Two forms without the grid barrier, opt-in until a GPU has timed them
+// (engine/src/train/persist_mma.rs ForwardSync). Why: at the H 768 LSTM's
+// 1,024 steps, a grid barrier per step (1.5 to 1.75 µs on an H100, run 6)
+// is about 1.7 ms of the forward, a third of cuDNN's 5.19 ms for forward
+// and backward.
+// - Block flags (`flags` not null): after its h_t stores and a block
+//   barrier, thread 0 stores tag epoch + t + 1 into the block's own flag
+//   with release semantics; before staging h_t, threads 0 … blocks − 1
+//   each wait (acquire) for one block's flag to reach it, then the block
+//   barrier before the staging. No atomic counter; hcat's slots are never
+//   reused within a launch, so a block may run any number of steps ahead.
+// - Flagged words (WORDS, tr_mma_fwd_flagged_f16_*, H even): h_t also goes
+//   out as the inference's 8-byte words {half2, flag} (flag_exchange.cuh,
+//   whose comment says why two slots suffice; items paired by lanes, units
+//   u and u + 1 of a row in one word), and step t + 1 stages h_t from
+//   them, waiting on each word's flag: no fence and no separate flag load,
+//   but twice the bytes through L2 (at the H 768 LSTM, B 16: 96 blocks
+//   read 4.7 MB per step instead of 2.4).
+// Either way hcat gets every h for the backward, which reads it after the
+// launch.
 //
 // Parameters as tr_fwd_persist's (hcat, ccat, gates, aux, W_hh, W_ih,
 // b_ih, b_hh, tok, B, H, V, T), then U (hidden units per block), ntc
-// (n-tiles per chunk, ≥ ceil(B / 8)) and the 64-word barrier; FLAGGED
-// also the exchange words ((2, B, H / 2) u64, zeroed before the first
-// launch) and the launch's epoch (its flags epoch + 1 … epoch + T − 1).
-// Shared memory: MmaBlock's layout for G·U rows (engine/src/plan.rs
-// mma_smem).
+// (n-tiles per chunk, ≥ ceil(B / 8)), the 64-word barrier, the flags (one
+// word per block, or null for the barrier; with WORDS the exchange words,
+// (2, B, H / 2) u64), zeroed before their first launch, and the launch's
+// epoch (its tags epoch + 1 … epoch + T − 1). Shared memory: MmaBlock's
+// layout for G·U rows (engine/src/plan.rs mma_smem).
 #include "flag_exchange.cuh"
 #include "mma_persist.cuh"
 #include "train_mma_bwd.cuh"
 #include "train_cell.cuh"
 #include "train_fwd_item.cuh"
 
-template <int C, bool FLAGGED>
-__device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned* bar, unsigned long long* xchg,
-                           unsigned epoch) {
+template <int C, bool WORDS>
+__device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned* bar, unsigned* flags,
+                           unsigned long long* xchg, unsigned epoch) {
     DYNAMIC_SHARED(float4, smem4);
     constexpr int G = Cell<C>::G;
     const int H = a.H, B = a.B;
@@ -59,12 +70,13 @@ __device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned*
     const int un = min(U, H - u0);
     MmaBlock mb(smem4, G * U, H, B, ntc);
     mb.load(a.w_hh, G, H, u0, un);
-    [[maybe_unused]] unsigned gen = FLAGGED ? 0u : barrier_start(bar);
+    const bool barrier = !WORDS && !flags;
+    unsigned gen = barrier ? barrier_start(bar) : 0u;
 
     // This thread's item: unit u, batch row b (ItemWalk: o = u·B + b, or
     // paired for the flagged words; un is even there, so the items still
     // fill threads 0 … un·B − 1).
-    const ItemWalk<FLAGGED> at(threadIdx.x, B);
+    const ItemWalk<WORDS> at(threadIdx.x, B);
     const int u = at.u(), b = at.n(), j = u0 + u;
     const bool valid = (int)threadIdx.x < un * B;
     TrFwdItem<C, __half> item(a, valid, b, j);
@@ -76,8 +88,11 @@ __device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned*
         // staging overwrites them (at t = 0: the fragment loads and the
         // padding's zeroing).
         if (valid) item.prefetch(a, t);  // step t + 1's input part, in flight meanwhile
+        if (!WORDS && flags && t > 0) {
+            for (int s = threadIdx.x; s < (int)gridDim.x; s += NTHREADS) wait_flag_reached(flags + s, epoch + t);
+        }
         __syncthreads();
-        if (FLAGGED && t > 0) {
+        if (WORDS && t > 0) {
             const unsigned long long* slot = xchg + (size_t)((t - 1) & 1) * words;
             if ((H & 3) == 0) {
                 stage_h_flagged<ulonglong2, 8>(mb.hsm, mb.LDH, slot, epoch + (unsigned)t, B, H);
@@ -103,7 +118,7 @@ __device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned*
             item.advance();
             h16 = __float2half_rn(h);  // hcat's value (item.store)
         }
-        if constexpr (FLAGGED) {
+        if constexpr (WORDS) {
             // Units u (even lane) and u + 1 (odd lane) of row b: one word,
             // flag epoch + t + 1, read by step t + 1's staging. The shuffle
             // runs on every lane; a valid lane's partner is valid.
@@ -112,8 +127,13 @@ __device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned*
             if (valid && (u & 1) == 0 && t + 1 < a.T)
                 st_relaxed_u64(xchg + (size_t)(t & 1) * words + (size_t)b * (H / 2) + j / 2,
                                flagged_word(mine16, other, epoch + (unsigned)t + 1u));
-        } else {
-            if (t + 1 < a.T) grid_sync(bar, gen);
+        } else if (t + 1 < a.T) {
+            if (barrier) {
+                grid_sync(bar, gen);
+            } else {
+                __syncthreads();  // the block's h_t stores, then its flag
+                if (threadIdx.x == 0) st_release(flags + blockIdx.x, epoch + (unsigned)t + 1u);
+            }
         }
     }
 }
@@ -122,16 +142,17 @@ __device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned*
     extern "C" __global__ void __launch_bounds__(NTHREADS, 1)                                                  \
         tr_mma_fwd_f16_##NAME(__half* hcat, float* ccat, __half* gates, __half* aux, const __half* w_hh,      \
                               const __half* w_ih, const float* b_ih, const float* b_hh, const unsigned* tok,  \
-                              int B, int H, int V, int T_, int U, int ntc, unsigned* bar) {                   \
+                              int B, int H, int V, int T_, int U, int ntc, unsigned* bar, unsigned* flags,    \
+                              unsigned epoch) {                                                               \
         const TrFwdArgs<__half> a{hcat, ccat, gates, aux, w_hh, w_ih, b_ih, b_hh, tok, B, H, V, T_};          \
-        tr_mma_fwd<C, false>(a, U, ntc, bar, nullptr, 0u);                                                     \
+        tr_mma_fwd<C, false>(a, U, ntc, bar, flags, nullptr, epoch);                                           \
     }                                                                                                          \
     extern "C" __global__ void __launch_bounds__(NTHREADS, 1) tr_mma_fwd_flagged_f16_##NAME(                   \
         __half* hcat, float* ccat, __half* gates, __half* aux, const __half* w_hh, const __half* w_ih,           \
         const float* b_ih, const float* b_hh, const unsigned* tok, int B, int H, int V, int T_, int U, int ntc, \
         unsigned* bar, unsigned long long* xchg, unsigned epoch) {                                             \
         const TrFwdArgs<__half> a{hcat, ccat, gates, aux, w_hh, w_ih, b_ih, b_hh, tok, B, H, V, T_};          \
-        tr_mma_fwd<C, true>(a, U, ntc, bar, xchg, epoch);                                                      \
+        tr_mma_fwd<C, true>(a, U, ntc, bar, nullptr, xchg, epoch);                                                      \
     }
 
 TR_MMA_KERNEL(rnn_tanh, RNN_TANH)

@@ -151,16 +151,6 @@ struct MbGather {
     }
 };
 
-// Waits until source block flag `f` has reached `tag` (see the top of this
-// file); the acquire orders the source's partials before this thread's
-// loads of them.
-__device__ __forceinline__ void mb_wait_flag(const unsigned* f, unsigned tag) {
-    unsigned spins = 0;
-    while (ld_acquire(f) < tag) {
-        if (++spins == FLAG_SPIN_LIMIT) __trap();
-    }
-}
-
 // red[grp·items + piece·P + e] = Σ over this thread's source blocks s (in
 // order) of src[s·stride + piece·P + e]: every block's partials of this
 // block's items, read through L2 (other blocks wrote them before the grid
@@ -180,7 +170,7 @@ __device__ __forceinline__ void mb_gather(float* red, const float* src, size_t s
 #pragma unroll
             for (int r = 0; r < R; ++r) {
                 const int b = b0 + r * g.groups;
-                if (b < nblk) mb_wait_flag(flags + b, tag);
+                if (b < nblk) wait_flag_reached(flags + b, tag);
             }
         }
         V v[R];

@@ -7,7 +7,8 @@ use proptest::prelude::*;
 use recur::core::CellKind;
 use recur::engine::{
     every_cta_owns_a_unit, has_reduce_scatter_backward, persistent_mma_takes, ClusterLoops,
-    DeviceCellTrainer, DeviceTrainer, Gpu, Precision, TimeLoop, REG_CLUSTER_MAX_HIDDEN,
+    DeviceCellTrainer, DeviceTrainer, ForwardSync, Gpu, Precision, TimeLoop,
+    REG_CLUSTER_MAX_HIDDEN,
 };
 
 /// What a test sets and reads of a trainer's time loops.
@@ -23,7 +24,7 @@ pub trait LoopControl {
     fn set_mma_forward(&mut self, on: bool);
     fn set_mma_backward(&mut self, on: bool);
     fn set_mma_units(&mut self, units: Option<usize>);
-    fn set_flagged_forward(&mut self, on: bool);
+    fn set_forward_sync(&mut self, sync: ForwardSync);
     fn set_flagged_backward(&mut self, on: bool);
     fn set_persistent(&mut self, allowed: bool);
     fn time_loops(&self) -> (TimeLoop, TimeLoop);
@@ -65,8 +66,8 @@ macro_rules! loop_control {
             fn set_mma_units(&mut self, units: Option<usize>) {
                 <$ty>::set_mma_units(self, units)
             }
-            fn set_flagged_forward(&mut self, on: bool) {
-                <$ty>::set_flagged_forward(self, on)
+            fn set_forward_sync(&mut self, sync: ForwardSync) {
+                <$ty>::set_forward_sync(self, sync)
             }
             fn set_flagged_backward(&mut self, on: bool) {
                 <$ty>::set_flagged_backward(self, on)
@@ -115,9 +116,9 @@ pub enum Loops {
     PersistentMma,
     /// [`Loops::PersistentMma`] at this many hidden units per block, which
     /// both directions must take (the planner's own choice is the fewest
-    /// that fit), where `flagged` without grid barriers: the forward's h in
-    /// flagged words (even H), the backward on per-block flags.
-    PersistentMmaAt { units: usize, flagged: bool },
+    /// that fit), the forward's blocks waiting for each other by `sync`,
+    /// the backward's on per-block flags unless that is the grid barrier.
+    PersistentMmaAt { units: usize, sync: ForwardSync },
     /// One launch per step.
     PerStep,
 }
@@ -173,13 +174,13 @@ pub fn set_loops(t: &mut impl LoopControl, loops: Loops) -> bool {
             t.set_cluster(ClusterLoops::Never);
             t.set_mma_forward(loops != Loops::Persistent);
             t.set_mma_backward(loops != Loops::Persistent);
-            let (units, flagged) = match loops {
-                Loops::PersistentMmaAt { units, flagged } => (Some(units), flagged),
-                _ => (None, false),
+            let (units, sync) = match loops {
+                Loops::PersistentMmaAt { units, sync } => (Some(units), sync),
+                _ => (None, ForwardSync::GridBarrier),
             };
             t.set_mma_units(units);
-            t.set_flagged_forward(flagged);
-            t.set_flagged_backward(flagged);
+            t.set_forward_sync(sync);
+            t.set_flagged_backward(sync != ForwardSync::GridBarrier);
         }
         Loops::PerStep => t.set_persistent(false),
     }

@@ -177,9 +177,9 @@ impl DeviceCellTrainer {
         self.inner.set_mma_backward(on);
     }
 
-    /// [`DeviceTrainer::set_flagged_forward`].
-    pub fn set_flagged_forward(&mut self, on: bool) {
-        self.inner.set_flagged_forward(on);
+    /// [`DeviceTrainer::set_forward_sync`].
+    pub fn set_forward_sync(&mut self, sync: ForwardSync) {
+        self.inner.set_forward_sync(sync);
     }
 
     /// [`DeviceTrainer::set_flagged_backward`].

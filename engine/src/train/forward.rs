@@ -206,15 +206,25 @@ impl DeviceTrainer {
             ]
             .concat();
             // The flagged words pair units (2i, 2i + 1): even H only.
-            let kernel = if self.flagged_forward && h % 2 == 0 {
-                let what = "tensor-core forward's flagged words";
-                let (words, epoch) = self.flag_words(&self.forward_flags, 2 * b * h, what)?;
-                // The kernel's unsigned epoch, bit for bit.
-                args.extend([Arg::Ptr(words), Arg::I32(epoch as i32)]);
-                persist_mma::flagged_forward_kernel(mp)
-            } else {
-                mp.kernel
+            let sync = match self.forward_sync {
+                ForwardSync::FlaggedWords if h % 2 == 1 => ForwardSync::BlockFlags,
+                sync => sync,
             };
+            let (kernel, (flags, epoch)) = match sync {
+                ForwardSync::GridBarrier => (mp.kernel, (0, 0)),
+                ForwardSync::BlockFlags => {
+                    let what = "tensor-core forward flags";
+                    let flags = self.flag_words(&self.forward_flags, mp.blocks, what)?;
+                    (mp.kernel, flags)
+                }
+                ForwardSync::FlaggedWords => {
+                    let what = "tensor-core forward's flagged words";
+                    let words = self.flag_words(&self.forward_flags, 2 * b * h, what)?;
+                    (persist_mma::flagged_forward_kernel(mp), words)
+                }
+            };
+            // The kernel's unsigned epoch, bit for bit.
+            args.extend([Arg::Ptr(flags), Arg::I32(epoch as i32)]);
             self.launch_coop(kernel, (mp.blocks as u32, 1), mp.smem, &args)?;
         } else if simt_persistent {
             self.note_loop(false, TimeLoop::Persistent);

@@ -88,7 +88,7 @@ use cluster::ClusterPlan;
 pub use cluster::{has_reduce_scatter_backward, ClusterLoops, TimeLoop};
 pub use dense::DeviceCellTrainer;
 use launch::{elementwise, f32_at, step_chunk, Arg, Gemm, COLSUM_CHUNK, MAX_SPLITS};
-pub use persist_mma::persistent_mma_takes;
+pub use persist_mma::{persistent_mma_takes, ForwardSync};
 #[doc(hidden)]
 pub use probe::ProductOperands;
 use staging::TokenRing;
@@ -219,11 +219,11 @@ pub struct DeviceTrainer {
     mma_plans: Cell<[Option<Option<persist_mma::MmaLoopPlan>>; 2]>,
     /// The tensor-core backward's partial products, made at first need.
     mma_partials: RefCell<Option<DeviceBuffer<f32>>>,
-    /// Whether the tensor-core forward exchanges h in flagged words
-    /// instead of a grid barrier ([`Self::set_flagged_forward`]).
-    flagged_forward: bool,
-    /// Its words ((2, B, H / 2) u64) and their epochs
-    /// (ptx/src/flag_exchange.cuh).
+    /// How the tensor-core forward's blocks wait for each other's h
+    /// ([`Self::set_forward_sync`]).
+    forward_sync: ForwardSync,
+    /// Its flags (one word per block, or the flagged words: (2, B, H / 2)
+    /// u64) and their epochs, remade when the form changes.
     forward_flags: persist_mma::FlagWords,
     /// Whether the tensor-core backward waits on per-block flags instead
     /// of a grid barrier ([`Self::set_flagged_backward`]).
@@ -394,7 +394,7 @@ impl DeviceTrainer {
             mma_units: None,
             mma_plans: Cell::new([None, None]),
             mma_partials: RefCell::new(None),
-            flagged_forward: false,
+            forward_sync: ForwardSync::GridBarrier,
             forward_flags: Default::default(),
             flagged_backward: false,
             backward_flags: Default::default(),
@@ -593,13 +593,16 @@ impl DeviceTrainer {
         self.mma_backward = on;
     }
 
-    /// Whether the persistent tensor-core forward sends h_t to the next
-    /// step's blocks in flagged words, which they wait on, instead of a
-    /// grid barrier per step (even H; odd H keeps the barrier). Default
-    /// false: not yet timed on a GPU (docs/gpu-pending.md); the cell
-    /// benchmark prints both.
-    pub fn set_flagged_forward(&mut self, on: bool) {
-        self.flagged_forward = on;
+    /// How the persistent tensor-core forward's blocks wait for each
+    /// other's h_t: a grid barrier per step (the default), per-block
+    /// flags, or h_t in flagged words ([`ForwardSync`]). Not yet timed on
+    /// a GPU (docs/gpu-pending.md); the cell benchmark prints all three.
+    pub fn set_forward_sync(&mut self, sync: ForwardSync) {
+        if sync != self.forward_sync {
+            // One form's words are not the other's flags.
+            self.forward_flags = persist_mma::FlagWords::default();
+        }
+        self.forward_sync = sync;
     }
 
     /// Whether the persistent tensor-core backward waits on each source

@@ -2,7 +2,8 @@
 //! ([`super::TimeLoop::PersistentMma`], ptx/src/train_mma.cu): f16 storage,
 //! every cell but GRU reset-before, one cooperative launch per direction,
 //! each block's G·U gate rows of W_hh in shared memory as mma fragments,
-//! one grid barrier per step.
+//! one grid barrier per step, or opt-in flags instead
+//! ([`ForwardSync`], [`super::DeviceTrainer::set_flagged_backward`]).
 //! - The forward (`tr_mma_fwd`): the inference kernel's layout
 //!   ([`crate::plan`]'s `mma_smem`).
 //! - The backward (`tr_mma_bwd`): the same rows transposed, each block's
@@ -209,6 +210,24 @@ impl DeviceTrainer {
         flags.epoch.set(epoch + self.steps as u32);
         Ok((words, epoch))
     }
+}
+
+/// How the blocks of the persistent tensor-core forward wait for each
+/// other's h_t between steps (ptx/src/train_mma.cu says why each). Every
+/// form computes the same values; only their time differs, and no GPU has
+/// timed the two flag forms yet (docs/gpu-pending.md), hence the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardSync {
+    /// One grid-wide barrier per step.
+    #[default]
+    GridBarrier,
+    /// Each block's flag, released after its h_t; a block stages h_t once
+    /// every block's flag has reached the step.
+    BlockFlags,
+    /// h_t in 8-byte words {two f16 units, the step's flag}, staged as the
+    /// flags arrive: no fence, twice the bytes. Even H only: an odd H
+    /// takes [`ForwardSync::BlockFlags`].
+    FlaggedWords,
 }
 
 /// A flagged loop's words, made at first need, and the next launch's
