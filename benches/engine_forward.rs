@@ -330,12 +330,13 @@ fn main() {
         }
     }
     // Last, because a failing kernel can leave the context unusable: the
-    // tensor-core kernel with flagged h words instead of the grid barrier
-    // (forced only until it has run on a GPU), beside the barrier lines above.
+    // tensor-core kernel with a flag per block, then with flagged h words,
+    // instead of the grid barrier (forced only until they have run on a
+    // GPU), beside the barrier lines above.
     let (lstm, mut lstm_bufs) = lstm_setup(&gpu, scale);
     let (gru, mut gru_bufs) = d2l_setup(&gpu, scale, CellKind::GruResetAfter, Precision::F16);
     let lstm_label = format!("lstm H={lstm_h} B={lstm_b}");
-    let flagged = [
+    let mut flag_cases = [
         (
             lstm_label.as_str(),
             &lstm,
@@ -353,30 +354,31 @@ fn main() {
             &[4, 8, 16, 32][..],
         ),
     ];
-    'flagged: for (what, model, bufs, batch, steps, units) in flagged {
-        for &u in units {
-            let opts = PlanOptions {
-                path: Some(Path::PersistentMmaFlagged),
-                units: Some(u),
-                ..PlanOptions::default()
-            };
-            if model.plan(batch, opts).is_err() {
-                continue;
-            }
-            // One checked run first: an error ends the section with a line.
-            if let Err(e) = model.forward(bufs, opts).and_then(|_| gpu.synchronize()) {
+    let paths = [Path::PersistentMmaBlockFlags, Path::PersistentMmaFlagged];
+    'flagged: for path in paths {
+        for (what, model, bufs, batch, steps, units) in flag_cases.iter_mut() {
+            for &u in units.iter() {
+                let opts = PlanOptions {
+                    path: Some(path),
+                    units: Some(u),
+                    ..PlanOptions::default()
+                };
+                if model.plan(*batch, opts).is_err() {
+                    continue;
+                }
+                // One checked run first: an error ends the section with a line.
+                if let Err(e) = model.forward(bufs, opts).and_then(|_| gpu.synchronize()) {
+                    summary.push(format!("  {what} {path:?} units={u}: FAILED {e}"));
+                    break 'flagged;
+                }
+                let d = time_it(&gpu, scale, 10, || {
+                    model.forward(bufs, opts).unwrap();
+                });
                 summary.push(format!(
-                    "  {what} PersistentMmaFlagged units={u}: FAILED {e}"
+                    "  {what} {path:?} units={u}: {:.3} us/step",
+                    d.as_secs_f64() * 1e6 / *steps
                 ));
-                break 'flagged;
             }
-            let d = time_it(&gpu, scale, 10, || {
-                model.forward(bufs, opts).unwrap();
-            });
-            summary.push(format!(
-                "  {what} PersistentMmaFlagged units={u}: {:.3} us/step",
-                d.as_secs_f64() * 1e6 / steps
-            ));
         }
     }
     c.final_summary();

@@ -249,10 +249,15 @@ def choices(new):
         ("d2l GRU f16", r"^d2l gru-reset-after f16 PersistentMmaFlagged",
          r"^sweep d2l gru-reset-after f16 PersistentMma units="),
     ):
-        (a, la), (b, lb) = best(fwd, barrier), best(fwd, flagged)
-        if b is not None:
-            rows.append([f"{what}: flagged vs grid barrier (best units)", f"{la} / {lb}",
-                         f"{a:.3f}" if a is not None else "—", f"{b:.3f}", ratio(b, a)])
+        (a, la) = best(fwd, barrier)
+        # The same kernel with a flag per block (its lines name the path
+        # PersistentMmaBlockFlags), and the kernel with flagged words.
+        for form, pattern in (("block flags", flagged.replace("PersistentMmaFlagged", "PersistentMmaBlockFlags")),
+                              ("flagged", flagged)):
+            (b, lb) = best(fwd, pattern)
+            if b is not None:
+                rows.append([f"{what}: {form} vs grid barrier (best units)", f"{la} / {lb}",
+                             f"{a:.3f}" if a is not None else "—", f"{b:.3f}", ratio(b, a)])
     # The tensor-core cluster forward (forced only) against the register one
     # (GRU reset-before, which has none: the shared-memory one), each at its
     # best rows per cluster.

@@ -199,6 +199,24 @@ proptest! {
         if let Ok(m) = &r { println!("ok flagged {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {m}"); }
         prop_assert!(r.is_ok(), "flagged {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
     }
+
+    /// The tensor-core kernel with a flag per block instead of the grid
+    /// barrier (any H), forced.
+    #[test]
+    fn block_flagged_forced_matches_core(
+        cell in prop::sample::select(vec![CellKind::RnnTanh, CellKind::RnnRelu, CellKind::GruResetAfter, CellKind::Lstm]),
+        batch in 1usize..=64,
+        hidden in 1usize..=300,
+        vocab in 2usize..=600,
+        steps in 1usize..=20,
+        seed in any::<u64>(),
+    ) {
+        let gpu = match engine_support::gpu() { Some(g) => g, None => { let _ = writeln!(std::io::stderr(), "skipped: no CUDA device"); return Ok(()); } };
+        let opts = PlanOptions { path: Some(Path::PersistentMmaBlockFlags), ..PlanOptions::default() };
+        let r = check_tokens_case(&gpu, cell, batch, hidden, vocab, steps, Precision::F16, opts, seed);
+        if let Ok(m) = &r { println!("ok block flags {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {m}"); }
+        prop_assert!(r.is_ok(), "block flags {cell:?} B={batch} H={hidden} V={vocab} T={steps}: {}", r.unwrap_err());
+    }
 }
 
 proptest! {
@@ -534,30 +552,72 @@ fn flagged_tensor_core_exchange_matches_core() {
     let ran = tensor_core_unit_sweep(&gpu, Path::PersistentMmaFlagged, &cases, 9, 900);
     assert!(ran >= cases.len(), "only {ran} flagged cases ran");
 
-    // Repeated launches on one set of buffers.
-    let (cell, batch, hidden, vocab, steps) = (CellKind::Lstm, 16, 128, 61, 11);
+    let flagged = [Path::PersistentMmaFlagged; 3];
+    launches_on_one_buffer_set(&gpu, CellKind::Lstm, &flagged, 1, 77);
+}
+
+/// The tensor-core kernel with a flag per block instead of a grid barrier
+/// (`Path::PersistentMmaBlockFlags`; "flagged" in the name: the GPU run
+/// script runs it in a process of its own): odd and even H, the batch as one
+/// n-chunk and as several, each unit count that fits; then launches in a
+/// row on one set of buffers, alternating with the flagged words, whose
+/// words must not pass for flags (the buffer is zeroed when the path
+/// changes), one of them across the point where the flags start again on a
+/// zeroed buffer.
+#[test]
+fn block_flagged_tensor_core_path_matches_core() {
+    let gpu = gpu_or_skip!();
+    let cases = [
+        (CellKind::Lstm, 3, 96),
+        (CellKind::GruResetAfter, 40, 97),
+        (CellKind::RnnTanh, 64, 256),
+        (CellKind::Lstm, 17, 251),
+        (CellKind::RnnRelu, 33, 5),
+    ];
+    let ran = tensor_core_unit_sweep(&gpu, Path::PersistentMmaBlockFlags, &cases, 9, 1300);
+    assert!(ran >= cases.len(), "only {ran} block-flag cases ran");
+
+    let (flags, words) = (Path::PersistentMmaBlockFlags, Path::PersistentMmaFlagged);
+    let paths = [flags, words, flags, words, flags, words, flags, flags];
+    launches_on_one_buffer_set(&gpu, CellKind::GruResetAfter, &paths, 7, 79);
+}
+
+/// One launch of each of `paths` in turn on one set of buffers (B 16,
+/// H 128, T 11, f16) against recur-core: each must wait for its own flags,
+/// not take a word or flag an earlier launch left. Before launch `restart`
+/// the epoch is put 3 short of the flags' wrap, so that launch starts
+/// again on a zeroed buffer.
+fn launches_on_one_buffer_set(
+    gpu: &Gpu,
+    cell: CellKind,
+    paths: &[Path],
+    restart: usize,
+    seed: u64,
+) {
+    let (batch, hidden, vocab, steps) = (16, 128, 61, 11);
     let layout = ModelLayout {
         cell,
         vocab,
         hidden,
     };
-    let params = random_params(&layout, 77);
-    let model = DeviceModel::upload(&gpu, layout, &params, Precision::F16).unwrap();
+    let params = random_params(&layout, seed);
+    let model = DeviceModel::upload(gpu, layout, &params, Precision::F16).unwrap();
     let mut bufs = SeqBuffers::new(&model, steps, batch, InputKind::Tokens).unwrap();
-    let opts = PlanOptions {
-        path: Some(Path::PersistentMmaFlagged),
-        ..PlanOptions::default()
-    };
-    for launch in 0..3u64 {
-        if launch == 1 {
+    for (launch, &path) in paths.iter().enumerate() {
+        if launch == restart {
             bufs.set_exchange_epoch_for_tests(u32::MAX - 3);
         }
-        match run_and_compare(&model, &params, &mut bufs, opts, 80 + 10 * launch) {
+        let opts = PlanOptions {
+            path: Some(path),
+            ..PlanOptions::default()
+        };
+        let seed = seed + 3 + 10 * launch as u64;
+        match run_and_compare(&model, &params, &mut bufs, opts, seed) {
             Ok((plan, worst)) => {
-                assert_eq!(plan.path, Path::PersistentMmaFlagged);
-                println!("ok flagged launch {launch} on the same buffers: worst {worst:.3}");
+                assert_eq!(plan.path, path);
+                println!("ok {path:?} launch {launch} on the same buffers: worst {worst:.3}");
             }
-            Err(e) => panic!("flagged launch {launch} on the same buffers: {e}"),
+            Err(e) => panic!("{path:?} launch {launch} on the same buffers: {e}"),
         }
     }
 }

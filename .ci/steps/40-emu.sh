@@ -37,11 +37,12 @@ smoke() {
 smoke engine_train "recur train step=49" "phases:=49" "GPU time per phase=49" \
   "persistent-mma: (PersistentMma=3"
 # 5 cells × 2 precisions; 6 block counts; the LSTM's line and its input
-# product; the sweeps and the flagged kernel where their plans fit.
+# product; the sweeps and both flag forms where their plans fit.
 smoke engine_forward "d2l B=8 H=64 V=40 T=6 =10" "one-word flip barrier=6" \
   "dense input:=1" "of which the input product=1" "lstm f16 mma units=+" \
   "sweep d2l gru-reset-after f32 PersistentSimt=+" "ClusterRegs cluster=16 rows=+" \
-  "ClusterMma cluster=16 rows=+" "PersistentMmaFlagged units=+" "FAILED=0"
+  "ClusterMma cluster=16 rows=+" "PersistentMmaFlagged units=+" \
+  "PersistentMmaBlockFlags units=+" "FAILED=0"
 # 5 cells × 2 precisions × greedy and temperature; forced paths: the GRU's
 # 4, 2 for each of the 3 other cells, both precisions; none refused.
 smoke engine_generate "generate B=1 H=64=20" "  forced =20" "not run=0"
@@ -57,10 +58,10 @@ smoke engine_cell_train "gradients finite: true=7" "per-step]: forward=1" \
 echo "== benches/gpu_verdicts.py on the smoke logs"
 python3 benches/gpu_verdicts.py --new "$logs" --check > "$logs/verdicts.md"
 # Its pairs: 3 figures of 3 cells × 2 precisions; 4 cells × 2 precisions;
-# two kernels; 3 cells × 2 precisions; 3 figures of 4 cells × 2 precisions;
+# two kernels, twice; 3 cells × 2 precisions; 3 figures of 4 cells × 2 precisions;
 # 6 block counts; 3 and 2 figures of 3 cells in f16; 2 figures, three times.
 for pair in "reduce-scatter vs gather=18" "ClusterRegs vs Cluster 16=8" \
-  "flagged vs grid barrier=2" "(best rows)=6" \
+  "flagged vs grid barrier=2" "block flags vs grid barrier (best units)=2" "(best rows)=6" \
   "training forward: ClusterMma vs ClusterRegs=24" "one-word flip vs grid_sync=6" \
   "training forward: PersistentMma vs Persistent=9" \
   "training backward: PersistentMma vs Persistent=6" \

@@ -20,6 +20,7 @@ pub(crate) struct RecParams {
     pub zb: u64,
     pub barrier: u64,
     pub xchg: u64,
+    pub flags: u64,
     pub t: i32,
     pub b: i32,
     pub h: i32,
@@ -71,8 +72,8 @@ mod tests {
 
     #[test]
     fn sizes_match_the_c_structs() {
-        // 15 pointers + 10 ints; 18 eight-byte fields + float + 8 ints, padded to 8.
-        assert_eq!(std::mem::size_of::<RecParams>(), 15 * 8 + 10 * 4);
+        // 16 pointers + 10 ints; 18 eight-byte fields + float + 8 ints, padded to 8.
+        assert_eq!(std::mem::size_of::<RecParams>(), 16 * 8 + 10 * 4);
         assert_eq!(std::mem::size_of::<GenParams>(), 184);
         assert_eq!(std::mem::offset_of!(GenParams, inv_temp), 144);
     }

@@ -20,6 +20,9 @@
 //!   barrier: h goes from block to block in words that carry their step
 //!   (ptx/src/flag_exchange.cuh). It takes even H only (pairs of units per
 //!   word) and is chosen only when forced until it has run on a GPU.
+//!   `Path::PersistentMmaBlockFlags` is the barrier kernel itself with a
+//!   flag per block instead (released after the block's h_t, acquired
+//!   before the next staging): any H, forced only for the same reason.
 //!
 //! Larger layers run the per-step kernels (one launch per step, W_hh read
 //! from global memory / L2), which have no size limit beyond `G·H·H < 2³¹`.
@@ -109,6 +112,10 @@ pub enum Path {
     /// [`Path::PersistentMma`] with h exchanged in flagged words instead of
     /// a grid barrier per step (even H; not chosen automatically yet).
     PersistentMmaFlagged,
+    /// [`Path::PersistentMma`] with each block's flag (released after its
+    /// h_t, acquired by every block before the next step) instead of a
+    /// grid barrier per step (not chosen automatically yet).
+    PersistentMmaBlockFlags,
     /// One launch per step (two for GRU reset-before).
     PerStep,
     /// One launch of thread-block clusters (sm_90), CUDA cores.
@@ -451,10 +458,13 @@ pub(crate) fn kernel_name(path: Path, cell: CellKind, p: Precision) -> &'static 
         (Path::PersistentSimt, Precision::F16) => PERSIST_F16[i],
         (Path::PerStep, Precision::F32) => STEP_F32[i],
         (Path::PerStep, Precision::F16) => STEP_F16[i],
-        (Path::PersistentMma, Precision::F16) => MMA_F16[i],
+        (Path::PersistentMma | Path::PersistentMmaBlockFlags, Precision::F16) => MMA_F16[i],
         (Path::PersistentMmaFlagged, Precision::F16) => MMA_FLAGGED_F16[i],
         // The tensor-core kernels take f16 storage only.
-        (Path::PersistentMma | Path::PersistentMmaFlagged, Precision::F32) => "",
+        (
+            Path::PersistentMma | Path::PersistentMmaFlagged | Path::PersistentMmaBlockFlags,
+            Precision::F32,
+        ) => "",
         // The 16-CTA name; the plan's cluster size picks (cluster_kernel).
         (Path::Cluster, _) => cluster_kernel(16, cell, p),
         (Path::ClusterRegs, _) => REG_CLUSTER[usize::from(p == Precision::F16)][i],
@@ -670,14 +680,17 @@ fn plan_path(
     }
     let candidates: Vec<usize> = match (units, path) {
         (Some(u), _) => vec![u],
-        (None, Path::PersistentMma | Path::PersistentMmaFlagged) => vec![4, 8, 16, 32],
+        (
+            None,
+            Path::PersistentMma | Path::PersistentMmaFlagged | Path::PersistentMmaBlockFlags,
+        ) => vec![4, 8, 16, 32],
         (None, _) => (1..=RMAX / g).collect(),
     };
     let mut fallback = None;
     for u in candidates {
         let blocks = hidden.div_ceil(u);
         let plan = match path {
-            Path::PersistentMma | Path::PersistentMmaFlagged => {
+            Path::PersistentMma | Path::PersistentMmaFlagged | Path::PersistentMmaBlockFlags => {
                 let (mt, ntc, smem) = mma_smem(cell, hidden, batch, u);
                 if mt > MMA_TILES {
                     continue;
@@ -1045,6 +1058,37 @@ mod tests {
     }
 
     #[test]
+    fn block_flag_path_is_forced_only_and_takes_odd_sizes() {
+        let occ = FakeSm { regs_blocks: 2 };
+        let forced = |path| PlanOptions {
+            path: Some(path),
+            ..PlanOptions::default()
+        };
+        let flags = forced(Path::PersistentMmaBlockFlags);
+        let plan = |cell, h, p, opts| plan_sequence(&NO_CLUSTER, &occ, cell, h, 16, p, opts);
+        // The barrier kernel's configuration, at any H.
+        for h in [768, 767] {
+            let got = plan(CellKind::Lstm, h, Precision::F16, flags).unwrap();
+            let same = plan(
+                CellKind::Lstm,
+                h,
+                Precision::F16,
+                forced(Path::PersistentMma),
+            )
+            .unwrap();
+            assert_eq!(got.path, Path::PersistentMmaBlockFlags);
+            assert_eq!(
+                (got.units, got.blocks, got.ntc, got.smem),
+                (same.units, same.blocks, same.ntc, same.smem)
+            );
+        }
+        let auto = plan(CellKind::Lstm, 768, Precision::F16, PlanOptions::default()).unwrap();
+        assert_eq!(auto.path, Path::PersistentMma);
+        assert!(plan(CellKind::Lstm, 768, Precision::F32, flags).is_none());
+        assert!(plan(CellKind::GruResetBefore, 64, Precision::F16, flags).is_none());
+    }
+
+    #[test]
     fn every_kernel_name_is_in_the_embedded_ptx() {
         let all: Vec<&str> = crate::ptx::MODULES
             .iter()
@@ -1054,6 +1098,7 @@ mod tests {
             Path::PersistentSimt,
             Path::PersistentMma,
             Path::PersistentMmaFlagged,
+            Path::PersistentMmaBlockFlags,
             Path::PerStep,
             Path::Cluster,
             Path::ClusterRegs,
@@ -1104,7 +1149,9 @@ mod tests {
                                     cluster_smem(cell, h, plan.units, plan.ldb, p)
                                 );
                             }
-                            Path::PersistentMma | Path::PersistentMmaFlagged => {
+                            Path::PersistentMma
+                            | Path::PersistentMmaFlagged
+                            | Path::PersistentMmaBlockFlags => {
                                 assert_eq!(plan.blocks, h.div_ceil(plan.units));
                                 assert!(p == Precision::F16 && cell != CellKind::GruResetBefore);
                                 assert!(

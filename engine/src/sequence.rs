@@ -55,11 +55,16 @@ pub struct SeqBuffers {
     zb: DeviceBuffer<f32>,
     barrier: DeviceBuffer<u32>,
     /// `Path::PersistentMmaFlagged`: h exchanged as (2, B, H/2) words of
-    /// {half2, flag} (ptx/src/flag_exchange.cuh), as u32 pairs; never
-    /// poisoned (NaN bits would be a flag). Two u32 in f32 mode.
+    /// {half2, flag} (ptx/src/flag_exchange.cuh), as u32 pairs;
+    /// `Path::PersistentMmaBlockFlags`: one flag per block, the first
+    /// words. Never poisoned (NaN bits would be a flag). Two u32 in f32
+    /// mode.
     xchg: DeviceBuffer<u32>,
     /// The last flag a launch on `xchg` may have written.
     epoch: u32,
+    /// The path of the last launch on `xchg`: the other one's words are
+    /// not its flags, so a change of path zeroes the buffer first.
+    xchg_path: Option<Path>,
     /// (T·B) targets, logits (T·B, V), per-row losses, mean loss (language models).
     targets: Option<DeviceBuffer<u32>>,
     logits: Option<DeviceBuffer<f32>>,
@@ -119,6 +124,7 @@ impl SeqBuffers {
             barrier: alloc(BARRIER_WORDS, "barrier")?,
             xchg: alloc(if f16 { elems(&[2, bh]) } else { 2 }, "h exchange")?,
             epoch: 0,
+            xchg_path: None,
             targets: if lm {
                 Some(alloc(tb, "targets")?)
             } else {
@@ -419,18 +425,25 @@ impl DeviceModel {
                 // kernel's compiled size.
                 unsafe { gpu.launch(kernel, grid, plan.smem, false, &mut args, shape)? };
             }
-            Path::PersistentMmaFlagged => {
+            Path::PersistentMmaFlagged | Path::PersistentMmaBlockFlags => {
                 let (epoch, reset) = flag_epoch(bufs.epoch, t);
-                if reset {
+                if reset || bufs.xchg_path != Some(plan.path) {
                     fill32(gpu, &mut bufs.xchg, 0)?;
+                    bufs.xchg_path = Some(plan.path);
                 }
                 p.epoch = epoch;
+                if plan.path == Path::PersistentMmaBlockFlags {
+                    // The barrier kernel, on flags: ceil(H / U) words of
+                    // the 2·B·H (U ≥ 4).
+                    (p.flags, p.xchg) = (p.xchg, 0);
+                }
                 // Flags epoch + 1 ..= epoch + T - 1 go out; the next launch
                 // starts past them even if this one fails.
                 bufs.epoch = epoch + t as u32;
                 let mut args: [*mut c_void; 1] = [&mut p as *mut _ as *mut c_void];
                 // SAFETY: one RecParams by value; every address is a live buffer
-                // sized for (T, B, H), `xchg` for (2, B, H/2) words.
+                // sized for (T, B, H), `xchg` for (2, B, H/2) words or
+                // `flags` for more than one per block.
                 unsafe { gpu.launch(kernel, grid, plan.smem, true, &mut args, shape)? };
             }
             Path::PersistentSimt | Path::PersistentMma => {

@@ -19,6 +19,7 @@ struct RecParams {
     float* zb;              // scratch (B, H), GRU reset-before
     unsigned* barrier;      // 64 zeroed words per buffer set (see grid_sync)
     unsigned long long* xchg;  // rec_mma_flagged: (2, B, H/2) flagged words (flag_exchange.cuh)
+    unsigned* flags;        // rec_mma: one flag per block instead of the grid barrier, or null
     int T, B, H;
     int units;              // hidden units per block
     int ldb;                // batch columns per chunk
@@ -26,7 +27,7 @@ struct RecParams {
     int phase;              // rec_step, GRU reset-before: 1 or 2; else 0
     int aux;                // rec_mma: n-tiles per chunk
     int tok_fixed;          // 1: every step reads tokens[0..B) (generation feeds)
-    unsigned epoch;         // rec_mma_flagged: flags of this launch are epoch + t + 1
+    unsigned epoch;         // rec_mma_flagged, rec_mma with flags: flags of this launch are epoch + t + 1
 };
 
 // Where step t of a sequence reads and writes.

@@ -9,10 +9,14 @@
 // A fragments (one 16-byte load per fragment, no bank conflicts). Every step
 // stages h_{t-1} (B, H) as f16 in shared memory, the 8 warps split the k
 // tiles, their partial sums meet in shared memory, and the gate math runs
-// as in the CUDA-core kernels. One grid-wide barrier per step, or with
-// FLAGGED (rec_mma_flagged_*, H and units per block even) none: h_t goes
-// from block to block in flagged words (flag_exchange.cuh) that the next
-// step's staging waits on.
+// as in the CUDA-core kernels. One grid-wide barrier per step, or none:
+// - with `p.flags` (Path::PersistentMmaBlockFlags) each block releases its
+//   flag after its h_t stores and a block barrier, and threads 0 … blocks −
+//   1 each acquire one block's flag before the next staging (h_t has its
+//   own place in hs, so a block may run steps ahead: no slot to reuse);
+// - with FLAGGED (rec_mma_flagged_*, H and units per block even) h_t goes
+//   from block to block in flagged words (flag_exchange.cuh) that the next
+//   step's staging waits on: no fence, twice the bytes.
 #include "flag_exchange.cuh"
 #include "mma_persist.cuh"
 #include "rec_params.cuh"
@@ -46,7 +50,8 @@ __device__ void rec_mma(const RecParams& p) {
     const __half* table = static_cast<const __half*>(p.table);
     const __half* b_ih = static_cast<const __half*>(p.b_ih);
     const __half* b_hh = static_cast<const __half*>(p.b_hh);
-    [[maybe_unused]] unsigned gen = FLAGGED ? 0u : barrier_start(p.barrier);
+    const bool barrier = !FLAGGED && !p.flags;
+    unsigned gen = barrier ? barrier_start(p.barrier) : 0u;
     // Per-thread state across steps for its (unit, row) item when the batch
     // is one n-chunk (see Carry in simt_step.cuh).
     Carry carry;
@@ -65,6 +70,9 @@ __device__ void rec_mma(const RecParams& p) {
 
     for (int t = 0; t < p.T; ++t) {
         const StepIO io = rec_io<C, __half>(p, t);
+        if (!FLAGGED && p.flags && t > 0) {
+            for (int s = threadIdx.x; s < (int)gridDim.x; s += NTHREADS) wait_flag_reached(p.flags + s, p.epoch + t);
+        }
         __syncthreads();
         // Stage h_{t-1} (B, H) as f16: 16-byte pieces where H is a multiple
         // of 8 (and the step's rows so aligned), pairs of halves where H is
@@ -157,10 +165,14 @@ __device__ void rec_mma(const RecParams& p) {
             }
         }
         if (t + 1 < p.T) {
+            if (!barrier && !FLAGGED) {
+                __syncthreads();  // the block's h_t stores, then its flag
+                if (threadIdx.x == 0) st_release(p.flags + blockIdx.x, p.epoch + (unsigned)t + 1u);
+            }
             // The next step's input part does not depend on h: load it now,
             // its latency hides behind the barrier (or the flag waits).
             if (carry.valid) input_x<G>(carry.x, rec_io<C, __half>(p, t + 1), table, b_ih, carry.u, carry.b, u0, H);
-            if constexpr (!FLAGGED) grid_sync(p.barrier, gen);
+            if (barrier) grid_sync(p.barrier, gen);
         }
     }
 }
