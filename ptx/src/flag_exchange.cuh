@@ -109,17 +109,35 @@ __device__ __forceinline__ void stage_h_flagged(__half* hsm, int ldh, const unsi
     }
 }
 
-// Per-block flags (the persistent tensor-core training loops, without a
-// grid barrier): waits until source block flag `f` has reached `tag`. The
-// source stored its step's values, passed a block barrier, and then thread
-// 0 stored the tag with release semantics; this acquire orders those
-// values before this thread's loads of them (and, through a block barrier
-// after it, before the block's). Tags only grow within a launch and start
-// past every earlier launch's (engine/src/sequence.rs flag_epoch), so a
-// flag below the tag is stale and one past it is a block steps ahead.
+// ---- per-block flags ---------------------------------------------------------
+// The persistent tensor-core loops without a grid barrier (rec_mma with
+// flags, tr_mma_fwd, tr_mma_bwd): one flag word per block, which the block
+// sets to a step's tag once its values of that step are stored. Tags only
+// grow within a launch and start past every earlier launch's
+// (engine/src/sequence.rs flag_epoch), so a flag below the tag is stale and
+// one past it is a block steps ahead.
+
+// This block's values of the step are stored (by any of its threads):
+// after a block barrier, thread 0 stores `tag` into the block's flag with
+// release semantics, which covers the whole block's stores.
+__device__ __forceinline__ void release_block_flag(unsigned* flags, unsigned tag) {
+    __syncthreads();
+    if (threadIdx.x == 0) st_release(flags + blockIdx.x, tag);
+}
+
+// Waits until source block flag `f` has reached `tag`: the acquire orders
+// that block's released values before this thread's loads of them (and,
+// through a block barrier after it, before the block's).
 __device__ __forceinline__ void wait_flag_reached(const unsigned* f, unsigned tag) {
     unsigned spins = 0;
     while (ld_acquire(f) < tag) {
         if (++spins == FLAG_SPIN_LIMIT) __trap();
     }
+}
+
+// Threads 0 … gridDim.x − 1 each wait for one block's flag to reach `tag`;
+// the caller's next block barrier then orders every block's values before
+// the whole block's loads.
+__device__ __forceinline__ void wait_every_block_flag(const unsigned* flags, unsigned tag) {
+    for (int s = threadIdx.x; s < (int)gridDim.x; s += NTHREADS) wait_flag_reached(flags + s, tag);
 }

@@ -70,9 +70,7 @@ __device__ void rec_mma(const RecParams& p) {
 
     for (int t = 0; t < p.T; ++t) {
         const StepIO io = rec_io<C, __half>(p, t);
-        if (!FLAGGED && p.flags && t > 0) {
-            for (int s = threadIdx.x; s < (int)gridDim.x; s += NTHREADS) wait_flag_reached(p.flags + s, p.epoch + t);
-        }
+        if (!FLAGGED && p.flags && t > 0) wait_every_block_flag(p.flags, p.epoch + (unsigned)t);
         __syncthreads();
         // Stage h_{t-1} (B, H) as f16: 16-byte pieces where H is a multiple
         // of 8 (and the step's rows so aligned), pairs of halves where H is
@@ -165,10 +163,7 @@ __device__ void rec_mma(const RecParams& p) {
             }
         }
         if (t + 1 < p.T) {
-            if (!barrier && !FLAGGED) {
-                __syncthreads();  // the block's h_t stores, then its flag
-                if (threadIdx.x == 0) st_release(p.flags + blockIdx.x, p.epoch + (unsigned)t + 1u);
-            }
+            if (!barrier && !FLAGGED) release_block_flag(p.flags, p.epoch + (unsigned)t + 1u);
             // The next step's input part does not depend on h: load it now,
             // its latency hides behind the barrier (or the flag waits).
             if (carry.valid) input_x<G>(carry.x, rec_io<C, __half>(p, t + 1), table, b_ih, carry.u, carry.b, u0, H);

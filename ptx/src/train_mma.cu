@@ -88,9 +88,7 @@ __device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned*
         // staging overwrites them (at t = 0: the fragment loads and the
         // padding's zeroing).
         if (valid) item.prefetch(a, t);  // step t + 1's input part, in flight meanwhile
-        if (!WORDS && flags && t > 0) {
-            for (int s = threadIdx.x; s < (int)gridDim.x; s += NTHREADS) wait_flag_reached(flags + s, epoch + t);
-        }
+        if (!WORDS && flags && t > 0) wait_every_block_flag(flags, epoch + (unsigned)t);
         __syncthreads();
         if (WORDS && t > 0) {
             const unsigned long long* slot = xchg + (size_t)((t - 1) & 1) * words;
@@ -131,8 +129,7 @@ __device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned*
             if (barrier) {
                 grid_sync(bar, gen);
             } else {
-                __syncthreads();  // the block's h_t stores, then its flag
-                if (threadIdx.x == 0) st_release(flags + blockIdx.x, epoch + (unsigned)t + 1u);
+                release_block_flag(flags, epoch + (unsigned)t + 1u);
             }
         }
     }
@@ -152,7 +149,7 @@ __device__ void tr_mma_fwd(const TrFwdArgs<__half>& a, int U, int ntc, unsigned*
         const float* b_ih, const float* b_hh, const unsigned* tok, int B, int H, int V, int T_, int U, int ntc, \
         unsigned* bar, unsigned long long* xchg, unsigned epoch) {                                             \
         const TrFwdArgs<__half> a{hcat, ccat, gates, aux, w_hh, w_ih, b_ih, b_hh, tok, B, H, V, T_};          \
-        tr_mma_fwd<C, true>(a, U, ntc, bar, nullptr, xchg, epoch);                                                      \
+        tr_mma_fwd<C, true>(a, U, ntc, bar, nullptr, xchg, epoch);                                             \
     }
 
 TR_MMA_KERNEL(rnn_tanh, RNN_TANH)
@@ -253,8 +250,7 @@ __device__ void tr_mma_bwd(float* dih, float* dhh, const float* dhs, const __hal
         // This step's tag: the launch's epoch + 1, 2, … (train_mma_bwd.cuh).
         const unsigned tag = epoch + (unsigned)(T_ - t);
         if (flags) {
-            __syncthreads();  // every thread's partials before the release
-            if (threadIdx.x == 0) st_release(flags + blockIdx.x, tag);
+            release_block_flag(flags, tag);  // every thread's partials
         } else {
             grid_sync(bar, gen);
         }

@@ -220,7 +220,7 @@ impl DeviceTrainer {
                 ForwardSync::FlaggedWords => {
                     let what = "tensor-core forward's flagged words";
                     let words = self.flag_words(&self.forward_flags, 2 * b * h, what)?;
-                    (persist_mma::flagged_forward_kernel(mp), words)
+                    (persist_mma::flagged_forward_kernel(l.cell), words)
                 }
             };
             // The kernel's unsigned epoch, bit for bit.

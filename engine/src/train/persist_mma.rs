@@ -239,10 +239,9 @@ pub(super) struct FlagWords {
 }
 
 /// The forward kernel that exchanges h in flagged words instead of a grid
-/// barrier (ptx/src/train_mma.cu), for a plan's barrier kernel.
-pub(super) fn flagged_forward_kernel(plan: MmaLoopPlan) -> &'static str {
-    let tag = KERNELS[0].iter().position(|&k| k == plan.kernel);
-    tag.map_or("", |i| FLAGGED_FORWARD[i])
+/// barrier (ptx/src/train_mma.cu); none for GRU reset-before.
+pub(super) fn flagged_forward_kernel(cell: CellKind) -> &'static str {
+    FLAGGED_FORWARD[cell_tag(cell)]
 }
 
 #[cfg(test)]
