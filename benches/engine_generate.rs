@@ -131,17 +131,26 @@ fn main() {
     }
     // Paths forced, greedy (plain timing loop): every path for the GRU
     // (reset-after); the shared-memory and the register cluster kernels
-    // (16) for the others. The register one is not chosen automatically yet.
-    let forced = |cell| -> &'static [(GenPath, Option<usize>)] {
+    // (16) for the others. The register one is not chosen automatically
+    // yet. Both cluster kernels also with the recurrent product ahead
+    // (`greedy-ahead` lines, against the `greedy` line of the same path).
+    let forced = |cell| -> &'static [(GenPath, Option<usize>, bool)] {
         if cell == CellKind::GruResetAfter {
             &[
-                (GenPath::Persistent, None),
-                (GenPath::Cluster, Some(8)),
-                (GenPath::Cluster, Some(16)),
-                (GenPath::ClusterRegs, None),
+                (GenPath::Persistent, None, false),
+                (GenPath::Cluster, Some(8), false),
+                (GenPath::Cluster, Some(16), false),
+                (GenPath::Cluster, Some(16), true),
+                (GenPath::ClusterRegs, None, false),
+                (GenPath::ClusterRegs, None, true),
             ]
         } else {
-            &[(GenPath::Cluster, Some(16)), (GenPath::ClusterRegs, None)]
+            &[
+                (GenPath::Cluster, Some(16), false),
+                (GenPath::Cluster, Some(16), true),
+                (GenPath::ClusterRegs, None, false),
+                (GenPath::ClusterRegs, None, true),
+            ]
         }
     };
     let cells = [
@@ -155,11 +164,13 @@ fn main() {
         .flat_map(|p| cells.map(|c| (p, c)))
     {
         let (model, mut bufs) = scale.model(&gpu, cell, precision);
-        for &(path, cluster) in forced(cell) {
+        for &(path, cluster, ahead) in forced(cell) {
+            bufs.set_product_ahead(ahead);
+            let order = if ahead { "greedy-ahead" } else { "greedy" };
             let mut run = || model.generate_on(&mut bufs, Sampling::Greedy, Some(path), cluster);
             if let Err(e) = run() {
                 summary.push(format!(
-                    "  forced {} {precision:?} greedy {path:?} cluster={cluster:?}: not run ({e})",
+                    "  forced {} {precision:?} {order} {path:?} cluster={cluster:?}: not run ({e})",
                     cell.name()
                 ));
                 continue;
@@ -172,7 +183,7 @@ fn main() {
             }
             let per = start.elapsed().as_secs_f64() * 1e6 / (runs * count) as f64;
             summary.push(format!(
-                "  forced {} {precision:?} greedy {path:?} cluster={cluster:?}: {per:.3} us/char",
+                "  forced {} {precision:?} {order} {path:?} cluster={cluster:?}: {per:.3} us/char",
                 cell.name()
             ));
         }

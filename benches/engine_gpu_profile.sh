@@ -9,7 +9,11 @@
 #    kernels at the d2l shape and of the tensor-core LSTM at H 768, B 16
 #    (issue 5's cuDNN comparison; 10.6 µs per step against cuDNN's 2.0):
 #    speed of light, occupancy, warp stall reasons, scheduler statistics,
-#    and for the LSTM the stall samples by instruction (SourceCounters).
+#    and for the LSTM the stall samples by instruction (SourceCounters);
+# 3. (`gen`, not in the default) the same, stall samples by instruction
+#    included, on one launch of the GRU's generation at batch 1, H 256
+#    (the automatic path, gen_cluster16_f32_gru_after; 5.87 µs per
+#    character in run 6 against the 5 µs target).
 # PROFILE_STEPS (default "clock d2l lstm") picks the parts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +51,14 @@ if want lstm; then
     $BIN/bench_engine_forward --bench lstm_h768 --warm-up-time 0.2 --measurement-time 0.5 \
     > "$OUT/ncu_rec_mma_f16_lstm_h768.txt" 2>&1
   echo "rec_mma_f16_lstm (H 768) rc=$?" | tee -a "$OUT/summary.txt"
+fi
+if want gen; then
+  # shellcheck disable=SC2086
+  timeout 240 ncu --kernel-name "regex:gen_cluster16_f32_gru_after" --launch-skip 5 --launch-count 1 $sections \
+    --section SourceCounters --print-details all \
+    $BIN/bench_engine_generate --bench generate_b1_h256/gru-reset-after/greedy/F32 --warm-up-time 0.2 \
+    --measurement-time 0.5 > "$OUT/ncu_gen_cluster16_f32_gru_after.txt" 2>&1
+  echo "gen_cluster16_f32_gru_after rc=$?" | tee -a "$OUT/summary.txt"
 fi
 grep -E "SM Frequency|Duration|Achieved Occupancy|Stall|Issued Warp|No Eligible|Registers Per|Block Size|Grid Size" \
   "$OUT"/ncu_*.txt | head -80

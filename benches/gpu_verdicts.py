@@ -217,6 +217,12 @@ def choices(new):
             old, _ = best(gen, rf"^forced {re.escape(m[1])} {m[2]} greedy Cluster cluster=Some\(16\)")
             rows.append([f"generation {m[1]} {m[2]}: ClusterRegs vs Cluster 16", "µs/char",
                          f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
+        # The recurrent product ahead, during the logits exchange, against
+        # after the draw, on the same path.
+        if m := re.match(r"forced (\S+) (F32|F16) greedy-ahead (.*)$", label):
+            old = gen.get(f"forced {m[1]} {m[2]} greedy {m[3]}")
+            rows.append([f"generation {m[1]} {m[2]} {m[3]}: product ahead vs after the draw", "µs/char",
+                         f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
     # The H 768 f16 persistent tensor-core loops (the trainer's default
     # where no CUDA-core persistent loop fits) against one launch per step,
     # what they replaced; same run.

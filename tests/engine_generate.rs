@@ -6,7 +6,8 @@
 //! within that tolerance of a CDF boundary). Every path runs: the automatic
 //! choice (thread-block clusters on sm_90), and forced the cooperative
 //! persistent kernel, both cluster sizes, the register cluster kernel and
-//! the per-step fallback.
+//! the per-step fallback; both cluster kernels also with the recurrent
+//! product ahead (`GenBuffers::set_product_ahead`).
 
 mod engine_support;
 
@@ -29,19 +30,24 @@ struct Case {
     count: usize,
 }
 
-/// Generates on the device (on `path`, `None`: automatic; `cluster`: the
-/// forced cluster size), checks every token; returns the path taken (`None`:
-/// the forced cluster size does not fit).
+/// Generates on the device (on `launch.path`, `None`: automatic;
+/// `launch.cluster`: the forced cluster size; `launch.ahead`: the product
+/// ahead), checks every token; returns the path taken (`None`: the forced
+/// cluster size does not fit).
 #[allow(clippy::too_many_arguments)]
 fn check(
     gpu: &Gpu,
     c: &Case,
     precision: Precision,
     sampling: Sampling,
-    path: Option<GenPath>,
-    cluster: Option<usize>,
+    launch: Launch,
     seed: u64,
 ) -> Option<GenPath> {
+    let Launch {
+        path,
+        cluster,
+        ahead,
+    } = launch;
     let layout = ModelLayout {
         cell: c.cell,
         vocab: c.vocab,
@@ -57,6 +63,7 @@ fn check(
     let prefix = random_tokens(c.prefix * c.batch, c.vocab, seed + 1);
     let mut bufs = GenBuffers::new(&model, c.batch, c.prefix, c.count).unwrap();
     bufs.set_prefix(&prefix).unwrap();
+    bufs.set_product_ahead(ahead);
     bufs.poison().unwrap();
     let path = match model.generate_on(&mut bufs, sampling, path, cluster) {
         Ok(p) => p,
@@ -71,7 +78,10 @@ fn check(
             );
             return None;
         }
-        Err(e) => panic!("{:?} {precision:?} {path:?} {cluster:?}: {e}", c.cell),
+        Err(e) => panic!(
+            "{:?} {precision:?} {path:?} {cluster:?} ahead {ahead}: {e}",
+            c.cell
+        ),
     };
     let got = bufs.tokens().unwrap();
 
@@ -177,7 +187,7 @@ fn check(
         }
     }
     println!(
-        "{:?} {precision:?} {sampling:?} {path:?} {cluster:?}: {exact}/{} tokens identical to recur-core's choice",
+        "{:?} {precision:?} {sampling:?} {path:?} {cluster:?} ahead {ahead}: {exact}/{} tokens identical to recur-core's choice",
         c.cell,
         c.count * c.batch
     );
@@ -289,13 +299,27 @@ fn cluster_takes(gpu: &Gpu, hidden: usize) -> bool {
         .any(|&cs| cs <= gpu.limits().cluster && every_cta_owns_a_unit(hidden, cs))
 }
 
-/// The paths to check on this GPU: automatic, the cooperative persistent
-/// kernel, each cluster size the device allows, per step.
-fn paths(gpu: &Gpu) -> Vec<(Option<GenPath>, Option<usize>)> {
+/// One generation launch to check.
+#[derive(Clone, Copy)]
+struct Launch {
+    path: Option<GenPath>,
+    cluster: Option<usize>,
+    ahead: bool,
+}
+
+/// The launches to check on this GPU: automatic, the cooperative
+/// persistent kernel, each cluster size the device allows, per step; the
+/// cluster kernels also with the product ahead.
+fn paths(gpu: &Gpu) -> Vec<Launch> {
+    let launch = |path, cluster, ahead| Launch {
+        path,
+        cluster,
+        ahead,
+    };
     let mut v = vec![
-        (None, None),
-        (Some(GenPath::Persistent), None),
-        (Some(GenPath::PerStep), None),
+        launch(None, None, false),
+        launch(Some(GenPath::Persistent), None, false),
+        launch(Some(GenPath::PerStep), None, false),
     ];
     let most = gpu.limits().cluster;
     if most == 0 {
@@ -306,11 +330,13 @@ fn paths(gpu: &Gpu) -> Vec<(Option<GenPath>, Option<usize>)> {
     }
     for size in [8, 16] {
         if size <= most {
-            v.push((Some(GenPath::Cluster), Some(size)));
+            v.push(launch(Some(GenPath::Cluster), Some(size), false));
+            v.push(launch(Some(GenPath::Cluster), Some(size), true));
         }
     }
     if most >= 16 {
-        v.push((Some(GenPath::ClusterRegs), None));
+        v.push(launch(Some(GenPath::ClusterRegs), None, false));
+        v.push(launch(Some(GenPath::ClusterRegs), None, true));
     }
     v
 }
@@ -320,17 +346,9 @@ fn greedy_matches_core() {
     let gpu = gpu_or_skip!();
     for (i, c) in cases().iter().enumerate() {
         for precision in [Precision::F32, Precision::F16] {
-            for (path, cluster) in paths(&gpu) {
-                let took = check(
-                    &gpu,
-                    c,
-                    precision,
-                    Sampling::Greedy,
-                    path,
-                    cluster,
-                    10 + i as u64,
-                );
-                match (path, took) {
+            for launch in paths(&gpu) {
+                let took = check(&gpu, c, precision, Sampling::Greedy, launch, 10 + i as u64);
+                match (launch.path, took) {
                     (Some(forced), Some(took)) => assert_eq!(took, forced),
                     (Some(_), None) => {}
                     (None, took) => {
@@ -349,12 +367,12 @@ fn temperature_sampling_matches_core() {
     let gpu = gpu_or_skip!();
     for (i, c) in cases().iter().enumerate() {
         for precision in [Precision::F32, Precision::F16] {
-            for (path, cluster) in paths(&gpu) {
+            for launch in paths(&gpu) {
                 let sampling = Sampling::Temperature {
                     temperature: 0.8,
                     seed: 99 + i as u64,
                 };
-                check(&gpu, c, precision, sampling, path, cluster, 20 + i as u64);
+                check(&gpu, c, precision, sampling, launch, 20 + i as u64);
             }
         }
     }

@@ -74,6 +74,7 @@ pub struct GenBuffers {
     rh: DeviceBuffer<f32>,
     zb: DeviceBuffer<f32>,
     barrier: DeviceBuffer<u32>,
+    product_ahead: bool,
     gpu: Gpu,
 }
 
@@ -131,6 +132,7 @@ impl GenBuffers {
             rh: alloc(bh, "r⊙h")?,
             zb: alloc(bh, "z")?,
             barrier: alloc(BARRIER_WORDS, "barrier")?,
+            product_ahead: false,
             gpu,
         };
         fill32(&bufs.gpu, &mut bufs.barrier, 0)?;
@@ -156,6 +158,21 @@ impl GenBuffers {
             upload(&self.gpu, &mut self.c0, c0, "c0")?;
         }
         Ok(())
+    }
+
+    /// On the cluster paths ([`GenPath::Cluster`], [`GenPath::ClusterRegs`]):
+    /// whether each step's recurrent product runs ahead, during the
+    /// previous step's logits exchange, instead of after the draw. The
+    /// product depends on h only, not on the drawn token, so ahead it
+    /// leaves the draw followed by the token's input gather and the cell
+    /// alone. The shared-memory kernel takes it where a cluster's batch
+    /// rows fit one product pass (8 rows, and units · rows ≤ 256); GRU
+    /// reset-before takes its r and z products ahead, its n product still
+    /// follows the draw. Same sums, same tokens. Off by default until a GPU
+    /// has timed it (`benches/engine_generate.rs`); the other paths ignore
+    /// it.
+    pub fn set_product_ahead(&mut self, on: bool) {
+        self.product_ahead = on;
     }
 
     /// Fills the outputs with NaN / an out-of-range token (tests).
@@ -302,6 +319,7 @@ impl DeviceModel {
                 units: plan.units as i32,
                 vrows: plan.vrows as i32,
                 ldb: plan.ldb as i32,
+                ahead: i32::from(bufs.product_ahead),
             };
             let mut args: [*mut c_void; 1] = [&mut p as *mut _ as *mut c_void];
             let (kernel, cooperative) = match gen_path {

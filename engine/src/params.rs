@@ -64,6 +64,9 @@ pub(crate) struct GenParams {
     pub units: i32,
     pub vrows: i32,
     pub ldb: i32,
+    /// The cluster kernels: 1 takes the next step's recurrent sums during
+    /// the logits exchange (`GenBuffers::set_product_ahead`).
+    pub ahead: i32,
 }
 
 #[cfg(test)]
@@ -72,9 +75,10 @@ mod tests {
 
     #[test]
     fn sizes_match_the_c_structs() {
-        // 16 pointers + 10 ints; 18 eight-byte fields + float + 8 ints, padded to 8.
+        // 16 pointers + 10 ints; 18 eight-byte fields + float + 9 ints.
         assert_eq!(std::mem::size_of::<RecParams>(), 16 * 8 + 10 * 4);
         assert_eq!(std::mem::size_of::<GenParams>(), 184);
         assert_eq!(std::mem::offset_of!(GenParams, inv_temp), 144);
+        assert_eq!(std::mem::offset_of!(GenParams, ahead), 180);
     }
 }

@@ -26,6 +26,7 @@ struct GenClusterParams {
     float inv_temp;         // 0: greedy
     int P, N, B, H, V;
     int units, vrows, ldb;  // U, VR, BC
+    int ahead;              // 1: the next step's recurrent sums during the logits exchange
 };
 
 // x[g] = input part of gate g of unit j for token `tok`, b_ih not added.

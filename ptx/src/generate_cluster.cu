@@ -10,6 +10,15 @@
 // receiving CTA's mbarriers (cluster_step.cuh), one per buffer: a CTA waits
 // only until its own buffer is complete, with no cluster barrier or fence.
 //
+// Product ahead (GenParams::ahead, where a cluster's rows fit one product
+// pass: BC ≤ CB and U·BC ≤ NTHREADS): the recurrent part of step s + 1
+// depends on h_s only, not on the token drawn at step s, so it is computed
+// after this CTA's logits are sent, while the other CTAs' logits are still
+// on their way, and kept in registers (each thread's one item). The draw is
+// then followed by the token's W_ih gather and the cell alone. GRU
+// reset-before takes its r and z sums ahead; its n product, against
+// r ⊙ h_s, still follows the draw.
+//
 // Ordering without cluster barriers needs every CTA to send h every step
 // (the planner gives each at least one hidden unit): then a CTA's store into
 // a buffer for exchange n + 1 (of the same buffer) follows, through the h it
@@ -101,11 +110,21 @@ __device__ void gen_cluster(const GenClusterParams& p) {
     // barriers before anyone writes into them.
     cluster_sync();
 
+    // Gates whose sums the product ahead takes (reset-before: r and z).
+    constexpr int GA = C == GRU_BEFORE ? 2 : G;
+    const bool ahead = p.ahead != 0 && BC <= CB && U * BC <= NTHREADS;
+    float rs[4] = {0.f, 0.f, 0.f, 0.f};  // this thread's item's sums, taken ahead
     const int steps = p.P + p.N - 1;
     for (int s = 0; s < steps; ++s) {
         const float* hcur = hbuf + (s & 1) * BC * ldh;
         float* hnext = hbuf + ((s + 1) & 1) * BC * ldh;
         const bool last = s == steps - 1;
+        // The sums of gates [0, GA) were taken during step s - 1's logits
+        // exchange (the first step after the prefix has none).
+        const bool have = ahead && s >= p.P;
+        auto sum = [&](int g, int bl, int u, int c0) {
+            return have && g < GA ? rs[g] : cl_sum<G>(red, g, bl - c0, u, un, nkg);
+        };
         // The input part of this thread's first item, loaded before the
         // product so that its latency hides behind it (the token is known
         // only now).
@@ -116,17 +135,19 @@ __device__ void gen_cluster(const GenClusterParams& p) {
         if (C == GRU_BEFORE) {
             for (int c0 = 0; c0 < nbc; c0 += CB) {
                 const int nb = min(CB, nbc - c0);
-                if (c0 > 0) __syncthreads();
-                cl_product<G, W>(red, wsm, ldw, un, 0, 2, hcur + c0 * ldh, ldh, nb, nq);
-                __syncthreads();
+                if (!have) {
+                    if (c0 > 0) __syncthreads();
+                    cl_product<G, W>(red, wsm, ldw, un, 0, 2, hcur + c0 * ldh, ldh, nb, nq);
+                    __syncthreads();
+                }
                 for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
                     const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
                     float x[4] = {xr[0], xr[1], xr[2], xr[3]};
                     if (c0 > 0 || o != (int)threadIdx.x) gen_x<C, W>(x, p, token(bl), j);
 #pragma unroll
                     for (int g = 0; g < 2; ++g) x[g] += bih[g * un + u];
-                    const float r = sigmoid_f(x[0] + cl_sum<G>(red, 0, bl - c0, u, un, nkg) + bhh[u]);
-                    st[it] = sigmoid_f(x[1] + cl_sum<G>(red, 1, bl - c0, u, un, nkg) + bhh[un + u]);
+                    const float r = sigmoid_f(x[0] + sum(0, bl, u, c0) + bhh[u]);
+                    st[it] = sigmoid_f(x[1] + sum(1, bl, u, c0) + bhh[un + u]);
                     push_all_async<CS>(rhbuf + bl * ldh + j, r * hcur[bl * ldh + j], rbar);
                 }
             }
@@ -134,10 +155,12 @@ __device__ void gen_cluster(const GenClusterParams& p) {
         }
         for (int c0 = 0; c0 < nbc; c0 += CB) {
             const int nb = min(CB, nbc - c0);
-            if (c0 > 0) __syncthreads();
-            if (C == GRU_BEFORE) cl_product<G, W>(red, wsm, ldw, un, 2, 3, rhbuf + c0 * ldh, ldh, nb, nq);
-            else cl_product<G, W>(red, wsm, ldw, un, 0, G, hcur + c0 * ldh, ldh, nb, nq);
-            __syncthreads();
+            if (C == GRU_BEFORE || !have) {
+                if (c0 > 0) __syncthreads();
+                if (C == GRU_BEFORE) cl_product<G, W>(red, wsm, ldw, un, 2, 3, rhbuf + c0 * ldh, ldh, nb, nq);
+                else cl_product<G, W>(red, wsm, ldw, un, 0, G, hcur + c0 * ldh, ldh, nb, nq);
+                __syncthreads();
+            }
             for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
                 const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
                 float x[4] = {xr[0], xr[1], xr[2], xr[3]}, hg[4] = {0.f, 0.f, 0.f, 0.f};
@@ -146,7 +169,7 @@ __device__ void gen_cluster(const GenClusterParams& p) {
                 for (int g = 0; g < G; ++g) x[g] += bih[g * un + u];
 #pragma unroll
                 for (int g = 0; g < G; ++g)
-                    if (C != GRU_BEFORE || g == 2) hg[g] = cl_sum<G>(red, g, bl - c0, u, un, nkg) + bhh[g * un + u];
+                    if (C != GRU_BEFORE || g == 2) hg[g] = sum(g, bl, u, c0) + bhh[g * un + u];
                 const float hp = hcur[bl * ldh + j];
                 const float z = C == GRU_BEFORE ? st[it] : 0.0f;
                 const float cp = C == LSTM ? st[it] : 0.0f;
@@ -176,6 +199,18 @@ __device__ void gen_cluster(const GenClusterParams& p) {
                 const float l = cl_sum<1>(red, 0, bl - c0, v, vn, nkv) + bd[v];
                 push_all_async<CS>(lbuf + bl * V + v0 + v, l, lbar);
                 if (last) p.logits[(size_t)(b0 + bl) * V + v0 + v] = l;
+            }
+        }
+        if (ahead && !last) {
+            // Step s + 1's sums against h_s, while the logits travel; red is
+            // free once every thread has read its logits sums.
+            __syncthreads();
+            cl_product<G, W>(red, wsm, ldw, un, 0, GA, hnext, ldh, nbc, nq);
+            __syncthreads();
+            if ((int)threadIdx.x < un * nbc) {
+                const int u = (int)threadIdx.x % un, bl = (int)threadIdx.x / un;
+#pragma unroll
+                for (int g = 0; g < GA; ++g) rs[g] = cl_sum<G>(red, g, bl, u, un, nkg);
             }
         }
         const int index = s - (p.P - 1);

@@ -18,6 +18,10 @@
 // GRU reset-before takes two exchanges per step, as in generate_cluster.cu:
 // the r and z rows against h_{t-1}, r ⊙ h_{t-1} (f32) to every CTA, then
 // the n rows against it.
+// Product ahead (GenParams::ahead), as in generate_cluster.cu: step s + 1's
+// product against h_s (reset-before: its r and z rows) runs after this
+// CTA's logits are sent, while the others' are on their way; each valid
+// lane keeps its item's sums in registers.
 //
 // Ordering without cluster barriers (as generate_cluster.cu): every CTA
 // owns at least one unit and sends its h every step (the planner checks
@@ -40,6 +44,26 @@
 #include "cluster_step.cuh"
 #include "gen_cluster_params.cuh"
 #include "sample.cuh"
+
+// The sums of gates [0, GA) of this lane's item (row iu·G + g of its warp's
+// transposed partials, batch row ib) against h (BCMAX rows of RC_K), into
+// rs: the lane's partials of its 8 k, one transposing warp reduction
+// through the warp's swap row. Every lane of the warp takes part.
+template <int G, int GA, int BCMAX>
+__device__ __forceinline__ void rc_sums_ahead(float (&rs)[4], const float (&w)[RC_UPW * G][8],
+                                              const float (*h)[RC_K], float* swap, int nbc, int lane, int iu,
+                                              int ib, bool valid) {
+    float v[32];
+    if (GA == G) rc_partials<RC_UPW * G, BCMAX>(v, w, h, nbc, lane);
+    else rc_partials_gates<G, 0, GA, BCMAX>(v, w, h, nbc, lane);
+    swap[lane] = warp_transpose_sum(v);
+    __syncwarp();
+    if (valid) {
+#pragma unroll
+        for (int g = 0; g < GA; ++g) rs[g] = swap[(iu * GA + g) * BCMAX + ib];
+    }
+    __syncwarp();
+}
 
 template <int C, typename W, typename A>
 __device__ void gen_rcluster(const GenClusterParams& p) {
@@ -110,10 +134,17 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
     cluster_sync();
 
     const size_t bj = (size_t)L.b * H + j;
+    // Gates whose sums the product ahead takes (reset-before: r and z).
+    constexpr int GA = TWO_PHASES ? 2 : G;
+    const bool ahead = p.ahead != 0;
+    float rs[4] = {0.f, 0.f, 0.f, 0.f};  // this lane's item's sums, taken ahead
     const int steps = p.P + p.N - 1;
     for (int s = 0; s < steps; ++s) {
         const int cur = s & 1, nxt = cur ^ 1;
         const bool last = s == steps - 1;
+        // The sums of gates [0, GA) were taken during step s - 1's logits
+        // exchange (the first step after the prefix has none).
+        const bool have = ahead && s >= p.P;
         // The input part, loaded before the product (the token is known
         // only now).
         float x[4] = {0.f, 0.f, 0.f, 0.f};
@@ -125,13 +156,10 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
         if (TWO_PHASES) {
             // Phase 1: r and z; r ⊙ h_{t-1} to every CTA.
             if (L.working) {
-                float v[32];
-                rc_partials_gates<G, 0, 2, BCMAX>(v, w, hbuf[cur], nbc, lane);
-                swap[warp][lane] = warp_transpose_sum(v);
-                __syncwarp();
+                if (!have) rc_sums_ahead<G, GA, BCMAX>(rs, w, hbuf[cur], swap[warp], nbc, lane, iu, ib, valid);
                 if (valid) {
-                    const float r = sigmoid_f(x[0] + bih[0] + swap[warp][(iu * 2) * BCMAX + ib] + bhh[0]);
-                    z = sigmoid_f(x[1] + bih[1] + swap[warp][(iu * 2 + 1) * BCMAX + ib] + bhh[1]);
+                    const float r = sigmoid_f(x[0] + bih[0] + rs[0] + bhh[0]);
+                    z = sigmoid_f(x[1] + bih[1] + rs[1] + bhh[1]);
                     rc_send(smem_u32(&rhbuf[ib][j]), r * hbuf[cur][ib][j], rbar, L.copy, L.copies, L.ranks);
                 }
             }
@@ -140,17 +168,20 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
             mbar_wait_rearm(rbar, (unsigned)s & 1u, h_bytes);
         }
         if (L.working) {
-            float v[32];
-            if (TWO_PHASES) rc_partials_gates<G, 2, 1, BCMAX>(v, w, rhbuf, nbc, lane);
-            else rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
-            swap[warp][lane] = warp_transpose_sum(v);
-            __syncwarp();
+            if (TWO_PHASES) {
+                float v[32];
+                rc_partials_gates<G, 2, 1, BCMAX>(v, w, rhbuf, nbc, lane);
+                swap[warp][lane] = warp_transpose_sum(v);
+                __syncwarp();
+            } else if (!have) {
+                rc_sums_ahead<G, GA, BCMAX>(rs, w, hbuf[cur], swap[warp], nbc, lane, iu, ib, valid);
+            }
             if (valid) {
                 float hg[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
                     // Reset-before: only n's recurrent part, at row iu.
-                    if (!TWO_PHASES) hg[g] = swap[warp][(iu * G + g) * BCMAX + ib] + bhh[g];
+                    if (!TWO_PHASES) hg[g] = rs[g] + bhh[g];
                     x[g] += bih[g];
                 }
                 if (TWO_PHASES) hg[2] = swap[warp][iu * BCMAX + ib] + bhh[2];
@@ -182,6 +213,10 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
                 if (last) p.logits[(size_t)(b0 + bl) * V + v0 + v] = l;
             }
         }
+        // Step s + 1's sums against h_s while the logits travel (the swap
+        // rows were last read before the h wait's barrier).
+        if (ahead && !last && L.working)
+            rc_sums_ahead<G, GA, BCMAX>(rs, w, hbuf[nxt], swap[warp], nbc, lane, iu, ib, valid);
         const int index = s - (p.P - 1);
         mbar_wait_rearm(lbar, (unsigned)index & 1u, l_bytes);  // this CTA's logits complete
         for (int bl = 0; bl < nbc; ++bl) {
