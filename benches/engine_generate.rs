@@ -133,25 +133,31 @@ fn main() {
     // (reset-after); the shared-memory and the register cluster kernels
     // (16) for the others. The register one is not chosen automatically
     // yet. Both cluster kernels also with the recurrent product ahead
-    // (`greedy-ahead` lines, against the `greedy` line of the same path).
-    let forced = |cell| -> &'static [(GenPath, Option<usize>, bool)] {
-        if cell == CellKind::GruResetAfter {
-            &[
-                (GenPath::Persistent, None, false),
-                (GenPath::Cluster, Some(8), false),
-                (GenPath::Cluster, Some(16), false),
-                (GenPath::Cluster, Some(16), true),
-                (GenPath::ClusterRegs, None, false),
-                (GenPath::ClusterRegs, None, true),
+    // (`greedy-ahead` lines, against the `greedy` line of the same path),
+    // and with it and block sends (`greedy-ahead-blocks`, against
+    // `greedy-ahead`).
+    const AFTER: (bool, bool) = (false, false);
+    const AHEAD: (bool, bool) = (true, false);
+    const BLOCKS: (bool, bool) = (true, true);
+    const CLUSTER_FORMS: [(GenPath, Option<usize>, (bool, bool)); 6] = [
+        (GenPath::Cluster, Some(16), AFTER),
+        (GenPath::Cluster, Some(16), AHEAD),
+        (GenPath::Cluster, Some(16), BLOCKS),
+        (GenPath::ClusterRegs, None, AFTER),
+        (GenPath::ClusterRegs, None, AHEAD),
+        (GenPath::ClusterRegs, None, BLOCKS),
+    ];
+    let forced = |cell| {
+        let mut forms = if cell == CellKind::GruResetAfter {
+            vec![
+                (GenPath::Persistent, None, AFTER),
+                (GenPath::Cluster, Some(8), AFTER),
             ]
         } else {
-            &[
-                (GenPath::Cluster, Some(16), false),
-                (GenPath::Cluster, Some(16), true),
-                (GenPath::ClusterRegs, None, false),
-                (GenPath::ClusterRegs, None, true),
-            ]
-        }
+            Vec::new()
+        };
+        forms.extend(CLUSTER_FORMS);
+        forms
     };
     let cells = [
         CellKind::GruResetAfter,
@@ -164,9 +170,14 @@ fn main() {
         .flat_map(|p| cells.map(|c| (p, c)))
     {
         let (model, mut bufs) = scale.model(&gpu, cell, precision);
-        for &(path, cluster, ahead) in forced(cell) {
+        for (path, cluster, (ahead, blocks)) in forced(cell) {
             bufs.set_product_ahead(ahead);
-            let order = if ahead { "greedy-ahead" } else { "greedy" };
+            bufs.set_block_sends(blocks);
+            let order = match (ahead, blocks) {
+                (true, true) => "greedy-ahead-blocks",
+                (true, false) => "greedy-ahead",
+                _ => "greedy",
+            };
             let mut run = || model.generate_on(&mut bufs, Sampling::Greedy, Some(path), cluster);
             if let Err(e) = run() {
                 summary.push(format!(

@@ -223,6 +223,11 @@ def choices(new):
             old = gen.get(f"forced {m[1]} {m[2]} greedy {m[3]}")
             rows.append([f"generation {m[1]} {m[2]} {m[3]}: product ahead vs after the draw", "µs/char",
                          f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
+        # Block sends, both with the product ahead.
+        if m := re.match(r"forced (\S+) (F32|F16) greedy-ahead-blocks (.*)$", label):
+            old = gen.get(f"forced {m[1]} {m[2]} greedy-ahead {m[3]}")
+            rows.append([f"generation {m[1]} {m[2]} {m[3]}: block sends vs sends per item (product ahead)",
+                         "µs/char", f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
     # The H 768 f16 persistent tensor-core loops (the trainer's default
     # where no CUDA-core persistent loop fits) against one launch per step,
     # what they replaced; same run.

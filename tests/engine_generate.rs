@@ -7,7 +7,8 @@
 //! choice (thread-block clusters on sm_90), and forced the cooperative
 //! persistent kernel, both cluster sizes, the register cluster kernel and
 //! the per-step fallback; both cluster kernels also with the recurrent
-//! product ahead (`GenBuffers::set_product_ahead`).
+//! product ahead (`GenBuffers::set_product_ahead`) and with block sends
+//! (`GenBuffers::set_block_sends`).
 
 mod engine_support;
 
@@ -32,7 +33,7 @@ struct Case {
 
 /// Generates on the device (on `launch.path`, `None`: automatic;
 /// `launch.cluster`: the forced cluster size; `launch.ahead`: the product
-/// ahead), checks every token; returns the path taken (`None`: the forced
+/// ahead; `launch.blocks`: block sends), checks every token; returns the path taken (`None`: the forced
 /// cluster size does not fit).
 #[allow(clippy::too_many_arguments)]
 fn check(
@@ -47,6 +48,7 @@ fn check(
         path,
         cluster,
         ahead,
+        blocks,
     } = launch;
     let layout = ModelLayout {
         cell: c.cell,
@@ -64,6 +66,7 @@ fn check(
     let mut bufs = GenBuffers::new(&model, c.batch, c.prefix, c.count).unwrap();
     bufs.set_prefix(&prefix).unwrap();
     bufs.set_product_ahead(ahead);
+    bufs.set_block_sends(blocks);
     bufs.poison().unwrap();
     let path = match model.generate_on(&mut bufs, sampling, path, cluster) {
         Ok(p) => p,
@@ -79,7 +82,7 @@ fn check(
             return None;
         }
         Err(e) => panic!(
-            "{:?} {precision:?} {path:?} {cluster:?} ahead {ahead}: {e}",
+            "{:?} {precision:?} {path:?} {cluster:?} ahead {ahead} blocks {blocks}: {e}",
             c.cell
         ),
     };
@@ -187,7 +190,7 @@ fn check(
         }
     }
     println!(
-        "{:?} {precision:?} {sampling:?} {path:?} {cluster:?} ahead {ahead}: {exact}/{} tokens identical to recur-core's choice",
+        "{:?} {precision:?} {sampling:?} {path:?} {cluster:?} ahead {ahead} blocks {blocks}: {exact}/{} tokens identical to recur-core's choice",
         c.cell,
         c.count * c.batch
     );
@@ -305,21 +308,24 @@ struct Launch {
     path: Option<GenPath>,
     cluster: Option<usize>,
     ahead: bool,
+    blocks: bool,
 }
 
 /// The launches to check on this GPU: automatic, the cooperative
 /// persistent kernel, each cluster size the device allows, per step; the
-/// cluster kernels also with the product ahead.
+/// cluster kernels also with the product ahead, and with it and block
+/// sends (clusters of 16: block sends alone too).
 fn paths(gpu: &Gpu) -> Vec<Launch> {
-    let launch = |path, cluster, ahead| Launch {
+    let launch = |path, cluster, ahead, blocks| Launch {
         path,
         cluster,
         ahead,
+        blocks,
     };
     let mut v = vec![
-        launch(None, None, false),
-        launch(Some(GenPath::Persistent), None, false),
-        launch(Some(GenPath::PerStep), None, false),
+        launch(None, None, false, false),
+        launch(Some(GenPath::Persistent), None, false, false),
+        launch(Some(GenPath::PerStep), None, false, false),
     ];
     let most = gpu.limits().cluster;
     if most == 0 {
@@ -330,13 +336,19 @@ fn paths(gpu: &Gpu) -> Vec<Launch> {
     }
     for size in [8, 16] {
         if size <= most {
-            v.push(launch(Some(GenPath::Cluster), Some(size), false));
-            v.push(launch(Some(GenPath::Cluster), Some(size), true));
+            let cluster = Some(size);
+            v.push(launch(Some(GenPath::Cluster), cluster, false, false));
+            v.push(launch(Some(GenPath::Cluster), cluster, true, false));
+            v.push(launch(Some(GenPath::Cluster), cluster, true, true));
+            if size == 16 {
+                v.push(launch(Some(GenPath::Cluster), cluster, false, true));
+            }
         }
     }
     if most >= 16 {
-        v.push(launch(Some(GenPath::ClusterRegs), None, false));
-        v.push(launch(Some(GenPath::ClusterRegs), None, true));
+        v.push(launch(Some(GenPath::ClusterRegs), None, false, false));
+        v.push(launch(Some(GenPath::ClusterRegs), None, true, false));
+        v.push(launch(Some(GenPath::ClusterRegs), None, true, true));
     }
     v
 }

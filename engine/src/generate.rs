@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::gpu::Gpu;
 use crate::mem::{addr, alloc, download, elems, fill32, upload, Activations, BARRIER_WORDS, NAN32};
 use crate::model::DeviceModel;
-use crate::params::{GenParams, RecParams};
+use crate::params::{GenParams, RecParams, GEN_AHEAD, GEN_BLOCK_SENDS};
 use crate::plan::{
     gen_cluster_kernel, gen_reg_cluster_kernel, generate_kernel, kernel_name, plan_generate,
     plan_generate_cluster, plan_generate_cluster_regs, plan_sequence, GenPlan, Path, PlanOptions,
@@ -75,6 +75,7 @@ pub struct GenBuffers {
     zb: DeviceBuffer<f32>,
     barrier: DeviceBuffer<u32>,
     product_ahead: bool,
+    block_sends: bool,
     gpu: Gpu,
 }
 
@@ -133,6 +134,7 @@ impl GenBuffers {
             zb: alloc(bh, "z")?,
             barrier: alloc(BARRIER_WORDS, "barrier")?,
             product_ahead: false,
+            block_sends: false,
             gpu,
         };
         fill32(&bufs.gpu, &mut bufs.barrier, 0)?;
@@ -173,6 +175,19 @@ impl GenBuffers {
     /// it.
     pub fn set_product_ahead(&mut self, on: bool) {
         self.product_ahead = on;
+    }
+
+    /// On the cluster paths: whether each exchange (h, GRU reset-before's
+    /// r ⊙ h, the logits) is written into the CTA's own buffer and then,
+    /// after a block barrier, sent to the other CTAs by every thread (16
+    /// bytes at a time where the block is aligned), instead of each value's
+    /// thread storing it into every CTA while the other warps wait. The
+    /// register kernel ([`GenPath::ClusterRegs`]) takes it for the logits
+    /// only: its h already goes out from every copy of an item. Same
+    /// values. Off by default until a GPU has timed it; the other paths
+    /// ignore it.
+    pub fn set_block_sends(&mut self, on: bool) {
+        self.block_sends = on;
     }
 
     /// Fills the outputs with NaN / an out-of-range token (tests).
@@ -319,7 +334,8 @@ impl DeviceModel {
                 units: plan.units as i32,
                 vrows: plan.vrows as i32,
                 ldb: plan.ldb as i32,
-                ahead: i32::from(bufs.product_ahead),
+                opts: if bufs.product_ahead { GEN_AHEAD } else { 0 }
+                    | if bufs.block_sends { GEN_BLOCK_SENDS } else { 0 },
             };
             let mut args: [*mut c_void; 1] = [&mut p as *mut _ as *mut c_void];
             let (kernel, cooperative) = match gen_path {

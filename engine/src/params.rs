@@ -33,6 +33,14 @@ pub(crate) struct RecParams {
     pub epoch: u32,
 }
 
+/// `GenParams::opts`: the next step's recurrent sums during the logits
+/// exchange (`GenBuffers::set_product_ahead`; GEN_AHEAD of
+/// ptx/src/gen_cluster_params.cuh).
+pub(crate) const GEN_AHEAD: i32 = 1;
+/// `GenParams::opts`: the exchanges sent by every thread after a block
+/// barrier (`GenBuffers::set_block_sends`; GEN_BLOCK_SENDS).
+pub(crate) const GEN_BLOCK_SENDS: i32 = 2;
+
 /// `GenParams` of the persistent generation kernels.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -64,9 +72,8 @@ pub(crate) struct GenParams {
     pub units: i32,
     pub vrows: i32,
     pub ldb: i32,
-    /// The cluster kernels: 1 takes the next step's recurrent sums during
-    /// the logits exchange (`GenBuffers::set_product_ahead`).
-    pub ahead: i32,
+    /// The cluster kernels' options ([`GEN_AHEAD`] | [`GEN_BLOCK_SENDS`]).
+    pub opts: i32,
 }
 
 #[cfg(test)]
@@ -79,6 +86,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<RecParams>(), 16 * 8 + 10 * 4);
         assert_eq!(std::mem::size_of::<GenParams>(), 184);
         assert_eq!(std::mem::offset_of!(GenParams, inv_temp), 144);
-        assert_eq!(std::mem::offset_of!(GenParams, ahead), 180);
+        assert_eq!(std::mem::offset_of!(GenParams, opts), 180);
     }
 }

@@ -26,8 +26,14 @@ struct GenClusterParams {
     float inv_temp;         // 0: greedy
     int P, N, B, H, V;
     int units, vrows, ldb;  // U, VR, BC
-    int ahead;              // 1: the next step's recurrent sums during the logits exchange
+    int opts;               // GEN_AHEAD | GEN_BLOCK_SENDS
 };
+
+// GenClusterParams::opts: the next step's recurrent sums during the logits
+// exchange; the exchanges sent by every thread after a block barrier
+// (push_block_others) instead of by each item's thread to every CTA.
+#define GEN_AHEAD 1
+#define GEN_BLOCK_SENDS 2
 
 // x[g] = input part of gate g of unit j for token `tok`, b_ih not added.
 template <int C, typename W>

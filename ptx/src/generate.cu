@@ -34,7 +34,7 @@ struct GenParams {
     float inv_temp;         // 0: greedy
     int P, N, B, H, V;
     int units, vrows, ldb;
-    int ahead;  // the cluster kernels' (gen_cluster_params.cuh); unused here
+    int opts;  // the cluster kernels' (gen_cluster_params.cuh); unused here
 };
 
 template <int C, typename W, typename A>

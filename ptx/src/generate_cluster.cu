@@ -10,7 +10,7 @@
 // receiving CTA's mbarriers (cluster_step.cuh), one per buffer: a CTA waits
 // only until its own buffer is complete, with no cluster barrier or fence.
 //
-// Product ahead (GenParams::ahead, where a cluster's rows fit one product
+// Product ahead (GEN_AHEAD in GenParams::opts, where a cluster's rows fit one product
 // pass: BC ≤ CB and U·BC ≤ NTHREADS): the recurrent part of step s + 1
 // depends on h_s only, not on the token drawn at step s, so it is computed
 // after this CTA's logits are sent, while the other CTAs' logits are still
@@ -18,6 +18,13 @@
 // then followed by the token's W_ih gather and the cell alone. GRU
 // reset-before takes its r and z sums ahead; its n product, against
 // r ⊙ h_s, still follows the draw.
+//
+// Block sends (GEN_BLOCK_SENDS): each exchange's values (h, r ⊙ h, the
+// logits) are written into this CTA's own buffer, and after a block
+// barrier every thread sends its share of the CTA's block to the other
+// CTAs (push_block_others: 16-byte words where aligned), instead of each
+// item's thread storing its value into all CS CTAs while the other warps
+// wait. The mbarriers then count the other CTAs' bytes only.
 //
 // Ordering without cluster barriers needs every CTA to send h every step
 // (the planner gives each at least one hidden unit): then a CTA's store into
@@ -96,7 +103,18 @@ __device__ void gen_cluster(const GenClusterParams& p) {
     }
     // Bytes each exchange brings into this CTA: all H units (or V logits)
     // of its rows.
-    const unsigned h_bytes = (unsigned)(nbc * H) * 4u, l_bytes = (unsigned)(nbc * V) * 4u;
+    // With block sends this CTA writes its own block locally.
+    const bool blocks = (p.opts & GEN_BLOCK_SENDS) != 0;
+    const unsigned h_bytes = (unsigned)(nbc * (blocks ? H - un : H)) * 4u;
+    const unsigned l_bytes = (unsigned)(nbc * (blocks ? V - vn : V)) * 4u;
+    const BlockSendPlan hsend = block_send_plan<CS, 1>(H, u0, un, (unsigned)rank);
+    const BlockSendPlan lsend = block_send_plan<CS, 1>(V, v0, vn, (unsigned)rank);
+    // This thread's value of an exchange: into every CTA, or (block sends)
+    // into this CTA's buffer only, sent after the loop.
+    auto put = [&](float* local, float v, unsigned bar) {
+        if (blocks) *local = v;
+        else push_all_async<CS>(local, v, bar);
+    };
     const unsigned hbar0 = smem_u32(&gbar[0]), lbar = smem_u32(&gbar[2]), rbar = smem_u32(&gbar[3]);
     if (threadIdx.x == 0) {
         for (int i = 0; i < 4; ++i) mbar_init(smem_u32(&gbar[i]), 1);
@@ -112,7 +130,7 @@ __device__ void gen_cluster(const GenClusterParams& p) {
 
     // Gates whose sums the product ahead takes (reset-before: r and z).
     constexpr int GA = C == GRU_BEFORE ? 2 : G;
-    const bool ahead = p.ahead != 0 && BC <= CB && U * BC <= NTHREADS;
+    const bool ahead = (p.opts & GEN_AHEAD) != 0 && BC <= CB && U * BC <= NTHREADS;
     float rs[4] = {0.f, 0.f, 0.f, 0.f};  // this thread's item's sums, taken ahead
     const int steps = p.P + p.N - 1;
     for (int s = 0; s < steps; ++s) {
@@ -148,8 +166,12 @@ __device__ void gen_cluster(const GenClusterParams& p) {
                     for (int g = 0; g < 2; ++g) x[g] += bih[g * un + u];
                     const float r = sigmoid_f(x[0] + sum(0, bl, u, c0) + bhh[u]);
                     st[it] = sigmoid_f(x[1] + sum(1, bl, u, c0) + bhh[un + u]);
-                    push_all_async<CS>(rhbuf + bl * ldh + j, r * hcur[bl * ldh + j], rbar);
+                    put(rhbuf + bl * ldh + j, r * hcur[bl * ldh + j], rbar);
                 }
+            }
+            if (blocks) {
+                __syncthreads();
+                push_block_others<1>(hsend, rhbuf, ldh, nbc, H, u0, rbar);
             }
             mbar_wait_rearm(rbar, (unsigned)s & 1u, h_bytes);
         }
@@ -176,7 +198,7 @@ __device__ void gen_cluster(const GenClusterParams& p) {
                 float c = 0.0f;
                 const float h = cell_h<C>(x, hg, hp, cp, z, &c);
                 const float hv = stored<A>(h);
-                push_all_async<CS>(hnext + bl * ldh + j, hv, hbar0 + 8 * ((s + 1) & 1));
+                put(hnext + bl * ldh + j, hv, hbar0 + 8 * ((s + 1) & 1));
                 if (C == LSTM) st[it] = c;
                 if (last) {
                     const size_t bj = (size_t)(b0 + bl) * H + j;
@@ -184,6 +206,10 @@ __device__ void gen_cluster(const GenClusterParams& p) {
                     if (C == LSTM) p.c_last[bj] = c;
                 }
             }
+        }
+        if (blocks) {
+            __syncthreads();
+            push_block_others<1>(hsend, hnext, ldh, nbc, H, u0, hbar0 + 8 * ((s + 1) & 1));
         }
         // h_s in this CTA (hbuf[(s + 1) & 1]: exchange s >> 1 of its barrier).
         mbar_wait_rearm(hbar0 + 8 * ((s + 1) & 1), (unsigned)(s >> 1) & 1u, h_bytes);
@@ -197,14 +223,18 @@ __device__ void gen_cluster(const GenClusterParams& p) {
             for (int o = threadIdx.x; o < vn * nb; o += NTHREADS) {
                 const int v = o % vn, bl = c0 + o / vn;
                 const float l = cl_sum<1>(red, 0, bl - c0, v, vn, nkv) + bd[v];
-                push_all_async<CS>(lbuf + bl * V + v0 + v, l, lbar);
+                put(lbuf + bl * V + v0 + v, l, lbar);
                 if (last) p.logits[(size_t)(b0 + bl) * V + v0 + v] = l;
             }
+        }
+        if (blocks) {
+            __syncthreads();
+            push_block_others<1>(lsend, lbuf, V, nbc, V, v0, lbar);
         }
         if (ahead && !last) {
             // Step s + 1's sums against h_s, while the logits travel; red is
             // free once every thread has read its logits sums.
-            __syncthreads();
+            if (!blocks) __syncthreads();
             cl_product<G, W>(red, wsm, ldw, un, 0, GA, hnext, ldh, nbc, nq);
             __syncthreads();
             if ((int)threadIdx.x < un * nbc) {

@@ -18,10 +18,12 @@
 // GRU reset-before takes two exchanges per step, as in generate_cluster.cu:
 // the r and z rows against h_{t-1}, r ⊙ h_{t-1} (f32) to every CTA, then
 // the n rows against it.
-// Product ahead (GenParams::ahead), as in generate_cluster.cu: step s + 1's
-// product against h_s (reset-before: its r and z rows) runs after this
-// CTA's logits are sent, while the others' are on their way; each valid
-// lane keeps its item's sums in registers.
+// Product ahead (GEN_AHEAD in GenParams::opts), as in generate_cluster.cu:
+// step s + 1's product against h_s (reset-before: its r and z rows) runs
+// after this CTA's logits are sent, while the others' are on their way;
+// each valid lane keeps its item's sums in registers. Block sends
+// (GEN_BLOCK_SENDS) as there, for the logits only: h and r ⊙ h already go
+// out from every copy of an item (rc_send).
 //
 // Ordering without cluster barriers (as generate_cluster.cu): every CTA
 // owns at least one unit and sends its h every step (the planner checks
@@ -119,7 +121,11 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
     }
     // Bytes each exchange brings into this CTA: all H units (or V logits)
     // of its rows.
-    const unsigned h_bytes = (unsigned)(nbc * H) * 4u, l_bytes = (unsigned)(nbc * V) * 4u;
+    // With block sends this CTA writes its own logits block locally.
+    const bool blocks = (p.opts & GEN_BLOCK_SENDS) != 0;
+    const unsigned h_bytes = (unsigned)(nbc * H) * 4u;
+    const unsigned l_bytes = (unsigned)(nbc * (blocks ? V - vn : V)) * 4u;
+    const BlockSendPlan lsend = block_send_plan<RC_CS, 1>(V, v0, vn, (unsigned)rank);
     const unsigned hbar0 = smem_u32(&gbar[0]), lbar = smem_u32(&gbar[2]), rbar = smem_u32(&gbar[3]);
     if (threadIdx.x == 0) {
         for (int i = 0; i < 4; ++i) mbar_init(smem_u32(&gbar[i]), 1);
@@ -136,7 +142,7 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
     const size_t bj = (size_t)L.b * H + j;
     // Gates whose sums the product ahead takes (reset-before: r and z).
     constexpr int GA = TWO_PHASES ? 2 : G;
-    const bool ahead = p.ahead != 0;
+    const bool ahead = (p.opts & GEN_AHEAD) != 0;
     float rs[4] = {0.f, 0.f, 0.f, 0.f};  // this lane's item's sums, taken ahead
     const int steps = p.P + p.N - 1;
     for (int s = 0; s < steps; ++s) {
@@ -209,9 +215,14 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
             for (int o = threadIdx.x; o < vn * nb; o += NTHREADS) {
                 const int v = o % vn, bl = c0 + o / vn;
                 const float l = cl_sum<1>(red, 0, bl - c0, v, vn, nkv) + bd[v];
-                push_all_async<RC_CS>(lbuf + bl * V + v0 + v, l, lbar);
+                if (blocks) lbuf[bl * V + v0 + v] = l;
+                else push_all_async<RC_CS>(lbuf + bl * V + v0 + v, l, lbar);
                 if (last) p.logits[(size_t)(b0 + bl) * V + v0 + v] = l;
             }
+        }
+        if (blocks) {
+            __syncthreads();
+            push_block_others<1>(lsend, lbuf, V, nbc, V, v0, lbar);
         }
         // Step s + 1's sums against h_s while the logits travel (the swap
         // rows were last read before the h wait's barrier).
