@@ -33,9 +33,8 @@ struct Case {
 
 /// Generates on the device (on `launch.path`, `None`: automatic;
 /// `launch.cluster`: the forced cluster size; `launch.ahead`: the product
-/// ahead; `launch.blocks`: block sends), checks every token; returns the path taken (`None`: the forced
-/// cluster size does not fit).
-#[allow(clippy::too_many_arguments)]
+/// ahead; `launch.blocks`: block sends), checks every token; returns the
+/// path taken (`None`: the forced cluster size does not fit).
 fn check(
     gpu: &Gpu,
     c: &Case,
