@@ -270,7 +270,7 @@ def choices(new):
                 rows.append([f"{what}: {form} vs grid barrier (best units)", f"{la} / {lb}",
                              f"{a:.3f}" if a is not None else "—", f"{b:.3f}", ratio(b, a)])
     # The tensor-core cluster forward (forced only) against the register one
-    # (GRU reset-before, which has none: the shared-memory one), each at its
+    # (the shared-memory one where a run has no register line), each at its
     # best rows per cluster.
     for cell, prec in sorted({m.groups() for k in fwd
                               if (m := re.match(r"sweep d2l (\S+) (f32|f16) ClusterMma ", k))}):
@@ -280,6 +280,13 @@ def choices(new):
         if a is None:
             (a, la), now = best(fwd, rf"^sweep d2l {re.escape(cell)} {prec} Cluster "), "Cluster"
         rows.append([f"d2l {cell} {prec}: ClusterMma vs {now} (best rows)", f"{la} / {lb}",
+                     f"{a:.3f}" if a is not None else "—", f"{b:.3f}", ratio(b, a)])
+    # GRU reset-before's register cluster forward (forced only) against the
+    # shared-memory one it would replace, each at its best rows.
+    for prec in sorted({m[1] for k in fwd if (m := re.match(r"sweep d2l gru-reset-before (f32|f16) ClusterRegs ", k))}):
+        (a, la), (b, lb) = (best(fwd, rf"^sweep d2l gru-reset-before {prec} {path} ")
+                            for path in ("Cluster", "ClusterRegs"))
+        rows.append([f"d2l gru-reset-before {prec}: ClusterRegs vs Cluster (best rows)", f"{la} / {lb}",
                      f"{a:.3f}" if a is not None else "—", f"{b:.3f}", ratio(b, a)])
     for label, v in sorted(fwd.items(), key=lambda kv: int(re.sub(r"\D", "", kv[0]) or 0)):
         if m := re.match(r"one-word flip barrier, (\d+) blocks", label):

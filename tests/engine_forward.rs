@@ -304,11 +304,12 @@ proptest! {
     #![proptest_config(config(32))]
 
     /// The register cluster kernels (sm_90), forced: H ≤ 256, every cell
-    /// they take, any batch rows per cluster up to their limit (a last
-    /// cluster with fewer rows), token input.
+    /// (GRU reset-before in two exchanges per step), any batch rows per
+    /// cluster up to their limit (a last cluster with fewer rows), token
+    /// input.
     #[test]
     fn register_cluster_path_matches_core(
-        cell in prop::sample::select(vec![CellKind::RnnTanh, CellKind::RnnRelu, CellKind::GruResetAfter, CellKind::Lstm]),
+        cell in prop::sample::select(CellKind::ALL.to_vec()),
         batch in 1usize..=64,
         hidden in 1usize..=REG_CLUSTER_MAX_HIDDEN,
         vocab in 2usize..=1100,
@@ -346,35 +347,61 @@ proptest! {
 #[test]
 fn mma_cluster_path_matches_core_at_the_d2l_shape() {
     let gpu = gpu_or_skip!();
-    if gpu.limits().cluster < 16 {
-        eprintln!("skipped: no clusters of 16 (before sm_90)");
-        return;
-    }
-    for cell in [
+    let cells = [
         CellKind::RnnTanh,
         CellKind::GruResetBefore,
         CellKind::GruResetAfter,
         CellKind::Lstm,
-    ] {
+    ];
+    d2l_cluster_cases(&gpu, &cells, Path::ClusterMma, |_| 4, 7);
+}
+
+/// GRU reset-before's register cluster kernel (two exchanges per step) at
+/// the d2l shape, the default preset's layer, f32 and f16, 5 rows per
+/// cluster (7 clusters, as the planner takes for the other GRU on an H100).
+#[test]
+fn register_cluster_reset_before_matches_core_at_the_d2l_shape() {
+    let gpu = gpu_or_skip!();
+    let cells = [CellKind::GruResetBefore];
+    d2l_cluster_cases(&gpu, &cells, Path::ClusterRegs, reg_cluster_rows, 9);
+}
+
+/// `cells` at the d2l shape (B 32, H 256, V 1,027, T 35) on a forced
+/// cluster `path` with `rows(cell)` rows per cluster, f32 and f16, against
+/// recur-core; skipped without clusters of 16.
+fn d2l_cluster_cases(
+    gpu: &Gpu,
+    cells: &[CellKind],
+    path: Path,
+    rows: impl Fn(CellKind) -> usize,
+    seed: u64,
+) {
+    if gpu.limits().cluster < 16 {
+        eprintln!("skipped: no clusters of 16 (before sm_90)");
+        return;
+    }
+    for &cell in cells {
         for precision in [Precision::F32, Precision::F16] {
             let opts = PlanOptions {
-                path: Some(Path::ClusterMma),
-                rows: Some(4),
+                path: Some(path),
+                rows: Some(rows(cell)),
                 ..PlanOptions::default()
             };
-            let r = check_tokens_case(&gpu, cell, 32, 256, 1027, 35, precision, opts, 7);
-            assert!(r.is_ok(), "{precision:?} {cell:?}: {}", r.unwrap_err());
-            println!(
-                "ok d2l tensor-core cluster {precision:?} {cell:?}: {}",
-                r.unwrap()
+            let r = check_tokens_case(gpu, cell, 32, 256, 1027, 35, precision, opts, seed);
+            assert!(
+                r.is_ok(),
+                "{path:?} {precision:?} {cell:?}: {}",
+                r.unwrap_err()
             );
+            println!("ok d2l {path:?} {precision:?} {cell:?}: {}", r.unwrap());
         }
     }
 }
 
-/// The register cluster kernels (CUDA-core and tensor-core forms) refuse
-/// what they do not take: H > 256, GRU reset-before (the CUDA-core form),
-/// more rows than they hold, clusters of 8.
+/// The register cluster kernels (CUDA-core and tensor-core forms) take
+/// every cell and refuse what they do not take: H > 256, more rows than
+/// they hold, clusters of 8; the automatic choice leaves GRU reset-before's
+/// CUDA-core form out.
 #[test]
 fn register_cluster_limits_are_refused() {
     let gpu = gpu_or_skip!();
@@ -398,7 +425,16 @@ fn register_cluster_limits_are_refused() {
     };
     assert!(plan(CellKind::GruResetAfter, 256, forced).is_ok());
     assert!(plan(CellKind::GruResetAfter, 257, forced).is_err());
-    assert!(plan(CellKind::GruResetBefore, 64, forced).is_err());
+    assert_eq!(
+        plan(CellKind::GruResetBefore, 64, forced).unwrap().path,
+        Path::ClusterRegs
+    );
+    assert_eq!(
+        plan(CellKind::GruResetBefore, 64, PlanOptions::default())
+            .unwrap()
+            .path,
+        Path::Cluster
+    );
     let rows = PlanOptions {
         rows: Some(reg_cluster_rows(CellKind::Lstm) + 1),
         ..forced

@@ -62,10 +62,12 @@ python3 benches/gpu_verdicts.py --new "$logs" --check > "$logs/verdicts.md"
 # Its pairs: 3 figures of 3 cells × 2 precisions; 4 cells × 2 precisions;
 # two kernels, twice; 3 cells × 2 precisions; 3 figures of 4 cells × 2 precisions;
 # 6 block counts; 3 and 2 figures of 3 cells in f16; 2 figures, three times;
-# 2 paths of 4 cells × 2 precisions, twice.
+# 2 paths of 4 cells × 2 precisions, twice; (best rows): 3 cells × 2
+# precisions against the register kernel (or Cluster), and reset-before's
+# register kernel against Cluster in 2 precisions.
 for pair in "reduce-scatter vs gather=18" "ClusterRegs vs Cluster 16=8" \
   "product ahead vs after the draw=16" "block sends vs sends per item=16" \
-  "flagged vs grid barrier=2" "block flags vs grid barrier (best units)=2" "(best rows)=6" \
+  "flagged vs grid barrier=2" "block flags vs grid barrier (best units)=2" "(best rows)=8" \
   "training forward: ClusterMma vs ClusterRegs=24" "one-word flip vs grid_sync=6" \
   "training forward: PersistentMma vs Persistent=9" \
   "training backward: PersistentMma vs Persistent=6" \

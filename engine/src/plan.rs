@@ -47,11 +47,13 @@
 //! `Path::ClusterRegs` (ptx/src/recurrent_cluster_regs.cu) is the same
 //! cluster scheme with the weights in registers: clusters of 16 CTAs, warp w
 //! of CTA r owns 2 hidden units and every lane 8 k of their gate rows. It
-//! takes `H ≤ 256` (`REG_CLUSTER_MAX_HIDDEN`), every cell but GRU
-//! reset-before, and at most `32 / (2·G)` batch rows per cluster
-//! (`reg_cluster_rows`: 16 RNN, 5 GRU, 4 LSTM); its shared memory is
-//! static (h double-buffered, 10–34 KB). Layers beyond those limits run
-//! `Path::Cluster`.
+//! takes `H ≤ 256` (`REG_CLUSTER_MAX_HIDDEN`), every cell, and at most
+//! `32 / (2·G)` batch rows per cluster (`reg_cluster_rows`: 16 RNN, 5 GRU,
+//! 4 LSTM); its shared memory is static (h double-buffered, 10–34 KB).
+//! Layers beyond those limits run `Path::Cluster`. GRU reset-before takes
+//! two exchanges per step (r ⊙ h_{t-1} under its own mbarrier, then the n
+//! rows against it); for that cell the kernel is chosen only when forced,
+//! until a GPU has timed it against `Path::Cluster`.
 //!
 //! `Path::ClusterMma` (ptx/src/cluster_mma.cuh) is the same clusters with
 //! the product on tensor cores: CTA r's `G` gate-row blocks of `U =
@@ -121,7 +123,8 @@ pub enum Path {
     /// One launch of thread-block clusters (sm_90), CUDA cores.
     Cluster,
     /// One launch of clusters of 16 CTAs holding W_hh in registers (sm_90,
-    /// H ≤ 256, not GRU reset-before), CUDA cores.
+    /// H ≤ 256), CUDA cores. GRU reset-before (two exchanges per step):
+    /// forced only until a GPU has timed it against [`Path::Cluster`].
     ClusterRegs,
     /// [`Path::ClusterRegs`] with the product on tensor cores (W_hh as mma
     /// fragments in registers, 3×TF32 for f32; at most 8 batch rows per
@@ -386,23 +389,9 @@ const GEN_CLUSTER: [[[&str; 5]; 2]; 2] = [
     [names!("gen_cluster16_f32_"), names!("gen_cluster16_f16_")],
 ];
 
-/// `[f32, f16]`; GRU reset-before has none.
-const REG_CLUSTER: [[&str; 5]; 2] = [
-    [
-        "rec_rcluster16_f32_rnn_tanh",
-        "rec_rcluster16_f32_rnn_relu",
-        "",
-        "rec_rcluster16_f32_gru_after",
-        "rec_rcluster16_f32_lstm",
-    ],
-    [
-        "rec_rcluster16_f16_rnn_tanh",
-        "rec_rcluster16_f16_rnn_relu",
-        "",
-        "rec_rcluster16_f16_gru_after",
-        "rec_rcluster16_f16_lstm",
-    ],
-];
+/// `[f32, f16]`, every cell (GRU reset-before only when forced, until a
+/// GPU has timed it: `plan_sequence`).
+const REG_CLUSTER: [[&str; 5]; 2] = [names!("rec_rcluster16_f32_"), names!("rec_rcluster16_f16_")];
 /// `[f32, f16]`, every cell.
 const MMA_CLUSTER: [[&str; 5]; 2] = [names!("rec_mcluster16_f32_"), names!("rec_mcluster16_f16_")];
 /// Most batch rows per cluster of `Path::ClusterMma` (MC_ROWS: the mma's n).
@@ -510,6 +499,11 @@ pub(crate) fn plan_sequence(
             Path::PersistentSimt,
             Path::PerStep,
         ],
+        // GRU reset-before's register kernel (two exchanges per step) has
+        // not run on a GPU yet: forced only.
+        None if cell == CellKind::GruResetBefore => {
+            &[Path::Cluster, Path::PersistentSimt, Path::PerStep]
+        }
         None => &[
             Path::ClusterRegs,
             Path::Cluster,
@@ -1135,6 +1129,7 @@ mod tests {
                             Path::ClusterRegs => {
                                 assert_eq!(plan.cluster, 16);
                                 assert!(h <= REG_CLUSTER_MAX_HIDDEN);
+                                // Reset-before's: forced only.
                                 assert_ne!(cell, CellKind::GruResetBefore);
                                 assert!(plan.ldb <= reg_cluster_rows(cell));
                                 assert_eq!(plan.units, h.div_ceil(16));
@@ -1210,7 +1205,8 @@ mod tests {
             assert!(32usize.div_ceil(plan.ldb) <= active, "{plan:?}");
             assert!(32usize.div_ceil(plan.ldb - 1) > active, "{plan:?}");
         }
-        // GRU reset-before and H > 256 are not for the register kernels.
+        // H > 256 is not for the register kernels; GRU reset-before's is
+        // forced only.
         for (cell, h) in [
             (CellKind::GruResetBefore, 256),
             (CellKind::GruResetAfter, 257),

@@ -1,9 +1,10 @@
 // Recurrent layers on thread-block clusters with W_hh in registers (sm_90):
 // rec_rcluster16_{f32,f16}_<cell> (and rec_mcluster16_*, the product on
 // tensor cores: cluster_mma.cuh), the whole T-step sequence in one launch of
-// clusters of RC_CS = 16 CTAs, for H ≤ RC_K = 256 (every cell but GRU
-// reset-before, whose two phases per step the shared-memory cluster kernels
-// of recurrent_cluster.cu keep).
+// clusters of RC_CS = 16 CTAs, for H ≤ RC_K = 256, every cell. GRU
+// reset-before takes two exchanges per step, as the register generation
+// and training forward do: the r and z rows against h_{t-1}, r ⊙ h_{t-1}
+// (f32) to every CTA under its own mbarrier, then the n rows against it.
 //
 // Why a second cluster kernel: the shared-memory one (cluster_step.cuh)
 // spends ≈ 8,400 cycles per d2l step (ncu, engine_h100_run5) in a long
@@ -29,7 +30,8 @@
 //
 // Batch rows: cluster c runs rows [c·BC, c·BC + BC) (RecParams::ldb = BC ≤
 // rc_rows<C>), the clusters are independent. Shared memory is static:
-// h double-buffered (2·BCMAX·256 floats) and 32 floats per warp.
+// h double-buffered (2·BCMAX·256 floats; r ⊙ h another BCMAX·256 for GRU
+// reset-before) and 32 floats per warp.
 #include "rec_params.cuh"
 #include "cluster_step.cuh"
 #include "cluster_seq_item.cuh"
@@ -40,9 +42,12 @@ __device__ void rec_rcluster(const RecParams& p) {
     constexpr int G = Cell<C>::G;
     constexpr int BCMAX = RcRows<C>::value;
     constexpr int ROWS = RC_UPW * G;  // weight rows per warp
+    constexpr bool TWO_PHASES = C == GRU_BEFORE;
     __shared__ __align__(16) float hbuf[2][BCMAX][RC_K];
+    __shared__ __align__(16) float rhbuf[TWO_PHASES ? BCMAX : 1][RC_K];
     __shared__ float swap[NWARPS][32];
-    __shared__ __align__(8) unsigned long long mbar[2];
+    // mbarriers: h buffers 0 and 1, r ⊙ h (reset-before).
+    __shared__ __align__(8) unsigned long long mbar[3];
 
     const int H = p.H;
     const RcLane<BCMAX> L(H, p.units, p.B, p.ldb);
@@ -60,12 +65,16 @@ __device__ void rec_rcluster(const RecParams& p) {
     // h_{-1} = h0; k ≥ H and rows ≥ nbc stay zero (their weights are zero,
     // but 0 · NaN would not be).
     for (int i = threadIdx.x; i < 2 * BCMAX * RC_K; i += NTHREADS) (&hbuf[0][0][0])[i] = 0.0f;
+    if (TWO_PHASES)
+        for (int i = threadIdx.x; i < BCMAX * RC_K; i += NTHREADS) (&rhbuf[0][0])[i] = 0.0f;
     __syncthreads();
     seq_load_h0<A>(&hbuf[0][0][0], RC_K, p, L.b0, nbc);
     // mbar[s] counts the bytes of h arriving in hbuf[s]: step t ≥ 1 reads
     // hbuf[t & 1] after phase (t - 1) >> 1 of mbar[t & 1] has completed.
-    const unsigned bar0 = smem_u32(&mbar[0]);  // mbar[s] at bar0 + 8·s
+    // mbar[2] counts r ⊙ h_{t-1}: step t reads rhbuf after its phase t.
+    const unsigned bar0 = smem_u32(&mbar[0]), rbar = smem_u32(&mbar[2]);  // mbar[s] at bar0 + 8·s
     rc_arm(bar0, step_bytes, L.un);
+    if (TWO_PHASES) rc_arm_one(rbar, step_bytes, L.un);
     SeqItem<C, W, A> item(p, valid, b, j);
     // Every CTA has zeroed its buffers and armed its barriers before anyone
     // stores into them.
@@ -77,6 +86,11 @@ __device__ void rec_rcluster(const RecParams& p) {
     // its wait of step t; so no phase completes while a waiter of the
     // previous one of the same barrier has not passed, and no store of step
     // t + 1 overwrites hbuf[s] while a warp still reads it in step t.
+    // Reset-before's r ⊙ h the same way: phase t + 1 of mbar[2] needs every
+    // CTA's r ⊙ h of step t + 1, which each sends after its wait for the
+    // whole h_t, which needs every working warp of this CTA past its wait
+    // of phase t and its reads of rhbuf (each warp's items send h_t after
+    // both); so thread 0 may re-arm it right after its own wait.
     for (int t = 0; working && t < p.T; ++t) {
         const int cur = t & 1;
         const bool last = t == p.T - 1;
@@ -84,14 +98,35 @@ __device__ void rec_rcluster(const RecParams& p) {
         if (valid) item.prefetch(p, t);
         // Partial products of the lane's k slice.
         float v[32];
-        rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
+        float z = 0.0f;  // reset-before: phase 1's update gate
+        if (TWO_PHASES) {
+            // Phase 1: r and z against h_{t-1}; r ⊙ h_{t-1} to every CTA.
+            rc_partials_gates<G, 0, 2, BCMAX>(v, w, hbuf[cur], nbc, lane);
+            swap[warp][lane] = warp_transpose_sum(v);
+            __syncwarp();
+            if (valid) {
+                const float r = sigmoid_f(item.xc[0] + (swap[warp][(iu * 2) * BCMAX + ib] + item.bhh[0]));
+                z = sigmoid_f(item.xc[1] + (swap[warp][(iu * 2 + 1) * BCMAX + ib] + item.bhh[1]));
+                rc_send(smem_u32(&rhbuf[ib][j]), r * hbuf[cur][ib][j], rbar, copy, copies, ranks);
+            }
+            // The swap row is rewritten below only after these reads.
+            __syncwarp();
+            mbar_wait(rbar, (unsigned)t & 1u);
+            if (threadIdx.x == 0) mbar_expect(rbar, step_bytes);
+            // Phase 2: the n rows against r ⊙ h_{t-1}.
+            rc_partials_gates<G, 2, 1, BCMAX>(v, w, rhbuf, nbc, lane);
+        } else {
+            rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
+        }
         swap[warp][lane] = warp_transpose_sum(v);
         __syncwarp();
         if (valid) {
             float hr[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-            for (int g = 0; g < G; ++g) hr[g] = swap[warp][(iu * G + g) * BCMAX + ib];
-            const float h = item.cell(hr, hbuf[cur][ib][j]);
+            for (int g = 0; g < G; ++g)
+                if (!TWO_PHASES) hr[g] = swap[warp][(iu * G + g) * BCMAX + ib];
+            if (TWO_PHASES) hr[2] = swap[warp][iu * BCMAX + ib];
+            const float h = item.cell(hr, hbuf[cur][ib][j], z);
             const float hv = stored<A>(h);
             if (!last) {
                 rc_send(smem_u32(&hbuf[cur ^ 1][ib][j]), hv, bar0 + 8 * (cur ^ 1), copy, copies, ranks);
@@ -117,6 +152,7 @@ __device__ void rec_rcluster(const RecParams& p) {
 
 RCLUSTER_KERNELS(rnn_tanh, RNN_TANH)
 RCLUSTER_KERNELS(rnn_relu, RNN_RELU)
+RCLUSTER_KERNELS(gru_before, GRU_BEFORE)
 RCLUSTER_KERNELS(gru_after, GRU_AFTER)
 RCLUSTER_KERNELS(lstm, LSTM)
 
