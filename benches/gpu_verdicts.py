@@ -217,17 +217,17 @@ def choices(new):
             old, _ = best(gen, rf"^forced {re.escape(m[1])} {m[2]} greedy Cluster cluster=Some\(16\)")
             rows.append([f"generation {m[1]} {m[2]}: ClusterRegs vs Cluster 16", "µs/char",
                          f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
-        # The recurrent product ahead, during the logits exchange, against
-        # after the draw, on the same path.
-        if m := re.match(r"forced (\S+) (F32|F16) greedy-ahead (.*)$", label):
-            old = gen.get(f"forced {m[1]} {m[2]} greedy {m[3]}")
-            rows.append([f"generation {m[1]} {m[2]} {m[3]}: product ahead vs after the draw", "µs/char",
-                         f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
-        # Block sends, both with the product ahead.
-        if m := re.match(r"forced (\S+) (F32|F16) greedy-ahead-blocks (.*)$", label):
-            old = gen.get(f"forced {m[1]} {m[2]} greedy-ahead {m[3]}")
-            rows.append([f"generation {m[1]} {m[2]} {m[3]}: block sends vs sends per item (product ahead)",
-                         "µs/char", f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
+        # The generation options on the same path, each against the form
+        # before it: the recurrent product ahead (during the logits
+        # exchange) against after the draw; block sends, both ahead.
+        for form, before, choice in (
+            ("greedy-ahead", "greedy", "product ahead vs after the draw"),
+            ("greedy-ahead-blocks", "greedy-ahead", "block sends vs sends per item (product ahead)"),
+        ):
+            if m := re.match(rf"forced (\S+) (F32|F16) {form} (.*)$", label):
+                old = gen.get(f"forced {m[1]} {m[2]} {before} {m[3]}")
+                rows.append([f"generation {m[1]} {m[2]} {m[3]}: {choice}", "µs/char",
+                             f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
     # The H 768 f16 persistent tensor-core loops (the trainer's default
     # where no CUDA-core persistent loop fits) against one launch per step,
     # what they replaced; same run.
