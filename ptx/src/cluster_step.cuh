@@ -538,3 +538,24 @@ __device__ __forceinline__ void rc_partials_gates(float (&v)[32], const float (&
             for (int i = 0; i < 8; ++i) sel[ul * GN + g][i] = w[ul * G + G0 + g][i];
     rc_partials<RC_UPW * GN, BCMAX>(v, sel, h, nbc, lane);
 }
+
+// The sums of gates [G0, G0 + GN) of this lane's item (unit iu of its warp,
+// batch row ib) against h (BCMAX rows of RC_K), into out[G0 + g] where
+// `valid`: the lane's partials of its 8 k, one transposing warp reduction
+// through the warp's swap row (read back before the closing __syncwarp, so
+// the row may be rewritten right after). Every lane of the warp takes part.
+template <int G, int G0, int GN, int BCMAX>
+__device__ __forceinline__ void rc_item_sums(float (&out)[4], const float (&w)[RC_UPW * G][8],
+                                             const float (*h)[RC_K], float* swap, int nbc, int lane, int iu,
+                                             int ib, bool valid) {
+    float v[32];
+    if (G0 == 0 && GN == G) rc_partials<RC_UPW * G, BCMAX>(v, w, h, nbc, lane);
+    else rc_partials_gates<G, G0, GN, BCMAX>(v, w, h, nbc, lane);
+    swap[lane] = warp_transpose_sum(v);
+    __syncwarp();
+    if (valid) {
+#pragma unroll
+        for (int g = 0; g < GN; ++g) out[G0 + g] = swap[(iu * GN + g) * BCMAX + ib];
+    }
+    __syncwarp();
+}

@@ -21,7 +21,7 @@
 // Product ahead (GEN_AHEAD in GenParams::opts), as in generate_cluster.cu:
 // step s + 1's product against h_s (reset-before: its r and z rows) runs
 // after this CTA's logits are sent, while the others' are on their way;
-// each valid lane keeps its item's sums in registers. Block sends
+// each valid lane keeps its item's sums in registers (rc_item_sums). Block sends
 // (GEN_BLOCK_SENDS) as there, for the logits only: h and r ⊙ h already go
 // out from every copy of an item (rc_send).
 //
@@ -46,26 +46,6 @@
 #include "cluster_step.cuh"
 #include "gen_cluster_params.cuh"
 #include "sample.cuh"
-
-// The sums of gates [0, GA) of this lane's item (row iu·G + g of its warp's
-// transposed partials, batch row ib) against h (BCMAX rows of RC_K), into
-// rs: the lane's partials of its 8 k, one transposing warp reduction
-// through the warp's swap row. Every lane of the warp takes part.
-template <int G, int GA, int BCMAX>
-__device__ __forceinline__ void rc_sums_ahead(float (&rs)[4], const float (&w)[RC_UPW * G][8],
-                                              const float (*h)[RC_K], float* swap, int nbc, int lane, int iu,
-                                              int ib, bool valid) {
-    float v[32];
-    if (GA == G) rc_partials<RC_UPW * G, BCMAX>(v, w, h, nbc, lane);
-    else rc_partials_gates<G, 0, GA, BCMAX>(v, w, h, nbc, lane);
-    swap[lane] = warp_transpose_sum(v);
-    __syncwarp();
-    if (valid) {
-#pragma unroll
-        for (int g = 0; g < GA; ++g) rs[g] = swap[(iu * GA + g) * BCMAX + ib];
-    }
-    __syncwarp();
-}
 
 template <int C, typename W, typename A>
 __device__ void gen_rcluster(const GenClusterParams& p) {
@@ -162,7 +142,7 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
         if (TWO_PHASES) {
             // Phase 1: r and z; r ⊙ h_{t-1} to every CTA.
             if (L.working) {
-                if (!have) rc_sums_ahead<G, GA, BCMAX>(rs, w, hbuf[cur], swap[warp], nbc, lane, iu, ib, valid);
+                if (!have) rc_item_sums<G, 0, GA, BCMAX>(rs, w, hbuf[cur], swap[warp], nbc, lane, iu, ib, valid);
                 if (valid) {
                     const float r = sigmoid_f(x[0] + bih[0] + rs[0] + bhh[0]);
                     z = sigmoid_f(x[1] + bih[1] + rs[1] + bhh[1]);
@@ -174,23 +154,15 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
             mbar_wait_rearm(rbar, (unsigned)s & 1u, h_bytes);
         }
         if (L.working) {
-            if (TWO_PHASES) {
-                float v[32];
-                rc_partials_gates<G, 2, 1, BCMAX>(v, w, rhbuf, nbc, lane);
-                swap[warp][lane] = warp_transpose_sum(v);
-                __syncwarp();
-            } else if (!have) {
-                rc_sums_ahead<G, GA, BCMAX>(rs, w, hbuf[cur], swap[warp], nbc, lane, iu, ib, valid);
-            }
+            // Reset-before: only n's recurrent part, into rs[2].
+            if (TWO_PHASES) rc_item_sums<G, 2, 1, BCMAX>(rs, w, rhbuf, swap[warp], nbc, lane, iu, ib, valid);
+            else if (!have) rc_item_sums<G, 0, GA, BCMAX>(rs, w, hbuf[cur], swap[warp], nbc, lane, iu, ib, valid);
             if (valid) {
                 float hg[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    // Reset-before: only n's recurrent part, at row iu.
-                    if (!TWO_PHASES) hg[g] = rs[g] + bhh[g];
-                    x[g] += bih[g];
-                }
-                if (TWO_PHASES) hg[2] = swap[warp][iu * BCMAX + ib] + bhh[2];
+                for (int g = TWO_PHASES ? 2 : 0; g < G; ++g) hg[g] = rs[g] + bhh[g];
+#pragma unroll
+                for (int g = 0; g < G; ++g) x[g] += bih[g];
                 const float hp = hbuf[cur][ib][j];
                 const float h = cell_h<C>(x, hg, hp, c, z, &c);
                 const float hv = stored<A>(h);
@@ -227,7 +199,7 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
         // Step s + 1's sums against h_s while the logits travel (the swap
         // rows were last read before the h wait's barrier).
         if (ahead && !last && L.working)
-            rc_sums_ahead<G, GA, BCMAX>(rs, w, hbuf[nxt], swap[warp], nbc, lane, iu, ib, valid);
+            rc_item_sums<G, 0, GA, BCMAX>(rs, w, hbuf[nxt], swap[warp], nbc, lane, iu, ib, valid);
         const int index = s - (p.P - 1);
         mbar_wait_rearm(lbar, (unsigned)index & 1u, l_bytes);  // this CTA's logits complete
         for (int bl = 0; bl < nbc; ++bl) {

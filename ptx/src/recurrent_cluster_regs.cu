@@ -96,36 +96,26 @@ __device__ void rec_rcluster(const RecParams& p) {
         const bool last = t == p.T - 1;
         rc_step_wait(bar0, t, step_bytes);
         if (valid) item.prefetch(p, t);
-        // Partial products of the lane's k slice.
-        float v[32];
+        // The item's sums of the lane's k slice (reset-before: r and z,
+        // then n).
+        float hr[4] = {0.f, 0.f, 0.f, 0.f};
         float z = 0.0f;  // reset-before: phase 1's update gate
         if (TWO_PHASES) {
             // Phase 1: r and z against h_{t-1}; r ⊙ h_{t-1} to every CTA.
-            rc_partials_gates<G, 0, 2, BCMAX>(v, w, hbuf[cur], nbc, lane);
-            swap[warp][lane] = warp_transpose_sum(v);
-            __syncwarp();
+            rc_item_sums<G, 0, 2, BCMAX>(hr, w, hbuf[cur], swap[warp], nbc, lane, iu, ib, valid);
             if (valid) {
-                const float r = sigmoid_f(item.xc[0] + (swap[warp][(iu * 2) * BCMAX + ib] + item.bhh[0]));
-                z = sigmoid_f(item.xc[1] + (swap[warp][(iu * 2 + 1) * BCMAX + ib] + item.bhh[1]));
+                const float r = sigmoid_f(item.xc[0] + (hr[0] + item.bhh[0]));
+                z = sigmoid_f(item.xc[1] + (hr[1] + item.bhh[1]));
                 rc_send(smem_u32(&rhbuf[ib][j]), r * hbuf[cur][ib][j], rbar, copy, copies, ranks);
             }
-            // The swap row is rewritten below only after these reads.
-            __syncwarp();
             mbar_wait(rbar, (unsigned)t & 1u);
             if (threadIdx.x == 0) mbar_expect(rbar, step_bytes);
             // Phase 2: the n rows against r ⊙ h_{t-1}.
-            rc_partials_gates<G, 2, 1, BCMAX>(v, w, rhbuf, nbc, lane);
+            rc_item_sums<G, 2, 1, BCMAX>(hr, w, rhbuf, swap[warp], nbc, lane, iu, ib, valid);
         } else {
-            rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
+            rc_item_sums<G, 0, G, BCMAX>(hr, w, hbuf[cur], swap[warp], nbc, lane, iu, ib, valid);
         }
-        swap[warp][lane] = warp_transpose_sum(v);
-        __syncwarp();
         if (valid) {
-            float hr[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-            for (int g = 0; g < G; ++g)
-                if (!TWO_PHASES) hr[g] = swap[warp][(iu * G + g) * BCMAX + ib];
-            if (TWO_PHASES) hr[2] = swap[warp][iu * BCMAX + ib];
             const float h = item.cell(hr, hbuf[cur][ib][j], z);
             const float hv = stored<A>(h);
             if (!last) {
@@ -133,8 +123,6 @@ __device__ void rec_rcluster(const RecParams& p) {
             }
             item.finish(p, t, h, hv, copy == 0);
         }
-        // The swap row is rewritten next step only after this step's reads.
-        __syncwarp();
     }
     // No CTA leaves while stores into its shared memory may be in flight.
     cluster_sync();
