@@ -134,18 +134,24 @@ fn main() {
     // (16) for the others. The register one is not chosen automatically
     // yet. Both cluster kernels also with the recurrent product ahead
     // (`greedy-ahead` lines, against the `greedy` line of the same path),
-    // and with it and block sends (`greedy-ahead-blocks`, against
-    // `greedy-ahead`).
-    const AFTER: (bool, bool) = (false, false);
-    const AHEAD: (bool, bool) = (true, false);
-    const BLOCKS: (bool, bool) = (true, true);
-    const CLUSTER_FORMS: [(GenPath, Option<usize>, (bool, bool)); 6] = [
+    // with it and block sends (`greedy-ahead-blocks`, against
+    // `greedy-ahead`), and with it and the split draw (`greedy-ahead-split`,
+    // against `greedy-ahead`). Options: (product ahead, block sends, split
+    // draw, the line's label).
+    type Opts = (bool, bool, bool, &'static str);
+    const AFTER: Opts = (false, false, false, "greedy");
+    const AHEAD: Opts = (true, false, false, "greedy-ahead");
+    const BLOCKS: Opts = (true, true, false, "greedy-ahead-blocks");
+    const SPLIT: Opts = (true, false, true, "greedy-ahead-split");
+    const CLUSTER_FORMS: [(GenPath, Option<usize>, Opts); 8] = [
         (GenPath::Cluster, Some(16), AFTER),
         (GenPath::Cluster, Some(16), AHEAD),
         (GenPath::Cluster, Some(16), BLOCKS),
+        (GenPath::Cluster, Some(16), SPLIT),
         (GenPath::ClusterRegs, None, AFTER),
         (GenPath::ClusterRegs, None, AHEAD),
         (GenPath::ClusterRegs, None, BLOCKS),
+        (GenPath::ClusterRegs, None, SPLIT),
     ];
     let forced = |cell| {
         let mut forms = if cell == CellKind::GruResetAfter {
@@ -170,14 +176,10 @@ fn main() {
         .flat_map(|p| cells.map(|c| (p, c)))
     {
         let (model, mut bufs) = scale.model(&gpu, cell, precision);
-        for (path, cluster, (ahead, blocks)) in forced(cell) {
+        for (path, cluster, (ahead, blocks, split, order)) in forced(cell) {
             bufs.set_product_ahead(ahead);
             bufs.set_block_sends(blocks);
-            let order = match (ahead, blocks) {
-                (true, true) => "greedy-ahead-blocks",
-                (true, false) => "greedy-ahead",
-                _ => "greedy",
-            };
+            bufs.set_split_argmax(split);
             let mut run = || model.generate_on(&mut bufs, Sampling::Greedy, Some(path), cluster);
             if let Err(e) = run() {
                 summary.push(format!(

@@ -219,10 +219,12 @@ def choices(new):
                          f"{old:.3f}" if old is not None else "—", f"{v:.3f}", ratio(v, old)])
         # The generation options on the same path, each against the form
         # before it: the recurrent product ahead (during the logits
-        # exchange) against after the draw; block sends, both ahead.
+        # exchange) against after the draw; block sends, both ahead; the
+        # greedy draw split across the cluster, both ahead.
         for form, before, choice in (
             ("greedy-ahead", "greedy", "product ahead vs after the draw"),
             ("greedy-ahead-blocks", "greedy-ahead", "block sends vs sends per item (product ahead)"),
+            ("greedy-ahead-split", "greedy-ahead", "split draw vs whole-row draw (product ahead)"),
         ):
             if m := re.match(rf"forced (\S+) (F32|F16) {form} (.*)$", label):
                 old = gen.get(f"forced {m[1]} {m[2]} {before} {m[3]}")

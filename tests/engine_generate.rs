@@ -7,8 +7,11 @@
 //! choice (thread-block clusters on sm_90), and forced the cooperative
 //! persistent kernel, both cluster sizes, the register cluster kernel and
 //! the per-step fallback; both cluster kernels also with the recurrent
-//! product ahead (`GenBuffers::set_product_ahead`) and with block sends
-//! (`GenBuffers::set_block_sends`).
+//! product ahead (`GenBuffers::set_product_ahead`), with block sends
+//! (`GenBuffers::set_block_sends`) and, greedy, with the draw split across
+//! the cluster (`GenBuffers::set_split_argmax`), which must also give the
+//! very tokens, logits and states of the whole-row draw, ties and unusable
+//! logits included.
 
 mod engine_support;
 
@@ -33,8 +36,9 @@ struct Case {
 
 /// Generates on the device (on `launch.path`, `None`: automatic;
 /// `launch.cluster`: the forced cluster size; `launch.ahead`: the product
-/// ahead; `launch.blocks`: block sends), checks every token; returns the
-/// path taken (`None`: the forced cluster size does not fit).
+/// ahead; `launch.blocks`: block sends; `launch.split`: the split greedy
+/// draw), checks every token; returns the path taken (`None`: the forced
+/// cluster size does not fit).
 fn check(
     gpu: &Gpu,
     c: &Case,
@@ -48,6 +52,7 @@ fn check(
         cluster,
         ahead,
         blocks,
+        split,
     } = launch;
     let layout = ModelLayout {
         cell: c.cell,
@@ -66,6 +71,7 @@ fn check(
     bufs.set_prefix(&prefix).unwrap();
     bufs.set_product_ahead(ahead);
     bufs.set_block_sends(blocks);
+    bufs.set_split_argmax(split);
     bufs.poison().unwrap();
     let path = match model.generate_on(&mut bufs, sampling, path, cluster) {
         Ok(p) => p,
@@ -81,7 +87,7 @@ fn check(
             return None;
         }
         Err(e) => panic!(
-            "{:?} {precision:?} {path:?} {cluster:?} ahead {ahead} blocks {blocks}: {e}",
+            "{:?} {precision:?} {path:?} {cluster:?} ahead {ahead} blocks {blocks} split {split}: {e}",
             c.cell
         ),
     };
@@ -189,7 +195,7 @@ fn check(
         }
     }
     println!(
-        "{:?} {precision:?} {sampling:?} {path:?} {cluster:?} ahead {ahead} blocks {blocks}: {exact}/{} tokens identical to recur-core's choice",
+        "{:?} {precision:?} {sampling:?} {path:?} {cluster:?} ahead {ahead} blocks {blocks} split {split}: {exact}/{} tokens identical to recur-core's choice",
         c.cell,
         c.count * c.batch
     );
@@ -308,19 +314,23 @@ struct Launch {
     cluster: Option<usize>,
     ahead: bool,
     blocks: bool,
+    split: bool,
 }
 
 /// The launches to check on this GPU: automatic, the cooperative
 /// persistent kernel, each cluster size the device allows, per step; the
 /// cluster kernels also with the product ahead, and with it and block
-/// sends (clusters of 16: block sends alone too).
+/// sends (clusters of 16: block sends alone too), and with the split
+/// greedy draw (temperature sampling ignores it: see `sampled`).
 fn paths(gpu: &Gpu) -> Vec<Launch> {
     let launch = |path, cluster, ahead, blocks| Launch {
         path,
         cluster,
         ahead,
         blocks,
+        split: false,
     };
+    let split = |l: Launch| Launch { split: true, ..l };
     let mut v = vec![
         launch(None, None, false, false),
         launch(Some(GenPath::Persistent), None, false, false),
@@ -341,6 +351,9 @@ fn paths(gpu: &Gpu) -> Vec<Launch> {
             v.push(launch(Some(GenPath::Cluster), cluster, true, true));
             if size == 16 {
                 v.push(launch(Some(GenPath::Cluster), cluster, false, true));
+                v.push(split(launch(Some(GenPath::Cluster), cluster, true, false)));
+            } else {
+                v.push(split(launch(Some(GenPath::Cluster), cluster, false, false)));
             }
         }
     }
@@ -348,8 +361,15 @@ fn paths(gpu: &Gpu) -> Vec<Launch> {
         v.push(launch(Some(GenPath::ClusterRegs), None, false, false));
         v.push(launch(Some(GenPath::ClusterRegs), None, true, false));
         v.push(launch(Some(GenPath::ClusterRegs), None, true, true));
+        v.push(split(launch(Some(GenPath::ClusterRegs), None, true, true)));
     }
     v
+}
+
+/// The launches whose temperature sampling differs: all but the split
+/// greedy draw's, which the kernels ignore when sampling.
+fn sampled(gpu: &Gpu) -> Vec<Launch> {
+    paths(gpu).into_iter().filter(|l| !l.split).collect()
 }
 
 #[test]
@@ -378,7 +398,7 @@ fn temperature_sampling_matches_core() {
     let gpu = gpu_or_skip!();
     for (i, c) in cases().iter().enumerate() {
         for precision in [Precision::F32, Precision::F16] {
-            for launch in paths(&gpu) {
+            for launch in sampled(&gpu) {
                 let sampling = Sampling::Temperature {
                     temperature: 0.8,
                     seed: 99 + i as u64,
@@ -408,4 +428,165 @@ fn bad_generation_input_is_rejected() {
         seed: 1,
     };
     assert!(model.generate(&mut bufs, bad, false).is_err());
+}
+
+/// What the output layer is made to give in `split_greedy_draw_is_the_whole_row_draw`.
+#[derive(Clone, Copy, Debug)]
+enum Logits {
+    /// The random weights.
+    Random,
+    /// Rows `lo` < `hi` zero, their biases far ahead of the rest: every token
+    /// is `lo` (the two logits are equal in any order of summation).
+    Tie { lo: usize, hi: usize },
+    /// One bias NaN: every draw is unusable.
+    NanAt(usize),
+    /// One bias +inf: every draw is unusable.
+    InfAt(usize),
+    /// Every bias -inf: every draw is unusable.
+    AllNegInf,
+}
+
+/// The tokens (or that they were unusable), the last logits and the last h
+/// of one greedy launch, as bits; `None` where the launch does not fit.
+type Outputs = (Option<Vec<u32>>, Vec<u32>, Vec<u32>);
+
+fn greedy_outputs(
+    model: &DeviceModel,
+    c: &Case,
+    prefix: &[u32],
+    launch: Launch,
+) -> Option<Outputs> {
+    let mut bufs = GenBuffers::new(model, c.batch, c.prefix, c.count).unwrap();
+    bufs.set_prefix(prefix).unwrap();
+    bufs.set_product_ahead(launch.ahead);
+    bufs.set_block_sends(launch.blocks);
+    bufs.set_split_argmax(launch.split);
+    bufs.poison().unwrap();
+    match model.generate_on(&mut bufs, Sampling::Greedy, launch.path, launch.cluster) {
+        Ok(took) => assert_eq!(Some(took), launch.path),
+        Err(Error::Limit { .. }) => return None,
+        Err(e) => panic!("{:?} {:?} {:?}: {e}", c.cell, launch.path, launch.cluster),
+    }
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect();
+    Some((
+        bufs.tokens().ok(),
+        bits(bufs.last_logits().unwrap()),
+        bits(bufs.h_last().unwrap()),
+    ))
+}
+
+/// The split greedy draw gives the whole-row draw's tokens, last logits and
+/// states bit for bit, on every cluster kernel, with and without the
+/// product ahead and block sends: with random weights; with two equal
+/// winning rows in different CTAs and in one CTA (the lower index wins);
+/// and with a NaN, a +inf or only -inf logits (every draw unusable).
+#[test]
+fn split_greedy_draw_is_the_whole_row_draw() {
+    let gpu = gpu_or_skip!();
+    if gpu.limits().cluster < 16 {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"split greedy draw skipped: no clusters of 16 (before sm_90)\n",
+        );
+        return;
+    }
+    let case = |cell, batch, hidden, vocab| Case {
+        cell,
+        batch,
+        hidden,
+        vocab,
+        prefix: 2,
+        count: 12,
+    };
+    // The d2l shape; a vocabulary smaller than 16 CTAs' rows (the last CTAs
+    // hold none) with several batch rows per cluster; more batch rows per
+    // cluster than a CTA has warps (136 rows on the 16 or fewer clusters of
+    // 16 that fit at once: some warps draw for two rows).
+    let shapes = [
+        case(CellKind::GruResetAfter, 1, 256, 1027),
+        case(CellKind::GruResetBefore, 12, 48, 70),
+        case(CellKind::RnnTanh, 136, 64, 300),
+    ];
+    let launches = [
+        (Some(GenPath::Cluster), Some(16), true, false),
+        (Some(GenPath::Cluster), Some(8), false, true),
+        (Some(GenPath::ClusterRegs), None, true, true),
+    ];
+    let mut compared = 0;
+    for (i, c) in shapes.iter().enumerate() {
+        let v = c.vocab;
+        let kinds = [
+            Logits::Random,
+            Logits::Tie { lo: 1, hi: v - 2 },
+            Logits::Tie { lo: 4, hi: 5 },
+            Logits::NanAt(v / 2),
+            Logits::InfAt(v - 1),
+            Logits::AllNegInf,
+        ];
+        for kind in kinds {
+            for precision in [Precision::F32, Precision::F16] {
+                let layout = ModelLayout {
+                    cell: c.cell,
+                    vocab: v,
+                    hidden: c.hidden,
+                };
+                let mut params = random_params(&layout, 40 + i as u64);
+                let t = layout.tensors();
+                let (wd, bd) = (t[4].range(), t[5].range());
+                let h = c.hidden;
+                match kind {
+                    Logits::Random => {}
+                    Logits::Tie { lo, hi } => {
+                        params[wd.start + lo * h..wd.start + (lo + 1) * h].fill(0.0);
+                        params[wd.start + hi * h..wd.start + (hi + 1) * h].fill(0.0);
+                        params[bd.start + lo] = 50.0;
+                        params[bd.start + hi] = 50.0;
+                    }
+                    Logits::NanAt(k) => params[bd.start + k] = f32::NAN,
+                    Logits::InfAt(k) => params[bd.start + k] = f32::INFINITY,
+                    Logits::AllNegInf => params[bd].fill(f32::NEG_INFINITY),
+                }
+                let model = DeviceModel::upload(&gpu, layout, &params, precision).unwrap();
+                let prefix = random_tokens(c.prefix * c.batch, v, 50 + i as u64);
+                for (path, cluster, ahead, blocks) in launches {
+                    let whole = Launch {
+                        path,
+                        cluster,
+                        ahead,
+                        blocks,
+                        split: false,
+                    };
+                    let split = Launch {
+                        split: true,
+                        ..whole
+                    };
+                    let what = format!("{:?} {precision:?} {kind:?} {path:?} {cluster:?}", c.cell);
+                    let Some(want) = greedy_outputs(&model, c, &prefix, whole) else {
+                        println!("{what}: does not fit");
+                        continue;
+                    };
+                    let got = greedy_outputs(&model, c, &prefix, split)
+                        .expect("fits as the whole-row draw");
+                    assert!(
+                        got == want,
+                        "{what}: the split draw differs from the whole-row draw"
+                    );
+                    match kind {
+                        Logits::Random => assert!(want.0.is_some(), "{what}: unusable logits"),
+                        Logits::Tie { lo, .. } => {
+                            let tokens = want.0.as_ref().expect("usable logits");
+                            assert!(
+                                tokens.iter().all(|&t| t as usize == lo),
+                                "{what}: {tokens:?}"
+                            );
+                        }
+                        _ => assert!(want.0.is_none(), "{what}: a token from unusable logits"),
+                    }
+                    compared += 1;
+                }
+            }
+        }
+    }
+    println!("{compared} launches: the split draw equals the whole-row draw");
+    assert!(compared > 0);
 }

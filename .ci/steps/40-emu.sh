@@ -44,10 +44,11 @@ smoke engine_forward "d2l B=8 H=64 V=40 T=6 =10" "one-word flip barrier=6" \
   "ClusterMma cluster=16 rows=+" "PersistentMmaFlagged units=+" \
   "PersistentMmaBlockFlags units=+" "FAILED=0"
 # 5 cells × 2 precisions × greedy and temperature; forced paths: the GRU's
-# 8, 6 for each of the 3 other cells (a third of them with the product
-# ahead, a third with it and block sends), both precisions; none refused.
-smoke engine_generate "generate B=1 H=64=20" "  forced =52" "greedy-ahead =16" \
-  "greedy-ahead-blocks =16" "not run=0"
+# 10, 8 for each of the 3 other cells (a quarter of them with the product
+# ahead, a quarter with it and block sends, a quarter with it and the split
+# draw), both precisions; none refused.
+smoke engine_generate "generate B=1 H=64=20" "  forced =68" "greedy-ahead =16" \
+  "greedy-ahead-blocks =16" "greedy-ahead-split =16" "not run=0"
 # The LSTM in f16, f16 one launch per step, f32, and f16 on the
 # persistent tensor-core loops at 8 and 16 units per block and at 8 on
 # both flag forms, gradients finite.
@@ -62,11 +63,12 @@ python3 benches/gpu_verdicts.py --new "$logs" --check > "$logs/verdicts.md"
 # Its pairs: 3 figures of 3 cells × 2 precisions; 4 cells × 2 precisions;
 # two kernels, twice; 3 cells × 2 precisions; 3 figures of 4 cells × 2 precisions;
 # 6 block counts; 3 and 2 figures of 3 cells in f16; 2 figures, three times;
-# 2 paths of 4 cells × 2 precisions, twice; (best rows): 3 cells × 2
+# 2 paths of 4 cells × 2 precisions, three times; (best rows): 3 cells × 2
 # precisions against the register kernel (or Cluster), and reset-before's
 # register kernel against Cluster in 2 precisions.
 for pair in "reduce-scatter vs gather=18" "ClusterRegs vs Cluster 16=8" \
   "product ahead vs after the draw=16" "block sends vs sends per item=16" \
+  "split draw vs whole-row draw=16" \
   "flagged vs grid barrier=2" "block flags vs grid barrier (best units)=2" "(best rows)=8" \
   "training forward: ClusterMma vs ClusterRegs=24" "one-word flip vs grid_sync=6" \
   "training forward: PersistentMma vs Persistent=9" \

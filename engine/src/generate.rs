@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::gpu::Gpu;
 use crate::mem::{addr, alloc, download, elems, fill32, upload, Activations, BARRIER_WORDS, NAN32};
 use crate::model::DeviceModel;
-use crate::params::{GenParams, RecParams, GEN_AHEAD, GEN_BLOCK_SENDS};
+use crate::params::{GenParams, RecParams, GEN_AHEAD, GEN_BLOCK_SENDS, GEN_SPLIT_ARGMAX};
 use crate::plan::{
     gen_cluster_kernel, gen_reg_cluster_kernel, generate_kernel, kernel_name, plan_generate,
     plan_generate_cluster, plan_generate_cluster_regs, plan_sequence, GenPlan, Path, PlanOptions,
@@ -76,6 +76,7 @@ pub struct GenBuffers {
     barrier: DeviceBuffer<u32>,
     product_ahead: bool,
     block_sends: bool,
+    split_argmax: bool,
     gpu: Gpu,
 }
 
@@ -135,6 +136,7 @@ impl GenBuffers {
             barrier: alloc(BARRIER_WORDS, "barrier")?,
             product_ahead: false,
             block_sends: false,
+            split_argmax: false,
             gpu,
         };
         fill32(&bufs.gpu, &mut bufs.barrier, 0)?;
@@ -188,6 +190,19 @@ impl GenBuffers {
     /// ignore it.
     pub fn set_block_sends(&mut self, on: bool) {
         self.block_sends = on;
+    }
+
+    /// On the cluster paths, for greedy generation (temperature 0): whether
+    /// the draw is split across the cluster. Each CTA sends the first
+    /// maximum of its own logits rows (one {value, index} pair to every
+    /// CTA) instead of the rows themselves, and one warp per batch row
+    /// takes the token from the cluster's pairs, instead of a block-wide
+    /// scan of all V logits in every CTA. The same token (ties to the lowest
+    /// index; a NaN or an infinite maximum gives V as before). Off by
+    /// default until a GPU has timed it; temperature sampling and the other
+    /// paths ignore it.
+    pub fn set_split_argmax(&mut self, on: bool) {
+        self.split_argmax = on;
     }
 
     /// Fills the outputs with NaN / an out-of-range token (tests).
@@ -335,7 +350,12 @@ impl DeviceModel {
                 vrows: plan.vrows as i32,
                 ldb: plan.ldb as i32,
                 opts: if bufs.product_ahead { GEN_AHEAD } else { 0 }
-                    | if bufs.block_sends { GEN_BLOCK_SENDS } else { 0 },
+                    | if bufs.block_sends { GEN_BLOCK_SENDS } else { 0 }
+                    | if bufs.split_argmax {
+                        GEN_SPLIT_ARGMAX
+                    } else {
+                        0
+                    },
             };
             let mut args: [*mut c_void; 1] = [&mut p as *mut _ as *mut c_void];
             let (kernel, cooperative) = match gen_path {

@@ -40,6 +40,10 @@ pub(crate) const GEN_AHEAD: i32 = 1;
 /// `GenParams::opts`: the exchanges sent by every thread after a block
 /// barrier (`GenBuffers::set_block_sends`; GEN_BLOCK_SENDS).
 pub(crate) const GEN_BLOCK_SENDS: i32 = 2;
+/// `GenParams::opts`: the greedy draw split across the cluster, each CTA's
+/// first maximum sent instead of its logits (`GenBuffers::set_split_argmax`;
+/// GEN_SPLIT_ARGMAX).
+pub(crate) const GEN_SPLIT_ARGMAX: i32 = 4;
 
 /// `GenParams` of the persistent generation kernels.
 #[repr(C)]
@@ -72,7 +76,8 @@ pub(crate) struct GenParams {
     pub units: i32,
     pub vrows: i32,
     pub ldb: i32,
-    /// The cluster kernels' options ([`GEN_AHEAD`] | [`GEN_BLOCK_SENDS`]).
+    /// The cluster kernels' options ([`GEN_AHEAD`] | [`GEN_BLOCK_SENDS`] |
+    /// [`GEN_SPLIT_ARGMAX`]).
     pub opts: i32,
 }
 

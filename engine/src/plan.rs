@@ -316,14 +316,25 @@ pub(crate) fn gen_cluster_smem(
         0
     };
     let red = (NTHREADS.min(nq * units) * g).max(NTHREADS.min(nq * vrows)) * CB;
-    let floats =
-        2 * rows * ldh + rh + red + rows * vocab + rows * units + 2 * g * units + vrows + rows;
+    let floats = 2 * rows * ldh
+        + rh
+        + red
+        + rows * vocab
+        + rows * units
+        + 2 * g * units
+        + vrows
+        + rows
+        + rows * SPLIT_PAIR_WORDS;
     cl_rows_bytes(g * units, hidden, p) + cl_rows_bytes(vrows, hidden, p) + 4 * floats
 }
 
+/// Words per batch row of the split greedy draw's pairs
+/// (ptx/src/gen_cluster_draw.cuh): {value, index} from each of up to 16 CTAs.
+const SPLIT_PAIR_WORDS: usize = 2 * 16;
+
 /// Dynamic shared memory of `gen_rcluster16_*` (layout in
 /// ptx/src/generate_cluster_regs.cu: W_d slice, partial sums, logits, b_d,
-/// tokens), bytes; W_hh is in registers and h in static shared memory.
+/// tokens, pairs), bytes; W_hh is in registers and h in static shared memory.
 pub(crate) fn gen_rcluster_smem(
     hidden: usize,
     vocab: usize,
@@ -332,7 +343,8 @@ pub(crate) fn gen_rcluster_smem(
     p: Precision,
 ) -> usize {
     let nq = hidden.div_ceil(4);
-    let floats = NTHREADS.min(nq * vrows) * CB + rows * vocab + vrows + rows;
+    let floats =
+        NTHREADS.min(nq * vrows) * CB + rows * vocab + vrows + rows + rows * SPLIT_PAIR_WORDS;
     cl_rows_bytes(vrows, hidden, p) + 4 * floats
 }
 

@@ -26,14 +26,17 @@ struct GenClusterParams {
     float inv_temp;         // 0: greedy
     int P, N, B, H, V;
     int units, vrows, ldb;  // U, VR, BC
-    int opts;               // GEN_AHEAD | GEN_BLOCK_SENDS
+    int opts;               // GEN_AHEAD | GEN_BLOCK_SENDS | GEN_SPLIT_ARGMAX
 };
 
 // GenClusterParams::opts: the next step's recurrent sums during the logits
 // exchange; the exchanges sent by every thread after a block barrier
-// (push_block_others) instead of by each item's thread to every CTA.
+// (push_block_others) instead of by each item's thread to every CTA; the
+// greedy draw split across the cluster (gen_cluster_draw.cuh: each CTA's
+// first maximum instead of its logits; inv_temp == 0 only).
 #define GEN_AHEAD 1
 #define GEN_BLOCK_SENDS 2
+#define GEN_SPLIT_ARGMAX 4
 
 // x[g] = input part of gate g of unit j for token `tok`, b_ih not added.
 template <int C, typename W>

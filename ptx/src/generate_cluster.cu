@@ -26,6 +26,12 @@
 // item's thread storing its value into all CS CTAs while the other warps
 // wait. The mbarriers then count the other CTAs' bytes only.
 //
+// Split greedy draw (GEN_SPLIT_ARGMAX, inv_temp == 0; gen_cluster_draw.cuh):
+// the logits stay in this CTA; after a block barrier one warp per batch row
+// sends the first maximum of the CTA's logits rows to every CTA as one
+// pair, and after the wait one warp per batch row takes the token from the
+// CS pairs, in place of the logits exchange and block_sample_row.
+//
 // Ordering without cluster barriers needs every CTA to send h every step
 // (the planner gives each at least one hidden unit): then a CTA's store into
 // a buffer for exchange n + 1 (of the same buffer) follows, through the h it
@@ -43,8 +49,10 @@
 //   state        BC · U floats (LSTM c, GRU reset-before z)
 //   b_hh, b_ih, b_d  2 · G · U + VR floats
 //   tokens       BC ints
+//   pairs        BC · 16 · 2 words (split greedy draw)
 #include "cluster_step.cuh"
 #include "gen_cluster_params.cuh"
+#include "gen_cluster_draw.cuh"
 #include "sample.cuh"
 
 template <int C, typename W, typename A, int CS>
@@ -74,6 +82,7 @@ __device__ void gen_cluster(const GenClusterParams& p) {
     float* bih = bhh + G * U;
     float* bd = bih + G * U;
     int* tokbuf = reinterpret_cast<int*>(bd + VR);
+    float* pairs = reinterpret_cast<float*>(tokbuf + BC);
 
     cl_load_rows<G, W>(wsm, static_cast<const W*>(p.w_hh), H, H, u0, un, ldw);
     cl_load_rows<1, W>(dsm, static_cast<const W*>(p.w_d), V, H, v0, vn, ldw);
@@ -103,10 +112,12 @@ __device__ void gen_cluster(const GenClusterParams& p) {
     }
     // Bytes each exchange brings into this CTA: all H units (or V logits)
     // of its rows.
-    // With block sends this CTA writes its own block locally.
+    // With block sends this CTA writes its own block locally; the split
+    // greedy draw exchanges one pair (8 bytes) per CTA and batch row.
     const bool blocks = (p.opts & GEN_BLOCK_SENDS) != 0;
+    const bool split = (p.opts & GEN_SPLIT_ARGMAX) != 0 && p.inv_temp == 0.0f;
     const unsigned h_bytes = (unsigned)(nbc * (blocks ? H - un : H)) * 4u;
-    const unsigned l_bytes = (unsigned)(nbc * (blocks ? V - vn : V)) * 4u;
+    const unsigned l_bytes = split ? (unsigned)(nbc * CS) * 8u : (unsigned)(nbc * (blocks ? V - vn : V)) * 4u;
     const BlockSendPlan hsend = block_send_plan<CS, 1>(H, u0, un, (unsigned)rank);
     const BlockSendPlan lsend = block_send_plan<CS, 1>(V, v0, vn, (unsigned)rank);
     // This thread's value of an exchange: into every CTA, or (block sends)
@@ -223,18 +234,21 @@ __device__ void gen_cluster(const GenClusterParams& p) {
             for (int o = threadIdx.x; o < vn * nb; o += NTHREADS) {
                 const int v = o % vn, bl = c0 + o / vn;
                 const float l = cl_sum<1>(red, 0, bl - c0, v, vn, nkv) + bd[v];
-                put(lbuf + bl * V + v0 + v, l, lbar);
+                if (split) lbuf[bl * V + v0 + v] = l;
+                else put(lbuf + bl * V + v0 + v, l, lbar);
                 if (last) p.logits[(size_t)(b0 + bl) * V + v0 + v] = l;
             }
         }
-        if (blocks) {
+        if (split) {
+            split_argmax_send_rows<CS>(lbuf, V, v0, vn, pairs, nbc, (unsigned)rank, lbar);
+        } else if (blocks) {
             __syncthreads();
             push_block_others<1>(lsend, lbuf, V, nbc, V, v0, lbar);
         }
         if (ahead && !last) {
             // Step s + 1's sums against h_s, while the logits travel; red is
             // free once every thread has read its logits sums.
-            if (!blocks) __syncthreads();
+            if (!blocks && !split) __syncthreads();
             cl_product<G, W>(red, wsm, ldw, un, 0, GA, hnext, ldh, nbc, nq);
             __syncthreads();
             if ((int)threadIdx.x < un * nbc) {
@@ -244,15 +258,8 @@ __device__ void gen_cluster(const GenClusterParams& p) {
             }
         }
         const int index = s - (p.P - 1);
-        mbar_wait_rearm(lbar, (unsigned)index & 1u, l_bytes);  // this CTA's logits complete
-        for (int bl = 0; bl < nbc; ++bl) {
-            const Row row{nullptr, lbuf + (size_t)bl * V};
-            const int t = block_sample_row(row, V, p.inv_temp, splitmix_nth(row_seed(p.seed, b0 + bl), index));
-            if (threadIdx.x == 0) {
-                tokbuf[bl] = t == V ? 0 : t;
-                if (rank == 0) p.out[(size_t)index * B + b0 + bl] = t;
-            }
-        }
+        mbar_wait_rearm(lbar, (unsigned)index & 1u, l_bytes);  // this CTA's logits (or pairs) complete
+        gen_draw_tokens<CS>(p, split, lbuf, pairs, tokbuf, nbc, b0, index, rank);
         __syncthreads();  // tokbuf
     }
     // No CTA leaves while stores into its shared memory may be in flight.

@@ -23,7 +23,9 @@
 // after this CTA's logits are sent, while the others' are on their way;
 // each valid lane keeps its item's sums in registers (rc_item_sums). Block sends
 // (GEN_BLOCK_SENDS) as there, for the logits only: h and r ⊙ h already go
-// out from every copy of an item (rc_send).
+// out from every copy of an item (rc_send). The split greedy draw
+// (GEN_SPLIT_ARGMAX) as there: each CTA's first maximum instead of its
+// logits.
 //
 // Ordering without cluster barriers (as generate_cluster.cu): every CTA
 // owns at least one unit and sends its h every step (the planner checks
@@ -43,8 +45,10 @@
 //   logits      BC · V floats
 //   b_d         VR floats
 //   tokens      BC ints
+//   pairs       BC · 16 · 2 words (split greedy draw)
 #include "cluster_step.cuh"
 #include "gen_cluster_params.cuh"
+#include "gen_cluster_draw.cuh"
 #include "sample.cuh"
 
 template <int C, typename W, typename A>
@@ -74,6 +78,7 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
     float* lbuf = red + min(NTHREADS, nq * VR) * CB;
     float* bd = lbuf + p.ldb * V;
     int* tokbuf = reinterpret_cast<int*>(bd + VR);
+    float* pairs = reinterpret_cast<float*>(tokbuf + p.ldb);
 
     // This lane's weights: row (ul, g) = global row g·H + u0 + RC_UPW·warp + ul.
     float w[ROWS][8];
@@ -101,10 +106,13 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
     }
     // Bytes each exchange brings into this CTA: all H units (or V logits)
     // of its rows.
-    // With block sends this CTA writes its own logits block locally.
+    // With block sends this CTA writes its own logits block locally; the
+    // split greedy draw exchanges one pair (8 bytes) per CTA and batch row.
     const bool blocks = (p.opts & GEN_BLOCK_SENDS) != 0;
+    const bool split = (p.opts & GEN_SPLIT_ARGMAX) != 0 && p.inv_temp == 0.0f;
     const unsigned h_bytes = (unsigned)(nbc * H) * 4u;
-    const unsigned l_bytes = (unsigned)(nbc * (blocks ? V - vn : V)) * 4u;
+    const unsigned l_bytes =
+        split ? (unsigned)(nbc * RC_CS) * 8u : (unsigned)(nbc * (blocks ? V - vn : V)) * 4u;
     const BlockSendPlan lsend = block_send_plan<RC_CS, 1>(V, v0, vn, (unsigned)rank);
     const unsigned hbar0 = smem_u32(&gbar[0]), lbar = smem_u32(&gbar[2]), rbar = smem_u32(&gbar[3]);
     if (threadIdx.x == 0) {
@@ -187,12 +195,14 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
             for (int o = threadIdx.x; o < vn * nb; o += NTHREADS) {
                 const int v = o % vn, bl = c0 + o / vn;
                 const float l = cl_sum<1>(red, 0, bl - c0, v, vn, nkv) + bd[v];
-                if (blocks) lbuf[bl * V + v0 + v] = l;
+                if (blocks || split) lbuf[bl * V + v0 + v] = l;
                 else push_all_async<RC_CS>(lbuf + bl * V + v0 + v, l, lbar);
                 if (last) p.logits[(size_t)(b0 + bl) * V + v0 + v] = l;
             }
         }
-        if (blocks) {
+        if (split) {
+            split_argmax_send_rows<RC_CS>(lbuf, V, v0, vn, pairs, nbc, (unsigned)rank, lbar);
+        } else if (blocks) {
             __syncthreads();
             push_block_others<1>(lsend, lbuf, V, nbc, V, v0, lbar);
         }
@@ -201,15 +211,8 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
         if (ahead && !last && L.working)
             rc_item_sums<G, 0, GA, BCMAX>(rs, w, hbuf[nxt], swap[warp], nbc, lane, iu, ib, valid);
         const int index = s - (p.P - 1);
-        mbar_wait_rearm(lbar, (unsigned)index & 1u, l_bytes);  // this CTA's logits complete
-        for (int bl = 0; bl < nbc; ++bl) {
-            const Row row{nullptr, lbuf + (size_t)bl * V};
-            const int t = block_sample_row(row, V, p.inv_temp, splitmix_nth(row_seed(p.seed, b0 + bl), index));
-            if (threadIdx.x == 0) {
-                tokbuf[bl] = t == V ? 0 : t;
-                if (rank == 0) p.out[(size_t)index * B + b0 + bl] = t;
-            }
-        }
+        mbar_wait_rearm(lbar, (unsigned)index & 1u, l_bytes);  // this CTA's logits (or pairs) complete
+        gen_draw_tokens<RC_CS>(p, split, lbuf, pairs, tokbuf, nbc, b0, index, rank);
         __syncthreads();  // tokbuf
     }
     // No CTA leaves while stores into its shared memory may be in flight.
