@@ -69,17 +69,16 @@ __device__ void tc_rfwd(const TrFwdArgs<W>& a, int U, int BC) {
         const bool last = t == T_ - 1;
         rc_step_wait(bar0, t, step_bytes);
         if (valid) item.prefetch(a, t);
-        // Partial products of the lane's k slice.
-        float v[32];
+        // The item's recurrent sums (rc_item_sums: the lane's partials of
+        // its k slice, one transposing warp reduction).
+        float p[4] = {0.f, 0.f, 0.f, 0.f};
         float r = 0.0f, z = 0.0f;  // reset-before: phase 1's gates
         if (TWO_PHASES) {
             // Phase 1: r and z; r ⊙ h_{t-1} to every CTA.
-            rc_partials_gates<G, 0, 2, BCMAX>(v, w, hbuf[cur], nbc, lane);
-            swap[warp][lane] = warp_transpose_sum(v);
-            __syncwarp();
+            rc_item_sums<G, 0, 2, BCMAX>(p, w, hbuf[cur], swap[warp], nbc, lane, iu, ib, valid);
             if (valid) {
-                r = sigmoid_f(item.xc[0] + (swap[warp][(iu * 2) * BCMAX + ib] + item.bhh[0]));
-                z = sigmoid_f(item.xc[1] + (swap[warp][(iu * 2 + 1) * BCMAX + ib] + item.bhh[1]));
+                r = sigmoid_f(item.xc[0] + (p[0] + item.bhh[0]));
+                z = sigmoid_f(item.xc[1] + (p[1] + item.bhh[1]));
                 const float rh = r * hbuf[cur][ib][j];
                 if (copy == 0) a.aux[((long long)t * a.B + L.b) * H + j] = from_f<W>(rh);
                 rc_send(smem_u32(&rhbuf[ib][j]), stored<W>(rh), rbar, copy, copies, ranks);
@@ -88,21 +87,11 @@ __device__ void tc_rfwd(const TrFwdArgs<W>& a, int U, int BC) {
             // for step t + 1 as the h buffers are.
             mbar_wait(rbar, (unsigned)t & 1u);
             if (threadIdx.x == 0) mbar_expect(rbar, step_bytes);
-            __syncwarp();  // the swap row's reads before its rewrite
-            rc_partials_gates<G, 2, 1, BCMAX>(v, w, rhbuf, nbc, lane);
+            rc_item_sums<G, 2, 1, BCMAX>(p, w, rhbuf, swap[warp], nbc, lane, iu, ib, valid);
         } else {
-            rc_partials<ROWS, BCMAX>(v, w, hbuf[cur], nbc, lane);
+            rc_item_sums<G, 0, G, BCMAX>(p, w, hbuf[cur], swap[warp], nbc, lane, iu, ib, valid);
         }
-        swap[warp][lane] = warp_transpose_sum(v);
-        __syncwarp();
         if (valid) {
-            float p[4] = {0.f, 0.f, 0.f, 0.f};
-            if (TWO_PHASES) {
-                p[2] = swap[warp][iu * BCMAX + ib];
-            } else {
-#pragma unroll
-                for (int g = 0; g < G; ++g) p[g] = swap[warp][(iu * G + g) * BCMAX + ib];
-            }
             const float hp = hbuf[cur][ib][j];
             float gv[4], ax = 0.0f;
             float h;
@@ -120,8 +109,8 @@ __device__ void tc_rfwd(const TrFwdArgs<W>& a, int U, int BC) {
             if (!last) rc_send(smem_u32(&hbuf[cur ^ 1][ib][j]), stored<W>(h), bar0 + 8 * (cur ^ 1), copy, copies, ranks);
             item.advance();
         }
-        // The swap row is rewritten next step only after this step's reads.
-        __syncwarp();
+        // rc_item_sums closes with a __syncwarp after its reads of the swap
+        // row, so the next step may rewrite it.
     }
     // No CTA leaves while stores into its shared memory may be in flight.
     cluster_sync();
