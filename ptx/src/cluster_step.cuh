@@ -271,19 +271,46 @@ __device__ __forceinline__ float4 ld_quad(const __half* p) {
     return make_float4(a.x, a.y, b.x, b.y);
 }
 
+// v, unknown to the compiler from here on (no code motion across it; the
+// emulator's host compiler has no such asm and needs none).
+__device__ __forceinline__ void opaque_int(int& v) {
+#ifndef RECUR_EMU
+    asm volatile("" : "+r"(v));
+#endif
+}
+
+// A thread's place in cl_product over un rows of nq quads: k group kg and
+// row u (thread kg·un + u), or none (`active` false). Fixed for a kernel's
+// whole loop, so that a step loop that holds it needs no division.
+struct ClLane {
+    int nkg, kg, u;
+    bool active;
+    __device__ __forceinline__ ClLane(int un, int nq) {
+        nkg = cl_nkg(un, nq);
+        const int t = threadIdx.x;
+        active = un > 0 && t < nkg * un;
+        kg = un > 0 ? t / un : 0;
+        u = t - kg * un;
+    }
+};
+
 // Partial products of the slice's rows: w holds rows g·un + u (g < G,
 // u < un) of stride ldw; h holds nb ≤ CB batch rows of stride ldh, both
-// zero-padded to nq quads. Thread (kg, u) (t = kg·un + u) sums the quads
-// q ≡ kg (mod nkg) of gates [g_first, g_end) for every batch row and writes
-// red[((kg·G + g)·CB + b)·un + u]; cl_sum adds the groups.
+// zero-padded to nq quads. Thread (kg, u) (t = kg·un + u; `at`, of
+// ClLane(un, nq)) sums the quads q ≡ kg (mod nkg) of gates [g_first, g_end)
+// for every batch row and writes red[((kg·G + g)·CB + b)·un + u]; cl_sum
+// adds the groups.
 template <int G, typename W>
 __device__ __forceinline__ void cl_product(float* red, const W* w, int ldw, int un, int g_first, int g_end,
-                                           const float* h, int ldh, int nb, int nq) {
-    if (un <= 0) return;
-    const int nkg = cl_nkg(un, nq);
-    const int t = threadIdx.x;
-    if (t >= nkg * un) return;
-    const int kg = t / un, u = t - kg * un;
+                                           const float* h, int ldh, int nb, int nq, const ClLane& at) {
+    if (!at.active) return;
+    int kg = at.kg, u = at.u;
+    // Opaque here, so that the compiler recomputes the addresses derived
+    // from them (a few integer instructions) instead of keeping them live
+    // across the caller's whole time loop.
+    opaque_int(kg);
+    opaque_int(u);
+    const int nkg = at.nkg;
     float acc[G][CB];
 #pragma unroll
     for (int g = 0; g < G; ++g)
@@ -319,6 +346,13 @@ __device__ __forceinline__ void cl_product(float* red, const W* w, int ldw, int 
 #pragma unroll
             for (int b = 0; b < CB; ++b)
                 if (b < nb) red[((kg * G + g) * CB + b) * un + u] = acc[g][b];
+}
+
+// The same, the thread's place worked out here.
+template <int G, typename W>
+__device__ __forceinline__ void cl_product(float* red, const W* w, int ldw, int un, int g_first, int g_end,
+                                           const float* h, int ldh, int nb, int nq) {
+    cl_product<G, W>(red, w, ldw, un, g_first, g_end, h, ldh, nb, nq, ClLane(un, nq));
 }
 
 // Row g·un + u, batch row b of the product: the groups' partial sums added.

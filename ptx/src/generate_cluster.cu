@@ -69,6 +69,12 @@ __device__ void gen_cluster(const GenClusterParams& p) {
     const int nbc = max(0, min(BC, B - b0));
     const int ldw = cl_ldw(H), ldh = cl_ldh(H), nq = (H + 3) / 4;
     const int nkg = cl_nkg(un, nq), nkv = cl_nkg(vn, nq);
+    // Each thread's places, fixed for the whole loop, so that no step
+    // divides: in the products over the W_hh and W_d rows, and its first
+    // item (batch row in the chunk, unit or logit) of the cell and logits
+    // loops, walked on by NTHREADS.
+    const ClLane hlane(un, nq), dlane(vn, nq);
+    const RowWalk items0(threadIdx.x, NTHREADS, max(un, 1)), logits0(threadIdx.x, NTHREADS, max(vn, 1));
 
     char* base = reinterpret_cast<char*>(smem4);
     W* wsm = reinterpret_cast<W*>(base);
@@ -158,21 +164,21 @@ __device__ void gen_cluster(const GenClusterParams& p) {
         // product so that its latency hides behind it (the token is known
         // only now).
         float xr[4] = {0.f, 0.f, 0.f, 0.f};
-        const bool first = (int)threadIdx.x < un * min(CB, nbc);
+        const bool first = un > 0 && items0.r < min(CB, nbc);
         auto token = [&](int bl) { return s < p.P ? p.prefix[(size_t)s * B + b0 + bl] : tokbuf[bl]; };
-        if (first) gen_x<C, W>(xr, p, token(threadIdx.x / un), u0 + threadIdx.x % un);
+        if (first) gen_x<C, W>(xr, p, token(items0.r), u0 + items0.c);
         if (C == GRU_BEFORE) {
             for (int c0 = 0; c0 < nbc; c0 += CB) {
                 const int nb = min(CB, nbc - c0);
                 if (!have) {
                     if (c0 > 0) __syncthreads();
-                    cl_product<G, W>(red, wsm, ldw, un, 0, 2, hcur + c0 * ldh, ldh, nb, nq);
+                    cl_product<G, W>(red, wsm, ldw, un, 0, 2, hcur + c0 * ldh, ldh, nb, nq, hlane);
                     __syncthreads();
                 }
-                for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
-                    const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
+                for (RowWalk at = items0; un > 0 && at.r < nb; at.next()) {
+                    const int u = at.c, bl = c0 + at.r, it = bl * un + u, j = u0 + u;
                     float x[4] = {xr[0], xr[1], xr[2], xr[3]};
-                    if (c0 > 0 || o != (int)threadIdx.x) gen_x<C, W>(x, p, token(bl), j);
+                    if (c0 > 0 || at.r != items0.r) gen_x<C, W>(x, p, token(bl), j);
 #pragma unroll
                     for (int g = 0; g < 2; ++g) x[g] += bih[g * un + u];
                     const float r = sigmoid_f(x[0] + sum(0, bl, u, c0) + bhh[u]);
@@ -190,14 +196,14 @@ __device__ void gen_cluster(const GenClusterParams& p) {
             const int nb = min(CB, nbc - c0);
             if (C == GRU_BEFORE || !have) {
                 if (c0 > 0) __syncthreads();
-                if (C == GRU_BEFORE) cl_product<G, W>(red, wsm, ldw, un, 2, 3, rhbuf + c0 * ldh, ldh, nb, nq);
-                else cl_product<G, W>(red, wsm, ldw, un, 0, G, hcur + c0 * ldh, ldh, nb, nq);
+                if (C == GRU_BEFORE) cl_product<G, W>(red, wsm, ldw, un, 2, 3, rhbuf + c0 * ldh, ldh, nb, nq, hlane);
+                else cl_product<G, W>(red, wsm, ldw, un, 0, G, hcur + c0 * ldh, ldh, nb, nq, hlane);
                 __syncthreads();
             }
-            for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
-                const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
+            for (RowWalk at = items0; un > 0 && at.r < nb; at.next()) {
+                const int u = at.c, bl = c0 + at.r, it = bl * un + u, j = u0 + u;
                 float x[4] = {xr[0], xr[1], xr[2], xr[3]}, hg[4] = {0.f, 0.f, 0.f, 0.f};
-                if (c0 > 0 || o != (int)threadIdx.x) gen_x<C, W>(x, p, token(bl), j);
+                if (c0 > 0 || at.r != items0.r) gen_x<C, W>(x, p, token(bl), j);
 #pragma unroll
                 for (int g = 0; g < G; ++g) x[g] += bih[g * un + u];
 #pragma unroll
@@ -229,10 +235,10 @@ __device__ void gen_cluster(const GenClusterParams& p) {
         for (int c0 = 0; c0 < nbc; c0 += CB) {
             const int nb = min(CB, nbc - c0);
             if (c0 > 0) __syncthreads();
-            cl_product<1, W>(red, dsm, ldw, vn, 0, 1, hnext + c0 * ldh, ldh, nb, nq);
+            cl_product<1, W>(red, dsm, ldw, vn, 0, 1, hnext + c0 * ldh, ldh, nb, nq, dlane);
             __syncthreads();
-            for (int o = threadIdx.x; o < vn * nb; o += NTHREADS) {
-                const int v = o % vn, bl = c0 + o / vn;
+            for (RowWalk at = logits0; vn > 0 && at.r < nb; at.next()) {
+                const int v = at.c, bl = c0 + at.r;
                 const float l = cl_sum<1>(red, 0, bl - c0, v, vn, nkv) + bd[v];
                 if (split) lbuf[bl * V + v0 + v] = l;
                 else put(lbuf + bl * V + v0 + v, l, lbar);
@@ -249,10 +255,10 @@ __device__ void gen_cluster(const GenClusterParams& p) {
             // Step s + 1's sums against h_s, while the logits travel; red is
             // free once every thread has read its logits sums.
             if (!blocks && !split) __syncthreads();
-            cl_product<G, W>(red, wsm, ldw, un, 0, GA, hnext, ldh, nbc, nq);
+            cl_product<G, W>(red, wsm, ldw, un, 0, GA, hnext, ldh, nbc, nq, hlane);
             __syncthreads();
-            if ((int)threadIdx.x < un * nbc) {
-                const int u = (int)threadIdx.x % un, bl = (int)threadIdx.x / un;
+            if (un > 0 && items0.r < nbc) {
+                const int u = items0.c, bl = items0.r;
 #pragma unroll
                 for (int g = 0; g < GA; ++g) rs[g] = cl_sum<G>(red, g, bl, u, un, nkg);
             }

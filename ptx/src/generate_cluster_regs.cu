@@ -71,6 +71,10 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
     const int rank = (int)cluster_ctarank();
     const int v0 = rank * VR, vn = max(0, min(VR, V - v0));
     const int ldw = cl_ldw(H), nq = (H + 3) / 4, nkv = cl_nkg(vn, nq);
+    // The thread's place in the logits product and its first logit (batch
+    // row in the chunk, row v), fixed for the whole loop: no step divides.
+    const ClLane dlane(vn, nq);
+    const RowWalk logits0(threadIdx.x, NTHREADS, max(vn, 1));
 
     char* base = reinterpret_cast<char*>(smem4);
     W* dsm = reinterpret_cast<W*>(base);
@@ -190,10 +194,10 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
         for (int c0 = 0; c0 < nbc; c0 += CB) {
             const int nb = min(CB, nbc - c0);
             if (c0 > 0) __syncthreads();
-            cl_product<1, W>(red, dsm, ldw, vn, 0, 1, &hbuf[nxt][c0][0], RC_K, nb, nq);
+            cl_product<1, W>(red, dsm, ldw, vn, 0, 1, &hbuf[nxt][c0][0], RC_K, nb, nq, dlane);
             __syncthreads();
-            for (int o = threadIdx.x; o < vn * nb; o += NTHREADS) {
-                const int v = o % vn, bl = c0 + o / vn;
+            for (RowWalk at = logits0; vn > 0 && at.r < nb; at.next()) {
+                const int v = at.c, bl = c0 + at.r;
                 const float l = cl_sum<1>(red, 0, bl - c0, v, vn, nkv) + bd[v];
                 if (blocks || split) lbuf[bl * V + v0 + v] = l;
                 else push_all_async<RC_CS>(lbuf + bl * V + v0 + v, l, lbar);

@@ -26,15 +26,19 @@
 
 // The input parts of step t (b_ih added) into xs for this thread's items
 // (item (u, bl) of the pass starting at row c0 is thread ((bl - c0)·un + u)
-// mod NTHREADS's), except its first one (pass 0, o = thread index), which
-// the kernel keeps in registers.
+// mod NTHREADS's; items0: the thread's first, (bl - c0, u), walked on by
+// NTHREADS), except its first one of pass 0, which the kernel keeps in
+// registers.
 template <int C, typename W>
-__device__ void cl_load_x(float* xs, const RecParams& p, int t, int b0, int nbc, int u0, int un, const float* bih) {
+__device__ void cl_load_x(float* xs, const RecParams& p, int t, int b0, int nbc, int u0, int un, const float* bih,
+                          const RowWalk& items0) {
     constexpr int G = Cell<C>::G;
     for (int c0 = 0; c0 < nbc; c0 += CB) {
         const int nb = min(CB, nbc - c0);
-        for (int o = threadIdx.x + (c0 == 0 ? NTHREADS : 0); o < un * nb; o += NTHREADS) {
-            const int u = o % un, bl = c0 + o / un, b = b0 + bl;
+        RowWalk at = items0;
+        if (c0 == 0) at.next();
+        for (; un > 0 && at.r < nb; at.next()) {
+            const int u = at.c, bl = c0 + at.r, b = b0 + bl;
             float x[4];
             cl_x<C, W>(x, p, t, b, cl_token(p, t, b), u0 + u);
 #pragma unroll
@@ -89,11 +93,16 @@ __device__ void rec_cluster(const RecParams& p) {
             }
         }
     }
+    // Each thread's places, fixed for the whole loop, so that no step
+    // divides: in the product over the W_hh rows, and its first item (batch
+    // row in the pass, unit) of the cell loops, walked on by NTHREADS.
+    const ClLane hlane(un, nq);
+    const RowWalk items0(threadIdx.x, NTHREADS, max(un, 1));
     // The thread's first item (pass 0, o = thread index): its input part
     // for step t is xc, loaded a whole step ahead, the token two steps ahead
     // (no global load latency on a step's critical path).
-    const bool first = (int)threadIdx.x < un * min(CB, nbc);
-    const int fu = first ? (int)threadIdx.x % un : 0, fb = b0 + (first ? (int)threadIdx.x / un : 0);
+    const bool first = un > 0 && items0.r < min(CB, nbc);
+    const int fu = first ? items0.c : 0, fb = b0 + (first ? items0.r : 0);
     float xc[4] = {0.f, 0.f, 0.f, 0.f}, xn[4] = {0.f, 0.f, 0.f, 0.f};
     int tok_next = 0;
     if (first) {
@@ -101,7 +110,7 @@ __device__ void rec_cluster(const RecParams& p) {
         tok_next = cl_token(p, 1, fb);
     }
     __syncthreads();  // bih
-    cl_load_x<C, W>(xs, p, 0, b0, nbc, u0, un, bih);
+    cl_load_x<C, W>(xs, p, 0, b0, nbc, u0, un, bih, items0);
     if (first) {
 #pragma unroll
         for (int g = 0; g < G; ++g) xc[g] += bih[g * un + fu];
@@ -126,11 +135,11 @@ __device__ void rec_cluster(const RecParams& p) {
             for (int c0 = 0; c0 < nbc; c0 += CB) {
                 const int nb = min(CB, nbc - c0);
                 if (c0 > 0) __syncthreads();
-                cl_product<G, W>(red, wsm, ldw, un, 0, 2, hcur + c0 * ldh, ldh, nb, nq);
+                cl_product<G, W>(red, wsm, ldw, un, 0, 2, hcur + c0 * ldh, ldh, nb, nq, hlane);
                 __syncthreads();
-                for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
-                    const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
-                    const bool mine = c0 == 0 && o == (int)threadIdx.x;
+                for (RowWalk at = items0; un > 0 && at.r < nb; at.next()) {
+                    const int u = at.c, bl = c0 + at.r, it = bl * un + u, j = u0 + u;
+                    const bool mine = c0 == 0 && at.r == items0.r;
                     float x[2];
 #pragma unroll
                     for (int g = 0; g < 2; ++g) x[g] = mine ? xc[g] : xs[it * G + g];
@@ -144,13 +153,13 @@ __device__ void rec_cluster(const RecParams& p) {
         for (int c0 = 0; c0 < nbc; c0 += CB) {
             const int nb = min(CB, nbc - c0);
             if (c0 > 0) __syncthreads();
-            if (C == GRU_BEFORE) cl_product<G, W>(red, wsm, ldw, un, 2, 3, rhbuf + c0 * ldh, ldh, nb, nq);
-            else cl_product<G, W>(red, wsm, ldw, un, 0, G, hcur + c0 * ldh, ldh, nb, nq);
+            if (C == GRU_BEFORE) cl_product<G, W>(red, wsm, ldw, un, 2, 3, rhbuf + c0 * ldh, ldh, nb, nq, hlane);
+            else cl_product<G, W>(red, wsm, ldw, un, 0, G, hcur + c0 * ldh, ldh, nb, nq, hlane);
             __syncthreads();
-            for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
-                const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
+            for (RowWalk at = items0; un > 0 && at.r < nb; at.next()) {
+                const int u = at.c, bl = c0 + at.r, it = bl * un + u, j = u0 + u;
                 float x[4] = {0.f, 0.f, 0.f, 0.f}, hg[4] = {0.f, 0.f, 0.f, 0.f};
-                const bool mine = c0 == 0 && o == (int)threadIdx.x;
+                const bool mine = c0 == 0 && at.r == items0.r;
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
                     x[g] = mine ? xc[g] : xs[it * G + g];
@@ -175,7 +184,7 @@ __device__ void rec_cluster(const RecParams& p) {
         cluster_arrive();
         // The next step's input part does not depend on h: the other items'
         // loads overlap the barrier.
-        if (!last) cl_load_x<C, W>(xs, p, t + 1, b0, nbc, u0, un, bih);
+        if (!last) cl_load_x<C, W>(xs, p, t + 1, b0, nbc, u0, un, bih, items0);
         if (first) {
 #pragma unroll
             for (int g = 0; g < G; ++g) xc[g] = xn[g] + bih[g * un + fu];

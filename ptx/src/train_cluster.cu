@@ -72,15 +72,16 @@ __device__ void tc_load_cols(W* dst, const W* src, long long ld, int kofs, int K
 }
 
 // The input parts of step t (token gather of W_ih (G·H, V) columns, b_ih
-// added) into xs for this thread's items.
+// added) into xs for this thread's items (items0: its first, (bl - c0, u),
+// walked on by NTHREADS).
 template <int C, typename W>
 __device__ void tc_load_x(float* xs, const W* w_ih, const unsigned* tok, const float* bih, int t, int B, int H,
-                          int V, int b0, int nbc, int u0, int un) {
+                          int V, int b0, int nbc, int u0, int un, const RowWalk& items0) {
     constexpr int G = Cell<C>::G;
     for (int c0 = 0; c0 < nbc; c0 += CB) {
         const int nb = min(CB, nbc - c0);
-        for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
-            const int u = o % un, bl = c0 + o / un;
+        for (RowWalk at = items0; un > 0 && at.r < nb; at.next()) {
+            const int u = at.c, bl = c0 + at.r;
             const unsigned tk = tok[(long long)t * B + b0 + bl];
 #pragma unroll
             for (int g = 0; g < G; ++g)
@@ -106,6 +107,12 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
     const int nbc = max(0, min(BC, B - b0));
     const int ldw = cl_ldw(H), ldh = cl_ldh(H), nq = (H + 3) / 4;
     const int nkg = cl_nkg(un, nq);
+    // Each thread's places, fixed for the whole loop, so that no step
+    // divides: in the product over the W_hh rows, and its first item (batch
+    // row in the chunk, unit) of the cell and input loops, walked on by
+    // NTHREADS.
+    const ClLane hlane(un, nq);
+    const RowWalk items0(threadIdx.x, NTHREADS, max(un, 1));
     const unsigned h_bytes = (unsigned)(nbc * H) * 4u;
     const unsigned hbar0 = smem_u32(&fbar[0]), rbar = smem_u32(&fbar[2]);
 
@@ -141,7 +148,7 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
         }
     }
     __syncthreads();  // bih
-    tc_load_x<C, W>(xs, w_ih, tok, bih, 0, B, H, V, b0, nbc, u0, un);
+    tc_load_x<C, W>(xs, w_ih, tok, bih, 0, B, H, V, b0, nbc, u0, un, items0);
     if (threadIdx.x == 0) {
         for (int i = 0; i < 3; ++i) mbar_init(smem_u32(&fbar[i]), 1);
         mbar_init_fence();
@@ -161,10 +168,10 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
             for (int c0 = 0; c0 < nbc; c0 += CB) {
                 const int nb = min(CB, nbc - c0);
                 if (c0 > 0) __syncthreads();
-                cl_product<G, W>(red, wsm, ldw, un, 0, 2, hcur + c0 * ldh, ldh, nb, nq);
+                cl_product<G, W>(red, wsm, ldw, un, 0, 2, hcur + c0 * ldh, ldh, nb, nq, hlane);
                 __syncthreads();
-                for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
-                    const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
+                for (RowWalk at = items0; un > 0 && at.r < nb; at.next()) {
+                    const int u = at.c, bl = c0 + at.r, it = bl * un + u, j = u0 + u;
                     const long long row = (long long)t * B + b0 + bl;
                     const float* x = xs + it * G;
                     const float r = sigmoid_f(x[0] + (cl_sum<G>(red, 0, bl - c0, u, un, nkg) + bhh[u]));
@@ -183,11 +190,11 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
         for (int c0 = 0; c0 < nbc; c0 += CB) {
             const int nb = min(CB, nbc - c0);
             if (c0 > 0) __syncthreads();
-            if (C == GRU_BEFORE) cl_product<G, W>(red, wsm, ldw, un, 2, 3, rhbuf + c0 * ldh, ldh, nb, nq);
-            else cl_product<G, W>(red, wsm, ldw, un, 0, G, hcur + c0 * ldh, ldh, nb, nq);
+            if (C == GRU_BEFORE) cl_product<G, W>(red, wsm, ldw, un, 2, 3, rhbuf + c0 * ldh, ldh, nb, nq, hlane);
+            else cl_product<G, W>(red, wsm, ldw, un, 0, G, hcur + c0 * ldh, ldh, nb, nq, hlane);
             __syncthreads();
-            for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
-                const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
+            for (RowWalk at = items0; un > 0 && at.r < nb; at.next()) {
+                const int u = at.c, bl = c0 + at.r, it = bl * un + u, j = u0 + u;
                 const long long row = (long long)t * B + b0 + bl;
                 const float* x = xs + it * G;
                 float p[4] = {0.f, 0.f, 0.f, 0.f}, bb[4] = {0.f, 0.f, 0.f, 0.f};
@@ -221,7 +228,7 @@ __device__ void tc_fwd(W* hcat, float* ccat, W* gates, W* aux, const W* w_hh, co
         // The next step's input part does not depend on h: its loads
         // overlap the exchange (each thread rewrites only its own items).
         if (!last) {
-            tc_load_x<C, W>(xs, w_ih, tok, bih, t + 1, B, H, V, b0, nbc, u0, un);
+            tc_load_x<C, W>(xs, w_ih, tok, bih, t + 1, B, H, V, b0, nbc, u0, un, items0);
             // h_t in this CTA (hbuf[(t + 1) & 1]: exchange t >> 1 of its barrier).
             mbar_wait_rearm(hbar0 + 8 * ((t + 1) & 1), (unsigned)(t >> 1) & 1u, h_bytes);
         }
@@ -252,6 +259,11 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
     const int ldwa = cl_ldw(KA), lda = cl_ldh(KA), nqa = (KA + 3) / 4;
     const int ldwn = cl_ldw(H), ldn = cl_ldh(H), nqn = (H + 3) / 4;
     const int nkga = cl_nkg(un, nqa), nkgn = cl_nkg(un, nqn);
+    // Each thread's places, fixed for the whole loop, so that no step
+    // divides: in the products (gate gradients; reset-before's dn) and its
+    // first item (batch row in the chunk, unit), walked on by NTHREADS.
+    const ClLane alane(un, nqa), nlane(un, nqn);
+    const RowWalk items0(threadIdx.x, NTHREADS, max(un, 1));
 
     char* base = reinterpret_cast<char*>(smem4);
     W* wa = reinterpret_cast<W*>(base);
@@ -287,8 +299,8 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
 
     // This thread's item of the first batch chunk (c0 = 0, o = threadIdx.x),
     // if any, and its cache of the step about to run.
-    const bool has_first = (int)threadIdx.x < un * min(CB, nbc);
-    const int fu = has_first ? (int)threadIdx.x % un : 0, fbl = has_first ? (int)threadIdx.x / un : 0;
+    const bool has_first = un > 0 && items0.r < min(CB, nbc);
+    const int fu = has_first ? items0.c : 0, fbl = has_first ? items0.r : 0;
     TcBwdCache kc;
     const BlockSendPlan send = block_send_plan<CS, G>(H, u0, un, (unsigned)rank);
     if (has_first) tc_bwd_load<C, W>(kc, dhs, gates, aux, hcat, ccat, (long long)(T_ - 1) * B + b0 + fbl, u0 + fu, H);
@@ -301,16 +313,16 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
         for (int c0 = 0; c0 < nbc; c0 += CB) {
             const int nb = min(CB, nbc - c0);
             if (c0 > 0) __syncthreads();
-            cl_product<1, W>(red, wa, ldwa, un, 0, 1, gcur + c0 * lda, lda, nb, nqa);
+            cl_product<1, W>(red, wa, ldwa, un, 0, 1, gcur + c0 * lda, lda, nb, nqa, alane);
             __syncthreads();
-            for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
-                const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
+            for (RowWalk at = items0; un > 0 && at.r < nb; at.next()) {
+                const int u = at.c, bl = c0 + at.r, it = bl * un + u, j = u0 + u;
                 const long long row = (long long)t * B + b0 + bl;
                 float* di = dih + row * GH;
                 float* dr_ = dhh + row * GH;
                 float* gn = gnext + bl * lda;
                 TcBwdCache k;
-                if (c0 == 0 && o == (int)threadIdx.x) k = kc;
+                if (c0 == 0 && at.r == items0.r) k = kc;
                 else tc_bwd_load<C, W>(k, dhs, gates, aux, hcat, ccat, row, j, H);
                 const float prod = cl_sum<1>(red, 0, bl - c0, u, un, nkga);
                 const float d = (k.d + carry[it]) + prod;
@@ -347,13 +359,13 @@ __device__ void tc_bwd(float* dih, float* dhh, const float* dhs, const W* wt, co
             for (int c0 = 0; c0 < nbc; c0 += CB) {
                 const int nb = min(CB, nbc - c0);
                 if (c0 > 0) __syncthreads();
-                cl_product<1, W>(red, wn, ldwn, un, 0, 1, dnbuf + c0 * ldn, ldn, nb, nqn);
+                cl_product<1, W>(red, wn, ldwn, un, 0, 1, dnbuf + c0 * ldn, ldn, nb, nqn, nlane);
                 __syncthreads();
-                for (int o = threadIdx.x; o < un * nb; o += NTHREADS) {
-                    const int u = o % un, bl = c0 + o / un, it = bl * un + u, j = u0 + u;
+                for (RowWalk at = items0; un > 0 && at.r < nb; at.next()) {
+                    const int u = at.c, bl = c0 + at.r, it = bl * un + u, j = u0 + u;
                     const long long row = (long long)t * B + b0 + bl;
                     TcBwdCache k;
-                    if (c0 == 0 && o == (int)threadIdx.x) k = kc;
+                    if (c0 == 0 && at.r == items0.r) k = kc;
                     else tc_bwd_load<C, W>(k, dhs, gates, aux, hcat, ccat, row, j, H);
                     const float prod = cl_sum<1>(red, 0, bl - c0, u, un, nkgn);
                     const float r = k.g[0], z = k.g[1];
