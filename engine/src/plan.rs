@@ -1301,7 +1301,8 @@ mod tests {
             cluster_smem(CellKind::GruResetAfter, 256, 16, 8, Precision::F32),
             want
         );
-        // Generation, d2l, f16, B 1: + W_d 65 rows, logits 1027, b_d 65, 1 token.
+        // Generation, d2l, f16, B 1: + W_d 65 rows, logits 1027, b_d 65, 1 token,
+        // the split draw's 16 pairs of 2 words.
         let gen = gen_cluster_smem(
             CellKind::GruResetAfter,
             256,
@@ -1313,7 +1314,7 @@ mod tests {
         );
         let want = round16(48 * 260 * 2)
             + round16(65 * 260 * 2)
-            + 4 * (2 * 256 + 256 * 3 * 8 + 1027 + 16 + 96 + 65 + 1);
+            + 4 * (2 * 256 + 256 * 3 * 8 + 1027 + 16 + 96 + 65 + 1 + 32);
         assert_eq!(gen, want);
     }
 
