@@ -287,6 +287,32 @@ fn cases() -> Vec<Case> {
             prefix: 3,
             count: 15,
         },
+        // One batch row of the other cells on the register kernel's
+        // one-row form (gen_rcluster16b1_*).
+        Case {
+            cell: CellKind::Lstm,
+            batch: 1,
+            hidden: 128,
+            vocab: 200,
+            prefix: 3,
+            count: 20,
+        },
+        Case {
+            cell: CellKind::RnnRelu,
+            batch: 1,
+            hidden: 64,
+            vocab: 97,
+            prefix: 2,
+            count: 25,
+        },
+        Case {
+            cell: CellKind::GruResetBefore,
+            batch: 1,
+            hidden: 160,
+            vocab: 300,
+            prefix: 4,
+            count: 20,
+        },
         // d2l's scratch GRU at its size, two clusters of the register kernel.
         Case {
             cell: CellKind::GruResetBefore,

@@ -359,7 +359,10 @@ impl DeviceModel {
             };
             let mut args: [*mut c_void; 1] = [&mut p as *mut _ as *mut c_void];
             let (kernel, cooperative) = match gen_path {
-                GenPath::ClusterRegs => (gen_reg_cluster_kernel(l.cell, self.precision()), false),
+                GenPath::ClusterRegs => (
+                    gen_reg_cluster_kernel(l.cell, self.precision(), plan.ldb),
+                    false,
+                ),
                 GenPath::Cluster => (
                     gen_cluster_kernel(plan.cluster, l.cell, self.precision()),
                     false,

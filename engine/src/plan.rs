@@ -408,9 +408,16 @@ const REG_CLUSTER: [[&str; 5]; 2] = [names!("rec_rcluster16_f32_"), names!("rec_
 const MMA_CLUSTER: [[&str; 5]; 2] = [names!("rec_mcluster16_f32_"), names!("rec_mcluster16_f16_")];
 /// Most batch rows per cluster of `Path::ClusterMma` (MC_ROWS: the mma's n).
 pub const MMA_CLUSTER_ROWS: usize = 8;
-/// `[f32, f16]`.
-const GEN_REG_CLUSTER: [[&str; 5]; 2] =
-    [names!("gen_rcluster16_f32_"), names!("gen_rcluster16_f16_")];
+/// `[rows per cluster: up to reg_cluster_rows, one][f32, f16]`: the same
+/// kernel compiled for its most rows and for one (fewer partial sums per
+/// lane, every lane on an item: ptx/src/generate_cluster_regs.cu).
+const GEN_REG_CLUSTER: [[[&str; 5]; 2]; 2] = [
+    [names!("gen_rcluster16_f32_"), names!("gen_rcluster16_f16_")],
+    [
+        names!("gen_rcluster16b1_f32_"),
+        names!("gen_rcluster16b1_f16_"),
+    ],
+];
 /// Largest H of the register cluster kernels (RC_K: 32 lanes × 8 k).
 pub const REG_CLUSTER_MAX_HIDDEN: usize = 256;
 /// CTAs per cluster of the register cluster kernels (RC_CS).
@@ -446,9 +453,10 @@ pub(crate) fn gen_cluster_kernel(cluster: usize, cell: CellKind, p: Precision) -
     GEN_CLUSTER[c][w][cell_tag(cell)]
 }
 
-/// The register cluster generation kernel.
-pub(crate) fn gen_reg_cluster_kernel(cell: CellKind, p: Precision) -> &'static str {
-    GEN_REG_CLUSTER[usize::from(p == Precision::F16)][cell_tag(cell)]
+/// The register cluster generation kernel for `rows` batch rows per
+/// cluster: the one compiled for a single row where that is all it runs.
+pub(crate) fn gen_reg_cluster_kernel(cell: CellKind, p: Precision, rows: usize) -> &'static str {
+    GEN_REG_CLUSTER[usize::from(rows == 1)][usize::from(p == Precision::F16)][cell_tag(cell)]
 }
 
 /// The kernel of `path` for `cell` at precision `p`.
@@ -833,7 +841,12 @@ pub(crate) fn plan_generate_cluster_regs(
     batch: usize,
     p: Precision,
 ) -> Option<GenPlan> {
-    let kernel = gen_reg_cluster_kernel(cell, p);
+    // Residency by the kernel of either row form that fits fewer clusters:
+    // the rows are chosen before the form is known.
+    let (most_rows, one_row) = (
+        gen_reg_cluster_kernel(cell, p, 2),
+        gen_reg_cluster_kernel(cell, p, 1),
+    );
     let cs = REG_CLUSTER_SIZE;
     if hidden > REG_CLUSTER_MAX_HIDDEN || limits.cluster < cs || !every_cta_owns_a_unit(hidden, cs)
     {
@@ -852,7 +865,10 @@ pub(crate) fn plan_generate_cluster_regs(
                 gen_rcluster_smem(hidden, vocab, vrows, rows, p)
             }
         },
-        |smem| occ.max_clusters(kernel, cs, smem),
+        |smem| {
+            occ.max_clusters(most_rows, cs, smem)
+                .min(occ.max_clusters(one_row, cs, smem))
+        },
     )?;
     Some(GenPlan {
         blocks: batch.div_ceil(rows) * cs,
@@ -1395,6 +1411,15 @@ mod tests {
         // d2l's model at batch 1: one cluster, 16 units and 65 output rows a CTA.
         let d2l = plan(&H100, CellKind::GruResetAfter, 256, 1027, 1);
         assert_eq!(d2l, Some((16, 16, 65, 1, 16)));
+        // One row a cluster takes the kernel compiled for one row.
+        assert_eq!(
+            gen_reg_cluster_kernel(CellKind::GruResetAfter, Precision::F32, 1),
+            "gen_rcluster16b1_f32_gru_after"
+        );
+        assert_eq!(
+            gen_reg_cluster_kernel(CellKind::Lstm, Precision::F16, 2),
+            "gen_rcluster16_f16_lstm"
+        );
         let smem = gen_rcluster_smem(256, 1027, 65, 1, Precision::F32);
         assert!(smem < 227 * 1024 && smem > 65 * 256 * 4, "{smem}");
         // d2l's scratch GRU (reset-before) too; not taken: H > 256, a CTA

@@ -85,6 +85,8 @@ mod tests {
             "gen_cluster16_f16_gru_before",
             "gen_rcluster16_f32_gru_after",
             "gen_rcluster16_f16_lstm",
+            "gen_rcluster16b1_f32_gru_after",
+            "gen_rcluster16b1_f16_rnn_relu",
             "tr_cluster16_fwd_f32_gru_before",
             "tr_cluster8_bwd_f16_lstm",
         ] {

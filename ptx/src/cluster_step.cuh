@@ -382,30 +382,65 @@ __host__ __device__ inline int cl_rows_bytes(int rows, int K, int wbytes) {
 
 // ---- register-resident cluster kernels (recurrent_cluster_regs.cu, train_cluster_regs.cuh) ----
 
-// One round of warp_transpose_sum: lanes whose bit S is set keep the upper
-// S of their 2·S values, the others the lower S, each adding its partner's.
-template <int S> __device__ __forceinline__ void transpose_round(float (&v)[32], unsigned lane) {
+// Slots a round of the transposing reduction leaves of n: the lower half,
+// rounded up (an odd n pads its upper half with a zero).
+__host__ __device__ constexpr int transpose_half(int n) { return (n + 1) / 2; }
+
+// One round of warp_transpose_sum_n on the lane's first N values: lanes
+// whose bit S is set keep the upper half (values [H, N), padded with a
+// zero to H where N is odd), the others the lower H, each adding its
+// partner's. H shuffles.
+template <int S, int N> __device__ __forceinline__ void transpose_round(float (&v)[32], unsigned lane) {
+    constexpr int H = transpose_half(N);
     const bool upper = (lane & (unsigned)S) != 0u;
 #pragma unroll
-    for (int i = 0; i < S; ++i) {
-        const float send = upper ? v[i] : v[i + S];
-        const float keep = upper ? v[i + S] : v[i];
+    for (int i = 0; i < H; ++i) {
+        const float hi = i + H < N ? v[i + H] : 0.0f;
+        const float send = upper ? v[i] : hi;
+        const float keep = upper ? hi : v[i];
         v[i] = keep + __shfl_xor_sync(0xffffffffu, send, S);
     }
 }
 
-// Sum over the warp's 32 lanes of each of the 32 values v[0..32): on
-// return lane j holds the total of value j. Each round halves the values a
-// lane keeps: 16 + 8 + 4 + 2 + 1 shuffles instead of 32 · 5.
-__device__ __forceinline__ float warp_transpose_sum(float (&v)[32]) {
+// Sum over the warp's 32 lanes of each of the N ≤ 32 values v[0..N): on
+// return the lane holds the total of value transpose_slot<N>(lane) (or of a
+// padding zero where that is -1). Each round halves the values a lane
+// keeps: for N = 32, 16 + 8 + 4 + 2 + 1 shuffles instead of 32 · 5, and lane
+// j holds value j; for fewer values fewer (N = 6, a GRU item's gates at one
+// batch row: 3 + 2 + 1 + 1 + 1).
+template <int N> __device__ __forceinline__ float warp_transpose_sum_n(float (&v)[32]) {
+    static_assert(N >= 1 && N <= 32, "a lane holds at most 32 values");
+    constexpr int N1 = transpose_half(N), N2 = transpose_half(N1), N3 = transpose_half(N2),
+                  N4 = transpose_half(N3);
     const unsigned lane = threadIdx.x & 31u;
-    transpose_round<16>(v, lane);
-    transpose_round<8>(v, lane);
-    transpose_round<4>(v, lane);
-    transpose_round<2>(v, lane);
-    transpose_round<1>(v, lane);
+    transpose_round<16, N>(v, lane);
+    transpose_round<8, N1>(v, lane);
+    transpose_round<4, N2>(v, lane);
+    transpose_round<2, N3>(v, lane);
+    transpose_round<1, N4>(v, lane);
     return v[0];
 }
+
+// The value whose total warp_transpose_sum_n<N> leaves in `lane`, or -1
+// where it leaves a padding zero: the rounds, undone from the last, add the
+// upper half's offset where the lane's bit is set; an index past the
+// round's values is padding.
+template <int N> __device__ __forceinline__ int transpose_slot(unsigned lane) {
+    if (N == 32) return (int)lane;  // no padding: spelled out for the compiler
+    const int n[5] = {N, transpose_half(N), transpose_half(transpose_half(N)),
+                      transpose_half(transpose_half(transpose_half(N))),
+                      transpose_half(transpose_half(transpose_half(transpose_half(N))))};
+    int index = 0;
+#pragma unroll
+    for (int r = 4; r >= 0; --r) {
+        if (lane & (16u >> r)) index += transpose_half(n[r]);
+        if (index >= n[r]) return -1;
+    }
+    return index;
+}
+
+// All 32 values: lane j holds the total of value j.
+__device__ __forceinline__ float warp_transpose_sum(float (&v)[32]) { return warp_transpose_sum_n<32>(v); }
 
 // Their shape: clusters of RC_CS CTAs, warp w of CTA `rank` owns hidden units
 // u0 + RC_UPW·w + ul (ul < RC_UPW), H ≤ RC_K.
@@ -541,17 +576,20 @@ __device__ __forceinline__ void rc_partials(float (&v)[32], const float (&w)[ROW
         if (r < nbc) {
             const float4 h0 = *reinterpret_cast<const float4*>(&h[r][4 * lane]);
             const float4 h1 = *reinterpret_cast<const float4*>(&h[r][128 + 4 * lane]);
+            // One chain of 8 per sum: the lane's ROWS·nbc chains are
+            // independent, so their latency hides behind each other, and two
+            // chains of 4 joined by an add cost an instruction more per sum.
 #pragma unroll
             for (int q = 0; q < ROWS; ++q) {
                 float a = w[q][0] * h0.x;
                 a = fmaf(w[q][1], h0.y, a);
                 a = fmaf(w[q][2], h0.z, a);
                 a = fmaf(w[q][3], h0.w, a);
-                float a1 = w[q][4] * h1.x;
-                a1 = fmaf(w[q][5], h1.y, a1);
-                a1 = fmaf(w[q][6], h1.z, a1);
-                a1 = fmaf(w[q][7], h1.w, a1);
-                v[q * BCMAX + r] = a + a1;
+                a = fmaf(w[q][4], h1.x, a);
+                a = fmaf(w[q][5], h1.y, a);
+                a = fmaf(w[q][6], h1.z, a);
+                a = fmaf(w[q][7], h1.w, a);
+                v[q * BCMAX + r] = a;
             }
         }
     }
@@ -582,10 +620,18 @@ template <int G, int G0, int GN, int BCMAX>
 __device__ __forceinline__ void rc_item_sums(float (&out)[4], const float (&w)[RC_UPW * G][8],
                                              const float (*h)[RC_K], float* swap, int nbc, int lane, int iu,
                                              int ib, bool valid) {
+    // The lane's values: RC_UPW·GN rows × BCMAX batch rows. Where they are
+    // few (a kernel compiled for one row) the reduction takes fewer
+    // rounds' shuffles; above 16 it saves at most a few of the first
+    // round's and costs the lane's slot arithmetic, so it runs on all 32.
+    constexpr int NV = RC_UPW * GN * BCMAX;
+    constexpr int N = NV > 16 ? 32 : NV;
     float v[32];
     if (G0 == 0 && GN == G) rc_partials<RC_UPW * G, BCMAX>(v, w, h, nbc, lane);
     else rc_partials_gates<G, G0, GN, BCMAX>(v, w, h, nbc, lane);
-    swap[lane] = warp_transpose_sum(v);
+    const float total = warp_transpose_sum_n<N>(v);
+    const int slot = transpose_slot<N>((unsigned)lane);
+    if (slot >= 0) swap[slot] = total;
     __syncwarp();
     if (valid) {
 #pragma unroll

@@ -36,7 +36,8 @@
 // its step s - 2 logits).
 //
 // Batch rows: cluster c runs rows [c·BC, c·BC + BC) (GenClusterParams::ldb =
-// BC ≤ RcRows<C>: 16 RNN, 5 GRU, 4 LSTM), the clusters are independent.
+// BC ≤ BCMAX, the rows the kernel is compiled for: RcRows<C> (16 RNN, 5 GRU,
+// 4 LSTM), or 1 for the b1 kernels below), the clusters are independent.
 // Shared memory: static h (2·BCMAX·256 floats; r ⊙ h another BCMAX·256
 // for GRU reset-before), the warps' swap rows and the mbarriers; dynamic
 // (engine/src/plan.rs::gen_rcluster_smem):
@@ -51,11 +52,11 @@
 #include "gen_cluster_draw.cuh"
 #include "sample.cuh"
 
-template <int C, typename W, typename A>
+template <int C, typename W, typename A, int BCMAX>
 __device__ void gen_rcluster(const GenClusterParams& p) {
     DYNAMIC_SHARED(float4, smem4);
     constexpr int G = Cell<C>::G;
-    constexpr int BCMAX = RcRows<C>::value;
+    static_assert(BCMAX >= 1 && BCMAX <= RcRows<C>::value, "a lane holds at most 32 partial sums");
     constexpr int ROWS = RC_UPW * G;  // weight rows per warp
     constexpr bool TWO_PHASES = C == GRU_BEFORE;
     __shared__ __align__(16) float hbuf[2][BCMAX][RC_K];
@@ -223,15 +224,23 @@ __device__ void gen_rcluster(const GenClusterParams& p) {
     cluster_sync();
 }
 
-#define GEN_RCLUSTER_KERNELS(NAME, C)                                                       \
+// Each cell in two forms: up to RcRows<C> batch rows per cluster
+// (gen_rcluster16_*), and one (gen_rcluster16b1_*, the planner's choice
+// wherever a cluster runs one row, batch 1 included): each lane's
+// RC_UPW·G partial sums instead of up to 32 (fewer shuffles in the
+// transposing reduction: a GRU's 8 instead of 31), and every lane of a
+// warp holds one of its 2 items, so an item's 16 remote stores of h are
+// split over 16 lanes (one each) instead of 3 or 4.
+#define GEN_RCLUSTER_KERNEL(KERNEL, C, W, BCMAX)                                            \
     extern "C" __global__ void __cluster_dims__(RC_CS, 1, 1) __launch_bounds__(NTHREADS, 1) \
-        gen_rcluster16_f32_##NAME(GenClusterParams p) {                                     \
-        gen_rcluster<C, float, float>(p);                                                   \
-    }                                                                                       \
-    extern "C" __global__ void __cluster_dims__(RC_CS, 1, 1) __launch_bounds__(NTHREADS, 1) \
-        gen_rcluster16_f16_##NAME(GenClusterParams p) {                                     \
-        gen_rcluster<C, __half, __half>(p);                                                 \
+        KERNEL(GenClusterParams p) {                                                        \
+        gen_rcluster<C, W, W, BCMAX>(p);                                                    \
     }
+#define GEN_RCLUSTER_KERNELS(NAME, C)                                               \
+    GEN_RCLUSTER_KERNEL(gen_rcluster16_f32_##NAME, C, float, RcRows<C>::value)      \
+    GEN_RCLUSTER_KERNEL(gen_rcluster16_f16_##NAME, C, __half, RcRows<C>::value)     \
+    GEN_RCLUSTER_KERNEL(gen_rcluster16b1_f32_##NAME, C, float, 1)                   \
+    GEN_RCLUSTER_KERNEL(gen_rcluster16b1_f16_##NAME, C, __half, 1)
 
 GEN_RCLUSTER_KERNELS(rnn_tanh, RNN_TANH)
 GEN_RCLUSTER_KERNELS(rnn_relu, RNN_RELU)

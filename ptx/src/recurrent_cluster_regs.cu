@@ -100,7 +100,7 @@ __device__ void rec_rcluster(const RecParams& p) {
         // then n).
         float hr[4] = {0.f, 0.f, 0.f, 0.f};
         float z = 0.0f;  // reset-before: phase 1's update gate
-        if (TWO_PHASES) {
+        if constexpr (TWO_PHASES) {
             // Phase 1: r and z against h_{t-1}; r ⊙ h_{t-1} to every CTA.
             rc_item_sums<G, 0, 2, BCMAX>(hr, w, hbuf[cur], swap[warp], nbc, lane, iu, ib, valid);
             if (valid) {

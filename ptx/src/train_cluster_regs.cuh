@@ -73,7 +73,7 @@ __device__ void tc_rfwd(const TrFwdArgs<W>& a, int U, int BC) {
         // its k slice, one transposing warp reduction).
         float p[4] = {0.f, 0.f, 0.f, 0.f};
         float r = 0.0f, z = 0.0f;  // reset-before: phase 1's gates
-        if (TWO_PHASES) {
+        if constexpr (TWO_PHASES) {
             // Phase 1: r and z; r ⊙ h_{t-1} to every CTA.
             rc_item_sums<G, 0, 2, BCMAX>(p, w, hbuf[cur], swap[warp], nbc, lane, iu, ib, valid);
             if (valid) {
