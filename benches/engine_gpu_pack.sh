@@ -20,3 +20,4 @@ done
 mkdir -p .carry/engine
 tar -cJf .carry/engine/engine-bins.tar.xz -C "$STAGE" .
 ls -la .carry/engine/engine-bins.tar.xz
+bash benches/carry_size_check.sh .carry/engine

@@ -2,7 +2,7 @@
 # GPU training checks (language model and bare cell), timings and a
 # per-kernel profile from binaries built here (the GPU machine has no Rust
 # toolchain):
-#   bash benches/engine_train_gpu.sh pack   # here: builds, strips and gzips into .carry/$CARRY_TAG/
+#   bash benches/engine_train_gpu.sh pack   # here: builds, strips and packs into .carry/$CARRY_TAG/bins.tar.xz
 #                                           # (git-ignored; the corpus copied beside them)
 #   bash benches/engine_train_gpu.sh run    # there, with .carry/$CARRY_TAG carried; logs into $OUT
 #   bash benches/engine_train_gpu.sh profile  # there: the ncu steps alone
@@ -49,13 +49,20 @@ if [ "${1:-}" = pack ]; then
   fi
   git rev-parse HEAD > "$DEST/commit.txt"
   git status --short >> "$DEST/commit.txt"
-  # gzip: the binaries embed the PTX text; together they would pass the
-  # device call's carry limit (64 MiB with the working tree) uncompressed.
+  # One xz stream for all binaries: each embeds the same 20 MB of PTX text,
+  # which xz's 64 MiB dictionary (-9) stores once per few binaries (about
+  # 4 MB in all, against 42 MB gzipped one by one, which with the working
+  # tree passed the device call's carry limit of 64 MiB).
+  rm -f "$DEST"/*.gz
+  bins=()
   for f in "$DEST"/*; do
-    case $f in *.txt | *.zip | *.gz) ;; *) gzip -9f "$f" ;; esac
+    case $f in *.txt | *.zip | *.tar.xz) ;; *) bins+=("$(basename "$f")") ;; esac
   done
+  tar -cf - --sort=name -C "$DEST" "${bins[@]}" | xz -9 -T1 > "$DEST/bins.tar.xz"
+  (cd "$DEST" && rm -f "${bins[@]}")
   ls -la "$DEST"
-  du -sh "$DEST"
+  cd "$ROOT"
+  bash benches/carry_size_check.sh "$DEST"
   exit 0
 fi
 OUT=${OUT:-/tmp/engine-train-out}
@@ -64,6 +71,7 @@ mkdir -p "$OUT"
 BIN=$(mktemp -d)
 for f in .carry/$TAG/*; do
   case $f in
+    *.tar.xz) tar -xJf "$f" -C "$BIN" ;;
     *.gz) gunzip -c "$f" > "$BIN/$(basename "${f%.gz}")" && chmod +x "$BIN/$(basename "${f%.gz}")" ;;
     *) cp "$f" "$BIN/" ;;
   esac
@@ -96,11 +104,19 @@ profile() {
   done
   # The H 768 LSTM's persistent tensor-core loops (the cell bench's first
   # line: one forward, one backward after a warm-up pair): where a step's
-  # time goes, with the stall samples by instruction (SourceCounters).
+  # time goes, with the stall samples by instruction (SourceCounters; the
+  # report's details page, then its hotspots: benches/ncu_pages.sh).
+  local rep
+  rep=$(mktemp -d)/cell_train_mma
   run ncu_cell_train_mma 240 ncu --kernel-name regex:'^tr_mma_(fwd|bwd)_f16_lstm$' --launch-skip 2 \
     --launch-count 2 --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
-    --section MemoryWorkloadAnalysis --section SourceCounters --print-details all "$BIN/bench_engine_cell_train"
+    --section MemoryWorkloadAnalysis --section SourceCounters -f -o "$rep" "$BIN/bench_engine_cell_train"
+  if [ -e "$rep.ncu-rep" ]; then
+    { bash benches/ncu_pages.sh "$rep.ncu-rep" details; bash benches/ncu_pages.sh "$rep.ncu-rep" hotspots; } \
+      >> "$OUT/ncu_cell_train_mma.log" 2>&1
+  fi
   grep -E "tr_mma|Duration|Stall|Issued|Eligible|Throughput|Hit Rate" "$OUT/ncu_cell_train_mma.log" | head -40
+  grep -A12 "samples by stall reason" "$OUT/ncu_cell_train_mma.log" | head -30
 }
 if [ "${1:-}" = profile ]; then
   profile

@@ -83,3 +83,8 @@ for pair in "reduce-scatter vs gather=18" "ClusterRegs vs Cluster 16=8" \
   fi
 done
 rm -rf "$logs"
+
+# The profile script of the device calls, against stand-ins for ncu (its
+# hotspot tables, the 8-file limit of what a call brings back).
+echo "== benches/profile_plumbing_check.sh"
+bash benches/profile_plumbing_check.sh
