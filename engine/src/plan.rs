@@ -841,12 +841,6 @@ pub(crate) fn plan_generate_cluster_regs(
     batch: usize,
     p: Precision,
 ) -> Option<GenPlan> {
-    // Residency by the kernel of either row form that fits fewer clusters:
-    // the rows are chosen before the form is known.
-    let (most_rows, one_row) = (
-        gen_reg_cluster_kernel(cell, p, 2),
-        gen_reg_cluster_kernel(cell, p, 1),
-    );
     let cs = REG_CLUSTER_SIZE;
     if hidden > REG_CLUSTER_MAX_HIDDEN || limits.cluster < cs || !every_cta_owns_a_unit(hidden, cs)
     {
@@ -854,6 +848,12 @@ pub(crate) fn plan_generate_cluster_regs(
     }
     let vrows = vocab.div_ceil(cs);
     let most = reg_cluster_rows(cell);
+    // Residency by the kernel of either row form that fits fewer clusters:
+    // the rows are chosen before the form is known.
+    let (most_rows, one_row) = (
+        gen_reg_cluster_kernel(cell, p, most),
+        gen_reg_cluster_kernel(cell, p, 1),
+    );
     let (rows, smem, _) = cluster_rows(
         limits,
         batch,
