@@ -289,13 +289,16 @@ fn main() {
         }
     }
     // Cluster kind and size × batch rows per cluster sweep (sm_90), d2l GRUs
-    // and LSTM (reset-before: the shared-memory and tensor-core kernels).
+    // and LSTM (reset-before: the shared-memory and tensor-core kernels);
+    // the RNN's register kernel only, whose rows the planner picks as the
+    // others' (`reg_cluster_rows_for`).
     if gpu.limits().cluster > 0 {
         for precision in [Precision::F32, Precision::F16] {
             for cell in [
                 CellKind::GruResetBefore,
                 CellKind::GruResetAfter,
                 CellKind::Lstm,
+                CellKind::RnnTanh,
             ] {
                 let (model, mut bufs) = d2l_setup(&gpu, scale, cell, precision);
                 for (path, cluster) in [
@@ -304,6 +307,9 @@ fn main() {
                     (Path::ClusterRegs, 16),
                     (Path::ClusterMma, 16),
                 ] {
+                    if cell == CellKind::RnnTanh && path != Path::ClusterRegs {
+                        continue;
+                    }
                     for rows in [1, 2, 3, 4, 5, 8, 16, 32] {
                         let opts = PlanOptions {
                             path: Some(path),

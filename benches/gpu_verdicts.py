@@ -96,6 +96,17 @@ def figures(lines):
     return out
 
 
+def forward_rows(lines):
+    """The d2l forward's automatic register cluster lines: {(cell, precision):
+    rows per cluster the planner took}."""
+    out = {}
+    pat = re.compile(r"^d2l " + SHAPE + r"(\S+)\s+(f32|f16): layer .*\(ClusterRegs .*rows=(\d+)\)")
+    for line in lines or []:
+        if m := pat.match(line):
+            out[(m[2], m[3])] = int(m[4])
+    return out
+
+
 def cell_train(lines, prefix):
     """bench_engine_cell_train / its torch twin: {precision: (fwd ms, fwd+bwd ms)}."""
     out = {}
@@ -131,6 +142,7 @@ def load(folders):
     return {
         "train": train_steps(read(folders, LOGS["train"])),
         "forward": figures(read(folders, LOGS["forward"])),
+        "forward_rows": forward_rows(read(folders, LOGS["forward"])),
         "generate": figures(read(folders, LOGS["generate"])),
         "cell": cell_train(read(folders, LOGS["cell"]), ""),
         "shapes": {kind: shapes(read(folders, log), kind) for kind, log in LOGS.items()},
@@ -283,6 +295,16 @@ def choices(new):
             (a, la), now = best(fwd, rf"^sweep d2l {re.escape(cell)} {prec} Cluster "), "Cluster"
         rows.append([f"d2l {cell} {prec}: ClusterMma vs {now} (best rows)", f"{la} / {lb}",
                      f"{a:.3f}" if a is not None else "—", f"{b:.3f}", ratio(b, a)])
+    # The rows per cluster the planner takes for the register cluster
+    # forward (the fewest whose clusters have their SMs alone, else the
+    # fewest all resident) against the sweep's fastest rows, both sweep lines.
+    for (cell, prec), n in sorted(new.get("forward_rows", {}).items()):
+        (a, la) = best(fwd, rf"^sweep d2l {re.escape(cell)} {prec} ClusterRegs cluster=16 rows={n} ")
+        (b, lb) = best(fwd, rf"^sweep d2l {re.escape(cell)} {prec} ClusterRegs ")
+        if b is not None:
+            rows.append([f"d2l {cell} {prec}: the sweep's fastest rows vs the planner's rows={n}",
+                         f"{lb.split(' ClusterRegs ')[-1]}", f"{a:.3f}" if a is not None else "—",
+                         f"{b:.3f}", ratio(b, a)])
     # GRU reset-before's register cluster forward (forced only) against the
     # shared-memory one it would replace, each at its best rows.
     for prec in sorted({m[1] for k in fwd if (m := re.match(r"sweep d2l gru-reset-before (f32|f16) ClusterRegs ", k))}):

@@ -65,11 +65,14 @@ python3 benches/gpu_verdicts.py --new "$logs" --check > "$logs/verdicts.md"
 # 6 block counts; 3 and 2 figures of 3 cells in f16; 2 figures, three times;
 # 2 paths of 4 cells × 2 precisions, three times; (best rows): 3 cells × 2
 # precisions against the register kernel (or Cluster), and reset-before's
-# register kernel against Cluster in 2 precisions.
+# register kernel against Cluster in 2 precisions; the planner's register
+# rows against the sweep's fastest for the 3 swept cells it runs them for
+# (GRU reset-after, LSTM, RNN tanh) × 2 precisions.
 for pair in "reduce-scatter vs gather=18" "ClusterRegs vs Cluster 16=8" \
   "product ahead vs after the draw=16" "block sends vs sends per item=16" \
   "split draw vs whole-row draw=16" \
   "flagged vs grid barrier=2" "block flags vs grid barrier (best units)=2" "(best rows)=8" \
+  "the sweep's fastest rows vs the planner's=6" \
   "training forward: ClusterMma vs ClusterRegs=24" "one-word flip vs grid_sync=6" \
   "training forward: PersistentMma vs Persistent=9" \
   "training backward: PersistentMma vs Persistent=6" \

@@ -50,7 +50,14 @@
 //! takes `H ≤ 256` (`REG_CLUSTER_MAX_HIDDEN`), every cell, and at most
 //! `32 / (2·G)` batch rows per cluster (`reg_cluster_rows`: 16 RNN, 5 GRU,
 //! 4 LSTM); its shared memory is static (h double-buffered, 10–34 KB).
-//! Layers beyond those limits run `Path::Cluster`. GRU reset-before takes
+//! Layers beyond those limits run `Path::Cluster`. Its rows per cluster
+//! are the fewest for which every cluster has its SMs to itself, one CTA
+//! per SM (`reg_cluster_rows_for`), else the fewest for which every
+//! cluster is resident: two CTAs of 256 threads fit on an SM by
+//! registers, and a cluster that shares its SMs takes longer per step than
+//! one with more rows that does not (H100, d2l shape: 5 rows, 7 clusters,
+//! 2.43 µs per step against 2.64 for 3 rows, 11 clusters; 4 rows, 8
+//! clusters, 2.92). GRU reset-before takes
 //! two exchanges per step (r ⊙ h_{t-1} under its own mbarrier, then the n
 //! rows against it); for that cell the kernel is chosen only when forced,
 //! until a GPU has timed it against `Path::Cluster`.
@@ -586,6 +593,36 @@ fn cluster_rows(
     largest
 }
 
+/// Dynamic shared memory that keeps a second CTA off an SM: more than half
+/// of what a block may have (sm_90: 227 KB a block, 228 KB an SM, 1 KB of
+/// it reserved per block). The planners query cluster occupancy with it to
+/// count the clusters that fit one CTA per SM; no launch asks for it.
+pub(crate) fn one_cta_per_sm_smem(limits: &DeviceLimits) -> usize {
+    limits.max_smem_per_block / 2 + 1
+}
+
+/// Batch rows per cluster of a register cluster kernel (static shared
+/// memory, at most `most` rows) for `batch` rows, where `active` clusters
+/// fit at once and `alone` of them fit one CTA per SM: the fewest rows for
+/// which every cluster runs alone on its SMs, else the fewest for which
+/// every cluster is resident; `None` where neither is within `most`
+/// (clusters in waves would double the time).
+///
+/// Why alone first: two of these CTAs fit on an SM (registers), and then a
+/// cluster's CTAs share the SMs' issue slots; in every H100 sweep of the
+/// d2l forward (engine_h100_run6, engine_train_h100_run7) 5 rows on 7
+/// clusters beat 3 rows on 11 (2.43 against 2.64 µs per step), while 4 rows
+/// on 8 clusters, one more than fit alone, was the slowest of the three.
+pub(crate) fn reg_cluster_rows_for(
+    batch: usize,
+    most: usize,
+    active: usize,
+    alone: usize,
+) -> Option<usize> {
+    let fewest = |clusters: usize| (1..=most.min(batch)).find(|r| batch.div_ceil(*r) <= clusters);
+    fewest(alone).or_else(|| fewest(active))
+}
+
 /// The cluster configuration of a (B, H) layer: clusters of 16 where they
 /// fit (measured faster than 8 at equal rows per cluster on an H100), else 8.
 fn plan_cluster(
@@ -652,19 +689,28 @@ fn plan_cluster_regs(
         Path::ClusterMma => MMA_CLUSTER_ROWS,
         _ => reg_cluster_rows(cell),
     };
-    if opts.rows.is_some_and(|r| r > most) {
-        return None;
-    }
-    // Static shared memory only; more rows than the kernel holds "do not fit".
-    let smem_of = |rows: usize| if rows > most { usize::MAX } else { 0 };
-    let (rows, _, active) = cluster_rows(limits, batch, opts.rows, smem_of, |smem| {
-        occ.max_clusters(kernel, cs, smem)
-    })?;
-    // Clusters in waves would double the time: there `Path::Cluster`, which
-    // takes more rows per cluster, runs instead (unless rows were forced).
-    if opts.rows.is_none() && batch.div_ceil(rows) > active {
-        return None;
-    }
+    let rows = match opts.rows {
+        Some(r) if r > most => return None,
+        // Static shared memory only; the forced count as given.
+        Some(_) => {
+            cluster_rows(
+                limits,
+                batch,
+                opts.rows,
+                |_| 0,
+                |smem| occ.max_clusters(kernel, cs, smem),
+            )?
+            .0
+        }
+        // Clusters in waves would double the time: there `Path::Cluster`,
+        // which takes more rows per cluster, runs instead.
+        None => reg_cluster_rows_for(
+            batch,
+            most,
+            occ.max_clusters(kernel, cs, 0),
+            occ.max_clusters(kernel, cs, one_cta_per_sm_smem(limits)),
+        )?,
+    };
     Some(Plan {
         path,
         units: hidden.div_ceil(cs),
@@ -937,14 +983,14 @@ mod tests {
         fn blocks_per_sm(&self, _: &'static str, smem: usize) -> usize {
             (228 * 1024 / (smem + 1024)).min(self.regs_blocks)
         }
-        /// An H100's GPCs: 7 of 16+ SMs (clusters of 16), 16 clusters of 8.
+        /// An H100's GPCs: 7 of 16+ SMs take a cluster of 16 for each CTA
+        /// an SM holds, and 16 clusters of 8 fit per CTA an SM holds.
         fn max_clusters(&self, kernel: &'static str, cluster: usize, smem: usize) -> usize {
-            if self.blocks_per_sm(kernel, smem) == 0 {
-                0
-            } else if cluster == 16 {
-                7
+            let per_sm = self.blocks_per_sm(kernel, smem);
+            if cluster == 16 {
+                7 * per_sm
             } else {
-                16
+                16 * per_sm
             }
         }
     }
@@ -1192,6 +1238,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn register_clusters_take_their_sms_alone_where_they_fit() {
+        // The rule: alone first, else resident, else none.
+        assert_eq!(reg_cluster_rows_for(32, 5, 14, 7), Some(5));
+        assert_eq!(reg_cluster_rows_for(32, 4, 14, 7), Some(3));
+        assert_eq!(reg_cluster_rows_for(32, 16, 14, 7), Some(5));
+        assert_eq!(reg_cluster_rows_for(1, 5, 14, 7), Some(1));
+        assert_eq!(reg_cluster_rows_for(14, 5, 14, 7), Some(2));
+        assert_eq!(reg_cluster_rows_for(71, 5, 14, 7), None);
+        // Where a CTA already has its SM alone both counts agree.
+        assert_eq!(reg_cluster_rows_for(32, 5, 7, 7), Some(5));
+        // The padding leaves room for a register kernel's static shared
+        // memory and keeps a second CTA off a 228 KB SM.
+        let pad = one_cta_per_sm_smem(&H100);
+        assert!(2 * (pad + 1024) > 228 * 1024 && pad + 40 * 1024 <= H100.max_smem_per_block);
+
+        // An H100 on which two register CTAs fit an SM: 14 clusters of 16
+        // resident, 7 alone.
+        let occ = FakeSm { regs_blocks: 2 };
+        let plan = |cell, b, rows: Option<usize>| {
+            let opts = PlanOptions {
+                rows,
+                ..PlanOptions::default()
+            };
+            plan_sequence(&H100, &occ, cell, 256, b, Precision::F32, opts)
+                .map(|p| (p.path, p.ldb, p.blocks))
+                .unwrap()
+        };
+        // The d2l shape: 5 rows on 7 clusters rather than 3 on 11.
+        assert_eq!(
+            plan(CellKind::GruResetAfter, 32, None),
+            (Path::ClusterRegs, 5, 112)
+        );
+        assert_eq!(
+            plan(CellKind::RnnTanh, 32, None),
+            (Path::ClusterRegs, 5, 112)
+        );
+        // The LSTM holds 4 rows: 8 clusters do not fit alone, so the
+        // fewest rows with all 11 resident.
+        assert_eq!(plan(CellKind::Lstm, 32, None), (Path::ClusterRegs, 3, 176));
+        // Forced rows as given; batch 1 one cluster.
+        assert_eq!(
+            plan(CellKind::GruResetAfter, 32, Some(3)),
+            (Path::ClusterRegs, 3, 176)
+        );
+        assert_eq!(
+            plan(CellKind::GruResetAfter, 1, None),
+            (Path::ClusterRegs, 1, 16)
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! every cell, the backward for the RNN cells only; at most
 //! `reg_cluster_rows` rows per cluster forward and [`reg_bwd_rows`]
 //! backward) first where all their clusters are resident at once, as the
-//! inference planner's `Path::ClusterRegs`. The backward of the GRUs and
+//! inference planner's `Path::ClusterRegs`, with its rows per cluster: the
+//! fewest for which each cluster has its SMs to itself where any fit
+//! (`reg_cluster_rows_for`). The backward of the GRUs and
 //! the LSTM may instead take the reduce-scatter kernel
 //! (`tr_cluster*_bwdrs_*`, ptx/src/train_cluster_rs.cuh) where asked
 //! ([`super::DeviceTrainer::set_reduce_scatter_backward`]): G times fewer
@@ -25,7 +27,8 @@ use recur_core::CellKind;
 use crate::error::Error;
 use crate::gpu::Gpu;
 use crate::plan::{
-    every_cta_owns_a_unit, reg_cluster_rows, Precision, MMA_CLUSTER_ROWS, REG_CLUSTER_MAX_HIDDEN,
+    every_cta_owns_a_unit, one_cta_per_sm_smem, reg_cluster_rows, reg_cluster_rows_for, Precision,
+    MMA_CLUSTER_ROWS, REG_CLUSTER_MAX_HIDDEN,
 };
 
 /// Whether a trainer runs its time loops on thread-block clusters.
@@ -414,8 +417,10 @@ pub(super) fn plan(
 /// A register kernel's plan (`name`, clusters of 16 with static shared
 /// memory: [`TimeLoop::ClusterRegs`] or [`TimeLoop::ClusterMma`]): the
 /// fewest batch rows per cluster, at most `most`, for which every cluster
-/// is resident at once, else none (clusters in waves would double the
-/// time; the shared-memory kernel, which holds more rows, runs instead).
+/// has its SMs to itself, else the fewest for which every cluster is
+/// resident at once, else none (clusters in waves would double the time;
+/// the shared-memory kernel, which holds more rows, runs instead). The
+/// inference planner's rule (`reg_cluster_rows_for`), measured there.
 fn register_plan(
     gpu: &Gpu,
     name: &'static str,
@@ -432,7 +437,8 @@ fn register_plan(
         return Ok(None);
     }
     let active = gpu.max_active_clusters(name, REG_CLUSTER, 0)?;
-    let rows = (1..=most.min(batch)).find(|r| batch.div_ceil(*r) <= active);
+    let alone = gpu.max_active_clusters(name, REG_CLUSTER, one_cta_per_sm_smem(&gpu.limits()))?;
+    let rows = reg_cluster_rows_for(batch, most, active, alone);
     Ok(rows.map(|rows| ClusterPlan {
         kernel: name,
         form,
