@@ -420,7 +420,8 @@ pub(super) fn plan(
 /// has its SMs to itself, else the fewest for which every cluster is
 /// resident at once, else none (clusters in waves would double the time;
 /// the shared-memory kernel, which holds more rows, runs instead). The
-/// inference planner's rule (`reg_cluster_rows_for`), measured there.
+/// inference planner's rule (`reg_cluster_rows_for`), measured on its GRU
+/// forward; the training loops' rows are not yet timed on a GPU.
 fn register_plan(
     gpu: &Gpu,
     name: &'static str,
