@@ -299,7 +299,7 @@ def choices(new):
     # forward (the fewest whose clusters have their SMs alone, else the
     # fewest all resident) against the sweep's fastest rows, both sweep lines.
     for (cell, prec), n in sorted(new.get("forward_rows", {}).items()):
-        (a, la) = best(fwd, rf"^sweep d2l {re.escape(cell)} {prec} ClusterRegs cluster=16 rows={n} ")
+        a, _ = best(fwd, rf"^sweep d2l {re.escape(cell)} {prec} ClusterRegs cluster=16 rows={n} ")
         (b, lb) = best(fwd, rf"^sweep d2l {re.escape(cell)} {prec} ClusterRegs ")
         if b is not None:
             rows.append([f"d2l {cell} {prec}: the sweep's fastest rows vs the planner's rows={n}",

@@ -561,14 +561,14 @@ fn cluster_sizes(limits: &DeviceLimits, forced: Option<usize>) -> Vec<usize> {
 
 /// Batch rows per cluster for `batch` rows: the fewest for which all clusters
 /// are resident at once (`active(smem)` clusters fit), or the forced number;
-/// `smem_of(rows)` must fit the block limit. Returns (rows, smem, active).
+/// `smem_of(rows)` must fit the block limit. Returns (rows, smem).
 fn cluster_rows(
     limits: &DeviceLimits,
     batch: usize,
     forced: Option<usize>,
     smem_of: impl Fn(usize) -> usize,
     active: impl Fn(usize) -> usize,
-) -> Option<(usize, usize, usize)> {
+) -> Option<(usize, usize)> {
     let candidates: Vec<usize> = match forced {
         Some(r) if r >= 1 => vec![r.min(batch)],
         Some(_) => vec![],
@@ -584,7 +584,7 @@ fn cluster_rows(
         if n == 0 {
             break;
         }
-        largest = Some((rows, smem, n));
+        largest = Some((rows, smem));
         if batch.div_ceil(rows) <= n {
             return largest;
         }
@@ -640,7 +640,7 @@ fn plan_cluster(
             continue;
         }
         let kernel = cluster_kernel(cs, cell, p);
-        let Some((rows, smem, _)) = cluster_rows(
+        let Some((rows, smem)) = cluster_rows(
             limits,
             batch,
             opts.rows,
@@ -691,17 +691,9 @@ fn plan_cluster_regs(
     };
     let rows = match opts.rows {
         Some(r) if r > most => return None,
-        // Static shared memory only; the forced count as given.
-        Some(_) => {
-            cluster_rows(
-                limits,
-                batch,
-                opts.rows,
-                |_| 0,
-                |smem| occ.max_clusters(kernel, cs, smem),
-            )?
-            .0
-        }
+        // The forced count as given, where a cluster fits at all.
+        Some(r) if r >= 1 && occ.max_clusters(kernel, cs, 0) > 0 => r.min(batch),
+        Some(_) => return None,
         // Clusters in waves would double the time: there `Path::Cluster`,
         // which takes more rows per cluster, runs instead.
         None => reg_cluster_rows_for(
@@ -852,7 +844,7 @@ pub(crate) fn plan_generate_cluster(
             continue;
         }
         let kernel = gen_cluster_kernel(cs, cell, p);
-        let Some((rows, smem, _)) = cluster_rows(
+        let Some((rows, smem)) = cluster_rows(
             limits,
             batch,
             None,
@@ -900,7 +892,7 @@ pub(crate) fn plan_generate_cluster_regs(
         gen_reg_cluster_kernel(cell, p, most),
         gen_reg_cluster_kernel(cell, p, 1),
     );
-    let (rows, smem, _) = cluster_rows(
+    let (rows, smem) = cluster_rows(
         limits,
         batch,
         None,
